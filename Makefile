@@ -1,0 +1,62 @@
+# make iso    build/hypervisor.iso (BIOS + UEFI) and build/kernel.elf
+# make run    build and boot in the best engine (ENGINE=qemu|bochs, CPUS=N, CMDLINE=...)
+# make test   host unit tests + boot tests (QEMU and Bochs)
+# make bench  the CPUID exit round trip in Bochs
+# Every target installs what it needs first (scripts/install-deps).
+
+CARGO      ?= cargo
+BUILD      := build
+KERNEL     := $(BUILD)/kernel.elf
+ISO        := $(BUILD)/hypervisor.iso
+TARGET_ELF := target/x86_64-unknown-none/release/kernel
+# The ISO's command line: the bare-metal defaults (exit=halt).
+CMDLINE    ?= loglevel=info
+CPUS       ?= 4
+MODEL      ?= corei7_skylake_x
+ENGINE     ?= $(shell scripts/best-engine)
+FEATURES   ?=
+
+.PHONY: all deps kernel iso run test unit boottest bench clean
+
+all: iso
+
+deps:
+	@scripts/install-deps
+
+kernel: deps
+	$(CARGO) build -p kernel --release --target x86_64-unknown-none $(if $(FEATURES),--features $(FEATURES))
+	@mkdir -p $(BUILD)
+	cp $(TARGET_ELF) $(KERNEL)
+
+iso: kernel
+	scripts/mkiso $(KERNEL) $(ISO) $(CMDLINE)
+	@echo "built $(ISO) (command line: $(CMDLINE))"
+
+# `run` boots a copy of the ISO whose command line ends the run through the
+# engine's exit port; build/hypervisor.iso itself stays bare-metal safe.
+run: kernel
+	@case "$(ENGINE)" in \
+	  qemu-kvm) eng=qemu; extra="--kvm";; \
+	  qemu) eng=qemu; extra="";; \
+	  bochs) eng=bochs; extra="--model $(MODEL)";; \
+	  *) echo "ENGINE is qemu, qemu-kvm or bochs"; exit 2;; \
+	esac; \
+	scripts/mkiso $(KERNEL) $(BUILD)/run.iso $(CMDLINE) exit=$$eng && \
+	echo "booting $(BUILD)/run.iso in $(ENGINE) with $(CPUS) CPUs; COM1 follows" && \
+	scripts/boot --engine $$eng $$extra --iso $(BUILD)/run.iso --cpus $(CPUS) --workdir $(BUILD)/run; \
+	status=$$?; echo "(engine exited with status $$status)"
+
+unit:
+	$(CARGO) test -p hvlogic
+
+boottest: kernel
+	$(CARGO) test -p boottests -- --test-threads=2
+
+test: deps unit boottest
+
+bench: kernel
+	$(CARGO) test -p boottests --test bench -- --ignored --nocapture
+
+clean:
+	rm -rf $(BUILD)
+	$(CARGO) clean

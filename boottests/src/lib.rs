@@ -1,0 +1,269 @@
+//! The boot-test harness: build an ISO for a scenario, boot it in QEMU or
+//! Bochs with a timeout, capture COM1, and assert on exact lines and on the
+//! SUMMARY line. A failed assertion prints the last 60 lines of the log.
+//!
+//! Needs `build/kernel.elf` (`make test` builds it first).
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Engine {
+    Qemu,
+    Bochs,
+}
+
+/// One boot: engine, machine, processors and kernel command line.
+#[derive(Clone, Debug)]
+pub struct Boot {
+    name: String,
+    engine: Engine,
+    cpus: u32,
+    machine: &'static str,
+    uefi: bool,
+    model: &'static str,
+    cmdline: String,
+    timeout: Duration,
+}
+
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+impl Boot {
+    /// QEMU TCG (no VMX), `-machine pc`, one CPU.
+    pub fn qemu(name: &str) -> Boot {
+        Boot {
+            name: name.into(),
+            engine: Engine::Qemu,
+            cpus: 1,
+            machine: "pc",
+            uefi: false,
+            model: "",
+            cmdline: String::new(),
+            timeout: Duration::from_secs(60),
+        }
+    }
+
+    /// Bochs with the given CPU model, one CPU.
+    pub fn bochs(name: &str, model: &'static str) -> Boot {
+        Boot { engine: Engine::Bochs, model, timeout: Duration::from_secs(400), ..Boot::qemu(name) }
+    }
+
+    pub fn cpus(mut self, n: u32) -> Boot {
+        self.cpus = n;
+        self
+    }
+    pub fn machine(mut self, m: &'static str) -> Boot {
+        self.machine = m;
+        self
+    }
+    pub fn uefi(mut self) -> Boot {
+        self.uefi = true;
+        self.machine = "q35";
+        self
+    }
+    pub fn cmdline(mut self, c: &str) -> Boot {
+        self.cmdline = c.into();
+        self
+    }
+
+    /// Build this scenario's ISO, boot it, and return what COM1 printed.
+    pub fn run(&self) -> Log {
+        let root = root();
+        let kernel = root.join("build/kernel.elf");
+        assert!(kernel.exists(), "{} is missing: run `make kernel` (or `make test`)", kernel.display());
+        let dir = root.join("target/boottests").join(&self.name);
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let iso = dir.join("boot.iso");
+        let serial = dir.join("serial.log");
+
+        let exit = match self.engine {
+            Engine::Qemu => "exit=qemu",
+            Engine::Bochs => "exit=bochs",
+        };
+        let cmdline = format!("{} {exit}", self.cmdline);
+        let status = Command::new(root.join("scripts/mkiso"))
+            .arg(&kernel)
+            .arg(&iso)
+            .args(cmdline.split_whitespace())
+            .status()
+            .expect("scripts/mkiso");
+        assert!(status.success(), "mkiso failed for {}", self.name);
+
+        let mut cmd = Command::new(root.join("scripts/boot"));
+        cmd.arg("--iso").arg(&iso).arg("--serial").arg(&serial).arg("--workdir").arg(&dir);
+        cmd.arg("--cpus").arg(self.cpus.to_string());
+        match self.engine {
+            Engine::Qemu => {
+                cmd.args(["--engine", "qemu", "--machine", self.machine]);
+                if self.uefi {
+                    cmd.arg("--uefi");
+                }
+            }
+            Engine::Bochs => {
+                cmd.args(["--engine", "bochs", "--model", self.model]);
+            }
+        }
+        cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+        let started = Instant::now();
+        let mut child = cmd.spawn().expect("scripts/boot");
+        let (exit_status, timed_out) = loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                break (s.code(), false);
+            }
+            if started.elapsed() > self.timeout {
+                let _ = child.kill();
+                let _ = child.wait();
+                break (None, true);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        let raw = std::fs::read(&serial).unwrap_or_default();
+        let text = String::from_utf8_lossy(&raw).replace('\r', "");
+        Log {
+            name: self.name.clone(),
+            engine: self.engine,
+            lines: text.lines().map(str::to_owned).collect(),
+            exit_status,
+            timed_out,
+            seconds: started.elapsed().as_secs_f64(),
+        }
+    }
+}
+
+/// The parsed SUMMARY line.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct Summary {
+    pub cpus: u32,
+    pub online: u32,
+    pub vmx_root: u32,
+    pub guests_ok: u32,
+    pub result: String,
+}
+
+impl fmt::Display for Summary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "SUMMARY cpus={} online={} vmx_root={} guests_ok={} result={}",
+            self.cpus, self.online, self.vmx_root, self.guests_ok, self.result
+        )
+    }
+}
+
+/// What COM1 printed in one boot.
+pub struct Log {
+    pub name: String,
+    pub engine: Engine,
+    pub lines: Vec<String>,
+    pub exit_status: Option<i32>,
+    pub timed_out: bool,
+    pub seconds: f64,
+}
+
+impl Log {
+    /// Fail the test, showing the end of the log.
+    pub fn fail(&self, msg: &str) -> ! {
+        let tail = self.lines.len().saturating_sub(60);
+        let mut s = format!("[{}] {msg}\n", self.name);
+        if self.timed_out {
+            s += &format!("(the boot timed out after {:.0} s)\n", self.seconds);
+        }
+        s += &format!("--- last {} lines of COM1 ---\n", self.lines.len() - tail);
+        for l in &self.lines[tail..] {
+            s += l;
+            s.push('\n');
+        }
+        panic!("{s}");
+    }
+
+    pub fn has_line(&self, exact: &str) -> bool {
+        self.lines.iter().any(|l| l == exact)
+    }
+
+    /// An exact line must be present.
+    pub fn assert_line(&self, exact: &str) {
+        if !self.has_line(exact) {
+            self.fail(&format!("missing line: {exact:?}"));
+        }
+    }
+
+    /// Lines starting with `prefix`.
+    pub fn lines_starting(&self, prefix: &str) -> Vec<&str> {
+        self.lines.iter().filter(|l| l.starts_with(prefix)).map(String::as_str).collect()
+    }
+
+    /// Exactly `n` lines start with `prefix`.
+    pub fn assert_count(&self, prefix: &str, n: usize) {
+        let got = self.lines_starting(prefix).len();
+        if got != n {
+            self.fail(&format!("expected {n} lines starting with {prefix:?}, found {got}"));
+        }
+    }
+
+    /// Where `exact` first appears.
+    pub fn position(&self, exact: &str) -> Option<usize> {
+        self.lines.iter().position(|l| l == exact)
+    }
+
+    /// The last line of the log must be the one SUMMARY line; returns it parsed.
+    pub fn summary(&self) -> Summary {
+        let found: Vec<&String> = self.lines.iter().filter(|l| l.starts_with("SUMMARY ")).collect();
+        if found.len() != 1 {
+            self.fail(&format!("expected exactly one SUMMARY line, found {}", found.len()));
+        }
+        let line = found[0];
+        let field = |key: &str| -> String {
+            line.split_whitespace()
+                .find_map(|w| w.strip_prefix(key).and_then(|r| r.strip_prefix('=')))
+                .map(str::to_owned)
+                .unwrap_or_else(|| self.fail(&format!("SUMMARY has no {key}=: {line}")))
+        };
+        let num = |key: &str| -> u32 {
+            field(key).parse().unwrap_or_else(|_| self.fail(&format!("SUMMARY {key} is not a number: {line}")))
+        };
+        let s = Summary {
+            cpus: num("cpus"),
+            online: num("online"),
+            vmx_root: num("vmx_root"),
+            guests_ok: num("guests_ok"),
+            result: field("result"),
+        };
+        if s.to_string() != *line {
+            self.fail(&format!("SUMMARY line is not in the exact format: {line}"));
+        }
+        if let (Engine::Qemu, Some(code)) = (self.engine, self.exit_status) {
+            let expected = match s.result.as_str() {
+                "PASS" => 33,
+                "NO_VMX" => 35,
+                _ => 37,
+            };
+            if code != expected {
+                self.fail(&format!("QEMU exit status {code} does not match result={} (expected {expected})", s.result));
+            }
+        }
+        s
+    }
+
+    /// SUMMARY must read exactly so.
+    pub fn assert_summary(&self, cpus: u32, online: u32, vmx_root: u32, guests_ok: u32, result: &str) {
+        let got = self.summary();
+        let want = Summary { cpus, online, vmx_root, guests_ok, result: result.into() };
+        if got != want {
+            self.fail(&format!("SUMMARY mismatch\n  want: {want}\n  got:  {got}"));
+        }
+    }
+
+    /// No exception report, no panic, no early end.
+    pub fn assert_no_exception(&self) {
+        for bad in ["EXCEPTION ", "PANIC", "run ends early"] {
+            if let Some(l) = self.lines.iter().find(|l| l.contains(bad)) {
+                self.fail(&format!("unexpected failure line: {l}"));
+            }
+        }
+    }
+}

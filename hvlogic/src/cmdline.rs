@@ -1,0 +1,209 @@
+//! The kernel command line (set in grub.cfg), parsed into options.
+//!
+//! Words are separated by spaces; each is `key=value` or a bare flag. A word
+//! this parser does not know is kept as a warning so the kernel can report it:
+//! nothing on the command line is silently ignored.
+
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::fmt;
+
+/// How a run ends once the SUMMARY line is out (`exit=`).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum ExitMode {
+    /// Halt every CPU. The bare-metal default: never touches emulator ports.
+    Halt,
+    /// QEMU's isa-debug-exit device at port 0xf4.
+    Qemu,
+    /// Bochs's shutdown port 0x8900.
+    Bochs,
+}
+
+/// Faults raised on purpose so the tests can check every failure path (`inject=`).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Inject {
+    /// Execute UD2 on the boot CPU once the exception handlers are installed.
+    Ud2,
+    /// Lock IA32_FEATURE_CONTROL with bit 2 clear on every CPU before VMX set-up.
+    FcLockedOff,
+    /// Execute VMXON a second time while in VMX root operation.
+    VmxonTwice,
+}
+
+/// Which program the guests run (`guest=`).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum GuestKind {
+    /// CPUID, a hello line on COM1, an MSR read, VMCALL success.
+    Normal,
+    /// Tries to escape: every attempt must be contained.
+    Hostile,
+    /// 10,000 CPUID exits timed with RDTSC inside the guest.
+    Bench,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
+pub enum LogLevel {
+    Error = 1,
+    Warn,
+    Info,
+    Debug,
+    Trace,
+}
+
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct Options {
+    pub loglevel: LogLevel,
+    pub exit: ExitMode,
+    pub inject: Option<Inject>,
+    /// Start at most this many processors (the boot CPU included).
+    pub maxcpus: Option<u32>,
+    /// Print every VMX capability MSR, decoded, on the boot CPU.
+    pub vmxcap: bool,
+    pub guest: GuestKind,
+    /// Words that were not understood, with the reason, for the log.
+    pub warnings: Vec<Warning>,
+}
+
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct Warning {
+    pub word: String,
+    pub reason: &'static str,
+}
+
+impl fmt::Display for Warning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "command line: `{}` ignored: {}", self.word, self.reason)
+    }
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            loglevel: LogLevel::Info,
+            exit: ExitMode::Halt,
+            inject: None,
+            maxcpus: None,
+            vmxcap: false,
+            guest: GuestKind::Normal,
+            warnings: Vec::new(),
+        }
+    }
+}
+
+impl Options {
+    pub fn parse(cmdline: &str) -> Options {
+        let mut o = Options::default();
+        for word in cmdline.split_ascii_whitespace() {
+            let (key, value) = match word.split_once('=') {
+                Some((k, v)) => (k, Some(v)),
+                None => (word, None),
+            };
+            if let Err(reason) = o.apply(key, value) {
+                o.warnings.push(Warning { word: String::from(word), reason });
+            }
+        }
+        o
+    }
+
+    fn apply(&mut self, key: &str, value: Option<&str>) -> Result<(), &'static str> {
+        match (key, value) {
+            ("loglevel", Some(v)) => {
+                self.loglevel = match v {
+                    "error" => LogLevel::Error,
+                    "warn" => LogLevel::Warn,
+                    "info" => LogLevel::Info,
+                    "debug" => LogLevel::Debug,
+                    "trace" => LogLevel::Trace,
+                    _ => return Err("loglevel is one of error, warn, info, debug, trace"),
+                }
+            }
+            ("exit", Some(v)) => {
+                self.exit = match v {
+                    "halt" => ExitMode::Halt,
+                    "qemu" => ExitMode::Qemu,
+                    "bochs" => ExitMode::Bochs,
+                    _ => return Err("exit is one of halt, qemu, bochs"),
+                }
+            }
+            ("inject", Some(v)) => {
+                self.inject = Some(match v {
+                    "ud2" => Inject::Ud2,
+                    "fc-locked-off" => Inject::FcLockedOff,
+                    "vmxon-twice" => Inject::VmxonTwice,
+                    _ => return Err("inject is one of ud2, fc-locked-off, vmxon-twice"),
+                })
+            }
+            ("maxcpus", Some(v)) => match v.parse::<u32>() {
+                Ok(n) if n >= 1 => self.maxcpus = Some(n),
+                _ => return Err("maxcpus takes a number of at least 1"),
+            },
+            ("guest", Some(v)) => {
+                self.guest = match v {
+                    "normal" => GuestKind::Normal,
+                    "hostile" => GuestKind::Hostile,
+                    "bench" => GuestKind::Bench,
+                    _ => return Err("guest is one of normal, hostile, bench"),
+                }
+            }
+            ("vmxcap", None) => self.vmxcap = true,
+            ("loglevel" | "exit" | "inject" | "maxcpus" | "guest", None) => {
+                return Err("this option needs a value (key=value)")
+            }
+            ("vmxcap", Some(_)) => return Err("vmxcap takes no value"),
+            _ => return Err("unknown option"),
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_the_bare_metal_ones() {
+        let o = Options::parse("");
+        assert_eq!(o.exit, ExitMode::Halt);
+        assert_eq!(o.loglevel, LogLevel::Info);
+        assert_eq!(o.inject, None);
+        assert_eq!(o.guest, GuestKind::Normal);
+        assert!(o.warnings.is_empty());
+    }
+
+    #[test]
+    fn every_option() {
+        let o = Options::parse(
+            "loglevel=trace exit=bochs inject=vmxon-twice maxcpus=2 vmxcap guest=hostile",
+        );
+        assert_eq!(o.loglevel, LogLevel::Trace);
+        assert_eq!(o.exit, ExitMode::Bochs);
+        assert_eq!(o.inject, Some(Inject::VmxonTwice));
+        assert_eq!(o.maxcpus, Some(2));
+        assert!(o.vmxcap);
+        assert_eq!(o.guest, GuestKind::Hostile);
+        assert!(o.warnings.is_empty());
+        assert_eq!(Options::parse("inject=ud2").inject, Some(Inject::Ud2));
+        assert_eq!(Options::parse("inject=fc-locked-off").inject, Some(Inject::FcLockedOff));
+        assert_eq!(Options::parse("exit=qemu").exit, ExitMode::Qemu);
+        assert_eq!(Options::parse("guest=bench").guest, GuestKind::Bench);
+    }
+
+    #[test]
+    fn unknown_and_malformed_words_are_reported_not_dropped() {
+        let o = Options::parse("  quiet exit=reboot maxcpus=0 loglevel vmxcap=1 maxcpus=x  ");
+        let words: Vec<&str> = o.warnings.iter().map(|w| w.word.as_str()).collect();
+        assert_eq!(words, ["quiet", "exit=reboot", "maxcpus=0", "loglevel", "vmxcap=1", "maxcpus=x"]);
+        assert_eq!(o.warnings[0].reason, "unknown option");
+        assert_eq!(o.exit, ExitMode::Halt, "a bad value leaves the default");
+        assert_eq!(o.maxcpus, None);
+        assert_eq!(
+            alloc::format!("{}", o.warnings[1]),
+            "command line: `exit=reboot` ignored: exit is one of halt, qemu, bochs"
+        );
+    }
+
+    #[test]
+    fn later_words_override_earlier_ones() {
+        assert_eq!(Options::parse("loglevel=debug loglevel=warn").loglevel, LogLevel::Warn);
+    }
+}

@@ -1,0 +1,19 @@
+//! Hardware-independent logic of the hypervisor: decisions, masks, decoding and
+//! parsing that touch no register, so host `cargo test` covers them.
+#![no_std]
+
+extern crate alloc;
+#[cfg(test)]
+extern crate std;
+
+pub mod cmdline;
+pub mod memmap;
+pub mod summary;
+pub mod feature_control;
+pub mod fixed;
+pub mod vmx_global;
+pub mod madt;
+pub mod controls;
+pub mod exit_reason;
+pub mod vm_error;
+pub mod vmxcap;

@@ -1,0 +1,140 @@
+//! Choosing memory from the firmware's map, before any allocator exists
+//! (so nothing here allocates).
+//!
+//! The kernel passes the available ranges of the multiboot2 memory map and the
+//! ranges it must never hand out (its own image with the boot page tables and
+//! stack, the boot information); these functions pick the heap and the AP
+//! trampoline page from what is left.
+
+/// A physical address range `[start, end)`.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct Range {
+    pub start: u64,
+    pub end: u64,
+}
+
+impl Range {
+    pub const fn new(start: u64, end: u64) -> Range {
+        Range { start, end }
+    }
+    pub const fn len(&self) -> u64 {
+        self.end.saturating_sub(self.start)
+    }
+    pub const fn is_empty(&self) -> bool {
+        self.end <= self.start
+    }
+    pub const fn contains_range(&self, other: &Range) -> bool {
+        self.start <= other.start && other.end <= self.end
+    }
+    pub const fn overlaps(&self, other: &Range) -> bool {
+        self.start < other.end && other.start < self.end
+    }
+}
+
+pub const PAGE: u64 = 4096;
+/// Everything below 1 MiB is left to the trampoline and the firmware.
+pub const ONE_MIB: u64 = 0x10_0000;
+
+const fn align_up(x: u64, a: u64) -> u64 {
+    (x + a - 1) & !(a - 1)
+}
+const fn align_down(x: u64, a: u64) -> u64 {
+    x & !(a - 1)
+}
+
+/// The largest page-aligned range of available memory in `[1 MiB, limit)` that
+/// touches none of `reserved`, cut to `max_len` bytes.
+pub fn choose_heap(available: &[Range], reserved: &[Range], limit: u64, max_len: u64) -> Option<Range> {
+    let mut best: Option<Range> = None;
+    for area in available {
+        let lo = align_up(area.start.max(ONE_MIB), PAGE);
+        let hi = align_down(area.end.min(limit), PAGE);
+        if lo >= hi {
+            continue;
+        }
+        // A free stretch starts at `lo` or right after a reserved range.
+        let starts = core::iter::once(lo).chain(reserved.iter().map(|r| align_up(r.end, PAGE)));
+        for start in starts.filter(|s| (lo..hi).contains(s)) {
+            if reserved.iter().any(|r| r.start <= start && start < r.end) {
+                continue;
+            }
+            let end = reserved
+                .iter()
+                .filter(|r| r.start > start)
+                .map(|r| align_down(r.start, PAGE))
+                .fold(hi, u64::min);
+            let candidate = Range::new(start, end);
+            if best.is_none_or(|b| candidate.len() > b.len()) {
+                best = Some(candidate);
+            }
+        }
+    }
+    best.filter(|b| !b.is_empty())
+        .map(|b| Range::new(b.start, b.start + b.len().min(align_down(max_len, PAGE))))
+}
+
+/// A free 4 KiB page below 1 MiB for the real-mode AP trampoline (the SIPI
+/// vector is a page number, SDM Vol. 3A 11.4.4.1), wholly inside available
+/// memory and clear of `reserved`. Page 0 (real-mode IVT and BIOS data) is never
+/// chosen. Picks the highest such page below 640 KiB.
+pub fn choose_trampoline_page(available: &[Range], reserved: &[Range]) -> Option<u64> {
+    const CONVENTIONAL_END: u64 = 0xA_0000;
+    (1..CONVENTIONAL_END / PAGE).rev().map(|n| n * PAGE).find(|&p| {
+        let page = Range::new(p, p + PAGE);
+        available.iter().any(|a| a.contains_range(&page)) && !reserved.iter().any(|r| r.overlaps(&page))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    const G: u64 = 1 << 30;
+
+    #[test]
+    fn heap_avoids_kernel_and_boot_info() {
+        let avail = [Range::new(0, 0x9_f000), Range::new(ONE_MIB, 0x800_0000)];
+        let kernel = Range::new(0x20_0000, 0x40_0000);
+        let mbi = Range::new(0x40_8000, 0x40_9100);
+        let heap = choose_heap(&avail, &[kernel, mbi], 4 * G, u64::MAX).unwrap();
+        assert_eq!(heap, Range::new(0x40_a000, 0x800_0000));
+        assert!(!heap.overlaps(&kernel) && !heap.overlaps(&mbi));
+    }
+
+    #[test]
+    fn heap_is_capped_and_stays_below_the_limit_and_above_1mib() {
+        let avail = [Range::new(0, 8 * G)];
+        let heap = choose_heap(&avail, &[], 4 * G, 64 << 20).unwrap();
+        assert_eq!(heap, Range::new(ONE_MIB, ONE_MIB + (64 << 20)));
+        let heap = choose_heap(&[Range::new(5 * G, 6 * G)], &[], 4 * G, u64::MAX);
+        assert_eq!(heap, None);
+    }
+
+    #[test]
+    fn heap_picks_the_largest_gap_and_aligns_to_pages() {
+        let avail = [Range::new(0x10_0123, 0x20_0000), Range::new(0x30_0000, 0x90_0000)];
+        let reserved = [Range::new(0x30_0000, 0x30_0800), Range::new(0x50_0000, 0x50_1000)];
+        let heap = choose_heap(&avail, &reserved, 4 * G, u64::MAX).unwrap();
+        assert_eq!(heap, Range::new(0x50_1000, 0x90_0000));
+        assert_eq!(heap.start % PAGE, 0);
+    }
+
+    #[test]
+    fn no_memory_no_heap() {
+        assert_eq!(choose_heap(&[], &[], 4 * G, u64::MAX), None);
+        let avail = [Range::new(ONE_MIB, 2 * ONE_MIB)];
+        assert_eq!(choose_heap(&avail, &avail, 4 * G, u64::MAX), None);
+    }
+
+    #[test]
+    fn trampoline_page_is_free_low_and_not_page_zero() {
+        let avail = [Range::new(0, 0x9_fc00)];
+        let mbi = Range::new(0x9_e000, 0x9_e100);
+        assert_eq!(choose_trampoline_page(&avail, &[mbi]), Some(0x9_d000));
+        // Only page 0 free: nothing to choose.
+        assert_eq!(choose_trampoline_page(&[Range::new(0, 0x1000)], &[]), None);
+        // Memory above 1 MiB does not count.
+        assert_eq!(choose_trampoline_page(&[Range::new(ONE_MIB, 4 * G)], &[]), None);
+        // A partial page at the end of a range is not used.
+        assert_eq!(choose_trampoline_page(&[Range::new(0x1000, 0x2800)], &[]), Some(0x1000));
+    }
+}

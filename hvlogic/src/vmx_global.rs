@@ -1,0 +1,278 @@
+//! The book's `get_vmx_global_data` (lib/system_data_manage.asm), steps 1-6
+//! and 8-9, as a pure function of an MSR reader. The IA32_FEATURE_CONTROL part
+//! of step 6 is in `feature_control`; step 7 (ENABLE_VMX_INSIDE_SMX) is applied
+//! by the kernel behind its cargo feature.
+
+/// VMX capability MSRs (SDM Vol. 3D Appendix A).
+pub mod msr {
+    pub const IA32_VMX_BASIC: u32 = 0x480;
+    pub const IA32_VMX_PINBASED_CTLS: u32 = 0x481;
+    pub const IA32_VMX_PROCBASED_CTLS: u32 = 0x482;
+    pub const IA32_VMX_EXIT_CTLS: u32 = 0x483;
+    pub const IA32_VMX_ENTRY_CTLS: u32 = 0x484;
+    pub const IA32_VMX_MISC: u32 = 0x485;
+    pub const IA32_VMX_CR0_FIXED0: u32 = 0x486;
+    pub const IA32_VMX_CR0_FIXED1: u32 = 0x487;
+    pub const IA32_VMX_CR4_FIXED0: u32 = 0x488;
+    pub const IA32_VMX_CR4_FIXED1: u32 = 0x489;
+    pub const IA32_VMX_VMCS_ENUM: u32 = 0x48a;
+    pub const IA32_VMX_PROCBASED_CTLS2: u32 = 0x48b;
+    pub const IA32_VMX_EPT_VPID_CAP: u32 = 0x48c;
+    pub const IA32_VMX_TRUE_PINBASED_CTLS: u32 = 0x48d;
+    pub const IA32_VMX_TRUE_PROCBASED_CTLS: u32 = 0x48e;
+    pub const IA32_VMX_TRUE_EXIT_CTLS: u32 = 0x48f;
+    pub const IA32_VMX_TRUE_ENTRY_CTLS: u32 = 0x490;
+    pub const IA32_VMX_VMFUNC: u32 = 0x491;
+}
+
+/// IA32_VMX_BASIC fields (SDM Vol. 3D A.1).
+pub mod basic {
+    /// Bits 30:0: VMCS revision identifier.
+    pub const fn revision_id(basic: u64) -> u32 {
+        (basic & 0x7fff_ffff) as u32
+    }
+    /// Bits 44:32: bytes to allocate for the VMXON region and any VMCS.
+    pub const fn region_size(basic: u64) -> u32 {
+        ((basic >> 32) & 0x1fff) as u32
+    }
+    /// Bit 48: VMXON, VMCS and other region addresses are limited to 32 bits.
+    pub const fn addresses_32bit_only(basic: u64) -> bool {
+        basic & (1 << 48) != 0
+    }
+    /// Bits 53:50: the memory type for VMCS and the structures it refers to.
+    pub const fn memory_type(basic: u64) -> u8 {
+        ((basic >> 50) & 0xf) as u8
+    }
+    /// Bit 55: the IA32_VMX_TRUE_*_CTLS MSRs exist.
+    pub const fn has_true_controls(basic: u64) -> bool {
+        basic & (1 << 55) != 0
+    }
+}
+
+/// IA32_VMX_EPT_VPID_CAP bits (SDM Vol. 3D A.10).
+pub mod ept_vpid {
+    pub const PAGE_WALK_4: u64 = 1 << 6;
+    pub const EPTP_UC: u64 = 1 << 8;
+    pub const EPTP_WB: u64 = 1 << 14;
+    pub const INVEPT: u64 = 1 << 20;
+    pub const INVEPT_SINGLE_CONTEXT: u64 = 1 << 25;
+    pub const INVEPT_ALL_CONTEXT: u64 = 1 << 26;
+    pub const INVVPID: u64 = 1 << 32;
+    pub const INVVPID_SINGLE_CONTEXT: u64 = 1 << 41;
+    pub const INVVPID_ALL_CONTEXT: u64 = 1 << 42;
+}
+
+/// Memory types (SDM Vol. 3A 13.3, 13.11, Table 13-8).
+pub const MEMORY_TYPE_UC: u8 = 0;
+pub const MEMORY_TYPE_WB: u8 = 6;
+
+/// Allowed-1 bits of the primary and secondary controls that gate optional MSRs.
+const PROC_ACTIVATE_SECONDARY: u64 = 1 << (32 + 31);
+const PROC2_ENABLE_EPT: u64 = 1 << (32 + 1);
+const PROC2_ENABLE_VPID: u64 = 1 << (32 + 5);
+const PROC2_ENABLE_VMFUNC: u64 = 1 << (32 + 13);
+
+/// The VMX fields of the book's PCB, in MSR order.
+#[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
+pub struct VmxGlobalData {
+    pub vmx_basic: u64,
+    /// IA32_VMX_PINBASED_CTLS, or IA32_VMX_TRUE_PINBASED_CTLS when `true_flag`.
+    pub pin_based_ctls: u64,
+    pub processor_based_ctls: u64,
+    pub exit_ctls: u64,
+    pub entry_ctls: u64,
+    pub misc: u64,
+    pub cr0_fixed0: u64,
+    pub cr0_fixed1: u64,
+    pub cr4_fixed0: u64,
+    pub cr4_fixed1: u64,
+    pub vmcs_enum: u64,
+    /// 0 when the CPU has no secondary controls.
+    pub processor_based_ctls2: u64,
+    /// 0 when the CPU has neither EPT nor VPID.
+    pub ept_vpid_cap: u64,
+    /// 0 when the CPU has no VM functions.
+    pub vm_function: u64,
+    /// CR0 bits that must be 1 in VMX operation (Cr0Fixed0 & Cr0Fixed1).
+    pub cr0_fixed_mask: u64,
+    /// CR4 bits that must be 1 in VMX operation (Cr4Fixed0 & Cr4Fixed1).
+    pub cr4_fixed_mask: u64,
+    pub vmcs_memory_type: u8,
+    pub ept_memory_type: u8,
+    /// The control fields hold the TRUE MSRs (IA32_VMX_BASIC[55]).
+    pub true_flag: bool,
+}
+
+impl VmxGlobalData {
+    pub const fn has_secondary_controls(&self) -> bool {
+        self.processor_based_ctls & PROC_ACTIVATE_SECONDARY != 0
+    }
+    pub const fn has_ept(&self) -> bool {
+        self.processor_based_ctls2 & PROC2_ENABLE_EPT != 0
+    }
+    pub const fn has_vpid(&self) -> bool {
+        self.processor_based_ctls2 & PROC2_ENABLE_VPID != 0
+    }
+}
+
+/// Steps 1-6 and 8-9 of `get_vmx_global_data`. Call only when CPUID.01H:ECX[5] = 1:
+/// reading these MSRs on a CPU without VMX raises #GP.
+pub fn get_vmx_global_data(rdmsr: &mut dyn FnMut(u32) -> u64) -> VmxGlobalData {
+    use msr::*;
+    let mut d = VmxGlobalData::default();
+
+    // Step 1: IA32_VMX_BASIC .. IA32_VMX_VMCS_ENUM into consecutive fields.
+    d.vmx_basic = rdmsr(IA32_VMX_BASIC);
+    d.pin_based_ctls = rdmsr(IA32_VMX_PINBASED_CTLS);
+    d.processor_based_ctls = rdmsr(IA32_VMX_PROCBASED_CTLS);
+    d.exit_ctls = rdmsr(IA32_VMX_EXIT_CTLS);
+    d.entry_ctls = rdmsr(IA32_VMX_ENTRY_CTLS);
+    d.misc = rdmsr(IA32_VMX_MISC);
+    d.cr0_fixed0 = rdmsr(IA32_VMX_CR0_FIXED0);
+    d.cr0_fixed1 = rdmsr(IA32_VMX_CR0_FIXED1);
+    d.cr4_fixed0 = rdmsr(IA32_VMX_CR4_FIXED0);
+    d.cr4_fixed1 = rdmsr(IA32_VMX_CR4_FIXED1);
+    d.vmcs_enum = rdmsr(IA32_VMX_VMCS_ENUM);
+
+    // Step 2: secondary controls exist when "activate secondary controls" may be 1 (A.3.3).
+    if d.has_secondary_controls() {
+        d.processor_based_ctls2 = rdmsr(IA32_VMX_PROCBASED_CTLS2);
+    }
+    // Step 3: IA32_VMX_EPT_VPID_CAP exists when EPT or VPID may be enabled (A.10).
+    // (The book checks EPT only; a CPU with VPID but no EPT has the MSR too.)
+    if d.has_ept() || d.has_vpid() {
+        d.ept_vpid_cap = rdmsr(IA32_VMX_EPT_VPID_CAP);
+    }
+    // Step 4: IA32_VMX_VMFUNC exists when "enable VM functions" may be 1 (A.11).
+    if d.processor_based_ctls2 & PROC2_ENABLE_VMFUNC != 0 {
+        d.vm_function = rdmsr(IA32_VMX_VMFUNC);
+    }
+    // Step 5: with IA32_VMX_BASIC[55], the TRUE MSRs describe the controls (A.2).
+    if basic::has_true_controls(d.vmx_basic) {
+        d.true_flag = true;
+        d.pin_based_ctls = rdmsr(IA32_VMX_TRUE_PINBASED_CTLS);
+        d.processor_based_ctls = rdmsr(IA32_VMX_TRUE_PROCBASED_CTLS);
+        d.exit_ctls = rdmsr(IA32_VMX_TRUE_EXIT_CTLS);
+        d.entry_ctls = rdmsr(IA32_VMX_TRUE_ENTRY_CTLS);
+    }
+    // Step 6: bits set in both FIXED0 and FIXED1 must be 1 (A.7, A.8).
+    d.cr0_fixed_mask = d.cr0_fixed0 & d.cr0_fixed1;
+    d.cr4_fixed_mask = d.cr4_fixed0 & d.cr4_fixed1;
+    // Step 8: memory type for the VMCS and VMXON regions.
+    d.vmcs_memory_type = basic::memory_type(d.vmx_basic);
+    // Step 9: EPT paging structures in write-back memory when EPTP may say WB.
+    d.ept_memory_type = if d.ept_vpid_cap & ept_vpid::EPTP_WB != 0 { MEMORY_TYPE_WB } else { MEMORY_TYPE_UC };
+    d
+}
+
+#[cfg(test)]
+mod tests {
+    use super::msr::*;
+    use super::*;
+    use std::collections::BTreeMap;
+    use std::vec::Vec;
+
+    /// An MSR file that records which MSRs were read and fails on absent ones.
+    struct Msrs(BTreeMap<u32, u64>, Vec<u32>);
+    impl Msrs {
+        fn read(&mut self, n: u32) -> u64 {
+            self.1.push(n);
+            *self.0.get(&n).unwrap_or_else(|| panic!("read of absent MSR {n:#x} (#GP on hardware)"))
+        }
+    }
+
+    fn skylake() -> Msrs {
+        Msrs(
+            BTreeMap::from([
+                (IA32_VMX_BASIC, 0x00da_0400_0000_0004),
+                (IA32_VMX_PINBASED_CTLS, 0x0000_007f_0000_0016),
+                (IA32_VMX_PROCBASED_CTLS, 0xfff9_fffe_0401_e172),
+                (IA32_VMX_EXIT_CTLS, 0x01ff_ffff_0003_6dff),
+                (IA32_VMX_ENTRY_CTLS, 0x0003_ffff_0000_11ff),
+                (IA32_VMX_MISC, 0x0000_0000_7004_c1e7),
+                (IA32_VMX_CR0_FIXED0, 0x8000_0021),
+                (IA32_VMX_CR0_FIXED1, 0xffff_ffff),
+                (IA32_VMX_CR4_FIXED0, 0x2000),
+                (IA32_VMX_CR4_FIXED1, 0x0037_27ff),
+                (IA32_VMX_VMCS_ENUM, 0x2e),
+                (IA32_VMX_PROCBASED_CTLS2, 0x0055_1cfe_0000_0000),
+                (IA32_VMX_EPT_VPID_CAP, 0x0000_0f01_0673_4141),
+                (IA32_VMX_TRUE_PINBASED_CTLS, 0x0000_007f_0000_0016),
+                (IA32_VMX_TRUE_PROCBASED_CTLS, 0xfff9_fffe_0400_6172),
+                (IA32_VMX_TRUE_EXIT_CTLS, 0x01ff_ffff_0003_6dfb),
+                (IA32_VMX_TRUE_ENTRY_CTLS, 0x0003_ffff_0000_11fb),
+            ]),
+            Vec::new(),
+        )
+    }
+
+    #[test]
+    fn true_msrs_replace_the_controls_when_basic_bit_55() {
+        let mut m = skylake();
+        let d = get_vmx_global_data(&mut |n| m.read(n));
+        assert!(d.true_flag);
+        assert_eq!(d.processor_based_ctls, 0xfff9_fffe_0400_6172);
+        assert_eq!(d.exit_ctls, 0x01ff_ffff_0003_6dfb);
+        assert_eq!(d.entry_ctls, 0x0003_ffff_0000_11fb);
+        assert_eq!(d.cr0_fixed_mask, 0x8000_0021);
+        assert_eq!(d.cr4_fixed_mask, 0x2000);
+        assert_eq!(d.vmcs_memory_type, MEMORY_TYPE_WB);
+        assert_eq!(d.ept_memory_type, MEMORY_TYPE_WB);
+        assert!(d.has_ept() && d.has_vpid());
+        assert_eq!(d.vm_function, 0, "VMFUNC not allowed-1 here, so not read");
+        assert!(!m.1.contains(&IA32_VMX_VMFUNC));
+    }
+
+    #[test]
+    fn without_bit_55_the_default_msrs_stay_and_true_ones_are_not_read() {
+        let mut m = skylake();
+        m.0.insert(IA32_VMX_BASIC, 0x00da_0400_0000_0004 & !(1 << 55));
+        let d = get_vmx_global_data(&mut |n| m.read(n));
+        assert!(!d.true_flag);
+        assert_eq!(d.processor_based_ctls, 0xfff9_fffe_0401_e172);
+        assert!(m.1.iter().all(|&n| !(IA32_VMX_TRUE_PINBASED_CTLS..=IA32_VMX_TRUE_ENTRY_CTLS).contains(&n)));
+    }
+
+    #[test]
+    fn optional_msrs_are_read_only_when_they_exist() {
+        // A Core 2-like CPU: no secondary controls at all.
+        let mut m = skylake();
+        m.0.insert(IA32_VMX_BASIC, 0x005a_0800_0000_000d);
+        m.0.insert(IA32_VMX_PROCBASED_CTLS, 0x7ff9_fffe_0401_e172);
+        m.0.remove(&IA32_VMX_PROCBASED_CTLS2);
+        m.0.remove(&IA32_VMX_EPT_VPID_CAP);
+        let d = get_vmx_global_data(&mut |n| m.read(n));
+        assert_eq!((d.processor_based_ctls2, d.ept_vpid_cap, d.vm_function), (0, 0, 0));
+        assert_eq!(d.ept_memory_type, MEMORY_TYPE_UC, "no EPT capability: UC");
+        assert_eq!(d.vmcs_memory_type, MEMORY_TYPE_WB);
+        assert!(!d.has_ept());
+    }
+
+    #[test]
+    fn vpid_without_ept_still_reads_the_capability_msr() {
+        let mut m = skylake();
+        m.0.insert(IA32_VMX_PROCBASED_CTLS2, 0x0000_0020_0000_0000);
+        let d = get_vmx_global_data(&mut |n| m.read(n));
+        assert!(!d.has_ept() && d.has_vpid());
+        assert_eq!(d.ept_vpid_cap, 0x0000_0f01_0673_4141);
+    }
+
+    #[test]
+    fn vmfunc_read_when_allowed() {
+        let mut m = skylake();
+        m.0.insert(IA32_VMX_PROCBASED_CTLS2, 0x0055_1cfe_0000_0000 | (1 << 45));
+        m.0.insert(IA32_VMX_VMFUNC, 1);
+        let d = get_vmx_global_data(&mut |n| m.read(n));
+        assert_eq!(d.vm_function, 1);
+    }
+
+    #[test]
+    fn basic_fields() {
+        let b = 0x00da_0400_0000_0004;
+        assert_eq!(basic::revision_id(b), 4);
+        assert_eq!(basic::region_size(b), 0x400);
+        assert!(!basic::addresses_32bit_only(b));
+        assert!(basic::addresses_32bit_only(b | 1 << 48));
+        assert_eq!(basic::memory_type(b), 6);
+    }
+}

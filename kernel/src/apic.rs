@@ -1,0 +1,154 @@
+//! The local APIC: x2APIC mode (MSRs) where CPUID offers it, xAPIC (MMIO)
+//! otherwise. Used to send INIT, SIPI and NMI IPIs; interrupts stay off.
+
+use core::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use x86::msr::{rdmsr, wrmsr, IA32_APIC_BASE};
+
+/// IA32_APIC_BASE bits (SDM Vol. 3A 11.4.4, 11.12.1).
+const APIC_BASE_BSP: u64 = 1 << 8;
+const APIC_BASE_EXTD: u64 = 1 << 10;
+const APIC_BASE_EN: u64 = 1 << 11;
+const APIC_BASE_ADDR_MASK: u64 = 0x000f_ffff_ffff_f000;
+
+/// x2APIC MSRs (SDM Vol. 3A 11.12.1.2, Table 11-6).
+const X2APIC_ID: u32 = 0x802;
+const X2APIC_SVR: u32 = 0x80f;
+const X2APIC_ICR: u32 = 0x830;
+/// xAPIC register offsets (SDM Vol. 3A Table 11-1).
+const XAPIC_ID: u64 = 0x20;
+const XAPIC_SVR: u64 = 0xf0;
+const XAPIC_ICR_LOW: u64 = 0x300;
+const XAPIC_ICR_HIGH: u64 = 0x310;
+
+/// ICR fields (SDM Vol. 3A 11.6.1, Figure 11-12).
+const ICR_DELIVERY_NMI: u32 = 0b100 << 8;
+const ICR_DELIVERY_INIT: u32 = 0b101 << 8;
+const ICR_DELIVERY_STARTUP: u32 = 0b110 << 8;
+const ICR_DELIVERY_PENDING: u32 = 1 << 12;
+const ICR_LEVEL_ASSERT: u32 = 1 << 14;
+const ICR_ALL_EXCLUDING_SELF: u32 = 0b11 << 18;
+/// SVR: APIC software enable, spurious vector 0xff (SDM Vol. 3A 11.9).
+const SVR_ENABLE: u32 = 1 << 8 | 0xff;
+
+const MODE_NONE: u8 = 0;
+const MODE_XAPIC: u8 = 1;
+const MODE_X2APIC: u8 = 2;
+
+static MODE: AtomicU8 = AtomicU8::new(MODE_NONE);
+static XAPIC_BASE: AtomicU64 = AtomicU64::new(0);
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Mode {
+    XApic { base: u64 },
+    X2Apic,
+}
+
+/// CPUID.01H:ECX[21].
+pub fn x2apic_supported() -> bool {
+    raw_cpuid::cpuid!(1).ecx & (1 << 21) != 0
+}
+
+/// Set the boot CPU's mode: x2APIC where offered, else xAPIC. Every AP then follows.
+pub fn init_bsp() -> Mode {
+    let mode = if x2apic_supported() { MODE_X2APIC } else { MODE_XAPIC };
+    // SAFETY: IA32_APIC_BASE exists on every CPU with a local APIC (CPUID.01H:EDX[9]).
+    let base = unsafe { rdmsr(IA32_APIC_BASE) } & APIC_BASE_ADDR_MASK;
+    XAPIC_BASE.store(base, Ordering::Relaxed);
+    MODE.store(mode, Ordering::Release);
+    init_this_cpu();
+    mode_now().expect("mode just set")
+}
+
+/// Put this CPU's local APIC in the run's mode and software-enable it.
+pub fn init_this_cpu() {
+    // SAFETY: enabling the APIC (EN) and then x2APIC (EXTD) is the architectural
+    // order (SDM Vol. 3A 11.12.5); the SVR write only enables the APIC.
+    unsafe {
+        let v = rdmsr(IA32_APIC_BASE);
+        if v & APIC_BASE_EN == 0 {
+            wrmsr(IA32_APIC_BASE, v | APIC_BASE_EN);
+        }
+        if MODE.load(Ordering::Acquire) == MODE_X2APIC {
+            let v = rdmsr(IA32_APIC_BASE);
+            if v & APIC_BASE_EXTD == 0 {
+                wrmsr(IA32_APIC_BASE, v | APIC_BASE_EN | APIC_BASE_EXTD);
+            }
+        }
+    }
+    write_svr(SVR_ENABLE);
+}
+
+pub fn mode_now() -> Option<Mode> {
+    match MODE.load(Ordering::Acquire) {
+        MODE_X2APIC => Some(Mode::X2Apic),
+        MODE_XAPIC => Some(Mode::XApic { base: XAPIC_BASE.load(Ordering::Relaxed) }),
+        _ => None,
+    }
+}
+
+/// IA32_APIC_BASE.BSP of the running CPU.
+pub fn is_bsp() -> bool {
+    // SAFETY: as in init_bsp.
+    unsafe { rdmsr(IA32_APIC_BASE) & APIC_BASE_BSP != 0 }
+}
+
+/// This CPU's local APIC ID (32-bit x2APIC ID, or the 8-bit xAPIC ID).
+pub fn id() -> u32 {
+    match mode_now() {
+        // SAFETY: the x2APIC ID MSR is readable in x2APIC mode.
+        Some(Mode::X2Apic) => unsafe { rdmsr(X2APIC_ID) as u32 },
+        Some(Mode::XApic { base }) => mmio_read(base + XAPIC_ID) >> 24,
+        None => raw_cpuid::cpuid!(1).ebx >> 24,
+    }
+}
+
+fn write_svr(v: u32) {
+    match mode_now() {
+        // SAFETY: SVR write in x2APIC mode.
+        Some(Mode::X2Apic) => unsafe { wrmsr(X2APIC_SVR, v as u64) },
+        Some(Mode::XApic { base }) => mmio_write(base + XAPIC_SVR, v),
+        None => {}
+    }
+}
+
+fn mmio_read(addr: u64) -> u32 {
+    // SAFETY: the xAPIC page is identity-mapped (first 4 GiB) and 4-byte aligned.
+    unsafe { core::ptr::read_volatile(addr as *const u32) }
+}
+
+fn mmio_write(addr: u64, v: u32) {
+    // SAFETY: as in mmio_read.
+    unsafe { core::ptr::write_volatile(addr as *mut u32, v) }
+}
+
+/// Send an IPI with ICR low word `low` to `dest`; in xAPIC mode wait until the
+/// APIC has taken it (delivery status idle).
+fn send_ipi(dest: u32, low: u32) {
+    match mode_now() {
+        // SAFETY: a single 64-bit ICR write sends the IPI in x2APIC mode (11.12.9).
+        Some(Mode::X2Apic) => unsafe { wrmsr(X2APIC_ICR, (dest as u64) << 32 | low as u64) },
+        Some(Mode::XApic { base }) => {
+            mmio_write(base + XAPIC_ICR_HIGH, dest << 24);
+            mmio_write(base + XAPIC_ICR_LOW, low);
+            while mmio_read(base + XAPIC_ICR_LOW) & ICR_DELIVERY_PENDING != 0 {
+                core::hint::spin_loop();
+            }
+        }
+        None => {}
+    }
+}
+
+/// INIT (level assert) to one processor: it resets into wait-for-SIPI.
+pub fn send_init(apic_id: u32) {
+    send_ipi(apic_id, ICR_DELIVERY_INIT | ICR_LEVEL_ASSERT);
+}
+
+/// Start-up IPI: the AP starts in real mode at `page << 12`.
+pub fn send_startup(apic_id: u32, page: u8) {
+    send_ipi(apic_id, ICR_DELIVERY_STARTUP | ICR_LEVEL_ASSERT | page as u32);
+}
+
+/// NMI to every other processor (used to halt them when the run ends).
+pub fn nmi_all_others() {
+    send_ipi(0, ICR_DELIVERY_NMI | ICR_LEVEL_ASSERT | ICR_ALL_EXCLUDING_SELF);
+}

@@ -1,0 +1,205 @@
+# Multiboot2 header and 32-bit entry: GRUB -> long mode -> Rust `kernel_main`.
+#
+# Machine state on entry (Multiboot2 spec 3.3, i386): protected mode, paging
+# off, flat 4 GiB CS/DS, EAX = 0x36d76289, EBX = physical address of the
+# boot information, interrupts off, no valid stack and no valid GDT.
+
+.set MB2_MAGIC,        0xe85250d6     # header magic (spec 3.1.1)
+.set MB2_ARCH_I386,    0
+.set MB2_BOOT_MAGIC,   0x36d76289     # EAX on entry
+.set COM1,             0x3f8
+
+# ------------------------------------------------------------------------
+.section .multiboot2, "a"
+.balign 8
+mb2_header:
+    .long MB2_MAGIC
+    .long MB2_ARCH_I386
+    .long mb2_header_end - mb2_header
+    .long -(MB2_MAGIC + MB2_ARCH_I386 + (mb2_header_end - mb2_header))
+
+    # Information request tag (spec 3.1.4): GRUB must provide these or fail.
+    .balign 8
+mb2_info_request:
+    .short 1, 0
+    .long mb2_info_request_end - mb2_info_request
+    .long 1                 # boot command line
+    .long 6                 # memory map
+    .long 14                # ACPI old RSDP (ACPI 1.0)
+    .long 15                # ACPI new RSDP (ACPI 2.0+)
+mb2_info_request_end:
+
+    # No framebuffer tag: the console is COM1 and asking for a framebuffer
+    # would make GRUB leave VGA text mode on BIOS machines.
+
+    .balign 8
+    .short 0, 0             # end tag
+    .long 8
+mb2_header_end:
+
+# ------------------------------------------------------------------------
+.section .text.boot, "ax"
+.code32
+.global _start
+_start:
+    cli
+    cld
+    mov     $boot_stack_top, %esp
+
+    # Zero .bss (page tables, stack, statics) before anything uses it.
+    mov     %eax, %esi
+    mov     $__bss_start, %edi
+    mov     $__bss_end, %ecx
+    sub     %edi, %ecx
+    xor     %eax, %eax
+    rep stosb
+    mov     %esi, %eax
+
+    call    com1_init32
+    cmp     $MB2_BOOT_MAGIC, %eax
+    jne     .Lbad_magic
+    mov     %ebx, boot_info_phys
+
+    # Long mode present? CPUID.80000001H:EDX[29] (SDM Vol. 2A, CPUID).
+    mov     $0x80000000, %eax
+    cpuid
+    cmp     $0x80000001, %eax
+    jb      .Lno_long_mode
+    mov     $0x80000001, %eax
+    cpuid
+    bt      $29, %edx
+    jnc     .Lno_long_mode
+
+    # Identity-map the first 4 GiB with 2 MiB pages: PML4[0] -> PDPT,
+    # PDPT[0..3] -> PD0..PD3, PDn[i] -> n GiB + i * 2 MiB (SDM Vol. 3A 5.5).
+    mov     $boot_pdpt, %eax
+    or      $0x3, %eax                      # present | writable
+    mov     %eax, boot_pml4
+    mov     $boot_pd, %eax
+    or      $0x3, %eax
+    xor     %ecx, %ecx
+1:  mov     %eax, boot_pdpt(, %ecx, 8)
+    add     $0x1000, %eax
+    inc     %ecx
+    cmp     $4, %ecx
+    jb      1b
+    mov     $0x83, %eax                     # present | writable | 2 MiB page
+    xor     %edx, %edx                      # bits 32+ of the physical address
+    xor     %ecx, %ecx
+2:  mov     %eax, boot_pd(, %ecx, 8)
+    mov     %edx, boot_pd + 4(, %ecx, 8)
+    add     $0x200000, %eax
+    adc     $0, %edx
+    inc     %ecx
+    cmp     $2048, %ecx
+    jb      2b
+
+    # CR4.PAE, CR3, IA32_EFER.LME, then CR0.PG|WP (SDM Vol. 3A 10.8.5).
+    mov     %cr4, %eax
+    or      $(1 << 5), %eax
+    mov     %eax, %cr4
+    mov     $boot_pml4, %eax
+    mov     %eax, %cr3
+    mov     $0xc0000080, %ecx
+    rdmsr
+    or      $(1 << 8), %eax
+    wrmsr
+    mov     %cr0, %eax
+    or      $((1 << 31) | (1 << 16) | 1), %eax
+    mov     %eax, %cr0
+
+    lgdt    boot_gdt_ptr
+    ljmp    $0x08, $long_mode_entry
+
+.Lbad_magic:
+    mov     $msg_bad_magic, %esi
+    jmp     .Lfatal32
+.Lno_long_mode:
+    mov     $msg_no_long_mode, %esi
+.Lfatal32:
+    call    com1_puts32
+3:  cli
+    hlt
+    jmp     3b
+
+# COM1 at 115200 8N1, FIFO on, no interrupts (16550 data sheet).
+com1_init32:
+    push    %eax
+    push    %edx
+    mov     $(COM1 + 1), %dx;  xor %al, %al;  out %al, %dx   # IER = 0
+    mov     $(COM1 + 3), %dx;  mov $0x80, %al; out %al, %dx  # DLAB
+    mov     $(COM1 + 0), %dx;  mov $1, %al;    out %al, %dx  # divisor 1
+    mov     $(COM1 + 1), %dx;  xor %al, %al;   out %al, %dx
+    mov     $(COM1 + 3), %dx;  mov $0x03, %al; out %al, %dx  # 8N1
+    mov     $(COM1 + 2), %dx;  mov $0xc7, %al; out %al, %dx  # FIFO
+    mov     $(COM1 + 4), %dx;  mov $0x0b, %al; out %al, %dx  # DTR RTS OUT2
+    pop     %edx
+    pop     %eax
+    ret
+
+# Print the NUL-terminated string at ESI, polling LSR.THRE before each byte.
+com1_puts32:
+    mov     $(COM1 + 5), %dx
+4:  in      %dx, %al
+    test    $0x20, %al
+    jz      4b
+    lodsb
+    test    %al, %al
+    jz      5f
+    mov     $COM1, %dx
+    out     %al, %dx
+    jmp     com1_puts32
+5:  ret
+
+.code64
+long_mode_entry:
+    mov     $0x10, %ax
+    mov     %ax, %ds
+    mov     %ax, %es
+    mov     %ax, %ss
+    xor     %eax, %eax
+    mov     %ax, %fs
+    mov     %ax, %gs
+    mov     $boot_stack_top, %rsp
+    mov     boot_info_phys(%rip), %edi      # zero-extends into RDI
+    xor     %ebp, %ebp
+    call    kernel_main
+6:  cli
+    hlt
+    jmp     6b
+
+# ------------------------------------------------------------------------
+.section .rodata.boot, "a"
+msg_bad_magic:
+    .asciz "FATAL: not loaded by a Multiboot2 loader (EAX != 0x36d76289); halting.\r\n"
+msg_no_long_mode:
+    .asciz "FATAL: this CPU has no long mode (CPUID.80000001H:EDX[29]=0); halting.\r\n"
+
+# The boot GDT. The AP trampoline uses it too (selector 0x18 for its 32-bit
+# step). Per-CPU GDTs later keep 0x08/0x10 for code and data.
+.balign 16
+.global BOOT_GDT
+BOOT_GDT:
+    .quad 0                          # 0x00 null
+    .quad 0x00af9a000000ffff         # 0x08 64-bit code, DPL 0
+    .quad 0x00cf92000000ffff         # 0x10 data, 4 GiB, DPL 0
+    .quad 0x00cf9a000000ffff         # 0x18 32-bit code, 4 GiB, DPL 0
+BOOT_GDT_END:
+.balign 8
+boot_gdt_ptr:
+    .short BOOT_GDT_END - BOOT_GDT - 1
+    .quad BOOT_GDT
+
+# ------------------------------------------------------------------------
+.section .bss.boot, "aw", @nobits
+.balign 4096
+.global boot_pml4
+boot_pml4:  .skip 4096
+boot_pdpt:  .skip 4096
+boot_pd:    .skip 4096 * 4
+.global boot_stack_bottom
+boot_stack_bottom:
+    .skip 64 * 1024
+boot_stack_top:
+boot_info_phys:
+    .long 0

@@ -1,0 +1,242 @@
+//! The processor control block (PCB): one per logical processor, reached
+//! through the GS base as in the book (`[gs: PCB.Field]`).
+//!
+//! Only its own CPU writes a PCB's plain fields; other CPUs read the atomic
+//! `status` word and the fields written before the CPU was published.
+
+use crate::smp::Mailbox;
+use alloc::boxed::Box;
+use core::arch::asm;
+use core::cell::UnsafeCell;
+use core::mem::{offset_of, MaybeUninit};
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, Ordering};
+use hvlogic::vmx_global::VmxGlobalData;
+use x86_64::instructions::segmentation::{Segment, CS, DS, ES, SS};
+use x86_64::instructions::tables::load_tss;
+use x86_64::registers::segmentation::SegmentSelector;
+use x86_64::structures::gdt::{Descriptor, GlobalDescriptorTable};
+use x86_64::structures::tss::TaskStateSegment;
+use x86_64::{PrivilegeLevel, VirtAddr};
+
+/// Most logical processors this kernel starts (more are counted, not started).
+pub const MAX_CPUS: usize = 64;
+
+/// `ProcessorStatus` flags.
+pub const CPU_STATUS_ONLINE: u32 = 1 << 0;
+/// In VMX root operation (the book's CPU_STATUS_VMXON).
+pub const CPU_STATUS_VMXON: u32 = 1 << 1;
+/// VMX unavailable: not in CPUID, or locked off by firmware.
+pub const CPU_STATUS_NO_VMX: u32 = 1 << 2;
+/// This CPU's guest ended as intended.
+pub const CPU_STATUS_GUEST_OK: u32 = 1 << 3;
+/// Something on this CPU failed (reported in the log when it happened).
+pub const CPU_STATUS_FAILED: u32 = 1 << 4;
+/// Did not finish a stage in time; no further work is sent to it.
+pub const CPU_STATUS_UNRESPONSIVE: u32 = 1 << 5;
+
+/// Selectors of every per-CPU GDT (the same as the boot GDT's code and data).
+pub const KERNEL_CS: u16 = 0x08;
+pub const KERNEL_DS: u16 = 0x10;
+pub const KERNEL_TR: u16 = 0x18;
+
+/// Interrupt-stack-table slots (TSS.IST1..3, SDM Vol. 3A 7.14.5).
+pub const IST_DOUBLE_FAULT: u16 = 0;
+pub const IST_NMI: u16 = 1;
+pub const IST_MACHINE_CHECK: u16 = 2;
+pub const IST_STACK_SIZE: usize = 16 * 1024;
+pub const KERNEL_STACK_SIZE: usize = 64 * 1024;
+
+#[repr(C)]
+pub struct Pcb {
+    /// The PCB's own address: `gs:[0]` yields it (the book's `PCB.Base`).
+    base: *mut Pcb,
+    /// 0 for the boot CPU, then in start-up order. Read by the log prefix.
+    pub processor_index: u32,
+    /// Local APIC ID (x2APIC ID in x2APIC mode).
+    pub apic_id: u32,
+    /// CPUID.01H:EBX[31:24].
+    pub initial_apic_id: u32,
+    pub is_bsp: bool,
+    /// The local APIC runs in x2APIC mode (the book's `IsLx2ApicEnable`).
+    pub x2apic: bool,
+    /// CPUID.01H:ECX and EDX (the book's `FeatureEcx`, `FeatureEdx`).
+    pub feature_ecx: u32,
+    pub feature_edx: u32,
+    /// `ProcessorStatus`: CPU_STATUS_* flags.
+    pub status: AtomicU32,
+    /// Set while this CPU reports an exception, to catch a fault in the reporter.
+    pub in_exception: AtomicBool,
+    /// The VMX global data of `get_vmx_global_data`.
+    pub vmx: VmxGlobalData,
+    /// Physical address of the VMXON region (`VmxonPhysicalPointer`), 0 if none.
+    pub vmxon_region: u64,
+    pub kernel_stack_top: u64,
+    /// Work sent by the boot CPU (the book sends it by IPI; we poll).
+    pub mailbox: Mailbox,
+    pub gdt: GlobalDescriptorTable,
+    pub tss: TaskStateSegment,
+    pub idt: crate::exceptions::Idt,
+}
+
+/// All PCBs by processor index, published as each CPU comes up.
+static PCBS: [AtomicPtr<Pcb>; MAX_CPUS] = [const { AtomicPtr::new(core::ptr::null_mut()) }; MAX_CPUS];
+
+/// The boot CPU's PCB and IST stacks live in .bss: they are needed before the heap.
+struct BspStorage(UnsafeCell<MaybeUninit<Pcb>>);
+// SAFETY: written once by the boot CPU before any other CPU runs.
+unsafe impl Sync for BspStorage {}
+static BSP_PCB: BspStorage = BspStorage(UnsafeCell::new(MaybeUninit::uninit()));
+
+#[repr(C, align(16))]
+struct IstStacks([[u8; IST_STACK_SIZE]; 3]);
+struct BspIst(UnsafeCell<IstStacks>);
+// SAFETY: only the boot CPU uses these stacks, through its TSS.
+unsafe impl Sync for BspIst {}
+static BSP_IST: BspIst = BspIst(UnsafeCell::new(IstStacks([[0; IST_STACK_SIZE]; 3])));
+
+/// GS base before any PCB exists: a zeroed block, so `gs:[8]` reads index 0.
+static EARLY_GS: [u64; 2] = [0; 2];
+
+/// Point GS at a zero block so the log prefix works from the first line.
+pub fn init_early_gs() {
+    // SAFETY: IA32_GS_BASE takes any canonical address; EARLY_GS outlives the kernel.
+    unsafe { x86::msr::wrmsr(x86::msr::IA32_GS_BASE, EARLY_GS.as_ptr() as u64) };
+}
+
+/// The running CPU's processor index, straight from `gs:[8]`.
+#[inline]
+pub fn this_cpu_index() -> u32 {
+    let index: u32;
+    // SAFETY: GS base always points at a PCB or at EARLY_GS (set first thing on every CPU).
+    unsafe {
+        asm!("mov {0:e}, gs:[{off}]", out(reg) index, off = const offset_of!(Pcb, processor_index),
+             options(nostack, readonly, preserves_flags))
+    };
+    index
+}
+
+/// The running CPU's PCB. Only this CPU mutates its plain fields.
+#[inline]
+pub fn this_cpu() -> &'static mut Pcb {
+    let base: *mut Pcb;
+    // SAFETY: `gs:[0]` holds the PCB's own address once `activate` ran on this CPU.
+    unsafe { asm!("mov {}, gs:[0]", out(reg) base, options(nostack, readonly, preserves_flags)) };
+    assert!(!base.is_null(), "PCB used before activate()");
+    // SAFETY: the PCB is 'static and only its own CPU takes a mutable reference.
+    unsafe { &mut *base }
+}
+
+/// Whether this CPU has a PCB yet (false during early boot).
+pub fn has_pcb() -> bool {
+    let base: u64;
+    // SAFETY: as in `this_cpu`; EARLY_GS reads 0 at offset 0.
+    unsafe { asm!("mov {}, gs:[0]", out(reg) base, options(nostack, readonly, preserves_flags)) };
+    base != 0
+}
+
+/// The PCB of processor `index`, once it has come up.
+pub fn get(index: u32) -> Option<&'static Pcb> {
+    let p = PCBS.get(index as usize)?.load(Ordering::Acquire);
+    // SAFETY: published pointers are 'static PCBs.
+    unsafe { p.as_ref() }
+}
+
+/// Every published PCB, by processor index.
+pub fn all() -> impl Iterator<Item = &'static Pcb> {
+    (0..MAX_CPUS as u32).map_while(get)
+}
+
+impl Pcb {
+    fn new(processor_index: u32, is_bsp: bool, kernel_stack_top: u64, ist_tops: [u64; 3]) -> Pcb {
+        let leaf1 = raw_cpuid::cpuid!(1);
+        let mut tss = TaskStateSegment::new();
+        for (slot, top) in ist_tops.into_iter().enumerate() {
+            tss.interrupt_stack_table[slot] = VirtAddr::new(top);
+        }
+        Pcb {
+            base: core::ptr::null_mut(),
+            processor_index,
+            apic_id: 0,
+            initial_apic_id: leaf1.ebx >> 24,
+            is_bsp,
+            x2apic: false,
+            feature_ecx: leaf1.ecx,
+            feature_edx: leaf1.edx,
+            status: AtomicU32::new(0),
+            in_exception: AtomicBool::new(false),
+            vmx: VmxGlobalData::default(),
+            vmxon_region: 0,
+            kernel_stack_top,
+            mailbox: Mailbox::new(),
+            gdt: GlobalDescriptorTable::new(),
+            tss,
+            idt: crate::exceptions::Idt::new(),
+        }
+    }
+
+    pub fn has(&self, flag: u32) -> bool {
+        self.status.load(Ordering::Acquire) & flag != 0
+    }
+
+    pub fn set(&self, flag: u32) {
+        self.status.fetch_or(flag, Ordering::AcqRel);
+    }
+
+    pub fn clear(&self, flag: u32) {
+        self.status.fetch_and(!flag, Ordering::AcqRel);
+    }
+}
+
+/// Build the boot CPU's PCB in .bss and activate it.
+pub fn init_bsp() -> &'static mut Pcb {
+    let stack_top = core::ptr::addr_of!(crate::boot::boot_stack_bottom) as u64 + crate::boot::BOOT_STACK_SIZE;
+    let ist = BSP_IST.0.get() as u64;
+    let tops = [0, 1, 2].map(|i| ist + (i + 1) * IST_STACK_SIZE as u64);
+    // SAFETY: runs once, on the boot CPU, before anything reads BSP_PCB.
+    let pcb = unsafe { (*BSP_PCB.0.get()).write(Pcb::new(0, true, stack_top, tops)) };
+    activate(pcb)
+}
+
+/// Allocate an application processor's PCB and stacks (on the boot CPU, before
+/// sending the SIPI). The AP activates it itself.
+pub fn new_ap(processor_index: u32, apic_id: u32) -> &'static mut Pcb {
+    let kernel_stack = crate::memory::alloc_stack(KERNEL_STACK_SIZE);
+    let tops = [0; 3].map(|_| crate::memory::alloc_stack(IST_STACK_SIZE));
+    let mut pcb = Box::new(Pcb::new(processor_index, false, kernel_stack, tops));
+    pcb.apic_id = apic_id;
+    Box::leak(pcb)
+}
+
+/// Load this CPU's GDT, TSS and IDT from its PCB, point GS at it and publish it.
+pub fn activate(pcb: &'static mut Pcb) -> &'static mut Pcb {
+    pcb.base = pcb as *mut Pcb;
+    // The CPUID values must be this CPU's own (an AP's PCB is built by the BSP).
+    let leaf1 = raw_cpuid::cpuid!(1);
+    pcb.initial_apic_id = leaf1.ebx >> 24;
+    pcb.feature_ecx = leaf1.ecx;
+    pcb.feature_edx = leaf1.edx;
+
+    let tss: *const TaskStateSegment = &pcb.tss;
+    let code = pcb.gdt.append(Descriptor::kernel_code_segment());
+    let data = pcb.gdt.append(Descriptor::kernel_data_segment());
+    // SAFETY: the TSS lives in the 'static PCB next to the GDT.
+    let tr = pcb.gdt.append(unsafe { Descriptor::tss_segment_unchecked(tss) });
+    debug_assert_eq!((code.0, data.0, tr.0), (KERNEL_CS, KERNEL_DS, KERNEL_TR));
+
+    // SAFETY: the GDT, TSS and IDT are 'static and never change after this; the
+    // selectors index descriptors just appended; GS base points at the PCB.
+    unsafe {
+        pcb.gdt.load_unsafe();
+        CS::set_reg(SegmentSelector::new(KERNEL_CS >> 3, PrivilegeLevel::Ring0));
+        let ds = SegmentSelector::new(KERNEL_DS >> 3, PrivilegeLevel::Ring0);
+        SS::set_reg(ds);
+        DS::set_reg(ds);
+        ES::set_reg(ds);
+        load_tss(tr);
+        x86::msr::wrmsr(x86::msr::IA32_GS_BASE, pcb.base as u64);
+    }
+    // SAFETY: the IDT lives in the 'static PCB and is never modified again.
+    unsafe { pcb.idt.load() };
+    PCBS[pcb.processor_index as usize].store(pcb.base, Ordering::Release);
+    pcb
+}

@@ -1,0 +1,162 @@
+//! Waking the application processors (INIT-SIPI-SIPI through the real-mode
+//! trampoline, SDM Vol. 3A 9.4.4 "MP Initialization Example") and handing
+//! them work.
+//!
+//! APs start one at a time, each on its own stack with its own PCB: the boot
+//! CPU fills the trampoline's parameter block, sends INIT, waits 10 ms, sends
+//! SIPI, waits 200 us, sends the second SIPI only if the AP has not already
+//! checked in, then waits up to 100 ms for the check-in.
+
+use crate::pcb::{self, Pcb, CPU_STATUS_ONLINE, CPU_STATUS_UNRESPONSIVE};
+use crate::{apic, run, tsc};
+use ap_trampoline::{TrampolineParams, Gdtr32};
+use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use hvlogic::madt::{Plan, Processor};
+use log::{error, info, warn};
+
+/// How long an AP has to check in after its SIPIs.
+const CHECK_IN_TIMEOUT_US: u64 = 100_000;
+/// How long a stage may take on one CPU before the boot CPU reports it.
+const STAGE_TIMEOUT_US: u64 = 30_000_000;
+
+/// Work for one AP: a function the AP runs on its own PCB (the book's
+/// "wait for work sent by IPI", polled here since interrupts stay off).
+pub struct Mailbox {
+    work: AtomicUsize,
+    request: AtomicU32,
+    done: AtomicU32,
+}
+
+impl Mailbox {
+    pub const fn new() -> Mailbox {
+        Mailbox { work: AtomicUsize::new(0), request: AtomicU32::new(0), done: AtomicU32::new(0) }
+    }
+}
+
+pub type Work = fn(&mut Pcb);
+
+/// Result of bringing up the APs.
+pub struct Started {
+    pub online: u32,
+    pub failed: u32,
+    pub micros: u64,
+}
+
+/// Start every processor the plan says to start.
+pub fn start_aps(plan: &[Processor], trampoline_page: u64) -> Started {
+    let image = ap_trampoline::image();
+    assert!(image.len() <= ap_trampoline::PAGE_SIZE && trampoline_page < 0x10_0000 && trampoline_page % 4096 == 0);
+    // SAFETY: the page is free memory below 1 MiB chosen from the memory map,
+    // identity-mapped, and used by nothing else; the image fits in it.
+    unsafe { core::ptr::copy_nonoverlapping(image.as_ptr(), trampoline_page as *mut u8, image.len()) };
+    let params = (trampoline_page as usize + ap_trampoline::params_offset()) as *mut TrampolineParams;
+    // SAFETY: BOOT_GDT is a 'static table emitted by boot.s.
+    let gdt = unsafe { &crate::boot::BOOT_GDT };
+    let gdtr = Gdtr32 { limit: (core::mem::size_of_val(gdt) - 1) as u16, base: gdt.as_ptr() as u32 };
+
+    let begin = tsc::rdtsc();
+    let mut started = Started { online: 1, failed: 0, micros: 0 };
+    let mut index = 1u32;
+    for p in plan.iter().filter(|p| p.plan == Plan::Start) {
+        if index as usize >= pcb::MAX_CPUS {
+            warn!("smp: more than {} processors: APIC ID {} and later are not started", pcb::MAX_CPUS, p.apic_id);
+            break;
+        }
+        let ap = pcb::new_ap(index, p.apic_id);
+        let fill = TrampolineParams {
+            gdtr,
+            cr3: crate::boot::boot_cr3(),
+            stack_top: ap.kernel_stack_top,
+            entry: ap_entry as usize as u64,
+            arg: ap as *mut Pcb as u64,
+            cpu_index: index as u64,
+        };
+        // SAFETY: the parameter block lies inside the trampoline page; no AP reads it
+        // until the SIPI below.
+        unsafe { params.write_volatile(fill) };
+        if wake(p.apic_id, trampoline_page, ap) {
+            started.online += 1;
+            index += 1;
+        } else {
+            error!("smp: AP with APIC ID {} did not answer INIT-SIPI-SIPI within {} ms; going on without it",
+                p.apic_id, CHECK_IN_TIMEOUT_US / 1000);
+            // Put it back into wait-for-SIPI, so it cannot wake later on stale parameters.
+            apic::send_init(p.apic_id);
+            started.failed += 1;
+            run::mark_failed();
+        }
+    }
+    started.micros = tsc::ticks_to_micros(tsc::rdtsc() - begin);
+    started
+}
+
+/// INIT, 10 ms, SIPI, 200 us, SIPI (SDM Vol. 3A 9.4.4.1); true once the AP checked in.
+fn wake(apic_id: u32, page: u64, ap: &Pcb) -> bool {
+    let vector = (page >> 12) as u8;
+    let online = || ap.has(CPU_STATUS_ONLINE);
+    apic::send_init(apic_id);
+    tsc::delay_us(10_000);
+    apic::send_startup(apic_id, vector);
+    if !tsc::wait_until(200, online) {
+        apic::send_startup(apic_id, vector);
+    }
+    tsc::wait_until(CHECK_IN_TIMEOUT_US, online)
+}
+
+/// Where each AP arrives in Rust from the trampoline, on its own stack.
+extern "C" fn ap_entry(pcb: *mut Pcb, cpu_index: u64) -> ! {
+    // SAFETY: the boot CPU allocated this PCB for this AP alone and passed it
+    // through the parameter block; it is 'static.
+    let pcb = pcb::activate(unsafe { &mut *pcb });
+    apic::init_this_cpu();
+    debug_assert_eq!(pcb.processor_index as u64, cpu_index);
+    let id = apic::id();
+    if id != pcb.apic_id {
+        warn!("smp: expected APIC ID {} but this AP has {id}", pcb.apic_id);
+        pcb.apic_id = id;
+    }
+    pcb.x2apic = matches!(apic::mode_now(), Some(apic::Mode::X2Apic));
+    pcb.set(CPU_STATUS_ONLINE);
+    info!("online: cpu{} APIC ID {} (initial APIC ID {})", pcb.processor_index, pcb.apic_id, pcb.initial_apic_id);
+    serve(pcb)
+}
+
+/// An AP's life after check-in: run each piece of work the boot CPU sends.
+fn serve(pcb: &mut Pcb) -> ! {
+    let mut seen = 0;
+    loop {
+        let request = pcb.mailbox.request.load(Ordering::Acquire);
+        if request == seen {
+            core::hint::spin_loop();
+            continue;
+        }
+        seen = request;
+        let work = pcb.mailbox.work.load(Ordering::Acquire);
+        // SAFETY: `work` was stored from a `Work` fn pointer by `run_on_all`.
+        let work: Work = unsafe { core::mem::transmute::<usize, Work>(work) };
+        work(pcb);
+        pcb.mailbox.done.store(request, Ordering::Release);
+    }
+}
+
+static GENERATION: AtomicU32 = AtomicU32::new(0);
+
+/// Run `work` on every online CPU, the boot CPU included, and wait for all.
+/// A CPU that does not finish in time is reported and counted as failed.
+pub fn run_on_all(stage: &str, bsp: &mut Pcb, work: Work) {
+    let generation = GENERATION.fetch_add(1, Ordering::AcqRel) + 1;
+    let aps = || pcb::all().filter(|p| !p.is_bsp && p.has(CPU_STATUS_ONLINE) && !p.has(CPU_STATUS_UNRESPONSIVE));
+    for ap in aps() {
+        ap.mailbox.work.store(work as usize, Ordering::Release);
+        ap.mailbox.request.store(generation, Ordering::Release);
+    }
+    work(bsp);
+    for ap in aps() {
+        let done = || ap.mailbox.done.load(Ordering::Acquire) == generation;
+        if !tsc::wait_until(STAGE_TIMEOUT_US, done) {
+            error!("smp: cpu{} (APIC ID {}) did not finish stage `{stage}` within {} s",
+                ap.processor_index, ap.apic_id, STAGE_TIMEOUT_US / 1_000_000);
+            ap.set(CPU_STATUS_UNRESPONSIVE);
+        }
+    }
+}

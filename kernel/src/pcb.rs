@@ -31,6 +31,8 @@ pub const CPU_STATUS_NO_VMX: u32 = 1 << 2;
 pub const CPU_STATUS_GUEST_OK: u32 = 1 << 3;
 /// Something on this CPU failed (reported in the log when it happened).
 pub const CPU_STATUS_FAILED: u32 = 1 << 4;
+/// Reached VMX root operation during the run (stays set after VMXOFF).
+pub const CPU_STATUS_VMX_ROOT_REACHED: u32 = 1 << 6;
 /// Did not finish a stage in time; no further work is sent to it.
 pub const CPU_STATUS_UNRESPONSIVE: u32 = 1 << 5;
 

@@ -4,7 +4,7 @@
 //! exit chosen by `exit=` (QEMU's isa-debug-exit, Bochs's shutdown port, or
 //! halting every CPU, the bare-metal default).
 
-use crate::pcb::{self, CPU_STATUS_FAILED, CPU_STATUS_GUEST_OK, CPU_STATUS_NO_VMX, CPU_STATUS_ONLINE, CPU_STATUS_UNRESPONSIVE, CPU_STATUS_VMXON};
+use crate::pcb::{self, CPU_STATUS_FAILED, CPU_STATUS_GUEST_OK, CPU_STATUS_NO_VMX, CPU_STATUS_ONLINE, CPU_STATUS_UNRESPONSIVE, CPU_STATUS_VMXON, CPU_STATUS_VMX_ROOT_REACHED};
 use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use hvlogic::cmdline::{ExitMode, Options};
 use hvlogic::summary::Counts;
@@ -41,7 +41,7 @@ pub fn counts() -> Counts {
     for p in pcb::all() {
         let has = |flag| p.has(flag);
         c.online += has(CPU_STATUS_ONLINE) as u32;
-        c.vmx_root += has(CPU_STATUS_VMXON) as u32;
+        c.vmx_root += has(CPU_STATUS_VMX_ROOT_REACHED) as u32;
         c.guests_ok += has(CPU_STATUS_GUEST_OK) as u32;
         c.no_vmx += has(CPU_STATUS_NO_VMX) as u32;
         c.failed |= has(CPU_STATUS_FAILED) || has(CPU_STATUS_UNRESPONSIVE);

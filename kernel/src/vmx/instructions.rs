@@ -1,0 +1,148 @@
+//! The VMX instructions, each with its outcome read from RFLAGS inside the same
+//! `asm!` block (SDM Vol. 3C 31.2 "Conventions": CF=1 VMfailInvalid, ZF=1
+//! VMfailValid with the error number in the VM-instruction error field).
+//! Reading RFLAGS in a separate block, as some crates do, lets the compiler
+//! clobber the flags in between.
+
+use core::arch::asm;
+use x86::vmx::vmcs::ro::VM_INSTRUCTION_ERROR;
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum VmFail {
+    /// CF=1: no current VMCS to hold an error number.
+    Invalid,
+    /// ZF=1: the VM-instruction error number (SDM Vol. 3C 31.4).
+    Valid(u32),
+}
+
+impl core::fmt::Display for VmFail {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match *self {
+            VmFail::Invalid => write!(f, "VMfailInvalid (CF=1, no current VMCS)"),
+            VmFail::Valid(n) => write!(f, "VMfailValid (ZF=1), VM-instruction error {n}: {}", hvlogic::vm_error::name(n)),
+        }
+    }
+}
+
+/// Turn the CF/ZF pair captured after a VMX instruction into a result.
+#[inline(always)]
+fn outcome(cf: u8, zf: u8) -> Result<(), VmFail> {
+    if cf != 0 {
+        Err(VmFail::Invalid)
+    } else if zf != 0 {
+        // SAFETY: VMfailValid means there is a current VMCS whose error field is readable.
+        Err(VmFail::Valid(unsafe { vmread(VM_INSTRUCTION_ERROR) }.unwrap_or(0) as u32))
+    } else {
+        Ok(())
+    }
+}
+
+macro_rules! vmx_op {
+    ($(#[$m:meta])* $name:ident, $insn:literal) => {
+        $(#[$m])*
+        pub unsafe fn $name(physical: u64) -> Result<(), VmFail> {
+            let (cf, zf): (u8, u8);
+            // SAFETY: the caller upholds the instruction's requirements.
+            unsafe {
+                asm!(concat!($insn, " qword ptr [{p}]"), "setc {cf}", "setz {zf}",
+                     p = in(reg) &physical, cf = out(reg_byte) cf, zf = out(reg_byte) zf,
+                     options(nostack));
+            }
+            outcome(cf, zf)
+        }
+    };
+}
+
+vmx_op!(
+    /// Enter VMX root operation with the VMXON region at `physical`.
+    ///
+    /// # Safety
+    /// CPL 0, CR4.VMXE set, the region holds the revision identifier.
+    vmxon, "vmxon");
+vmx_op!(
+    /// Initialise the VMCS at `physical` and make it not current.
+    ///
+    /// # Safety
+    /// In VMX root operation; the region is a VMCS of this CPU.
+    vmclear, "vmclear");
+vmx_op!(
+    /// Make the VMCS at `physical` current.
+    ///
+    /// # Safety
+    /// In VMX root operation; the region holds the revision identifier.
+    vmptrld, "vmptrld");
+
+/// Leave VMX operation.
+///
+/// # Safety
+/// In VMX root operation; nothing may use VMX afterwards.
+pub unsafe fn vmxoff() -> Result<(), VmFail> {
+    let (cf, zf): (u8, u8);
+    // SAFETY: upheld by the caller.
+    unsafe { asm!("vmxoff", "setc {cf}", "setz {zf}", cf = out(reg_byte) cf, zf = out(reg_byte) zf, options(nostack)) };
+    outcome(cf, zf)
+}
+
+/// Read a field of the current VMCS.
+///
+/// # Safety
+/// In VMX root operation with a current VMCS.
+#[inline(always)]
+pub unsafe fn vmread(field: u32) -> Result<u64, VmFail> {
+    let (value, cf, zf): (u64, u8, u8);
+    // SAFETY: upheld by the caller.
+    unsafe {
+        asm!("vmread {v}, {f}", "setc {cf}", "setz {zf}", f = in(reg) field as u64, v = out(reg) value,
+             cf = out(reg_byte) cf, zf = out(reg_byte) zf, options(nostack))
+    };
+    if cf | zf != 0 {
+        // Not `outcome`: reading the error field could recurse.
+        return Err(if cf != 0 { VmFail::Invalid } else { VmFail::Valid(0) });
+    }
+    Ok(value)
+}
+
+/// Write a field of the current VMCS.
+///
+/// # Safety
+/// In VMX root operation with a current VMCS; the value must be valid for the field.
+#[inline(always)]
+pub unsafe fn vmwrite(field: u32, value: u64) -> Result<(), VmFail> {
+    let (cf, zf): (u8, u8);
+    // SAFETY: upheld by the caller.
+    unsafe {
+        asm!("vmwrite {f}, {v}", "setc {cf}", "setz {zf}", f = in(reg) field as u64, v = in(reg) value,
+             cf = out(reg_byte) cf, zf = out(reg_byte) zf, options(nostack))
+    };
+    outcome(cf, zf)
+}
+
+/// INVEPT type 2, all contexts (SDM Vol. 3C 31.3 "INVEPT").
+///
+/// # Safety
+/// In VMX root operation; the CPU supports INVEPT with this type.
+pub unsafe fn invept_all_contexts() -> Result<(), VmFail> {
+    let descriptor = [0u64; 2];
+    let (cf, zf): (u8, u8);
+    // SAFETY: upheld by the caller.
+    unsafe {
+        asm!("invept {t}, [{d}]", "setc {cf}", "setz {zf}", t = in(reg) 2u64, d = in(reg) &descriptor,
+             cf = out(reg_byte) cf, zf = out(reg_byte) zf, options(nostack))
+    };
+    outcome(cf, zf)
+}
+
+/// INVVPID type 2, all contexts (SDM Vol. 3C 31.3 "INVVPID").
+///
+/// # Safety
+/// In VMX root operation; the CPU supports INVVPID with this type.
+pub unsafe fn invvpid_all_contexts() -> Result<(), VmFail> {
+    let descriptor = [0u64; 2];
+    let (cf, zf): (u8, u8);
+    // SAFETY: upheld by the caller.
+    unsafe {
+        asm!("invvpid {t}, [{d}]", "setc {cf}", "setz {zf}", t = in(reg) 2u64, d = in(reg) &descriptor,
+             cf = out(reg_byte) cf, zf = out(reg_byte) zf, options(nostack))
+    };
+    outcome(cf, zf)
+}

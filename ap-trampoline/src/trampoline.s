@@ -53,6 +53,7 @@ ap_pm32:
     wrmsr
     mov     %cr0, %eax
     or      $((1 << 31) | (1 << 16)), %eax   # CR0.PG | CR0.WP
+    and     $~((1 << 30) | (1 << 29)), %eax  # INIT left CD and NW set: caches on
     mov     %eax, %cr0
 
     lea     (ap_lm64 - ap_trampoline_start)(%ebx), %eax

@@ -17,3 +17,5 @@ pub mod controls;
 pub mod exit_reason;
 pub mod vm_error;
 pub mod vmxcap;
+pub mod exit_qual;
+pub mod guest_plan;

@@ -5,7 +5,6 @@ use core::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use x86::msr::{rdmsr, wrmsr, IA32_APIC_BASE};
 
 /// IA32_APIC_BASE bits (SDM Vol. 3A 11.4.4, 11.12.1).
-const APIC_BASE_BSP: u64 = 1 << 8;
 const APIC_BASE_EXTD: u64 = 1 << 10;
 const APIC_BASE_EN: u64 = 1 << 11;
 const APIC_BASE_ADDR_MASK: u64 = 0x000f_ffff_ffff_f000;
@@ -48,8 +47,20 @@ pub fn x2apic_supported() -> bool {
     raw_cpuid::cpuid!(1).ecx & (1 << 21) != 0
 }
 
+/// Mask both legacy 8259 PICs (OCW1 = 0xff on ports 0x21 and 0xa1). Firmware
+/// may leave the PIT's IRQ 0 unmasked; interrupts stay off in this kernel, but
+/// a guest runs with external-interrupt exiting, so a pending IRQ would end it.
+fn mask_legacy_pics() {
+    // SAFETY: the 8259 interrupt-mask registers; masking has no other effect.
+    unsafe {
+        x86_64::instructions::port::Port::<u8>::new(0x21).write(0xff);
+        x86_64::instructions::port::Port::<u8>::new(0xa1).write(0xff);
+    }
+}
+
 /// Set the boot CPU's mode: x2APIC where offered, else xAPIC. Every AP then follows.
 pub fn init_bsp() -> Mode {
+    mask_legacy_pics();
     let mode = if x2apic_supported() { MODE_X2APIC } else { MODE_XAPIC };
     // SAFETY: IA32_APIC_BASE exists on every CPU with a local APIC (CPUID.01H:EDX[9]).
     let base = unsafe { rdmsr(IA32_APIC_BASE) } & APIC_BASE_ADDR_MASK;
@@ -84,12 +95,6 @@ pub fn mode_now() -> Option<Mode> {
         MODE_XAPIC => Some(Mode::XApic { base: XAPIC_BASE.load(Ordering::Relaxed) }),
         _ => None,
     }
-}
-
-/// IA32_APIC_BASE.BSP of the running CPU.
-pub fn is_bsp() -> bool {
-    // SAFETY: as in init_bsp.
-    unsafe { rdmsr(IA32_APIC_BASE) & APIC_BASE_BSP != 0 }
 }
 
 /// This CPU's local APIC ID (32-bit x2APIC ID, or the 8-bit xAPIC ID).

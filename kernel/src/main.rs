@@ -85,6 +85,9 @@ extern "C" fn kernel_main(boot_info_addr: usize) -> ! {
     // VMX root operation on every CPU.
     smp::run_on_all("vmx-enter", bsp, vmx::enter);
 
+    // A guest on every CPU in VMX root, all at once; the boot CPU gathers them.
+    smp::run_on_all("guest", bsp, vmx::run_guest);
+
     // Every CPU leaves VMX operation before the summary.
     smp::run_on_all("vmx-leave", bsp, vmx::leave);
 

@@ -41,8 +41,3 @@ pub fn alloc_stack(size: usize) -> u64 {
     let pages = alloc_pages(size.div_ceil(PAGE_SIZE));
     pages.as_ptr() as u64 + pages.len() as u64
 }
-
-/// Physical address of a kernel object (identity-mapped kernel).
-pub fn phys<T: ?Sized>(p: &T) -> u64 {
-    p as *const T as *const u8 as u64
-}

@@ -67,7 +67,7 @@ pub fn start_aps(plan: &[Processor], trampoline_page: u64) -> Started {
             gdtr,
             cr3: crate::boot::boot_cr3(),
             stack_top: ap.kernel_stack_top,
-            entry: ap_entry as usize as u64,
+            entry: ap_entry as *const () as u64,
             arg: ap as *mut Pcb as u64,
             cpu_index: index as u64,
         };

@@ -1,0 +1,107 @@
+# VM entry and the VM-exit path.
+#
+# vm_run(vcpu, launched) loads the guest's general registers from vcpu->regs
+# and executes VMLAUNCH (or VMRESUME). Every VM exit lands in vm_exit_stub
+# with RSP = HOST_RSP = the end of vcpu->regs, so the 15 pushes store the
+# guest's registers straight into vcpu->regs; the Rust dispatcher then runs on
+# this CPU's exit stack. Nothing else is saved: the kernel never touches
+# x87/SSE state (x86_64-unknown-none is a soft-float target), and the guest's
+# RSP, RIP and RFLAGS live in the VMCS. When the dispatcher says stop,
+# vm_run returns to its caller with the dispatcher's code.
+
+.section .text.vmx, "ax"
+.code64
+
+# u64 vm_run(struct Vcpu *vcpu [rdi], u64 launched [rsi])
+.global vm_run
+vm_run:
+    push    %rbx
+    push    %rbp
+    push    %r12
+    push    %r13
+    push    %r14
+    push    %r15
+    mov     %rsp, {HOST_RSP_SAVE}(%rdi)
+    test    %rsi, %rsi                      # flags survive the pops below
+    mov     %rdi, %rsp
+    pop     %rax
+    pop     %rcx
+    pop     %rdx
+    pop     %rbx
+    pop     %rbp
+    pop     %rsi
+    pop     %rdi
+    pop     %r8
+    pop     %r9
+    pop     %r10
+    pop     %r11
+    pop     %r12
+    pop     %r13
+    pop     %r14
+    pop     %r15
+    jnz     1f
+    vmlaunch
+    jmp     vm_entry_failed
+1:  vmresume
+    # Falls through only when VM entry failed with VMfailInvalid/VMfailValid.
+
+vm_entry_failed:
+    lea     -{REGS_SIZE}(%rsp), %rbx        # RSP is the end of vcpu->regs here
+    mov     {HOST_RSP_SAVE}(%rbx), %rsp
+    pushfq
+    pop     %rax
+    and     $0x41, %eax                     # CF | ZF: which VMfail it was
+    bts     $63, %rax                       # mark: entry failed
+    jmp     vm_return
+
+.global vm_exit_stub
+vm_exit_stub:
+    push    %r15
+    push    %r14
+    push    %r13
+    push    %r12
+    push    %r11
+    push    %r10
+    push    %r9
+    push    %r8
+    push    %rdi
+    push    %rsi
+    push    %rbp
+    push    %rbx
+    push    %rdx
+    push    %rcx
+    push    %rax
+    mov     %rsp, %rbx                      # RBX = vcpu (regs is its first field)
+    mov     {EXIT_STACK_TOP}(%rbx), %rsp
+    mov     %rbx, %rdi
+    call    vmexit_dispatch                 # 0: resume the guest; else stop with that code
+    test    %rax, %rax
+    jnz     2f
+    mov     %rbx, %rsp
+    pop     %rax
+    pop     %rcx
+    pop     %rdx
+    pop     %rbx
+    pop     %rbp
+    pop     %rsi
+    pop     %rdi
+    pop     %r8
+    pop     %r9
+    pop     %r10
+    pop     %r11
+    pop     %r12
+    pop     %r13
+    pop     %r14
+    pop     %r15
+    vmresume
+    jmp     vm_entry_failed
+2:  mov     {HOST_RSP_SAVE}(%rbx), %rsp
+
+vm_return:
+    pop     %r15
+    pop     %r14
+    pop     %r13
+    pop     %r12
+    pop     %rbp
+    pop     %rbx
+    ret

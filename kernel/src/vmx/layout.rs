@@ -1,0 +1,50 @@
+//! The guest's memory layout and its calls to the hypervisor: one definition,
+//! used by the Rust side and, through `const` operands, by guest.s.
+
+/// Bytes of guest memory, mapped at guest-physical (or, without EPT,
+/// guest-linear) address 0.
+pub const GUEST_MEM_SIZE: u64 = 256 * 1024;
+/// Where the guest image is copied.
+pub const IMAGE: u64 = 0x8000;
+/// Top of the guest's stack.
+pub const STACK_TOP: u64 = 0x7000;
+/// The parameter block the hypervisor fills before each launch.
+pub const PARAMS: u64 = 0x7f00;
+/// The bench's samples: BENCH_ITERATIONS u32s.
+pub const SAMPLES: u64 = 0x1_0000;
+pub const BENCH_ITERATIONS: u64 = 10_000;
+/// Page tables for the modes that need guest paging (ProtectedEpt: used by
+/// the guest through EPT; ProtectedNoEpt: host-owned copies elsewhere).
+pub const PAGE_DIRECTORY: u64 = 0x1000;
+pub const PAGE_TABLE: u64 = 0x2000;
+/// The reset vector page (guest-physical 4 GiB - 4 KiB).
+pub const RESET_PAGE_GPA: u64 = 0xffff_f000;
+
+/// Guest selectors of the guest's own GDT (guest.s).
+pub const GUEST_CS: u16 = 0x08;
+pub const GUEST_DS: u16 = 0x10;
+
+/// VMCALL functions (EAX); results in EAX.
+pub const HC_DONE: u64 = 1;
+pub const HC_REPORT_SAMPLES: u64 = 2;
+pub const HC_OK: u64 = 0;
+pub const HC_REFUSED: u64 = u64::MAX;
+
+/// What the guest program does (`GuestParams::kind`).
+pub const KIND_NORMAL: u32 = 1;
+pub const KIND_HOSTILE: u32 = 2;
+pub const KIND_BENCH: u32 = 3;
+
+/// CPUID leaves the hypervisor answers (SDM: 0x40000000-0x4FFFFFFF are
+/// reserved for software; every hypervisor uses them).
+pub const CPUID_HV_BASE: u32 = 0x4000_0000;
+pub const CPUID_HV_CPU_INDEX: u32 = 0x4000_0001;
+/// "VMXbringupHV" in EBX, ECX, EDX.
+pub const CPUID_HV_SIGNATURE: [u32; 3] = [0x6258_4d56, 0x676e_6972, 0x5648_7075];
+
+#[repr(C)]
+pub struct GuestParams {
+    pub kind: u32,
+    /// The hostile step (HostileStep::number), 0 otherwise.
+    pub step: u32,
+}

@@ -1,0 +1,280 @@
+//! Filling the VMCS: the controls from the PCB's capability fields, the host
+//! state from the running CPU, and the guest's reset-like state.
+
+use super::instructions::{vmread, vmwrite, VmFail};
+use super::layout::*;
+use crate::pcb::Pcb;
+use core::fmt;
+use hvlogic::controls::{self, entry, exit, pin, proc1, proc2, Control};
+use hvlogic::fixed::{cr0, Fixed};
+use hvlogic::guest_plan::GuestMode;
+use hvlogic::vmx_global::VmxGlobalData;
+use log::{debug, error};
+use x86::msr::{rdmsr, IA32_EFER, IA32_FS_BASE, IA32_GS_BASE, IA32_PAT, IA32_SYSENTER_CS, IA32_SYSENTER_EIP, IA32_SYSENTER_ESP};
+use x86::vmx::vmcs::{control as ctl, guest, host};
+use x86_64::registers::control::{Cr0, Cr3, Cr4};
+
+/// A VMWRITE that failed, with the field it was for.
+pub struct SetupError {
+    pub what: &'static str,
+    pub field: u32,
+    pub error: Option<VmFail>,
+}
+
+impl fmt::Display for SetupError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.error {
+            Some(e) => write!(f, "{}: VMWRITE of field {:#06x} failed: {e}", self.what, self.field),
+            None => write!(f, "{}", self.what),
+        }
+    }
+}
+
+pub fn write(field: u32, value: u64) -> Result<(), SetupError> {
+    // SAFETY: called with this CPU's VMCS current (after VMPTRLD).
+    unsafe { vmwrite(field, value) }.map_err(|e| SetupError { what: "VMCS set-up", field, error: Some(e) })
+}
+
+/// Read a VMCS field; 0 if the read fails (only used for reports and known fields).
+pub fn read(field: u32) -> u64 {
+    // SAFETY: called with this CPU's VMCS current.
+    unsafe { vmread(field) }.unwrap_or(0)
+}
+
+/// The five control fields, each `(wanted | allowed-0) & allowed-1`.
+#[derive(Clone, Copy, Debug)]
+pub struct Controls {
+    pub pin: u32,
+    pub proc1: u32,
+    pub proc2: u32,
+    pub exit: u32,
+    pub entry: u32,
+}
+
+/// What the guest needs, adjusted to what the CPU allows (TRUE MSRs when
+/// TrueFlag). A wanted control the CPU cannot give is reported by name.
+pub fn choose_controls(d: &VmxGlobalData, mode: GuestMode, vpid: bool) -> Result<Controls, SetupError> {
+    let timer = controls::can_set(d.pin_based_ctls, pin::PREEMPTION_TIMER);
+    let optional = |cap: u64, bits: u32| if controls::can_set(cap, bits) { bits } else { 0 };
+
+    let mut wanted_proc2 = 0;
+    if mode.uses_ept() {
+        wanted_proc2 |= proc2::ENABLE_EPT;
+    }
+    if mode == GuestMode::RealFromReset {
+        wanted_proc2 |= proc2::UNRESTRICTED_GUEST;
+    }
+    if vpid {
+        wanted_proc2 |= proc2::ENABLE_VPID;
+    }
+    let mut wanted_proc1 = proc1::HLT_EXITING | proc1::USE_IO_BITMAPS | proc1::USE_MSR_BITMAPS;
+    if wanted_proc2 != 0 {
+        wanted_proc1 |= proc1::ACTIVATE_SECONDARY;
+    }
+    if !mode.uses_ept() {
+        // The guest's page tables are the hypervisor's: it may not switch them.
+        wanted_proc1 |= proc1::CR3_LOAD_EXITING;
+    }
+    let wanted = [
+        (Control::PinBased, pin::EXTERNAL_INTERRUPT_EXITING | pin::NMI_EXITING | if timer { pin::PREEMPTION_TIMER } else { 0 }, d.pin_based_ctls),
+        (Control::PrimaryProcBased, wanted_proc1, d.processor_based_ctls),
+        (Control::SecondaryProcBased, wanted_proc2, d.processor_based_ctls2),
+        (Control::Exit,
+            exit::HOST_ADDRESS_SPACE_SIZE | exit::ACK_INTERRUPT_ON_EXIT
+                | optional(d.exit_ctls, exit::SAVE_EFER | exit::LOAD_EFER)
+                | optional(d.exit_ctls, exit::SAVE_PAT | exit::LOAD_PAT)
+                | if timer { optional(d.exit_ctls, exit::SAVE_PREEMPTION_TIMER) } else { 0 },
+            d.exit_ctls),
+        (Control::Entry, optional(d.entry_ctls, entry::LOAD_EFER) | optional(d.entry_ctls, entry::LOAD_PAT), d.entry_ctls),
+    ];
+    let mut values = [0u32; 5];
+    let mut missing_any = false;
+    for (i, (control, want, cap)) in wanted.into_iter().enumerate() {
+        let adj = controls::adjust(want, cap);
+        if adj.missing != 0 {
+            missing_any = true;
+            for name in controls::names(control, adj.missing) {
+                error!("guest: this CPU cannot give the {} control \"{name}\" (allowed-1 clear)", control.label());
+            }
+        }
+        if adj.forced != 0 {
+            // Reserved bits that must be 1 are the usual "default1" class; name only real controls.
+            for name in controls::names(control, adj.forced).filter(|n| *n != "reserved bit") {
+                debug!("guest: {} control \"{name}\" is forced on by the CPU (allowed-0 set)", control.label());
+            }
+        }
+        values[i] = adj.value;
+    }
+    if missing_any {
+        return Err(SetupError { what: "a required VMX control is not available", field: 0, error: None });
+    }
+    let [pin, proc1, proc2, exit, entry] = values;
+    Ok(Controls { pin, proc1, proc2, exit, entry })
+}
+
+pub fn write_controls(c: &Controls) -> Result<(), SetupError> {
+    write(ctl::PINBASED_EXEC_CONTROLS, c.pin as u64)?;
+    write(ctl::PRIMARY_PROCBASED_EXEC_CONTROLS, c.proc1 as u64)?;
+    if c.proc1 & proc1::ACTIVATE_SECONDARY != 0 {
+        write(ctl::SECONDARY_PROCBASED_EXEC_CONTROLS, c.proc2 as u64)?;
+    }
+    write(ctl::VMEXIT_CONTROLS, c.exit as u64)?;
+    write(ctl::VMENTRY_CONTROLS, c.entry as u64)?;
+    write(ctl::EXCEPTION_BITMAP, 0)?;
+    write(ctl::CR3_TARGET_COUNT, 0)?;
+    write(ctl::VMEXIT_MSR_STORE_COUNT, 0)?;
+    write(ctl::VMEXIT_MSR_LOAD_COUNT, 0)?;
+    write(ctl::VMENTRY_MSR_LOAD_COUNT, 0)?;
+    write(ctl::VMENTRY_INTERRUPTION_INFO_FIELD, 0)
+}
+
+/// Host state: the running CPU as it is now (SDM Vol. 3C 25.5, 27.2.2).
+pub fn write_host_state(pcb: &Pcb, c: &Controls, host_rsp: u64, host_rip: u64) -> Result<(), SetupError> {
+    use crate::pcb::{KERNEL_CS, KERNEL_DS, KERNEL_TR};
+    let gdt = x86_64::instructions::tables::sgdt();
+    let idt = x86_64::instructions::tables::sidt();
+    write(host::CR0, Cr0::read_raw())?;
+    write(host::CR3, Cr3::read_raw().0.start_address().as_u64())?;
+    write(host::CR4, Cr4::read_raw())?;
+    write(host::CS_SELECTOR, KERNEL_CS as u64)?;
+    write(host::SS_SELECTOR, KERNEL_DS as u64)?;
+    write(host::DS_SELECTOR, KERNEL_DS as u64)?;
+    write(host::ES_SELECTOR, KERNEL_DS as u64)?;
+    write(host::FS_SELECTOR, 0)?;
+    write(host::GS_SELECTOR, 0)?;
+    write(host::TR_SELECTOR, KERNEL_TR as u64)?;
+    // SAFETY: these architectural MSRs exist on every CPU with VMX.
+    let msr = |n| unsafe { rdmsr(n) };
+    write(host::FS_BASE, msr(IA32_FS_BASE))?;
+    write(host::GS_BASE, msr(IA32_GS_BASE))?;
+    write(host::TR_BASE, &pcb.tss as *const _ as u64)?;
+    write(host::GDTR_BASE, gdt.base.as_u64())?;
+    write(host::IDTR_BASE, idt.base.as_u64())?;
+    write(host::IA32_SYSENTER_CS, msr(IA32_SYSENTER_CS))?;
+    write(host::IA32_SYSENTER_ESP, msr(IA32_SYSENTER_ESP))?;
+    write(host::IA32_SYSENTER_EIP, msr(IA32_SYSENTER_EIP))?;
+    if c.exit & exit::LOAD_EFER != 0 {
+        write(host::IA32_EFER_FULL, msr(IA32_EFER))?;
+    }
+    if c.exit & exit::LOAD_PAT != 0 {
+        write(host::IA32_PAT_FULL, msr(IA32_PAT))?;
+    }
+    write(host::RSP, host_rsp)?;
+    write(host::RIP, host_rip)
+}
+
+/// Access rights (SDM Vol. 3C 25.4.1, Table 25-2).
+const AR_CODE_16: u64 = 0x9b; // present, S, execute/read, accessed
+const AR_DATA_16: u64 = 0x93; // present, S, read/write, accessed
+const AR_CODE_32: u64 = 0xc09b; // ... with D/B and G
+const AR_DATA_32: u64 = 0xc093;
+const AR_TSS_BUSY_32: u64 = 0x8b;
+const AR_UNUSABLE: u64 = 1 << 16;
+/// IA32_PAT at reset (SDM Vol. 3A 13.12.4).
+const PAT_RESET: u64 = 0x0007_0406_0007_0406;
+
+/// Where the guest starts, given its mode.
+pub struct GuestStart {
+    pub cr3: u64,
+    /// Guest address of guest_pm_entry and of the guest's GDT.
+    pub pm_entry: u64,
+    pub gdt: u64,
+}
+
+/// The guest's state at launch: reset-like real mode at F000:FFF0 with
+/// unrestricted guest, else 32-bit protected mode with paging at guest_pm_entry.
+/// CR4 is fully host-owned (every bit in the guest/host mask); CR0 bits the VMX
+/// fixed-bit MSRs constrain are host-owned, PE and PG excepted under
+/// unrestricted guest.
+pub fn write_guest_state(d: &VmxGlobalData, c: &Controls, mode: GuestMode, start: &GuestStart) -> Result<(), SetupError> {
+    let real = mode == GuestMode::RealFromReset;
+    let cr0_fixed = Fixed { fixed0: d.cr0_fixed0, fixed1: d.cr0_fixed1 };
+    let cr4_fixed = Fixed { fixed0: d.cr4_fixed0, fixed1: d.cr4_fixed1 };
+    const ET: u64 = 1 << 4;
+    let (cr0_value, cr0_mask, cr0_shadow) = if real {
+        let free = cr0::PE | cr0::PG;
+        let fixed0 = d.cr0_fixed0 & !free;
+        let mask = (fixed0 | !d.cr0_fixed1) & 0xffff_ffff & !free;
+        (Fixed { fixed0, fixed1: d.cr0_fixed1 }.apply(ET).value, mask, ET)
+    } else {
+        let value = cr0_fixed.apply(ET | cr0::PE | cr0::PG).value;
+        (value, (d.cr0_fixed0 | !d.cr0_fixed1) & 0xffff_ffff, value)
+    };
+    write(guest::CR0, cr0_value)?;
+    write(ctl::CR0_GUEST_HOST_MASK, cr0_mask)?;
+    write(ctl::CR0_READ_SHADOW, cr0_shadow)?;
+    write(guest::CR4, cr4_fixed.apply(0).value)?;
+    write(ctl::CR4_GUEST_HOST_MASK, 0xffff_ffff)?;
+    write(ctl::CR4_READ_SHADOW, 0)?;
+    write(guest::CR3, start.cr3)?;
+    write(guest::DR7, 0x400)?;
+    write(guest::RFLAGS, 0x2)?;
+
+    let segments = [
+        (guest::ES_SELECTOR, guest::ES_BASE, guest::ES_LIMIT, guest::ES_ACCESS_RIGHTS),
+        (guest::SS_SELECTOR, guest::SS_BASE, guest::SS_LIMIT, guest::SS_ACCESS_RIGHTS),
+        (guest::DS_SELECTOR, guest::DS_BASE, guest::DS_LIMIT, guest::DS_ACCESS_RIGHTS),
+        (guest::FS_SELECTOR, guest::FS_BASE, guest::FS_LIMIT, guest::FS_ACCESS_RIGHTS),
+        (guest::GS_SELECTOR, guest::GS_BASE, guest::GS_LIMIT, guest::GS_ACCESS_RIGHTS),
+    ];
+    if real {
+        // SDM Vol. 3A Table 9-1: CS = F000, base FFFF0000, limit FFFF; EIP = FFF0.
+        write(guest::CS_SELECTOR, 0xf000)?;
+        write(guest::CS_BASE, 0xffff_0000)?;
+        write(guest::CS_LIMIT, 0xffff)?;
+        write(guest::CS_ACCESS_RIGHTS, AR_CODE_16)?;
+        for (sel, base, limit, ar) in segments {
+            write(sel, 0)?;
+            write(base, 0)?;
+            write(limit, 0xffff)?;
+            write(ar, AR_DATA_16)?;
+        }
+        write(guest::GDTR_BASE, 0)?;
+        write(guest::GDTR_LIMIT, 0xffff)?;
+        write(guest::IDTR_BASE, 0)?;
+        write(guest::IDTR_LIMIT, 0xffff)?;
+        write(guest::RIP, 0xfff0)?;
+        write(guest::RSP, 0)?;
+    } else {
+        write(guest::CS_SELECTOR, GUEST_CS as u64)?;
+        write(guest::CS_BASE, 0)?;
+        write(guest::CS_LIMIT, 0xffff_ffff)?;
+        write(guest::CS_ACCESS_RIGHTS, AR_CODE_32)?;
+        for (sel, base, limit, ar) in segments {
+            write(sel, GUEST_DS as u64)?;
+            write(base, 0)?;
+            write(limit, 0xffff_ffff)?;
+            write(ar, AR_DATA_32)?;
+        }
+        write(guest::GDTR_BASE, start.gdt)?;
+        write(guest::GDTR_LIMIT, 23)?;
+        write(guest::IDTR_BASE, 0)?;
+        write(guest::IDTR_LIMIT, 0)?;
+        write(guest::RIP, start.pm_entry)?;
+        write(guest::RSP, STACK_TOP)?;
+    }
+    write(guest::LDTR_SELECTOR, 0)?;
+    write(guest::LDTR_BASE, 0)?;
+    write(guest::LDTR_LIMIT, 0)?;
+    write(guest::LDTR_ACCESS_RIGHTS, AR_UNUSABLE)?;
+    write(guest::TR_SELECTOR, 0)?;
+    write(guest::TR_BASE, 0)?;
+    write(guest::TR_LIMIT, 0x67)?;
+    write(guest::TR_ACCESS_RIGHTS, AR_TSS_BUSY_32)?;
+
+    write(guest::INTERRUPTIBILITY_STATE, 0)?;
+    write(guest::ACTIVITY_STATE, 0)?;
+    write(guest::PENDING_DBG_EXCEPTIONS, 0)?;
+    write(guest::LINK_PTR_FULL, u64::MAX)?;
+    write(guest::IA32_DEBUGCTL_FULL, 0)?;
+    write(guest::IA32_SYSENTER_CS, 0)?;
+    write(guest::IA32_SYSENTER_ESP, 0)?;
+    write(guest::IA32_SYSENTER_EIP, 0)?;
+    if c.entry & entry::LOAD_EFER != 0 {
+        write(guest::IA32_EFER_FULL, 0)?;
+    }
+    if c.entry & entry::LOAD_PAT != 0 {
+        write(guest::IA32_PAT_FULL, PAT_RESET)?;
+    }
+    Ok(())
+}

@@ -37,7 +37,8 @@ fn bochs_skylake_one_cpu() {
     log.assert_no_exception();
     log.assert_line("[cpu0] INFO  apic: x2APIC mode");
     log.assert_line(BSP_ONLINE);
-    log.summary();
+    log.assert_line("[cpu0] INFO  vmxon ok (revision identifier 0x2b)");
+    log.assert_summary(1, 1, 1, 1, "PASS");
 }
 
 #[test]

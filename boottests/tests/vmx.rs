@@ -21,18 +21,6 @@ fn qemu_tcg_has_no_vmx_on_any_cpu() {
 }
 
 #[test]
-fn bochs_skylake_four_cpus_all_reach_vmx_root_and_leave_it() {
-    let log = Boot::bochs("bochs-skylake-4", SKYLAKE).cpus(4).run();
-    log.assert_no_exception();
-    assert_on_every_cpu(&log, 4, "INFO  vmxon ok (revision identifier 0x2b)");
-    assert_on_every_cpu(&log, 4, "INFO  vmxoff ok, CR4.VMXE cleared");
-    let s = log.summary();
-    if s.cpus != 4 || s.online != 4 || s.vmx_root != s.online {
-        log.fail(&format!("vmx_root must equal online: {s}"));
-    }
-}
-
-#[test]
 fn bochs_feature_control_locked_off_by_firmware() {
     let log = Boot::bochs("bochs-fc-locked-off", SKYLAKE).cpus(2).cmdline("inject=fc-locked-off").run();
     log.assert_no_exception();

@@ -1,0 +1,107 @@
+//! Issue 4/4: a guest on every core, run to its end and contained, in Bochs
+//! on CPU models with and without unrestricted guest and EPT.
+
+use boottests::{Boot, Log};
+
+const REAL_MODE: &str = "INFO  guest: mode real mode from the reset vector F000:FFF0 (unrestricted guest); protection: EPT maps the guest's own memory and nothing of the hypervisor";
+
+/// Bochs reports VMCS revision 0x2b for most models, 4 for tigerlake.
+fn assert_guest_ok_on_every_cpu(log: &Log, n: u32, revision: u32) {
+    for i in 0..n {
+        log.assert_line(&format!("[cpu{i}] INFO  vmxon ok (revision identifier {revision:#x})"));
+        log.assert_line(&format!("[cpu{i}] INFO  guest: hello from guest on cpu {i}"));
+        log.assert_line(&format!("[cpu{i}] INFO  guest ok: ended with VMCALL success"));
+        log.assert_line(&format!("[cpu{i}] INFO  vmxoff ok, CR4.VMXE cleared"));
+    }
+}
+
+/// VMXOFF on every CPU comes after every guest ended, and SUMMARY after both.
+fn assert_order(log: &Log, n: u32) {
+    let last_guest = (0..n).filter_map(|i| log.position(&format!("[cpu{i}] INFO  guest ok: ended with VMCALL success"))).max();
+    let first_vmxoff = (0..n).filter_map(|i| log.position(&format!("[cpu{i}] INFO  vmxoff ok, CR4.VMXE cleared"))).min();
+    let summary = log.lines.iter().position(|l| l.starts_with("SUMMARY "));
+    if !(last_guest < first_vmxoff && first_vmxoff < summary) {
+        log.fail("expected: every guest ends, then VMXOFF everywhere, then SUMMARY");
+    }
+}
+
+#[test]
+fn skylake_four_cpus_each_run_a_guest() {
+    let log = Boot::bochs("bochs-skylake-4", "corei7_skylake_x").cpus(4).run();
+    log.assert_no_exception();
+    for i in 0..4 {
+        log.assert_line(&format!("[cpu{i}] {REAL_MODE}"));
+        log.assert_line(&format!("[cpu{i}] INFO  guest: VPID {} tags its TLB entries", i + 1));
+    }
+    assert_guest_ok_on_every_cpu(&log, 4, 0x2b);
+    assert_order(&log, 4);
+    log.assert_summary(4, 4, 4, 4, "PASS");
+}
+
+#[test]
+fn tigerlake_passes_the_entry_checks() {
+    let log = Boot::bochs("bochs-tigerlake", "tigerlake").run();
+    log.assert_no_exception();
+    log.assert_line(&format!("[cpu0] {REAL_MODE}"));
+    assert_guest_ok_on_every_cpu(&log, 1, 0x4);
+    log.assert_summary(1, 1, 1, 1, "PASS");
+}
+
+#[test]
+fn lynnfield_has_ept_but_no_unrestricted_guest() {
+    let log = Boot::bochs("bochs-lynnfield", "corei5_lynnfield_750").run();
+    log.assert_no_exception();
+    log.assert_line("[cpu0] INFO  guest: mode 32-bit protected mode with paging (EPT, no unrestricted guest); protection: EPT maps the guest's own memory and nothing of the hypervisor");
+    assert_guest_ok_on_every_cpu(&log, 1, 0x2b);
+    log.assert_summary(1, 1, 1, 1, "PASS");
+}
+
+#[test]
+fn penryn_has_vmx_without_ept() {
+    let log = Boot::bochs("bochs-penryn", "core2_penryn_t9600").run();
+    log.assert_no_exception();
+    log.assert_line("[cpu0] INFO  guest: mode 32-bit protected mode with paging (no EPT); protection: host-owned page tables map only the guest's memory; CR3 loads exit and are refused; CR0/CR4 paging bits are host-owned");
+    assert_guest_ok_on_every_cpu(&log, 1, 0x2b);
+    log.assert_summary(1, 1, 1, 1, "PASS");
+}
+
+#[test]
+fn hostile_guest_is_contained() {
+    let log = Boot::bochs("bochs-hostile", "corei7_skylake_x").cpus(2).cmdline("guest=hostile").run();
+    log.assert_no_exception();
+    for i in 0..2 {
+        for line in [
+            "INFO  hostile step 1 (read outside its memory): contained: EPT violation at GPA 0x40000000 (read, not mapped)",
+            "INFO  hostile step 2 (write outside its memory): contained: EPT violation at GPA 0x200000 (write, not mapped)",
+            "INFO  guest executed VMXON: VMX is hidden from guests, #UD injected",
+            "INFO  hostile step 3 (execute VMXON): contained: triple fault",
+            "WARN  guest: VMCALL function 0xdeadbeef unknown: refused",
+            "INFO  hostile step 4 (VMCALL with bad arguments): contained: VMCALL success",
+            "INFO  hostile step 5 (load CR3 with garbage and enable paging): contained: EPT violation at GPA 0xdeadb000 (read, not mapped, during the guest's page walk)",
+            "INFO  hostile step 6 (triple-fault): contained: triple fault",
+            "INFO  hostile step 7 (spin forever with interrupts off): contained: VMX-preemption timer expired (time budget)",
+            "INFO  guest ok: hostile guest contained (7 of 7 attempts)",
+        ] {
+            log.assert_line(&format!("[cpu{i}] {line}"));
+        }
+    }
+    // Every contained ending that is not a clean VMCALL comes with a guest-state dump.
+    log.assert_count("[cpu0] INFO    guest RIP=0x", 6);
+    log.assert_summary(2, 2, 2, 2, "PASS");
+}
+
+#[test]
+fn bench_guest_reports_its_figures() {
+    let log = Boot::bochs("bochs-bench-check", "corei7_skylake_x").cmdline("guest=bench").run();
+    log.assert_no_exception();
+    let line = log.lines_starting("[cpu0] INFO  bench: cpuid-exit median=");
+    let ok = line.len() == 1 && {
+        let rest = &line[0]["[cpu0] INFO  bench: cpuid-exit median=".len()..];
+        let (median, min) = rest.split_once(" min=").unwrap_or(("x", "x"));
+        matches!((median.parse::<u32>(), min.parse::<u32>()), (Ok(m), Ok(n)) if n <= m && n > 0)
+    };
+    if !ok {
+        log.fail("no well-formed bench line");
+    }
+    log.assert_summary(1, 1, 1, 1, "PASS");
+}

@@ -3,6 +3,7 @@
 //! `slow_path`, which matches on named exit reasons.
 
 use super::guest::Vcpu;
+use super::instructions::vmread_unchecked;
 use super::layout::*;
 use super::vmcs;
 use crate::run;
@@ -32,7 +33,8 @@ const CPUID_01_ECX_HYPERVISOR: u32 = 1 << 31;
 #[no_mangle]
 extern "C" fn vmexit_dispatch(vcpu: &mut Vcpu) -> u64 {
     vcpu.exits += 1;
-    let reason = vmcs::read(ro::EXIT_REASON) as u32;
+    // SAFETY: this CPU's VMCS is current during every VM exit; the field exists.
+    let reason = unsafe { vmread_unchecked(ro::EXIT_REASON) } as u32;
     if reason == basic::CPUID as u32 && vcpu.exits <= EXIT_BUDGET {
         cpuid(vcpu);
         return next_instruction(vcpu);
@@ -64,8 +66,8 @@ fn cpuid(vcpu: &mut Vcpu) {
 /// Step over the instruction that exited (its length from the VMCS, SDM 28.2.5).
 #[inline(always)]
 fn next_instruction(vcpu: &mut Vcpu) -> u64 {
-    let len = vmcs::read(ro::VMEXIT_INSTRUCTION_LEN);
-    let rip = vmcs::read(guest::RIP);
+    // SAFETY: this CPU's VMCS is current during every VM exit; both fields exist.
+    let (len, rip) = unsafe { (vmread_unchecked(ro::VMEXIT_INSTRUCTION_LEN), vmread_unchecked(guest::RIP)) };
     match vmcs::write(guest::RIP, rip + len) {
         Ok(()) => RESUME,
         Err(e) => {

@@ -102,6 +102,20 @@ pub unsafe fn vmread(field: u32) -> Result<u64, VmFail> {
     Ok(value)
 }
 
+/// Read a field of the current VMCS without checking the outcome, for the
+/// exit fast path: VMREAD of a supported field with a current VMCS in VMX
+/// root operation cannot fail (SDM Vol. 3C 31.3 "VMREAD").
+///
+/// # Safety
+/// In VMX root operation with a current VMCS; `field` is a supported field.
+#[inline(always)]
+pub unsafe fn vmread_unchecked(field: u32) -> u64 {
+    let value: u64;
+    // SAFETY: upheld by the caller.
+    unsafe { asm!("vmread {v}, {f}", f = in(reg) field as u64, v = out(reg) value, options(nostack)) };
+    value
+}
+
 /// Write a field of the current VMCS.
 ///
 /// # Safety

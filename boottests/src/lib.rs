@@ -266,4 +266,27 @@ impl Log {
             }
         }
     }
+
+    /// One "online" line per CPU, carrying its APIC ID (QEMU and Bochs number
+    /// APIC IDs 0..n-1 and start them in that order).
+    pub fn assert_online_lines(&self, n: u32) {
+        self.assert_line("[cpu0] INFO  online: cpu0 APIC ID 0 (initial APIC ID 0) boot processor");
+        for i in 1..n {
+            self.assert_line(&format!("[cpu{i}] INFO  online: cpu{i} APIC ID {i} (initial APIC ID {i})"));
+        }
+        let online = self.lines.iter().filter(|l| l.contains("] INFO  online: cpu")).count();
+        if online != n as usize {
+            self.fail(&format!("expected {n} online lines, found {online}"));
+        }
+    }
+
+    /// `smp: N of M processors online (0 failed); AP bring-up took T us`, with T > 0.
+    pub fn assert_bring_up(&self, online: u32, of: u32) {
+        let prefix = format!("[cpu0] INFO  smp: {online} of {of} processors online (0 failed); AP bring-up took ");
+        let lines = self.lines_starting(&prefix);
+        let micros = lines.first().and_then(|l| l[prefix.len()..].strip_suffix(" us")).and_then(|t| t.parse::<u64>().ok());
+        if !matches!(micros, Some(us) if us > 0) {
+            self.fail(&format!("no bring-up line starting {prefix:?}"));
+        }
+    }
 }

@@ -29,6 +29,10 @@ fn assert_order(log: &Log, n: u32) {
 fn skylake_four_cpus_each_run_a_guest() {
     let log = Boot::bochs("bochs-skylake-4", "corei7_skylake_x").cpus(4).run();
     log.assert_no_exception();
+    // Issue 2/4's Bochs scenario: every CPU woken, in x2APIC mode.
+    log.assert_line("[cpu0] INFO  apic: x2APIC mode");
+    log.assert_online_lines(4);
+    log.assert_bring_up(4, 4);
     for i in 0..4 {
         log.assert_line(&format!("[cpu{i}] {REAL_MODE}"));
         log.assert_line(&format!("[cpu{i}] INFO  guest: VPID {} tags its TLB entries", i + 1));
@@ -104,4 +108,26 @@ fn bench_guest_reports_its_figures() {
         log.fail("no well-formed bench line");
     }
     log.assert_summary(1, 1, 1, 1, "PASS");
+}
+
+#[test]
+fn entry_failure_on_guest_state_is_explained() {
+    let log = Boot::bochs("bochs-entry-bad-guest", "corei7_skylake_x").cmdline("inject=entry-bad-guest").run();
+    log.assert_no_exception();
+    log.assert_line("[cpu0] INFO  inject: guest RFLAGS bit 1 cleared (it must be 1, SDM Vol. 3C 27.3.1.4)");
+    log.assert_line("[cpu0] ERROR VM entry failed: VM-entry failure: invalid guest state (exit reason 33 with bit 31 set), exit qualification 0x0: a guest-state check failed (no further detail)");
+    log.assert_line("[cpu0] ERROR guest failed: VM-entry failure");
+    log.assert_count("[cpu0] ERROR   guest RIP=0xfff0 ", 1);
+    log.assert_line("[cpu0] INFO  vmxoff ok, CR4.VMXE cleared");
+    log.assert_summary(1, 1, 1, 0, "FAIL");
+}
+
+#[test]
+fn entry_failure_on_controls_is_explained() {
+    let log = Boot::bochs("bochs-entry-bad-control", "corei7_skylake_x").cmdline("inject=entry-bad-control").run();
+    log.assert_no_exception();
+    log.assert_line("[cpu0] ERROR VM entry failed: VMLAUNCH: VMfailValid (ZF=1), VM-instruction error 7: VM entry with invalid control field(s)");
+    log.assert_count("[cpu0] ERROR   controls: pin 0x", 1);
+    log.assert_line("[cpu0] ERROR guest failed: VM-entry failure");
+    log.assert_summary(1, 1, 1, 0, "FAIL");
 }

@@ -28,6 +28,13 @@ pub enum Inject {
     FcLockedOff,
     /// Execute VMXON a second time while in VMX root operation.
     VmxonTwice,
+    /// Execute UD2 on the first application processor once it is online.
+    ApUd2,
+    /// Launch the guest with RFLAGS bit 1 clear: VM entry fails on guest state.
+    EntryBadGuest,
+    /// Launch the guest with a CR3-target count above the CPU's limit: VMLAUNCH
+    /// fails with VMfailValid.
+    EntryBadControl,
 }
 
 /// Which program the guests run (`guest=`).
@@ -130,7 +137,10 @@ impl Options {
                     "ud2" => Inject::Ud2,
                     "fc-locked-off" => Inject::FcLockedOff,
                     "vmxon-twice" => Inject::VmxonTwice,
-                    _ => return Err("inject is one of ud2, fc-locked-off, vmxon-twice"),
+                    "ap-ud2" => Inject::ApUd2,
+                    "entry-bad-guest" => Inject::EntryBadGuest,
+                    "entry-bad-control" => Inject::EntryBadControl,
+                    _ => return Err("inject is one of ud2, ap-ud2, fc-locked-off, vmxon-twice, entry-bad-guest, entry-bad-control"),
                 })
             }
             ("maxcpus", Some(v)) => match v.parse::<u32>() {
@@ -184,6 +194,9 @@ mod tests {
         assert!(o.warnings.is_empty());
         assert_eq!(Options::parse("inject=ud2").inject, Some(Inject::Ud2));
         assert_eq!(Options::parse("inject=fc-locked-off").inject, Some(Inject::FcLockedOff));
+        assert_eq!(Options::parse("inject=ap-ud2").inject, Some(Inject::ApUd2));
+        assert_eq!(Options::parse("inject=entry-bad-guest").inject, Some(Inject::EntryBadGuest));
+        assert_eq!(Options::parse("inject=entry-bad-control").inject, Some(Inject::EntryBadControl));
         assert_eq!(Options::parse("exit=qemu").exit, ExitMode::Qemu);
         assert_eq!(Options::parse("guest=bench").guest, GuestKind::Bench);
     }

@@ -119,12 +119,12 @@ impl fmt::Display for EptViolation {
 /// What the exit qualification of a VM-entry failure means (SDM Vol. 3C 27.8).
 pub fn entry_failure_qualification(basic_reason: u16, q: u64) -> &'static str {
     match (basic_reason, q) {
-        (33, 0) => "invalid guest state (no further detail)",
-        (33, 2) => "invalid guest state: loading a PDPTE failed",
-        (33, 3) => "invalid guest state: NMI injection blocked",
-        (33, 4) => "invalid guest state: invalid VMCS link pointer",
-        (33, _) => "invalid guest state (unknown qualification)",
-        (34, _) => "MSR loading failed: the qualification is the 1-based index of the failing entry",
+        (33, 0) => "a guest-state check failed (no further detail)",
+        (33, 2) => "loading a PDPTE failed",
+        (33, 3) => "NMI injection blocked",
+        (33, 4) => "invalid VMCS link pointer",
+        (33, _) => "unknown qualification",
+        (34, _) => "the qualification is the 1-based index of the failing MSR-load entry",
         (41, _) => "machine-check event during VM entry",
         _ => "not a VM-entry failure",
     }
@@ -179,8 +179,8 @@ mod tests {
 
     #[test]
     fn entry_failures() {
-        assert_eq!(entry_failure_qualification(33, 4), "invalid guest state: invalid VMCS link pointer");
-        assert!(entry_failure_qualification(34, 2).starts_with("MSR loading failed"));
+        assert_eq!(entry_failure_qualification(33, 4), "invalid VMCS link pointer");
+        assert!(entry_failure_qualification(34, 2).contains("1-based index"));
     }
 
     #[test]

@@ -4,13 +4,14 @@
 //!
 //! APs start one at a time, each on its own stack with its own PCB: the boot
 //! CPU fills the trampoline's parameter block, sends INIT, waits 10 ms, sends
-//! SIPI, waits 200 us, sends the second SIPI only if the AP has not already
-//! checked in, then waits up to 100 ms for the check-in.
+//! SIPI, waits 200 us, sends the second SIPI, then waits up to 100 ms for the
+//! AP to check in. One at a time, because they share the parameter block.
 
 use crate::pcb::{self, Pcb, CPU_STATUS_ONLINE, CPU_STATUS_UNRESPONSIVE};
 use crate::{apic, run, tsc};
 use ap_trampoline::{TrampolineParams, Gdtr32};
 use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use hvlogic::cmdline::Inject;
 use hvlogic::madt::{Plan, Processor};
 use log::{error, info, warn};
 
@@ -90,17 +91,16 @@ pub fn start_aps(plan: &[Processor], trampoline_page: u64) -> Started {
     started
 }
 
-/// INIT, 10 ms, SIPI, 200 us, SIPI (SDM Vol. 3A 9.4.4.1); true once the AP checked in.
+/// INIT, 10 ms, SIPI, 200 us, SIPI (SDM Vol. 3A 9.4.4.1: a processor that
+/// already left wait-for-SIPI ignores the second one); true once the AP checked in.
 fn wake(apic_id: u32, page: u64, ap: &Pcb) -> bool {
     let vector = (page >> 12) as u8;
-    let online = || ap.has(CPU_STATUS_ONLINE);
     apic::send_init(apic_id);
     tsc::delay_us(10_000);
     apic::send_startup(apic_id, vector);
-    if !tsc::wait_until(200, online) {
-        apic::send_startup(apic_id, vector);
-    }
-    tsc::wait_until(CHECK_IN_TIMEOUT_US, online)
+    tsc::delay_us(200);
+    apic::send_startup(apic_id, vector);
+    tsc::wait_until(CHECK_IN_TIMEOUT_US, || ap.has(CPU_STATUS_ONLINE))
 }
 
 /// Where each AP arrives in Rust from the trampoline, on its own stack.
@@ -118,6 +118,11 @@ extern "C" fn ap_entry(pcb: *mut Pcb, cpu_index: u64) -> ! {
     pcb.x2apic = matches!(apic::mode_now(), Some(apic::Mode::X2Apic));
     pcb.set(CPU_STATUS_ONLINE);
     info!("online: cpu{} APIC ID {} (initial APIC ID {})", pcb.processor_index, pcb.apic_id, pcb.initial_apic_id);
+    if pcb.processor_index == 1 && run::options().inject == Some(Inject::ApUd2) {
+        info!("inject: executing UD2 on purpose");
+        // SAFETY: raises #UD, which the exception handler reports before ending the run.
+        unsafe { core::arch::asm!("ud2") };
+    }
     serve(pcb)
 }
 

@@ -26,7 +26,7 @@ pub fn vm_instruction_failure(instruction: &str, r: u64) {
 
 /// A VM exit with bit 31 set: VM entry failed while loading guest state (SDM Vol. 3C 27.8).
 pub fn entry_failure(reason: ExitReason, qualification: u64) {
-    error!("VM-entry failure: {} (exit reason {} with bit 31 set), exit qualification {qualification:#x}: {}",
+    error!("VM entry failed: {} (exit reason {} with bit 31 set), exit qualification {qualification:#x}: {}",
         reason.name(), reason.basic(), entry_failure_qualification(reason.basic(), qualification));
 }
 

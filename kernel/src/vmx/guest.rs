@@ -11,7 +11,7 @@ use crate::{run, tsc};
 use alloc::boxed::Box;
 use alloc::vec::Vec;
 use core::mem::{offset_of, size_of};
-use hvlogic::cmdline::GuestKind;
+use hvlogic::cmdline::{GuestKind, Inject};
 use hvlogic::controls::{pin, proc2};
 use hvlogic::guest_plan::{median_min, Ending, GuestMode, HostileStep};
 use hvlogic::vmx_global::{basic, ept_vpid, VmxGlobalData};
@@ -311,6 +311,7 @@ fn launch(vcpu: &mut Vcpu, d: &VmxGlobalData, c: &Controls, start: &Start, budge
     if let Some(value) = budget {
         vmcs::write(guest::VMX_PREEMPTION_TIMER_VALUE, value)?;
     }
+    inject_entry_failure()?;
     let launched = vcpu.launched;
     // SAFETY: the VMCS is current and complete; vcpu is 'static with its exit stack.
     let r = unsafe { vm_run(vcpu as *mut Vcpu as *mut core::ffi::c_void, launched as u64) };
@@ -323,6 +324,22 @@ fn launch(vcpu: &mut Vcpu, d: &VmxGlobalData, c: &Controls, start: &Start, budge
     }
     exits::flush_line(vcpu);
     Ok(vcpu.ending.unwrap_or(Ending::EntryFailed))
+}
+
+/// `inject=entry-bad-guest` / `inject=entry-bad-control`: break the VMCS on
+/// purpose so the VM-entry failure reports can be seen and tested.
+fn inject_entry_failure() -> Result<(), SetupError> {
+    match run::options().inject {
+        Some(Inject::EntryBadGuest) => {
+            info!("inject: guest RFLAGS bit 1 cleared (it must be 1, SDM Vol. 3C 27.3.1.4)");
+            vmcs::write(guest::RFLAGS, 0)
+        }
+        Some(Inject::EntryBadControl) => {
+            info!("inject: CR3-target count 255, above the CPU's limit (SDM Vol. 3C 27.2.1.1)");
+            vmcs::write(ctl::CR3_TARGET_COUNT, 255)
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Report a normal or bench guest's end; true if it ended as intended.

@@ -43,8 +43,7 @@ run: kernel
 	esac; \
 	scripts/mkiso $(KERNEL) $(BUILD)/run.iso $(CMDLINE) exit=$$eng && \
 	echo "booting $(BUILD)/run.iso in $(ENGINE) with $(CPUS) CPUs; COM1 follows" && \
-	scripts/boot --engine $$eng $$extra --iso $(BUILD)/run.iso --cpus $(CPUS) --workdir $(BUILD)/run; \
-	status=$$?; echo "(engine exited with status $$status)"
+	scripts/boot --engine $$eng $$extra --iso $(BUILD)/run.iso --cpus $(CPUS) --workdir $(BUILD)/run || true
 
 unit: deps
 	$(CARGO) test -p hvlogic

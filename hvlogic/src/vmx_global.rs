@@ -3,6 +3,8 @@
 //! of step 6 is in `feature_control`; step 7 (ENABLE_VMX_INSIDE_SMX) is applied
 //! by the kernel behind its cargo feature.
 
+use crate::vmxcap::VmxCapMsrs;
+
 /// VMX capability MSRs (SDM Vol. 3D Appendix A).
 pub mod msr {
     pub const IA32_VMX_BASIC: u32 = 0x480;
@@ -66,11 +68,10 @@ pub mod ept_vpid {
 pub const MEMORY_TYPE_UC: u8 = 0;
 pub const MEMORY_TYPE_WB: u8 = 6;
 
-/// Allowed-1 bits of the primary and secondary controls that gate optional MSRs.
+/// Allowed-1 bits of the primary and secondary controls (A.3.2, A.3.3).
 const PROC_ACTIVATE_SECONDARY: u64 = 1 << (32 + 31);
 const PROC2_ENABLE_EPT: u64 = 1 << (32 + 1);
 const PROC2_ENABLE_VPID: u64 = 1 << (32 + 5);
-const PROC2_ENABLE_VMFUNC: u64 = 1 << (32 + 13);
 
 /// The VMX fields of the book's PCB, in MSR order.
 #[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
@@ -117,43 +118,44 @@ impl VmxGlobalData {
 
 /// Steps 1-6 and 8-9 of `get_vmx_global_data`. Call only when CPUID.01H:ECX[5] = 1:
 /// reading these MSRs on a CPU without VMX raises #GP.
+///
+/// Steps 1-4 and the reads of step 5 are `VmxCapMsrs::read`, the one place
+/// that knows which capability MSR exists when (SDM Vol. 3D Appendix A):
+/// 1. IA32_VMX_BASIC .. IA32_VMX_VMCS_ENUM;
+/// 2. IA32_VMX_PROCBASED_CTLS2 when "activate secondary controls" may be 1;
+/// 3. IA32_VMX_EPT_VPID_CAP when EPT or VPID may be enabled (the book checks
+///    EPT only; a CPU with VPID but no EPT has the MSR too);
+/// 4. IA32_VMX_VMFUNC when "enable VM functions" may be 1.
 pub fn get_vmx_global_data(rdmsr: &mut dyn FnMut(u32) -> u64) -> VmxGlobalData {
-    use msr::*;
-    let mut d = VmxGlobalData::default();
+    from_capabilities(&VmxCapMsrs::read(rdmsr))
+}
 
-    // Step 1: IA32_VMX_BASIC .. IA32_VMX_VMCS_ENUM into consecutive fields.
-    d.vmx_basic = rdmsr(IA32_VMX_BASIC);
-    d.pin_based_ctls = rdmsr(IA32_VMX_PINBASED_CTLS);
-    d.processor_based_ctls = rdmsr(IA32_VMX_PROCBASED_CTLS);
-    d.exit_ctls = rdmsr(IA32_VMX_EXIT_CTLS);
-    d.entry_ctls = rdmsr(IA32_VMX_ENTRY_CTLS);
-    d.misc = rdmsr(IA32_VMX_MISC);
-    d.cr0_fixed0 = rdmsr(IA32_VMX_CR0_FIXED0);
-    d.cr0_fixed1 = rdmsr(IA32_VMX_CR0_FIXED1);
-    d.cr4_fixed0 = rdmsr(IA32_VMX_CR4_FIXED0);
-    d.cr4_fixed1 = rdmsr(IA32_VMX_CR4_FIXED1);
-    d.vmcs_enum = rdmsr(IA32_VMX_VMCS_ENUM);
-
-    // Step 2: secondary controls exist when "activate secondary controls" may be 1 (A.3.3).
-    if d.has_secondary_controls() {
-        d.processor_based_ctls2 = rdmsr(IA32_VMX_PROCBASED_CTLS2);
-    }
-    // Step 3: IA32_VMX_EPT_VPID_CAP exists when EPT or VPID may be enabled (A.10).
-    // (The book checks EPT only; a CPU with VPID but no EPT has the MSR too.)
-    if d.has_ept() || d.has_vpid() {
-        d.ept_vpid_cap = rdmsr(IA32_VMX_EPT_VPID_CAP);
-    }
-    // Step 4: IA32_VMX_VMFUNC exists when "enable VM functions" may be 1 (A.11).
-    if d.processor_based_ctls2 & PROC2_ENABLE_VMFUNC != 0 {
-        d.vm_function = rdmsr(IA32_VMX_VMFUNC);
-    }
+/// Steps 5, 6, 8 and 9 on capability MSRs already read.
+pub fn from_capabilities(m: &VmxCapMsrs) -> VmxGlobalData {
+    let mut d = VmxGlobalData {
+        vmx_basic: m.basic,
+        pin_based_ctls: m.pin,
+        processor_based_ctls: m.proc1,
+        exit_ctls: m.exit,
+        entry_ctls: m.entry,
+        misc: m.misc,
+        cr0_fixed0: m.cr0_fixed0,
+        cr0_fixed1: m.cr0_fixed1,
+        cr4_fixed0: m.cr4_fixed0,
+        cr4_fixed1: m.cr4_fixed1,
+        vmcs_enum: m.vmcs_enum,
+        processor_based_ctls2: m.proc2.unwrap_or(0),
+        ept_vpid_cap: m.ept_vpid.unwrap_or(0),
+        vm_function: m.vmfunc.unwrap_or(0),
+        ..VmxGlobalData::default()
+    };
     // Step 5: with IA32_VMX_BASIC[55], the TRUE MSRs describe the controls (A.2).
-    if basic::has_true_controls(d.vmx_basic) {
+    if let (Some(pin), Some(proc1), Some(exit), Some(entry)) = (m.true_pin, m.true_proc1, m.true_exit, m.true_entry) {
         d.true_flag = true;
-        d.pin_based_ctls = rdmsr(IA32_VMX_TRUE_PINBASED_CTLS);
-        d.processor_based_ctls = rdmsr(IA32_VMX_TRUE_PROCBASED_CTLS);
-        d.exit_ctls = rdmsr(IA32_VMX_TRUE_EXIT_CTLS);
-        d.entry_ctls = rdmsr(IA32_VMX_TRUE_ENTRY_CTLS);
+        d.pin_based_ctls = pin;
+        d.processor_based_ctls = proc1;
+        d.exit_ctls = exit;
+        d.entry_ctls = entry;
     }
     // Step 6: bits set in both FIXED0 and FIXED1 must be 1 (A.7, A.8).
     d.cr0_fixed_mask = d.cr0_fixed0 & d.cr0_fixed1;

@@ -41,7 +41,7 @@ impl VmxCapMsrs {
     /// secondary allowed-1 bit 1 or 5 (A.10); VMFUNC iff secondary allowed-1
     /// bit 13 (A.11); TRUE_* iff IA32_VMX_BASIC bit 55 (A.1).
     pub fn read(mut rdmsr: impl FnMut(u32) -> u64) -> Self {
-        use msr::*;
+        use crate::vmx_global::msr::*;
         let basic = rdmsr(IA32_VMX_BASIC);
         let proc1 = rdmsr(IA32_VMX_PROCBASED_CTLS);
         let proc2 = has(proc1, 32 + 31).then(|| rdmsr(IA32_VMX_PROCBASED_CTLS2));

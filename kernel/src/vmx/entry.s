@@ -12,18 +12,26 @@
 .section .text.vmx, "ax"
 .code64
 
-# u64 vm_run(struct Vcpu *vcpu [rdi], u64 launched [rsi])
-.global vm_run
-vm_run:
-    push    %rbx
-    push    %rbp
-    push    %r12
-    push    %r13
-    push    %r14
+# The 15 general registers but RSP, in struct GuestRegs order (RAX lowest).
+.macro SAVE_GUEST_GPRS
     push    %r15
-    mov     %rsp, {HOST_RSP_SAVE}(%rdi)
-    test    %rsi, %rsi                      # flags survive the pops below
-    mov     %rdi, %rsp
+    push    %r14
+    push    %r13
+    push    %r12
+    push    %r11
+    push    %r10
+    push    %r9
+    push    %r8
+    push    %rdi
+    push    %rsi
+    push    %rbp
+    push    %rbx
+    push    %rdx
+    push    %rcx
+    push    %rax
+.endm
+
+.macro LOAD_GUEST_GPRS
     pop     %rax
     pop     %rcx
     pop     %rdx
@@ -39,6 +47,21 @@ vm_run:
     pop     %r13
     pop     %r14
     pop     %r15
+.endm
+
+# u64 vm_run(struct Vcpu *vcpu [rdi], u64 launched [rsi])
+.global vm_run
+vm_run:
+    push    %rbx
+    push    %rbp
+    push    %r12
+    push    %r13
+    push    %r14
+    push    %r15
+    mov     %rsp, {HOST_RSP_SAVE}(%rdi)
+    test    %rsi, %rsi                      # flags survive the pops below
+    mov     %rdi, %rsp
+    LOAD_GUEST_GPRS
     jnz     1f
     vmlaunch
     jmp     vm_entry_failed
@@ -56,21 +79,7 @@ vm_entry_failed:
 
 .global vm_exit_stub
 vm_exit_stub:
-    push    %r15
-    push    %r14
-    push    %r13
-    push    %r12
-    push    %r11
-    push    %r10
-    push    %r9
-    push    %r8
-    push    %rdi
-    push    %rsi
-    push    %rbp
-    push    %rbx
-    push    %rdx
-    push    %rcx
-    push    %rax
+    SAVE_GUEST_GPRS
     mov     %rsp, %rbx                      # RBX = vcpu (regs is its first field)
     mov     {EXIT_STACK_TOP}(%rbx), %rsp
     mov     %rbx, %rdi
@@ -78,21 +87,7 @@ vm_exit_stub:
     test    %rax, %rax
     jnz     2f
     mov     %rbx, %rsp
-    pop     %rax
-    pop     %rcx
-    pop     %rdx
-    pop     %rbx
-    pop     %rbp
-    pop     %rsi
-    pop     %rdi
-    pop     %r8
-    pop     %r9
-    pop     %r10
-    pop     %r11
-    pop     %r12
-    pop     %r13
-    pop     %r14
-    pop     %r15
+    LOAD_GUEST_GPRS
     vmresume
     jmp     vm_entry_failed
 2:  mov     {HOST_RSP_SAVE}(%rbx), %rsp

@@ -131,32 +131,32 @@ pub unsafe fn vmwrite(field: u32, value: u64) -> Result<(), VmFail> {
     outcome(cf, zf)
 }
 
-/// INVEPT type 2, all contexts (SDM Vol. 3C 31.3 "INVEPT").
-///
-/// # Safety
-/// In VMX root operation; the CPU supports INVEPT with this type.
-pub unsafe fn invept_all_contexts() -> Result<(), VmFail> {
-    let descriptor = [0u64; 2];
-    let (cf, zf): (u8, u8);
-    // SAFETY: upheld by the caller.
-    unsafe {
-        asm!("invept {t}, [{d}]", "setc {cf}", "setz {zf}", t = in(reg) 2u64, d = in(reg) &descriptor,
-             cf = out(reg_byte) cf, zf = out(reg_byte) zf, options(nostack))
+macro_rules! invalidate_all_contexts {
+    ($(#[$m:meta])* $name:ident, $insn:literal) => {
+        $(#[$m])*
+        pub unsafe fn $name() -> Result<(), VmFail> {
+            const ALL_CONTEXTS: u64 = 2;
+            let descriptor = [0u64; 2];
+            let (cf, zf): (u8, u8);
+            // SAFETY: upheld by the caller.
+            unsafe {
+                asm!(concat!($insn, " {t}, [{d}]"), "setc {cf}", "setz {zf}", t = in(reg) ALL_CONTEXTS,
+                     d = in(reg) &descriptor, cf = out(reg_byte) cf, zf = out(reg_byte) zf, options(nostack))
+            };
+            outcome(cf, zf)
+        }
     };
-    outcome(cf, zf)
 }
 
-/// INVVPID type 2, all contexts (SDM Vol. 3C 31.3 "INVVPID").
-///
-/// # Safety
-/// In VMX root operation; the CPU supports INVVPID with this type.
-pub unsafe fn invvpid_all_contexts() -> Result<(), VmFail> {
-    let descriptor = [0u64; 2];
-    let (cf, zf): (u8, u8);
-    // SAFETY: upheld by the caller.
-    unsafe {
-        asm!("invvpid {t}, [{d}]", "setc {cf}", "setz {zf}", t = in(reg) 2u64, d = in(reg) &descriptor,
-             cf = out(reg_byte) cf, zf = out(reg_byte) zf, options(nostack))
-    };
-    outcome(cf, zf)
-}
+invalidate_all_contexts!(
+    /// INVEPT type 2: all EPT-derived translations (SDM Vol. 3C 31.3 "INVEPT").
+    ///
+    /// # Safety
+    /// In VMX root operation; the CPU supports INVEPT with the all-context type.
+    invept_all_contexts, "invept");
+invalidate_all_contexts!(
+    /// INVVPID type 2: all VPID-tagged translations (SDM Vol. 3C 31.3 "INVVPID").
+    ///
+    /// # Safety
+    /// In VMX root operation; the CPU supports INVVPID with the all-context type.
+    invvpid_all_contexts, "invvpid");

@@ -23,14 +23,14 @@ ap_trampoline_start:
     shl     $4, %ebx                    # EBX = linear address of this page
 
     lgdtl   (ap_trampoline_params - ap_trampoline_start + {GDTR})
-    mov     %cr0, %eax
-    or      $1, %eax                    # CR0.PE
-    mov     %eax, %cr0
-
-    # Far return to 32-bit code: selector 0x18, offset EBX + pm32.
+    # The far return to 32-bit code (selector 0x18, offset EBX + pm32) is
+    # prepared first, so it directly follows the MOV to CR0 (SDM Vol. 3A 10.9.1).
     lea     (ap_pm32 - ap_trampoline_start)(%ebx), %eax
     pushl   $0x18
     pushl   %eax
+    mov     %cr0, %eax
+    or      $1, %eax                    # CR0.PE
+    mov     %eax, %cr0
     lretl
 
 .code32

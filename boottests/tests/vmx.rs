@@ -42,7 +42,7 @@ fn bochs_vmxon_twice_is_decoded_and_vmxcap_printed() {
     // The step-by-step debug lines of get_vmx_global_data and the seed.
     log.assert_line("[cpu0] DEBUG vmx: IA32_FEATURE_CONTROL=0x5: locked by firmware with VMX enabled");
     log.assert_line("[cpu0] DEBUG vmx: mode check: IA32_EFER.LMA=1 CS.L=1 RFLAGS.VM=0 CPL=0");
-    log.assert_line("[cpu0] DEBUG vmx: CR4 0x20 -> 0x2020 (set: VMXE; cleared: none)");
+    log.assert_line("[cpu0] DEBUG vmx: CR4 0x60 -> 0x2060 (set: VMXE; cleared: none)");
     // vmxcap: a decoded line from each kind of section.
     let vmxcap = log.lines_starting("[cpu0] INFO  vmxcap: ");
     for needle in ["unrestricted guest", "VMX-preemption timer", "VMXE", "INVEPT"] {

@@ -11,10 +11,12 @@ const APIC_BASE_ADDR_MASK: u64 = 0x000f_ffff_ffff_f000;
 
 /// x2APIC MSRs (SDM Vol. 3A 11.12.1.2, Table 11-6).
 const X2APIC_ID: u32 = 0x802;
+const X2APIC_EOI: u32 = 0x80b;
 const X2APIC_SVR: u32 = 0x80f;
 const X2APIC_ICR: u32 = 0x830;
 /// xAPIC register offsets (SDM Vol. 3A Table 11-1).
 const XAPIC_ID: u64 = 0x20;
+const XAPIC_EOI: u64 = 0xb0;
 const XAPIC_SVR: u64 = 0xf0;
 const XAPIC_ICR_LOW: u64 = 0x300;
 const XAPIC_ICR_HIGH: u64 = 0x310;
@@ -25,7 +27,6 @@ const ICR_DELIVERY_INIT: u32 = 0b101 << 8;
 const ICR_DELIVERY_STARTUP: u32 = 0b110 << 8;
 const ICR_DELIVERY_PENDING: u32 = 1 << 12;
 const ICR_LEVEL_ASSERT: u32 = 1 << 14;
-const ICR_ALL_EXCLUDING_SELF: u32 = 0b11 << 18;
 /// SVR: APIC software enable, spurious vector 0xff (SDM Vol. 3A 11.9).
 const SVR_ENABLE: u32 = 1 << 8 | 0xff;
 
@@ -153,7 +154,19 @@ pub fn send_startup(apic_id: u32, page: u8) {
     send_ipi(apic_id, ICR_DELIVERY_STARTUP | ICR_LEVEL_ASSERT | page as u32);
 }
 
-/// NMI to every other processor (used to halt them when the run ends).
-pub fn nmi_all_others() {
-    send_ipi(0, ICR_DELIVERY_NMI | ICR_LEVEL_ASSERT | ICR_ALL_EXCLUDING_SELF);
+/// NMI to one processor (used to halt the others when the run ends). Never
+/// broadcast: CPUs this kernel did not start may sit in firmware code whose
+/// IDT is gone, and an NMI there would reset the machine.
+pub fn send_nmi(apic_id: u32) {
+    send_ipi(apic_id, ICR_DELIVERY_NMI | ICR_LEVEL_ASSERT);
+}
+
+/// Write EOI for an interrupt this CPU acknowledged (SDM Vol. 3A 11.8.5).
+pub fn end_of_interrupt() {
+    match mode_now() {
+        // SAFETY: the x2APIC EOI MSR takes 0.
+        Some(Mode::X2Apic) => unsafe { wrmsr(X2APIC_EOI, 0) },
+        Some(Mode::XApic { base }) => mmio_write(base + XAPIC_EOI, 0),
+        None => {}
+    }
 }

@@ -43,10 +43,12 @@ const NAMES: [(&str, &str); 32] = [
     ("#VC", "VMM communication"), ("#SX", "security exception"), ("#31", "reserved"),
 ];
 
-/// The per-CPU IDT: the 32 exception vectors only. Interrupts stay masked on
-/// the host, so no other vector is ever delivered.
+/// The per-CPU IDT: all 256 vectors, the 32 exceptions present. Interrupts
+/// stay masked on the host; a stray vector above 31 finds a not-present gate
+/// and is reported as #NP naming it (after a VM exit the IDTR limit is 0xFFFF,
+/// SDM Vol. 3C 28.5.2, so the table must cover every vector).
 #[repr(C, align(16))]
-pub struct Idt([IdtGate; 32]);
+pub struct Idt([IdtGate; 256]);
 
 /// A 64-bit interrupt gate (SDM Vol. 3A 7.14.1, Figure 7-8).
 #[repr(C)]
@@ -63,6 +65,8 @@ struct IdtGate {
 
 /// Present, DPL 0, type 0xE (64-bit interrupt gate: IF cleared on entry).
 const INTERRUPT_GATE: u8 = 0x8e;
+const NOT_PRESENT: IdtGate =
+    IdtGate { offset_low: 0, selector: 0, ist: 0, type_attr: 0, offset_mid: 0, offset_high: 0, reserved: 0 };
 
 impl Idt {
     /// All 32 vectors point at their stubs; NMI, #DF and #MC switch to their own
@@ -71,6 +75,9 @@ impl Idt {
         // SAFETY: EXCEPTION_STUBS is a read-only table emitted by exceptions.s.
         let stubs = unsafe { &EXCEPTION_STUBS };
         Idt(core::array::from_fn(|vector| {
+            if vector >= 32 {
+                return NOT_PRESENT;
+            }
             let ist = match vector {
                 2 => IST_NMI + 1,
                 8 => IST_DOUBLE_FAULT + 1,
@@ -104,6 +111,20 @@ impl Idt {
     }
 }
 
+/// The selector error code of #TS, #NP, #SS and #GP (SDM Vol. 3A 7.13):
+/// bit 1 says it indexes the IDT, so a stray interrupt vector is named.
+struct SelectorError(usize, u64);
+
+impl core::fmt::Display for SelectorError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        let (vector, code) = (self.0, self.1);
+        if matches!(vector, 10 | 11 | 12 | 13) && code & 0b10 != 0 {
+            write!(f, " (IDT vector {})", code >> 3)?;
+        }
+        Ok(())
+    }
+}
+
 #[no_mangle]
 extern "C" fn exception_dispatch(f: &ExceptionFrame) -> ! {
     let vector = f.vector as usize;
@@ -120,7 +141,7 @@ extern "C" fn exception_dispatch(f: &ExceptionFrame) -> ! {
     let cr2 = x86_64::registers::control::Cr2::read_raw();
     let cr3 = x86_64::registers::control::Cr3::read_raw().0.start_address().as_u64();
     let cpu = pcb::this_cpu_index();
-    error!("EXCEPTION {mnemonic} ({name}) on cpu{cpu}: vector={vector} error_code={:#x}", f.error_code);
+    error!("EXCEPTION {mnemonic} ({name}) on cpu{cpu}: vector={vector} error_code={:#x}{}", f.error_code, SelectorError(vector, f.error_code));
     error!("  RIP={:#018x} CS={:#06x} RFLAGS={:#010x} RSP={:#018x} SS={:#06x}", f.rip, f.cs, f.rflags, f.rsp, f.ss);
     error!("  CR2={:#018x} CR3={:#018x}", cr2, cr3);
     error!("  RAX={:#018x} RBX={:#018x} RCX={:#018x} RDX={:#018x}", f.rax, f.rbx, f.rcx, f.rdx);

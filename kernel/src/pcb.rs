@@ -18,6 +18,10 @@ use x86_64::structures::gdt::{Descriptor, GlobalDescriptorTable};
 use x86_64::structures::tss::TaskStateSegment;
 use x86_64::{PrivilegeLevel, VirtAddr};
 
+/// CPUID.01H:EDX[7] machine-check exception; CR4.MCE (bit 6).
+const CPUID_01_EDX_MCE: u32 = 1 << 7;
+const CR4_MCE: u64 = 1 << 6;
+
 /// Most logical processors this kernel starts (more are counted, not started).
 pub const MAX_CPUS: usize = 64;
 
@@ -143,6 +147,13 @@ pub fn get(index: u32) -> Option<&'static Pcb> {
     unsafe { p.as_ref() }
 }
 
+/// Withdraw processor `index` (an AP that did not check in and was sent INIT).
+pub fn unpublish(index: u32) {
+    if let Some(slot) = PCBS.get(index as usize) {
+        slot.store(core::ptr::null_mut(), Ordering::Release);
+    }
+}
+
 /// Every published PCB, by processor index.
 pub fn all() -> impl Iterator<Item = &'static Pcb> {
     (0..MAX_CPUS as u32).map_while(get)
@@ -217,6 +228,12 @@ pub fn activate(pcb: &'static mut Pcb) -> &'static mut Pcb {
     pcb.initial_apic_id = leaf1.ebx >> 24;
     pcb.feature_ecx = leaf1.ecx;
     pcb.feature_edx = leaf1.edx;
+    // CR4.MCE: without it a machine check shuts the processor down (SDM Vol. 3A
+    // 17.1, interrupt 18) instead of reaching the #MC handler.
+    if leaf1.edx & CPUID_01_EDX_MCE != 0 {
+        // SAFETY: CPUID says the CPU has machine-check exceptions, so the bit exists.
+        unsafe { x86_64::registers::control::Cr4::write_raw(x86_64::registers::control::Cr4::read_raw() | CR4_MCE) };
+    }
 
     let tss: *const TaskStateSegment = &pcb.tss;
     let code = pcb.gdt.append(Descriptor::kernel_code_segment());

@@ -88,13 +88,18 @@ pub fn end() -> ! {
         crate::tsc::delay_us(100_000);
         log::warn!("exit={exit:?} did not end the emulator: halting every CPU instead");
     }
-    crate::apic::nmi_all_others();
+    let me = pcb::this_cpu_index();
+    for p in pcb::all().filter(|p| p.processor_index != me && p.has(CPU_STATUS_ONLINE)) {
+        crate::apic::send_nmi(p.apic_id);
+    }
     park()
 }
 
 /// Stop this CPU for good: leave VMX operation if in it, then halt with
 /// interrupts off (only NMI, INIT or reset wake it; the NMI handler parks again).
 pub fn park() -> ! {
+    // A CPU parked in the middle of a line must not keep COM1 from the others.
+    crate::serial::release_if_held();
     if pcb::has_pcb() && pcb::this_cpu().has(CPU_STATUS_VMXON) {
         crate::vmx::leave_for_park();
     }

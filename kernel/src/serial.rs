@@ -61,6 +61,12 @@ fn with<R>(f: impl FnOnce(&mut Uart16550<PioBackend>) -> R) -> R {
     r
 }
 
+/// Give up COM1 if this CPU holds it (a CPU about to park for good).
+pub fn release_if_held() {
+    let me = crate::pcb::this_cpu_index() + 1;
+    let _ = PORT.owner.compare_exchange(me, 0, Ordering::Release, Ordering::Relaxed);
+}
+
 /// Wait until the last byte has left the transmitter (LSR.TEMT), so an
 /// emulator shut down right after sees the whole log.
 pub fn flush() {

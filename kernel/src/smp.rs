@@ -81,8 +81,12 @@ pub fn start_aps(plan: &[Processor], trampoline_page: u64) -> Started {
         } else {
             error!("smp: AP with APIC ID {} did not answer INIT-SIPI-SIPI within {} ms; going on without it",
                 p.apic_id, CHECK_IN_TIMEOUT_US / 1000);
-            // Put it back into wait-for-SIPI, so it cannot wake later on stale parameters.
+            // Put it back into wait-for-SIPI, so it cannot wake later on stale
+            // parameters; then forget it, even if it checked in at the last moment.
             apic::send_init(p.apic_id);
+            tsc::delay_us(10_000);
+            pcb::unpublish(index);
+            ap.clear(CPU_STATUS_ONLINE);
             started.failed += 1;
             run::mark_failed();
         }

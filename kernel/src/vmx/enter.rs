@@ -27,6 +27,8 @@ const RFLAGS_VM: u64 = 1 << 17;
 /// Developer's Guide, Appendix B.1): the platform ran GETSEC[SENTER].
 const TXT_STS: u64 = 0xfed3_0000;
 
+static FEATURE_CONTROL_LOCK: spin::Mutex<()> = spin::Mutex::new(());
+
 /// Why a CPU did not reach VMX root operation.
 enum NotEntered {
     /// VMX absent or locked off: result NO_VMX.
@@ -53,10 +55,6 @@ fn try_enter(pcb: &mut Pcb) -> Result<(), NotEntered> {
     let smx = pcb.feature_ecx & CPUID_01_ECX_SMX != 0;
     debug!("vmx: CPUID.01H:ECX={:#010x}: VMX supported, SMX {}", pcb.feature_ecx, yes_no(smx));
 
-    let simulated_fc = match run::options().inject {
-        Some(Inject::FcLockedOff) => inject_feature_control_locked_off(),
-        _ => None,
-    };
 
     // 2. get_vmx_global_data, steps 1-6 and 8-9.
     // SAFETY: CPUID says VMX exists, so the capability MSRs it enumerates exist.
@@ -68,6 +66,13 @@ fn try_enter(pcb: &mut Pcb) -> Result<(), NotEntered> {
 
     // 3. IA32_FEATURE_CONTROL, as the seed does it.
     let inside_smx = smx && Cr4::read_raw() & fixed::cr4::SMXE != 0 && txt_senter_done();
+    // One CPU at a time: where the MSR is shared by a core's threads, two
+    // read-modify-writes would race and the second WRMSR would hit the lock (#GP).
+    let serialized = FEATURE_CONTROL_LOCK.lock();
+    let simulated_fc = match run::options().inject {
+        Some(Inject::FcLockedOff) => inject_feature_control_locked_off(),
+        _ => None,
+    };
     // SAFETY: IA32_FEATURE_CONTROL exists on every CPU with VMX or SMX (SDM Vol. 4 Table 2-2).
     let fc = simulated_fc.unwrap_or_else(|| unsafe { rdmsr(IA32_FEATURE_CONTROL) });
     let fc_now = match feature_control::decide(fc, smx, inside_smx) {
@@ -89,6 +94,7 @@ fn try_enter(pcb: &mut Pcb) -> Result<(), NotEntered> {
             return Err(NotEntered::Unavailable);
         }
     };
+    drop(serialized);
     // Step 7, only with ENABLE_VMX_INSIDE_SMX: SMX mode must then be on for VMXON.
     if cfg!(feature = "enable-vmx-inside-smx") && fc_now & feature_control::VMX_INSIDE_SMX != 0 {
         pcb.vmx.cr4_fixed_mask |= fixed::cr4::SMXE;
@@ -247,7 +253,7 @@ fn invalidate_ept_and_vpid(d: &VmxGlobalData) {
     let cap = d.ept_vpid_cap;
     if d.has_ept() && cap & ept_vpid::INVEPT != 0 && cap & ept_vpid::INVEPT_ALL_CONTEXT != 0 {
         // SAFETY: in VMX root operation; INVEPT with the all-context type is supported.
-        match unsafe { instructions::invept_all_contexts() } {
+        match unsafe { instructions::invept(instructions::INV_ALL_CONTEXTS, [0; 2]) } {
             Ok(()) => debug!("vmx: INVEPT (all contexts) done"),
             Err(e) => warn!("vmx: INVEPT (all contexts) failed: {e}"),
         }
@@ -256,7 +262,7 @@ fn invalidate_ept_and_vpid(d: &VmxGlobalData) {
     }
     if d.has_vpid() && cap & ept_vpid::INVVPID != 0 && cap & ept_vpid::INVVPID_ALL_CONTEXT != 0 {
         // SAFETY: in VMX root operation; INVVPID with the all-context type is supported.
-        match unsafe { instructions::invvpid_all_contexts() } {
+        match unsafe { instructions::invvpid(instructions::INV_ALL_CONTEXTS, [0; 2]) } {
             Ok(()) => debug!("vmx: INVVPID (all contexts) done"),
             Err(e) => warn!("vmx: INVVPID (all contexts) failed: {e}"),
         }

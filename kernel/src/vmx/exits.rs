@@ -63,12 +63,22 @@ fn cpuid(vcpu: &mut Vcpu) {
     vcpu.regs.rdx = d as u64;
 }
 
-/// Step over the instruction that exited (its length from the VMCS, SDM 28.2.5).
+/// Step over the instruction that exited (its length from the VMCS, SDM
+/// 28.2.5). Blocking by STI and by MOV SS lasts one instruction: skipping the
+/// instruction ends it too (SDM Vol. 3C 25.4.2, Table 25-3).
 #[inline(always)]
 fn next_instruction(vcpu: &mut Vcpu) -> u64 {
-    // SAFETY: this CPU's VMCS is current during every VM exit; both fields exist.
-    let (len, rip) = unsafe { (vmread_unchecked(ro::VMEXIT_INSTRUCTION_LEN), vmread_unchecked(guest::RIP)) };
-    match vmcs::write(guest::RIP, rip + len) {
+    const BLOCKING_BY_STI_OR_MOV_SS: u64 = 0b11;
+    // SAFETY: this CPU's VMCS is current during every VM exit; the fields exist.
+    let (len, rip, blocking) = unsafe {
+        (vmread_unchecked(ro::VMEXIT_INSTRUCTION_LEN), vmread_unchecked(guest::RIP),
+         vmread_unchecked(guest::INTERRUPTIBILITY_STATE))
+    };
+    let mut written = vmcs::write(guest::RIP, rip + len);
+    if blocking & BLOCKING_BY_STI_OR_MOV_SS != 0 {
+        written = written.and_then(|()| vmcs::write(guest::INTERRUPTIBILITY_STATE, blocking & !BLOCKING_BY_STI_OR_MOV_SS));
+    }
+    match written {
         Ok(()) => RESUME,
         Err(e) => {
             error!("guest: {e}");
@@ -112,11 +122,22 @@ fn slow_path(vcpu: &mut Vcpu, reason: ExitReason) -> u64 {
         }
         basic::EXCEPTION_OR_NMI => {
             let info = Interruption(vmcs::read(ro::VMEXIT_INTERRUPTION_INFO) as u32);
-            if info.is_nmi() && run::is_ending() {
-                run::park();
+            if info.is_nmi() {
+                if run::is_ending() {
+                    run::park();
+                }
+                error!("guest: an NMI arrived while the guest ran (none is expected)");
+                unblock_nmis();
             }
             vcpu.ending_value = info.vector() as u64;
             vcpu.end(Ending::Unexpected(basic::EXCEPTION_OR_NMI))
+        }
+        basic::EXTERNAL_INTERRUPT => {
+            // Acknowledged on exit (the exit control): dismiss it and go on.
+            let info = Interruption(vmcs::read(ro::VMEXIT_INTERRUPTION_INFO) as u32);
+            crate::apic::end_of_interrupt();
+            warn!("guest: external interrupt, vector {}, acknowledged and dismissed (the host uses no interrupts)", info.vector());
+            RESUME
         }
         other => vcpu.end(Ending::Unexpected(other)),
     }
@@ -213,14 +234,19 @@ fn cr_access(vcpu: &mut Vcpu, q: CrAccess) -> u64 {
     match (q.cr, q.kind) {
         (3, CrAccessKind::MovToCr) => {
             let value = vcpu.regs.get(q.gpr);
+            if value >> vcpu.maxphyaddr != 0 {
+                warn!("guest: {q} = {value:#x}: beyond the physical-address width, #GP injected");
+                return inject_gp();
+            }
             if vcpu.mode == GuestMode::ProtectedNoEpt {
                 vcpu.ending_value = value;
                 info!("guest: {q} = {value:#x}: refused, the guest's page tables belong to the hypervisor");
                 return vcpu.end(Ending::CrWriteRefused);
             }
+            // A real MOV to CR3 flushes this VPID's translations; VMWRITE does not.
             match vmcs::write(guest::CR3, value) {
-                Ok(()) => next_instruction(vcpu),
-                Err(_) => vcpu.end(Ending::CrWriteRefused),
+                Ok(()) if vcpu.flush_vpid() => next_instruction(vcpu),
+                _ => vcpu.end(Ending::CrWriteRefused),
             }
         }
         (3, CrAccessKind::MovFromCr) => {
@@ -235,6 +261,30 @@ fn cr_access(vcpu: &mut Vcpu, q: CrAccess) -> u64 {
             info!("guest: {q}: changes host-owned bits, refused");
             vcpu.end(Ending::CrWriteRefused)
         }
+    }
+}
+
+/// After a VM exit caused by an NMI, NMIs stay blocked until the next IRET
+/// (SDM Vol. 3C 26.2, "NMIs": blocked once the VM exit completes). The host
+/// took no NMI through its IDT, so it executes an IRET to itself to lift it.
+fn unblock_nmis() {
+    // SAFETY: builds an interrupt frame for the next instruction on the current
+    // stack (SS, RSP, RFLAGS, CS, RIP) and returns to it with IRETQ.
+    unsafe {
+        core::arch::asm!(
+            "mov {tmp}, rsp",
+            "push {ss}",
+            "push {tmp}",
+            "pushfq",
+            "push {cs}",
+            "lea {tmp}, [rip + 2f]",
+            "push {tmp}",
+            "iretq",
+            "2:",
+            tmp = out(reg) _,
+            ss = const crate::pcb::KERNEL_DS as u64,
+            cs = const crate::pcb::KERNEL_CS as u64,
+        );
     }
 }
 

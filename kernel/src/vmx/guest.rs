@@ -1,7 +1,7 @@
 //! The guest on each CPU: its memory, EPT, VMCS, launch, and how it ended.
 
 use super::ept::{self, Ept};
-use super::instructions::{vmclear, vmptrld};
+use super::instructions::{invvpid, vmclear, vmptrld, INV_ALL_CONTEXTS, INV_SINGLE_CONTEXT};
 use super::layout::*;
 use super::vmcs::{self, Controls, GuestStart, SetupError};
 use super::{dump, exits};
@@ -135,6 +135,10 @@ pub struct Vcpu {
     pub exits: u64,
     /// VMLAUNCH succeeded on this VMCS: later entries use VMRESUME.
     pub launched: bool,
+    /// CPUID.80000008H:EAX[7:0].
+    pub maxphyaddr: u32,
+    /// The VPID and the INVVPID type that flushes it, where VPID is on.
+    pub vpid: Option<(u16, u64)>,
     pub ending: Option<Ending>,
     /// The guest's COM1 line being assembled.
     pub line: [u8; 120],
@@ -156,6 +160,16 @@ impl Vcpu {
         }
         // SAFETY: inside this guest's memory, which the hypervisor owns and keeps mapped.
         Some(unsafe { core::slice::from_raw_parts((self.memory + gpa) as *const u8, len as usize) })
+    }
+
+    /// Flush this guest's VPID-tagged translations, as a MOV to CR3 or a
+    /// fresh start would; false if INVVPID failed.
+    pub fn flush_vpid(&self) -> bool {
+        match self.vpid {
+            // SAFETY: in VMX root operation; the type is one IA32_VMX_EPT_VPID_CAP reports.
+            Some((vpid, kind)) => unsafe { invvpid(kind, [vpid as u64, 0]) }.is_ok(),
+            None => true,
+        }
     }
 
     pub fn end(&mut self, ending: Ending) -> u64 {
@@ -188,17 +202,34 @@ fn choose_mode(d: &VmxGlobalData) -> GuestMode {
     GuestMode::choose(ept, unrestricted)
 }
 
+/// The VPID for processor `index` and the INVVPID type that flushes it
+/// (single-context where offered, else all contexts), or None without VPID.
+fn choose_vpid(d: &VmxGlobalData, index: u32) -> Option<(u16, u64)> {
+    let cap = d.ept_vpid_cap;
+    if !d.has_vpid() || cap & ept_vpid::INVVPID == 0 {
+        return None;
+    }
+    let kind = if cap & ept_vpid::INVVPID_SINGLE_CONTEXT != 0 {
+        INV_SINGLE_CONTEXT
+    } else if cap & ept_vpid::INVVPID_ALL_CONTEXT != 0 {
+        INV_ALL_CONTEXTS
+    } else {
+        return None;
+    };
+    Some((index as u16 + 1, kind))
+}
+
 /// Set up the guest and run it (once, or once per hostile step). Ok(true)
 /// when it ended as intended.
 fn launch_all(pcb: &mut Pcb, kind: GuestKind) -> Result<bool, SetupError> {
     let d = pcb.vmx;
     let mode = choose_mode(&d);
-    let vpid = d.has_vpid();
-    let controls = vmcs::choose_controls(&d, mode, vpid)?;
+    let vpid = choose_vpid(&d, pcb.processor_index);
+    let controls = vmcs::choose_controls(&d, mode, vpid.is_some())?;
     let timer = controls.pin & pin::PREEMPTION_TIMER != 0;
     info!("guest: mode {mode}; protection: {}", mode.protection());
-    if vpid {
-        info!("guest: VPID {} tags its TLB entries", pcb.processor_index + 1);
+    if let Some((id, _)) = vpid {
+        info!("guest: VPID {id} tags its TLB entries");
     }
     if !timer {
         info!("guest: no VMX-preemption timer on this CPU: only the exit budget bounds the guest");
@@ -227,6 +258,8 @@ fn launch_all(pcb: &mut Pcb, kind: GuestKind) -> Result<bool, SetupError> {
         memory: mem,
         exits: 0,
         launched: false,
+        maxphyaddr: raw_cpuid::cpuid!(0x8000_0008).eax & 0xff,
+        vpid,
         ending: None,
         line: [0; 120],
         line_len: 0,
@@ -234,22 +267,31 @@ fn launch_all(pcb: &mut Pcb, kind: GuestKind) -> Result<bool, SetupError> {
         ending_qualification: 0,
         ending_value: 0,
     }));
+    let result = configure_and_run(pcb, vcpu, &d, &controls, &start, timer);
+    // Whatever happened, the VMCS is not left current or active (SDM Vol. 3C 25.11.1).
+    // SAFETY: in VMX root operation; `vmcs_pa` is this CPU's VMCS.
+    let _ = unsafe { vmclear(vmcs_pa) };
+    result
+}
 
-    vmcs::write_controls(&controls)?;
+/// Fill the current VMCS and run the guest to its end (each hostile step in turn).
+fn configure_and_run(pcb: &Pcb, vcpu: &mut Vcpu, d: &VmxGlobalData, controls: &Controls, start: &Start, timer: bool) -> Result<bool, SetupError> {
+    vmcs::write_controls(controls)?;
     write_bitmaps()?;
     if let Some(eptp) = start.eptp {
         vmcs::write(ctl::EPTP_FULL, eptp)?;
     }
-    if vpid {
-        vmcs::write(ctl::VPID, pcb.processor_index as u64 + 1)?;
+    if let Some((id, _)) = vcpu.vpid {
+        vmcs::write(ctl::VPID, id as u64)?;
     }
     let host_rsp = vcpu as *mut Vcpu as u64 + size_of::<GuestRegs>() as u64;
-    vmcs::write_host_state(pcb, &controls, host_rsp, vm_exit_stub as *const () as u64)?;
+    vmcs::write_host_state(pcb, controls, host_rsp, vm_exit_stub as *const () as u64)?;
 
-    let budget = preemption_timer_value(&d);
-    let result = match kind {
+    let budget = preemption_timer_value(d);
+    let mode = vcpu.mode;
+    Ok(match vcpu.kind {
         GuestKind::Normal | GuestKind::Bench => {
-            let ending = launch(vcpu, &d, &controls, &start, budget, kind_number(kind), 0)?;
+            let ending = launch(vcpu, d, controls, start, budget, kind_number(vcpu.kind), 0)?;
             report_single(vcpu, ending)
         }
         GuestKind::Hostile => {
@@ -260,7 +302,7 @@ fn launch_all(pcb: &mut Pcb, kind: GuestKind) -> Result<bool, SetupError> {
                     contained += 1;
                     continue;
                 }
-                let ending = launch(vcpu, &d, &controls, &start, budget, KIND_HOSTILE, step.number())?;
+                let ending = launch(vcpu, d, controls, start, budget, KIND_HOSTILE, step.number())?;
                 if ending == Ending::EntryFailed {
                     error!("hostile step {} ({}): VM entry failed; no further steps", step.number(), step.describe());
                     break;
@@ -285,10 +327,7 @@ fn launch_all(pcb: &mut Pcb, kind: GuestKind) -> Result<bool, SetupError> {
             }
             contained == all
         }
-    };
-    // SAFETY: in VMX root operation; the VMCS is current and no longer used.
-    let _ = unsafe { vmclear(vmcs_pa) };
-    Ok(result)
+    })
 }
 
 fn kind_number(kind: GuestKind) -> u32 {
@@ -312,6 +351,10 @@ fn launch(vcpu: &mut Vcpu, d: &VmxGlobalData, c: &Controls, start: &Start, budge
         vmcs::write(guest::VMX_PREEMPTION_TIMER_VALUE, value)?;
     }
     inject_entry_failure()?;
+    // A fresh start: nothing the last launch cached under this VPID may survive.
+    if !vcpu.flush_vpid() {
+        return Err(SetupError { what: "INVVPID before launch failed", field: 0, error: None });
+    }
     let launched = vcpu.launched;
     // SAFETY: the VMCS is current and complete; vcpu is 'static with its exit stack.
     let r = unsafe { vm_run(vcpu as *mut Vcpu as *mut core::ffi::c_void, launched as u64) };

@@ -131,16 +131,18 @@ pub unsafe fn vmwrite(field: u32, value: u64) -> Result<(), VmFail> {
     outcome(cf, zf)
 }
 
-macro_rules! invalidate_all_contexts {
+/// INVEPT/INVVPID types (SDM Vol. 3C 31.3).
+pub const INV_SINGLE_CONTEXT: u64 = 1;
+pub const INV_ALL_CONTEXTS: u64 = 2;
+
+macro_rules! invalidate {
     ($(#[$m:meta])* $name:ident, $insn:literal) => {
         $(#[$m])*
-        pub unsafe fn $name() -> Result<(), VmFail> {
-            const ALL_CONTEXTS: u64 = 2;
-            let descriptor = [0u64; 2];
+        pub unsafe fn $name(kind: u64, descriptor: [u64; 2]) -> Result<(), VmFail> {
             let (cf, zf): (u8, u8);
             // SAFETY: upheld by the caller.
             unsafe {
-                asm!(concat!($insn, " {t}, [{d}]"), "setc {cf}", "setz {zf}", t = in(reg) ALL_CONTEXTS,
+                asm!(concat!($insn, " {t}, [{d}]"), "setc {cf}", "setz {zf}", t = in(reg) kind,
                      d = in(reg) &descriptor, cf = out(reg_byte) cf, zf = out(reg_byte) zf, options(nostack))
             };
             outcome(cf, zf)
@@ -148,15 +150,15 @@ macro_rules! invalidate_all_contexts {
     };
 }
 
-invalidate_all_contexts!(
-    /// INVEPT type 2: all EPT-derived translations (SDM Vol. 3C 31.3 "INVEPT").
+invalidate!(
+    /// INVEPT (SDM Vol. 3C 31.3): descriptor = [EPTP, 0].
     ///
     /// # Safety
-    /// In VMX root operation; the CPU supports INVEPT with the all-context type.
-    invept_all_contexts, "invept");
-invalidate_all_contexts!(
-    /// INVVPID type 2: all VPID-tagged translations (SDM Vol. 3C 31.3 "INVVPID").
+    /// In VMX root operation; the CPU supports INVEPT with this type.
+    invept, "invept");
+invalidate!(
+    /// INVVPID (SDM Vol. 3C 31.3): descriptor = [VPID, linear address].
     ///
     /// # Safety
-    /// In VMX root operation; the CPU supports INVVPID with the all-context type.
-    invvpid_all_contexts, "invvpid");
+    /// In VMX root operation; the CPU supports INVVPID with this type.
+    invvpid, "invvpid");

@@ -121,6 +121,11 @@ pub fn write_controls(c: &Controls) -> Result<(), SetupError> {
     write(ctl::VMEXIT_CONTROLS, c.exit as u64)?;
     write(ctl::VMENTRY_CONTROLS, c.entry as u64)?;
     write(ctl::EXCEPTION_BITMAP, 0)?;
+    // With the bitmap's #PF bit clear, no page fault exits only if mask and
+    // match are both 0 (SDM Vol. 3C 25.6.3); VMCLEAR does not promise zeros.
+    write(ctl::PAGE_FAULT_ERR_CODE_MASK, 0)?;
+    write(ctl::PAGE_FAULT_ERR_CODE_MATCH, 0)?;
+    write(ctl::TSC_OFFSET_FULL, 0)?;
     write(ctl::CR3_TARGET_COUNT, 0)?;
     write(ctl::VMEXIT_MSR_STORE_COUNT, 0)?;
     write(ctl::VMEXIT_MSR_LOAD_COUNT, 0)?;

@@ -26,6 +26,9 @@ pub struct Boot {
     model: &'static str,
     cmdline: String,
     timeout: Duration,
+    /// Keep the bare-metal `exit=halt` and, once SUMMARY is out, ask QEMU's
+    /// monitor for every CPU's registers (`Log::halted_report`).
+    halt: bool,
 }
 
 pub fn root() -> PathBuf {
@@ -44,6 +47,7 @@ impl Boot {
             model: "",
             cmdline: String::new(),
             timeout: Duration::from_secs(60),
+            halt: false,
         }
     }
 
@@ -65,6 +69,13 @@ impl Boot {
         self.machine = "q35";
         self
     }
+    /// End with `exit=halt` (QEMU only) and capture `info registers -a` afterwards.
+    pub fn exit_halt(mut self) -> Boot {
+        assert_eq!(self.engine, Engine::Qemu, "the monitor check needs QEMU");
+        self.halt = true;
+        self
+    }
+
     pub fn cmdline(mut self, c: &str) -> Boot {
         self.cmdline = c.into();
         self
@@ -81,9 +92,10 @@ impl Boot {
         let iso = dir.join("boot.iso");
         let serial = dir.join("serial.log");
 
-        let exit = match self.engine {
-            Engine::Qemu => "exit=qemu",
-            Engine::Bochs => "exit=bochs",
+        let exit = match (self.engine, self.halt) {
+            (_, true) => "exit=halt",
+            (Engine::Qemu, false) => "exit=qemu",
+            (Engine::Bochs, false) => "exit=bochs",
         };
         let cmdline = format!("{} {exit}", self.cmdline);
         let status = Command::new(root.join("scripts/mkiso"))
@@ -97,6 +109,10 @@ impl Boot {
         let mut cmd = Command::new(root.join("scripts/boot"));
         cmd.arg("--iso").arg(&iso).arg("--serial").arg(&serial).arg("--workdir").arg(&dir);
         cmd.arg("--cpus").arg(self.cpus.to_string());
+        let monitor = dir.join("monitor.sock");
+        if self.halt {
+            cmd.arg("--monitor").arg(&monitor);
+        }
         match self.engine {
             Engine::Qemu => {
                 cmd.args(["--engine", "qemu", "--machine", self.machine]);
@@ -111,9 +127,22 @@ impl Boot {
         cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
         let started = Instant::now();
         let mut child = cmd.spawn().expect("scripts/boot");
+        let mut halted_report = None;
         let (exit_status, timed_out) = loop {
             if let Some(s) = child.try_wait().unwrap() {
                 break (s.code(), false);
+            }
+            if self.halt && summary_seen(&serial) {
+                // Give the other CPUs time to take their NMI, then ask QEMU.
+                std::thread::sleep(Duration::from_secs(2));
+                halted_report = Some(monitor_command(&monitor, "info registers -a"));
+                let alive = child.try_wait().unwrap().is_none();
+                let _ = child.kill();
+                let _ = child.wait();
+                if !alive {
+                    halted_report = Some(String::from("QEMU exited instead of halting"));
+                }
+                break (None, false);
             }
             if started.elapsed() > self.timeout {
                 let _ = child.kill();
@@ -131,8 +160,35 @@ impl Boot {
             exit_status,
             timed_out,
             seconds: started.elapsed().as_secs_f64(),
+            halted_report,
         }
     }
+}
+
+fn summary_seen(serial: &Path) -> bool {
+    std::fs::read(serial).is_ok_and(|b| String::from_utf8_lossy(&b).lines().any(|l| l.starts_with("SUMMARY ")))
+}
+
+/// Send one command to QEMU's human monitor on a Unix socket; return its answer.
+fn monitor_command(socket: &Path, command: &str) -> String {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::os::unix::net::UnixStream::connect(socket) else {
+        return String::from("(no monitor)");
+    };
+    s.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+    let _ = s.write_all(format!("{command}\n").as_bytes());
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < deadline {
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(_) if out.windows(command.len()).any(|w| w == command.as_bytes()) && out.ends_with(b"(qemu) ") => break,
+            Err(_) => {}
+        }
+    }
+    String::from_utf8_lossy(&out).replace('\r', "")
 }
 
 /// The parsed SUMMARY line.
@@ -163,6 +219,8 @@ pub struct Log {
     pub exit_status: Option<i32>,
     pub timed_out: bool,
     pub seconds: f64,
+    /// With `exit_halt`: QEMU's `info registers -a` after the run.
+    pub halted_report: Option<String>,
 }
 
 impl Log {

@@ -51,3 +51,19 @@ fn exception_on_an_application_processor_ends_the_run() {
     log.assert_line("[cpu1] ERROR run ends early: exception");
     log.assert_summary(2, 2, 0, 0, "FAIL");
 }
+
+#[test]
+fn exit_halt_halts_every_cpu() {
+    let log = Boot::qemu("qemu-exit-halt").cpus(4).exit_halt().run();
+    log.assert_no_exception();
+    log.assert_summary(4, 4, 0, 0, "NO_VMX");
+    if log.lines.last().is_none_or(|l| !l.starts_with("SUMMARY ")) {
+        log.fail("nothing may follow the SUMMARY line with exit=halt");
+    }
+    // Each CPU's register dump carries HLT=1 when it is halted, and IF is clear.
+    let report = log.halted_report.clone().unwrap_or_default();
+    let states: Vec<&str> = report.lines().filter(|l| l.contains(" HLT=")).collect();
+    if states.len() != 4 || !states.iter().all(|l| l.contains(" HLT=1")) {
+        log.fail(&format!("QEMU's `info registers -a` should show 4 halted CPUs:\n{report}"));
+    }
+}

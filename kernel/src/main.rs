@@ -71,13 +71,13 @@ extern "C" fn kernel_main(boot_info_addr: usize) -> ! {
 
     // Per-CPU PCB: the boot CPU's, with its local APIC.
     let mode = apic::init_bsp();
-    bsp.apic_id = apic::id();
-    bsp.x2apic = mode == apic::Mode::X2Apic;
+    bsp.set_apic_id(apic::id());
+    bsp.own().x2apic = mode == apic::Mode::X2Apic;
     match mode {
         apic::Mode::X2Apic => info!("apic: x2APIC mode"),
         apic::Mode::XApic { base } => info!("apic: xAPIC mode, registers at {base:#x}"),
     }
-    info!("online: cpu0 APIC ID {} (initial APIC ID {}) boot processor", bsp.apic_id, bsp.initial_apic_id);
+    info!("online: cpu0 APIC ID {} (initial APIC ID {}) boot processor", bsp.apic_id(), bsp.own().initial_apic_id);
 
     // Application processors.
     start_application_processors(&boot, bsp, options);
@@ -94,7 +94,7 @@ extern "C" fn kernel_main(boot_info_addr: usize) -> ! {
     run::end()
 }
 
-fn start_application_processors(boot: &bootinfo::BootInfo, bsp: &mut pcb::Pcb, options: &Options) {
+fn start_application_processors(boot: &bootinfo::BootInfo, bsp: &pcb::Pcb, options: &Options) {
     let entries = match acpi_tables::read_madt(boot.rsdp) {
         Ok(m) => {
             info!("acpi: MADT via {}: {} processor entries", m.source, m.processors.len());
@@ -105,7 +105,7 @@ fn start_application_processors(boot: &bootinfo::BootInfo, bsp: &mut pcb::Pcb, o
             return;
         }
     };
-    let plan = madt::plan(&entries, bsp.apic_id, bsp.x2apic, options.maxcpus);
+    let plan = madt::plan(&entries, bsp.apic_id(), bsp.own().x2apic, options.maxcpus);
     run::CPUS_ENUMERATED.store(madt::enumerated(&plan), core::sync::atomic::Ordering::Release);
     for p in &plan {
         match p.plan {

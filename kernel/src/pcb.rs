@@ -1,8 +1,9 @@
 //! The processor control block (PCB): one per logical processor, reached
 //! through the GS base as in the book (`[gs: PCB.Field]`).
 //!
-//! Only its own CPU writes a PCB's plain fields; other CPUs read the atomic
-//! `status` word and the fields written before the CPU was published.
+//! A PCB is built before its CPU runs on it and published by `activate`;
+//! after that, its plain fields are read-only, other CPUs read the atomics,
+//! and the state only its own CPU may change sits behind `own()`.
 
 use crate::smp::Mailbox;
 use alloc::boxed::Box;
@@ -55,27 +56,18 @@ pub const KERNEL_STACK_SIZE: usize = 64 * 1024;
 #[repr(C)]
 pub struct Pcb {
     /// The PCB's own address: `gs:[0]` yields it (the book's `PCB.Base`).
-    base: *mut Pcb,
+    base: *const Pcb,
     /// 0 for the boot CPU, then in start-up order. Read by the log prefix.
     pub processor_index: u32,
-    /// Local APIC ID (x2APIC ID in x2APIC mode).
-    pub apic_id: u32,
-    /// CPUID.01H:EBX[31:24].
-    pub initial_apic_id: u32,
+    /// Local APIC ID (x2APIC ID in x2APIC mode); `apic_id()`.
+    apic_id: AtomicU32,
     pub is_bsp: bool,
-    /// The local APIC runs in x2APIC mode (the book's `IsLx2ApicEnable`).
-    pub x2apic: bool,
-    /// CPUID.01H:ECX and EDX (the book's `FeatureEcx`, `FeatureEdx`).
-    pub feature_ecx: u32,
-    pub feature_edx: u32,
     /// `ProcessorStatus`: CPU_STATUS_* flags.
     pub status: AtomicU32,
     /// Set while this CPU reports an exception, to catch a fault in the reporter.
     pub in_exception: AtomicBool,
-    /// The VMX global data of `get_vmx_global_data`.
-    pub vmx: VmxGlobalData,
-    /// Physical address of the VMXON region (`VmxonPhysicalPointer`), 0 if none.
-    pub vmxon_region: u64,
+    /// What only this CPU reads and writes, through `own()`.
+    own: UnsafeCell<Own>,
     pub kernel_stack_top: u64,
     /// Work sent by the boot CPU (the book sends it by IPI; we poll).
     pub mailbox: Mailbox,
@@ -83,6 +75,26 @@ pub struct Pcb {
     pub tss: TaskStateSegment,
     pub idt: crate::exceptions::Idt,
 }
+
+/// The part of a PCB only its own CPU touches.
+#[derive(Default)]
+pub struct Own {
+    /// CPUID.01H:EBX[31:24].
+    pub initial_apic_id: u32,
+    /// CPUID.01H:ECX and EDX (the book's `FeatureEcx`, `FeatureEdx`).
+    pub feature_ecx: u32,
+    pub feature_edx: u32,
+    /// The local APIC runs in x2APIC mode (the book's `IsLx2ApicEnable`).
+    pub x2apic: bool,
+    /// The VMX global data of `get_vmx_global_data`.
+    pub vmx: VmxGlobalData,
+    /// Physical address of the VMXON region (`VmxonPhysicalPointer`), 0 if none.
+    pub vmxon_region: u64,
+}
+
+// SAFETY: the plain fields are read-only once published, the shared ones are
+// atomics, and `own` is only reached by its CPU (checked in `own()`).
+unsafe impl Sync for Pcb {}
 
 /// All PCBs by processor index, published as each CPU comes up.
 static PCBS: [AtomicPtr<Pcb>; MAX_CPUS] = [const { AtomicPtr::new(core::ptr::null_mut()) }; MAX_CPUS];
@@ -121,15 +133,15 @@ pub fn this_cpu_index() -> u32 {
     index
 }
 
-/// The running CPU's PCB. Only this CPU mutates its plain fields.
+/// The running CPU's PCB.
 #[inline]
-pub fn this_cpu() -> &'static mut Pcb {
-    let base: *mut Pcb;
+pub fn this_cpu() -> &'static Pcb {
+    let base: *const Pcb;
     // SAFETY: `gs:[0]` holds the PCB's own address once `activate` ran on this CPU.
     unsafe { asm!("mov {}, gs:[0]", out(reg) base, options(nostack, readonly, preserves_flags)) };
     assert!(!base.is_null(), "PCB used before activate()");
-    // SAFETY: the PCB is 'static and only its own CPU takes a mutable reference.
-    unsafe { &mut *base }
+    // SAFETY: published PCBs are 'static and only shared references are handed out.
+    unsafe { &*base }
 }
 
 /// Whether this CPU has a PCB yet (false during early boot).
@@ -160,31 +172,53 @@ pub fn all() -> impl Iterator<Item = &'static Pcb> {
 }
 
 impl Pcb {
-    fn new(processor_index: u32, is_bsp: bool, kernel_stack_top: u64, ist_tops: [u64; 3]) -> Pcb {
-        let leaf1 = raw_cpuid::cpuid!(1);
+    /// A PCB for processor `processor_index`, built in place at `slot` (its
+    /// GDT must point at its own TSS, so it needs its final address).
+    fn build(slot: &'static mut MaybeUninit<Pcb>, processor_index: u32, is_bsp: bool, kernel_stack_top: u64, ist_tops: [u64; 3]) -> &'static Pcb {
         let mut tss = TaskStateSegment::new();
-        for (slot, top) in ist_tops.into_iter().enumerate() {
-            tss.interrupt_stack_table[slot] = VirtAddr::new(top);
+        for (i, top) in ist_tops.into_iter().enumerate() {
+            tss.interrupt_stack_table[i] = VirtAddr::new(top);
         }
-        Pcb {
-            base: core::ptr::null_mut(),
+        let pcb = slot.write(Pcb {
+            base: core::ptr::null(),
             processor_index,
-            apic_id: 0,
-            initial_apic_id: leaf1.ebx >> 24,
+            apic_id: AtomicU32::new(0),
             is_bsp,
-            x2apic: false,
-            feature_ecx: leaf1.ecx,
-            feature_edx: leaf1.edx,
             status: AtomicU32::new(0),
             in_exception: AtomicBool::new(false),
-            vmx: VmxGlobalData::default(),
-            vmxon_region: 0,
+            own: UnsafeCell::new(Own::default()),
             kernel_stack_top,
             mailbox: Mailbox::new(),
             gdt: GlobalDescriptorTable::new(),
             tss,
             idt: crate::exceptions::Idt::new(),
-        }
+        });
+        pcb.base = pcb as *const Pcb;
+        let tss: *const TaskStateSegment = &pcb.tss;
+        let code = pcb.gdt.append(Descriptor::kernel_code_segment());
+        let data = pcb.gdt.append(Descriptor::kernel_data_segment());
+        // SAFETY: the TSS lives in the same 'static PCB as the GDT.
+        let tr = pcb.gdt.append(unsafe { Descriptor::tss_segment_unchecked(tss) });
+        debug_assert_eq!((code.0, data.0, tr.0), (KERNEL_CS, KERNEL_DS, KERNEL_TR));
+        pcb
+    }
+
+    pub fn apic_id(&self) -> u32 {
+        self.apic_id.load(Ordering::Acquire)
+    }
+
+    pub fn set_apic_id(&self, id: u32) {
+        self.apic_id.store(id, Ordering::Release);
+    }
+
+    /// This CPU's private state. Only the CPU this PCB belongs to may ask, and
+    /// it must not keep two of these references at once.
+    #[allow(clippy::mut_from_ref)]
+    pub fn own(&self) -> &mut Own {
+        assert_eq!(this_cpu_index(), self.processor_index, "another CPU's private PCB state");
+        // SAFETY: only this CPU reaches `own` (checked above); callers take one
+        // reference at a time, and exception handlers never touch it.
+        unsafe { &mut *self.own.get() }
     }
 
     pub fn has(&self, flag: u32) -> bool {
@@ -201,49 +235,31 @@ impl Pcb {
 }
 
 /// Build the boot CPU's PCB in .bss and activate it.
-pub fn init_bsp() -> &'static mut Pcb {
+pub fn init_bsp() -> &'static Pcb {
     let stack_top = core::ptr::addr_of!(crate::boot::boot_stack_bottom) as u64 + crate::boot::BOOT_STACK_SIZE;
     let ist = BSP_IST.0.get() as u64;
     let tops = [0, 1, 2].map(|i| ist + (i + 1) * IST_STACK_SIZE as u64);
     // SAFETY: runs once, on the boot CPU, before anything reads BSP_PCB.
-    let pcb = unsafe { (*BSP_PCB.0.get()).write(Pcb::new(0, true, stack_top, tops)) };
-    activate(pcb)
+    let slot = unsafe { &mut *BSP_PCB.0.get() };
+    activate(Pcb::build(slot, 0, true, stack_top, tops))
 }
 
-/// Allocate an application processor's PCB and stacks (on the boot CPU, before
-/// sending the SIPI). The AP activates it itself.
-pub fn new_ap(processor_index: u32, apic_id: u32) -> &'static mut Pcb {
+/// Build an application processor's PCB and stacks on the boot CPU, before
+/// its SIPI; the AP activates it itself.
+pub fn new_ap(processor_index: u32, apic_id: u32) -> &'static Pcb {
     let kernel_stack = crate::memory::alloc_stack(KERNEL_STACK_SIZE);
     let tops = [0; 3].map(|_| crate::memory::alloc_stack(IST_STACK_SIZE));
-    let mut pcb = Box::new(Pcb::new(processor_index, false, kernel_stack, tops));
-    pcb.apic_id = apic_id;
-    Box::leak(pcb)
+    let pcb = Pcb::build(Box::leak(Box::new_uninit()), processor_index, false, kernel_stack, tops);
+    pcb.set_apic_id(apic_id);
+    pcb
 }
 
-/// Load this CPU's GDT, TSS and IDT from its PCB, point GS at it and publish it.
-pub fn activate(pcb: &'static mut Pcb) -> &'static mut Pcb {
-    pcb.base = pcb as *mut Pcb;
-    // The CPUID values must be this CPU's own (an AP's PCB is built by the BSP).
-    let leaf1 = raw_cpuid::cpuid!(1);
-    pcb.initial_apic_id = leaf1.ebx >> 24;
-    pcb.feature_ecx = leaf1.ecx;
-    pcb.feature_edx = leaf1.edx;
-    // CR4.MCE: without it a machine check shuts the processor down (SDM Vol. 3A
-    // 17.1, interrupt 18) instead of reaching the #MC handler.
-    if leaf1.edx & CPUID_01_EDX_MCE != 0 {
-        // SAFETY: CPUID says the CPU has machine-check exceptions, so the bit exists.
-        unsafe { x86_64::registers::control::Cr4::write_raw(x86_64::registers::control::Cr4::read_raw() | CR4_MCE) };
-    }
-
-    let tss: *const TaskStateSegment = &pcb.tss;
-    let code = pcb.gdt.append(Descriptor::kernel_code_segment());
-    let data = pcb.gdt.append(Descriptor::kernel_data_segment());
-    // SAFETY: the TSS lives in the 'static PCB next to the GDT.
-    let tr = pcb.gdt.append(unsafe { Descriptor::tss_segment_unchecked(tss) });
-    debug_assert_eq!((code.0, data.0, tr.0), (KERNEL_CS, KERNEL_DS, KERNEL_TR));
-
-    // SAFETY: the GDT, TSS and IDT are 'static and never change after this; the
-    // selectors index descriptors just appended; GS base points at the PCB.
+/// On the CPU the PCB belongs to: load its GDT, TSS and IDT, point GS at it,
+/// fill in what only this CPU can tell (CPUID), and publish it.
+pub fn activate(pcb: &'static Pcb) -> &'static Pcb {
+    // SAFETY: the GDT, TSS and IDT are 'static and never change after this (the
+    // CPU itself sets the TSS busy bit); the selectors index the descriptors
+    // `build` appended; GS base then points at the PCB.
     unsafe {
         pcb.gdt.load_unsafe();
         CS::set_reg(SegmentSelector::new(KERNEL_CS >> 3, PrivilegeLevel::Ring0));
@@ -251,11 +267,21 @@ pub fn activate(pcb: &'static mut Pcb) -> &'static mut Pcb {
         SS::set_reg(ds);
         DS::set_reg(ds);
         ES::set_reg(ds);
-        load_tss(tr);
+        load_tss(SegmentSelector::new(KERNEL_TR >> 3, PrivilegeLevel::Ring0));
+        pcb.idt.load();
         x86::msr::wrmsr(x86::msr::IA32_GS_BASE, pcb.base as u64);
     }
-    // SAFETY: the IDT lives in the 'static PCB and is never modified again.
-    unsafe { pcb.idt.load() };
-    PCBS[pcb.processor_index as usize].store(pcb.base, Ordering::Release);
+    let leaf1 = raw_cpuid::cpuid!(1);
+    let own = pcb.own();
+    own.initial_apic_id = leaf1.ebx >> 24;
+    own.feature_ecx = leaf1.ecx;
+    own.feature_edx = leaf1.edx;
+    // CR4.MCE: without it a machine check shuts the processor down (SDM Vol. 3A
+    // 17.1, interrupt 18) instead of reaching the #MC handler.
+    if leaf1.edx & CPUID_01_EDX_MCE != 0 {
+        // SAFETY: CPUID says the CPU has machine-check exceptions, so the bit exists.
+        unsafe { x86_64::registers::control::Cr4::write_raw(x86_64::registers::control::Cr4::read_raw() | CR4_MCE) };
+    }
+    PCBS[pcb.processor_index as usize].store(pcb.base as *mut Pcb, Ordering::Release);
     pcb
 }

@@ -90,7 +90,7 @@ pub fn end() -> ! {
     }
     let me = pcb::this_cpu_index();
     for p in pcb::all().filter(|p| p.processor_index != me && p.has(CPU_STATUS_ONLINE)) {
-        crate::apic::send_nmi(p.apic_id);
+        crate::apic::send_nmi(p.apic_id());
     }
     park()
 }

@@ -34,7 +34,7 @@ impl Mailbox {
     }
 }
 
-pub type Work = fn(&mut Pcb);
+pub type Work = fn(&Pcb);
 
 /// Result of bringing up the APs.
 pub struct Started {
@@ -69,7 +69,7 @@ pub fn start_aps(plan: &[Processor], trampoline_page: u64) -> Started {
             cr3: crate::boot::boot_cr3(),
             stack_top: ap.kernel_stack_top,
             entry: ap_entry as *const () as u64,
-            arg: ap as *mut Pcb as u64,
+            arg: ap as *const Pcb as u64,
             cpu_index: index as u64,
         };
         // SAFETY: the parameter block lies inside the trampoline page; no AP reads it
@@ -108,20 +108,21 @@ fn wake(apic_id: u32, page: u64, ap: &Pcb) -> bool {
 }
 
 /// Where each AP arrives in Rust from the trampoline, on its own stack.
-extern "C" fn ap_entry(pcb: *mut Pcb, cpu_index: u64) -> ! {
-    // SAFETY: the boot CPU allocated this PCB for this AP alone and passed it
+extern "C" fn ap_entry(pcb: *const Pcb, cpu_index: u64) -> ! {
+    // SAFETY: the boot CPU built this PCB for this AP alone and passed it
     // through the parameter block; it is 'static.
-    let pcb = pcb::activate(unsafe { &mut *pcb });
+    let pcb = pcb::activate(unsafe { &*pcb });
     apic::init_this_cpu();
     debug_assert_eq!(pcb.processor_index as u64, cpu_index);
     let id = apic::id();
-    if id != pcb.apic_id {
-        warn!("smp: expected APIC ID {} but this AP has {id}", pcb.apic_id);
-        pcb.apic_id = id;
+    if id != pcb.apic_id() {
+        warn!("smp: expected APIC ID {} but this AP has {id}", pcb.apic_id());
+        pcb.set_apic_id(id);
     }
-    pcb.x2apic = matches!(apic::mode_now(), Some(apic::Mode::X2Apic));
+    let own = pcb.own();
+    own.x2apic = matches!(apic::mode_now(), Some(apic::Mode::X2Apic));
     pcb.set(CPU_STATUS_ONLINE);
-    info!("online: cpu{} APIC ID {} (initial APIC ID {})", pcb.processor_index, pcb.apic_id, pcb.initial_apic_id);
+    info!("online: cpu{} APIC ID {} (initial APIC ID {})", pcb.processor_index, pcb.apic_id(), own.initial_apic_id);
     if pcb.processor_index == 1 && run::options().inject == Some(Inject::ApUd2) {
         info!("inject: executing UD2 on purpose");
         // SAFETY: raises #UD, which the exception handler reports before ending the run.
@@ -131,7 +132,7 @@ extern "C" fn ap_entry(pcb: *mut Pcb, cpu_index: u64) -> ! {
 }
 
 /// An AP's life after check-in: run each piece of work the boot CPU sends.
-fn serve(pcb: &mut Pcb) -> ! {
+fn serve(pcb: &Pcb) -> ! {
     let mut seen = 0;
     loop {
         let request = pcb.mailbox.request.load(Ordering::Acquire);
@@ -152,7 +153,7 @@ static GENERATION: AtomicU32 = AtomicU32::new(0);
 
 /// Run `work` on every online CPU, the boot CPU included, and wait for all.
 /// A CPU that does not finish in time is reported and counted as failed.
-pub fn run_on_all(stage: &str, bsp: &mut Pcb, work: Work) {
+pub fn run_on_all(stage: &str, bsp: &Pcb, work: Work) {
     let generation = GENERATION.fetch_add(1, Ordering::AcqRel) + 1;
     let aps = || pcb::all().filter(|p| !p.is_bsp && p.has(CPU_STATUS_ONLINE) && !p.has(CPU_STATUS_UNRESPONSIVE));
     for ap in aps() {
@@ -164,7 +165,7 @@ pub fn run_on_all(stage: &str, bsp: &mut Pcb, work: Work) {
         let done = || ap.mailbox.done.load(Ordering::Acquire) == generation;
         if !tsc::wait_until(STAGE_TIMEOUT_US, done) {
             error!("smp: cpu{} (APIC ID {}) did not finish stage `{stage}` within {} s",
-                ap.processor_index, ap.apic_id, STAGE_TIMEOUT_US / 1_000_000);
+                ap.processor_index, ap.apic_id(), STAGE_TIMEOUT_US / 1_000_000);
             ap.set(CPU_STATUS_UNRESPONSIVE);
         }
     }

@@ -4,7 +4,7 @@
 
 use super::instructions::{self, VmFail};
 use crate::memory;
-use crate::pcb::{Pcb, CPU_STATUS_FAILED, CPU_STATUS_NO_VMX, CPU_STATUS_VMXON, CPU_STATUS_VMX_ROOT_REACHED};
+use crate::pcb::{Own, Pcb, CPU_STATUS_FAILED, CPU_STATUS_NO_VMX, CPU_STATUS_VMXON, CPU_STATUS_VMX_ROOT_REACHED};
 use crate::run;
 use core::fmt;
 use hvlogic::cmdline::Inject;
@@ -38,7 +38,7 @@ enum NotEntered {
 }
 
 /// Stage work: enter VMX root operation on this CPU.
-pub fn enter(pcb: &mut Pcb) {
+pub fn enter(pcb: &Pcb) {
     match try_enter(pcb) {
         Ok(()) => {}
         Err(NotEntered::Unavailable) => pcb.set(CPU_STATUS_NO_VMX),
@@ -46,20 +46,21 @@ pub fn enter(pcb: &mut Pcb) {
     }
 }
 
-fn try_enter(pcb: &mut Pcb) -> Result<(), NotEntered> {
+fn try_enter(pcb: &Pcb) -> Result<(), NotEntered> {
+    let own = pcb.own();
     // 1. CPUID.01H:ECX[5], cached in PCB.FeatureEcx. Without it no VMX MSR is touched.
-    if pcb.feature_ecx & CPUID_01_ECX_VMX == 0 {
+    if own.feature_ecx & CPUID_01_ECX_VMX == 0 {
         error!("VMX not supported (CPUID.01H:ECX[5]=0)");
         return Err(NotEntered::Unavailable);
     }
-    let smx = pcb.feature_ecx & CPUID_01_ECX_SMX != 0;
-    debug!("vmx: CPUID.01H:ECX={:#010x}: VMX supported, SMX {}", pcb.feature_ecx, yes_no(smx));
+    let smx = own.feature_ecx & CPUID_01_ECX_SMX != 0;
+    debug!("vmx: CPUID.01H:ECX={:#010x}: VMX supported, SMX {}", own.feature_ecx, yes_no(smx));
 
 
     // 2. get_vmx_global_data, steps 1-6 and 8-9.
     // SAFETY: CPUID says VMX exists, so the capability MSRs it enumerates exist.
-    pcb.vmx = get_vmx_global_data(&mut |msr| unsafe { rdmsr(msr) });
-    log_global_data(&pcb.vmx);
+    own.vmx = get_vmx_global_data(&mut |msr| unsafe { rdmsr(msr) });
+    log_global_data(&own.vmx);
     if pcb.is_bsp && run::options().vmxcap {
         super::vmxcap::print();
     }
@@ -97,16 +98,16 @@ fn try_enter(pcb: &mut Pcb) -> Result<(), NotEntered> {
     drop(serialized);
     // Step 7, only with ENABLE_VMX_INSIDE_SMX: SMX mode must then be on for VMXON.
     if cfg!(feature = "enable-vmx-inside-smx") && fc_now & feature_control::VMX_INSIDE_SMX != 0 {
-        pcb.vmx.cr4_fixed_mask |= fixed::cr4::SMXE;
+        own.vmx.cr4_fixed_mask |= fixed::cr4::SMXE;
         debug!("vmx: ENABLE_VMX_INSIDE_SMX: CR4.SMXE joins Cr4FixedMask");
     }
 
     // 4. Preconditions of VMXON, then CR0/CR4 with the fixed bits applied.
     check_operating_mode()?;
-    apply_fixed_bits(pcb)?;
+    apply_fixed_bits(own)?;
 
     // 5. The VMXON region, then VMXON.
-    let region = vmxon_region(&pcb.vmx)?;
+    let region = vmxon_region(&own.vmx)?;
     // SAFETY: CPL 0 in 64-bit mode, CR4.VMXE set, fixed bits applied, IA32_FEATURE_CONTROL
     // locked with VMX on, and the region is a 4 KiB-aligned WB page with the revision identifier.
     match unsafe { instructions::vmxon(region) } {
@@ -116,14 +117,14 @@ fn try_enter(pcb: &mut Pcb) -> Result<(), NotEntered> {
             return Err(NotEntered::Failed);
         }
     }
-    pcb.vmxon_region = region;
+    own.vmxon_region = region;
     pcb.set(CPU_STATUS_VMXON | CPU_STATUS_VMX_ROOT_REACHED);
-    info!("vmxon ok (revision identifier {:#x})", basic::revision_id(pcb.vmx.vmx_basic));
+    info!("vmxon ok (revision identifier {:#x})", basic::revision_id(own.vmx.vmx_basic));
     debug!("vmx: VMXON region at {region:#x}");
-    invalidate_ept_and_vpid(&pcb.vmx);
+    invalidate_ept_and_vpid(&own.vmx);
 
     if run::options().inject == Some(Inject::VmxonTwice) {
-        inject_vmxon_twice(pcb);
+        inject_vmxon_twice(own);
     }
     Ok(())
 }
@@ -183,15 +184,15 @@ fn check_operating_mode() -> Result<(), NotEntered> {
 /// CR0 = (CR0 | Cr0Fixed0) & Cr0Fixed1; CR4 = (CR4 | Cr4FixedMask | VMXE) & Cr4Fixed1
 /// (SDM Vol. 3C 24.8 "Restrictions on VMX Operation"), refusing changes a running
 /// 64-bit host cannot make, each by name.
-fn apply_fixed_bits(pcb: &Pcb) -> Result<(), NotEntered> {
-    let d = &pcb.vmx;
+fn apply_fixed_bits(own: &Own) -> Result<(), NotEntered> {
+    let d = &own.vmx;
     let cr0_fixed = Fixed { fixed0: d.cr0_fixed0, fixed1: d.cr0_fixed1 };
     let cr4_fixed = Fixed { fixed0: d.cr4_fixed0 | d.cr4_fixed_mask | VMXE, fixed1: d.cr4_fixed1 };
     let (leaf7_ebx, leaf7_ecx) = {
         let r = raw_cpuid::cpuid!(7, 0);
         (r.ebx, r.ecx)
     };
-    let supported = fixed::cr4_supported(pcb.feature_ecx, pcb.feature_edx, leaf7_ebx, leaf7_ecx);
+    let supported = fixed::cr4_supported(own.feature_ecx, own.feature_edx, leaf7_ebx, leaf7_ecx);
 
     let cr0 = Cr0::read_raw();
     let cr4 = Cr4::read_raw();
@@ -274,9 +275,9 @@ fn invalidate_ept_and_vpid(d: &VmxGlobalData) {
 /// `inject=vmxon-twice`: VMXON again in VMX root operation. With a current VMCS
 /// the CPU reports VMfailValid, error 15 (SDM Vol. 3C 31.3 "VMXON"); without
 /// one it could only say VMfailInvalid, so one is made current first.
-fn inject_vmxon_twice(pcb: &Pcb) {
+fn inject_vmxon_twice(own: &Own) {
     let vmcs = memory::alloc_pages(1);
-    vmcs[..4].copy_from_slice(&basic::revision_id(pcb.vmx.vmx_basic).to_le_bytes());
+    vmcs[..4].copy_from_slice(&basic::revision_id(own.vmx.vmx_basic).to_le_bytes());
     let vmcs = vmcs.as_ptr() as u64;
     // SAFETY: in VMX root operation; `vmcs` is a fresh page with the revision identifier.
     let current = unsafe { instructions::vmclear(vmcs).and_then(|()| instructions::vmptrld(vmcs)) };
@@ -285,7 +286,7 @@ fn inject_vmxon_twice(pcb: &Pcb) {
         return;
     }
     // SAFETY: VMXON in VMX root operation fails without side effects (SDM 31.3).
-    let second = unsafe { instructions::vmxon(pcb.vmxon_region) };
+    let second = unsafe { instructions::vmxon(own.vmxon_region) };
     match second {
         Err(e @ VmFail::Valid(_)) => info!("inject: second VMXON failed as the SDM says: {e}"),
         Err(e) => error!("inject: second VMXON failed, but not with VMfailValid: {e}"),
@@ -300,7 +301,7 @@ fn inject_vmxon_twice(pcb: &Pcb) {
 }
 
 /// Stage work: leave VMX operation and clear CR4.VMXE, so a later loader finds a clean CPU.
-pub fn leave(pcb: &mut Pcb) {
+pub fn leave(pcb: &Pcb) {
     if !pcb.has(CPU_STATUS_VMXON) {
         return;
     }

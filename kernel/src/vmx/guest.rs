@@ -179,7 +179,7 @@ impl Vcpu {
 }
 
 /// Stage work: launch this CPU's guest, run it to its end, report.
-pub fn run(pcb: &mut Pcb) {
+pub fn run(pcb: &Pcb) {
     if !pcb.has(CPU_STATUS_VMXON) {
         return;
     }
@@ -221,8 +221,8 @@ fn choose_vpid(d: &VmxGlobalData, index: u32) -> Option<(u16, u64)> {
 
 /// Set up the guest and run it (once, or once per hostile step). Ok(true)
 /// when it ended as intended.
-fn launch_all(pcb: &mut Pcb, kind: GuestKind) -> Result<bool, SetupError> {
-    let d = pcb.vmx;
+fn launch_all(pcb: &Pcb, kind: GuestKind) -> Result<bool, SetupError> {
+    let d = pcb.own().vmx;
     let mode = choose_mode(&d);
     let vpid = choose_vpid(&d, pcb.processor_index);
     let controls = vmcs::choose_controls(&d, mode, vpid.is_some())?;

@@ -30,6 +30,8 @@ pub enum Inject {
     VmxonTwice,
     /// Execute UD2 on the first application processor once it is online.
     ApUd2,
+    /// Send the last application processor INIT but no SIPI: an AP that never answers.
+    ApNoSipi,
     /// Launch the guest with RFLAGS bit 1 clear: VM entry fails on guest state.
     EntryBadGuest,
     /// Launch the guest with a CR3-target count above the CPU's limit: VMLAUNCH
@@ -138,9 +140,10 @@ impl Options {
                     "fc-locked-off" => Inject::FcLockedOff,
                     "vmxon-twice" => Inject::VmxonTwice,
                     "ap-ud2" => Inject::ApUd2,
+                    "ap-no-sipi" => Inject::ApNoSipi,
                     "entry-bad-guest" => Inject::EntryBadGuest,
                     "entry-bad-control" => Inject::EntryBadControl,
-                    _ => return Err("inject is one of ud2, ap-ud2, fc-locked-off, vmxon-twice, entry-bad-guest, entry-bad-control"),
+                    _ => return Err("inject is one of ud2, ap-ud2, ap-no-sipi, fc-locked-off, vmxon-twice, entry-bad-guest, entry-bad-control"),
                 })
             }
             ("maxcpus", Some(v)) => match v.parse::<u32>() {
@@ -195,6 +198,7 @@ mod tests {
         assert_eq!(Options::parse("inject=ud2").inject, Some(Inject::Ud2));
         assert_eq!(Options::parse("inject=fc-locked-off").inject, Some(Inject::FcLockedOff));
         assert_eq!(Options::parse("inject=ap-ud2").inject, Some(Inject::ApUd2));
+        assert_eq!(Options::parse("inject=ap-no-sipi").inject, Some(Inject::ApNoSipi));
         assert_eq!(Options::parse("inject=entry-bad-guest").inject, Some(Inject::EntryBadGuest));
         assert_eq!(Options::parse("inject=entry-bad-control").inject, Some(Inject::EntryBadControl));
         assert_eq!(Options::parse("exit=qemu").exit, ExitMode::Qemu);

@@ -118,7 +118,7 @@ struct SelectorError(usize, u64);
 impl core::fmt::Display for SelectorError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         let (vector, code) = (self.0, self.1);
-        if matches!(vector, 10 | 11 | 12 | 13) && code & 0b10 != 0 {
+        if (10..=13).contains(&vector) && code & 0b10 != 0 { // #TS #NP #SS #GP
             write!(f, " (IDT vector {})", code >> 3)?;
         }
         Ok(())

@@ -46,7 +46,7 @@ pub struct Started {
 /// Start every processor the plan says to start.
 pub fn start_aps(plan: &[Processor], trampoline_page: u64) -> Started {
     let image = ap_trampoline::image();
-    assert!(image.len() <= ap_trampoline::PAGE_SIZE && trampoline_page < 0x10_0000 && trampoline_page % 4096 == 0);
+    assert!(image.len() <= ap_trampoline::PAGE_SIZE && trampoline_page < 0x10_0000 && trampoline_page.is_multiple_of(4096));
     // SAFETY: the page is free memory below 1 MiB chosen from the memory map,
     // identity-mapped, and used by nothing else; the image fits in it.
     unsafe { core::ptr::copy_nonoverlapping(image.as_ptr(), trampoline_page as *mut u8, image.len()) };
@@ -75,7 +75,11 @@ pub fn start_aps(plan: &[Processor], trampoline_page: u64) -> Started {
         // SAFETY: the parameter block lies inside the trampoline page; no AP reads it
         // until the SIPI below.
         unsafe { params.write_volatile(fill) };
-        if wake(p.apic_id, trampoline_page, ap) {
+        let silent = run::options().inject == Some(Inject::ApNoSipi) && plan.iter().rfind(|q| q.plan == Plan::Start) == Some(p);
+        if silent {
+            info!("inject: no SIPI for APIC ID {}, as if it never answered", p.apic_id);
+        }
+        if wake(p.apic_id, trampoline_page, ap, !silent) {
             started.online += 1;
             index += 1;
         } else {
@@ -97,13 +101,15 @@ pub fn start_aps(plan: &[Processor], trampoline_page: u64) -> Started {
 
 /// INIT, 10 ms, SIPI, 200 us, SIPI (SDM Vol. 3A 9.4.4.1: a processor that
 /// already left wait-for-SIPI ignores the second one); true once the AP checked in.
-fn wake(apic_id: u32, page: u64, ap: &Pcb) -> bool {
+fn wake(apic_id: u32, page: u64, ap: &Pcb, sipi: bool) -> bool {
     let vector = (page >> 12) as u8;
     apic::send_init(apic_id);
     tsc::delay_us(10_000);
-    apic::send_startup(apic_id, vector);
-    tsc::delay_us(200);
-    apic::send_startup(apic_id, vector);
+    if sipi {
+        apic::send_startup(apic_id, vector);
+        tsc::delay_us(200);
+        apic::send_startup(apic_id, vector);
+    }
     tsc::wait_until(CHECK_IN_TIMEOUT_US, || ap.has(CPU_STATUS_ONLINE))
 }
 

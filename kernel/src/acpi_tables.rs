@@ -8,16 +8,17 @@ use alloc::vec::Vec;
 use core::ptr::NonNull;
 use hvlogic::madt::ProcessorEntry;
 
-/// ACPI tables are read in place: the first 4 GiB are identity-mapped.
+/// ACPI tables are read in place: the first 4 GiB are identity-mapped, and a
+/// table above that gets identity-mapped when it is first read.
 #[derive(Clone, Copy)]
 struct IdentityMapped;
 
 impl AcpiHandler for IdentityMapped {
     unsafe fn map_physical_region<T>(&self, physical_address: usize, size: usize) -> PhysicalMapping<Self, T> {
         if physical_address as u64 + size as u64 > crate::boot::IDENTITY_MAPPED {
-            crate::run::fail_and_end(format_args!(
-                "ACPI table at {physical_address:#x} lies above the identity-mapped 4 GiB"
-            ));
+            if let Err(why) = crate::paging::identity_map(physical_address as u64, size as u64) {
+                crate::run::fail_and_end(format_args!("ACPI table at {physical_address:#x}: {why}"));
+            }
         }
         let ptr = NonNull::new(physical_address as *mut T).expect("ACPI table at physical 0");
         // SAFETY: identity mapping: the physical range is readable at the same address.

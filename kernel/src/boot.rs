@@ -7,6 +7,9 @@ extern "C" {
     pub static boot_stack_bottom: u8;
     /// The boot page tables: PML4 -> identity map of the first 4 GiB.
     pub static boot_pml4: u8;
+    /// The PDPT under PML4[0]: entries 0-3 map the first 4 GiB, the rest are
+    /// filled on demand by `paging::identity_map`.
+    pub static boot_pdpt: u8;
     /// The boot GDT, also loaded by the AP trampoline.
     pub static BOOT_GDT: [u64; 4];
     static __kernel_start: u8;

@@ -198,6 +198,7 @@ boot_gdt_ptr:
 .balign 4096
 .global boot_pml4
 boot_pml4:  .skip 4096
+.global boot_pdpt
 boot_pdpt:  .skip 4096
 boot_pd:    .skip 4096 * 4
 .global boot_stack_bottom

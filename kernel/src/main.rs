@@ -15,6 +15,7 @@ mod bootinfo;
 mod exceptions;
 mod logger;
 mod memory;
+mod paging;
 mod pcb;
 mod run;
 mod serial;

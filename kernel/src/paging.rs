@@ -1,0 +1,38 @@
+//! Extending the boot identity map past 4 GiB, for the rare firmware that
+//! puts ACPI tables there. Runs on the boot CPU before any AP starts, so no
+//! other CPU is using the tables being changed.
+
+use crate::memory;
+
+/// PML4[0] covers the first 512 GiB: as far as this kernel maps.
+pub const LIMIT: u64 = 512 << 30;
+const PRESENT_WRITABLE: u64 = 0x3;
+/// A 2 MiB page (PS) in a page-directory entry (SDM Vol. 3A Table 5-18).
+const LARGE_PAGE: u64 = 0x80;
+const TWO_MIB: u64 = 2 << 20;
+const ADDRESS_MASK: u64 = 0x000f_ffff_ffff_f000;
+
+/// Identity-map `[start, start + len)` with 2 MiB pages where it is not mapped yet.
+pub fn identity_map(start: u64, len: u64) -> Result<(), &'static str> {
+    let end = start.checked_add(len).filter(|&e| e <= LIMIT).ok_or("beyond the 512 GiB this kernel maps")?;
+    // SAFETY: the address of the boot PDPT (boot.s).
+    let pdpt = unsafe { &crate::boot::boot_pdpt as *const u8 as *mut u64 };
+    let mut page = start & !(TWO_MIB - 1);
+    while page < end {
+        // SAFETY: `page >> 30` < 512 (checked against LIMIT); the PDPT and the
+        // page directories are page-aligned tables only this code writes.
+        unsafe {
+            let pdpte = pdpt.add((page >> 30) as usize);
+            if *pdpte & 1 == 0 {
+                *pdpte = memory::alloc_pages(1).as_ptr() as u64 | PRESENT_WRITABLE;
+            }
+            let pde = ((*pdpte & ADDRESS_MASK) as *mut u64).add(((page >> 21) & 0x1ff) as usize);
+            if *pde & 1 == 0 {
+                // A new translation: nothing stale can be cached for it (SDM Vol. 3A 5.10.2.3).
+                *pde = page | LARGE_PAGE | PRESENT_WRITABLE;
+            }
+        }
+        page += TWO_MIB;
+    }
+    Ok(())
+}

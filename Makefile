@@ -1,5 +1,5 @@
 # make iso    build/hypervisor.iso (BIOS + UEFI) and build/kernel.elf
-# make run    build and boot in the best engine (ENGINE=qemu|bochs, CPUS=N, CMDLINE=...)
+# make run    build and boot in the best engine (ENGINE=qemu|qemu-kvm|bochs, CPUS=N, MODEL=..., CMDLINE=...)
 # make test   host unit tests + boot tests (QEMU and Bochs)
 # make bench  the CPUID exit round trip in Bochs
 # Every target installs what it needs first (scripts/install-deps).

@@ -3,7 +3,7 @@
 //! chose from the memory map and copied this image into.
 //!
 //! real mode -> protected mode (boot GDT, selector 0x18) -> long mode (boot
-//! page tables, selector 0x08) -> `params.entry(params.arg)` on `params.stack_top`.
+//! page tables, selector 0x08) -> `entry(arg, cpu_index)` on `stack_top`.
 //!
 //! The parameter block has one definition, [`TrampolineParams`]; the assembly
 //! takes every offset from it through `offset_of!`, so the two cannot drift.

@@ -17,8 +17,9 @@ fn assert_guest_ok_on_every_cpu(log: &Log, n: u32, revision: u32) {
 
 /// VMXOFF on every CPU comes after every guest ended, and SUMMARY after both.
 fn assert_order(log: &Log, n: u32) {
-    let last_guest = (0..n).filter_map(|i| log.position(&format!("[cpu{i}] INFO  guest ok: ended with VMCALL success"))).max();
-    let first_vmxoff = (0..n).filter_map(|i| log.position(&format!("[cpu{i}] INFO  vmxoff ok, CR4.VMXE cleared"))).min();
+    let position = |line: String| log.position(&line).unwrap_or_else(|| log.fail(&format!("missing line: {line:?}")));
+    let last_guest = (0..n).map(|i| position(format!("[cpu{i}] INFO  guest ok: ended with VMCALL success"))).max();
+    let first_vmxoff = (0..n).map(|i| position(format!("[cpu{i}] INFO  vmxoff ok, CR4.VMXE cleared"))).min();
     let summary = log.lines.iter().position(|l| l.starts_with("SUMMARY "));
     if !(last_guest < first_vmxoff && first_vmxoff < summary) {
         log.fail("expected: every guest ends, then VMXOFF everywhere, then SUMMARY");

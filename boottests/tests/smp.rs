@@ -60,11 +60,16 @@ fn exit_halt_halts_every_cpu() {
     if log.lines.last().is_none_or(|l| !l.starts_with("SUMMARY ")) {
         log.fail("nothing may follow the SUMMARY line with exit=halt");
     }
-    // Each CPU's register dump carries HLT=1 when it is halted, and IF is clear.
+    // Each CPU's register dump carries HLT=1 when it is halted, and RFLAGS.IF
+    // (bit 9) must be clear, or an interrupt could wake it.
     let report = log.halted_report.clone().unwrap_or_default();
     let states: Vec<&str> = report.lines().filter(|l| l.contains(" HLT=")).collect();
-    if states.len() != 4 || !states.iter().all(|l| l.contains(" HLT=1")) {
-        log.fail(&format!("QEMU's `info registers -a` should show 4 halted CPUs:\n{report}"));
+    let interrupts_off = |l: &str| {
+        let rfl = l.split_whitespace().find_map(|w| w.strip_prefix("RFL="));
+        rfl.and_then(|v| u64::from_str_radix(v, 16).ok()).is_some_and(|v| v & (1 << 9) == 0)
+    };
+    if states.len() != 4 || !states.iter().all(|l| l.contains(" HLT=1") && interrupts_off(l)) {
+        log.fail(&format!("QEMU's `info registers -a` should show 4 halted CPUs with IF clear:\n{report}"));
     }
 }
 

@@ -43,15 +43,20 @@ fn bochs_vmxon_twice_is_decoded_and_vmxcap_printed() {
     log.assert_line("[cpu0] DEBUG vmx: IA32_FEATURE_CONTROL=0x5: locked by firmware with VMX enabled");
     log.assert_line("[cpu0] DEBUG vmx: mode check: IA32_EFER.LMA=1 CS.L=1 RFLAGS.VM=0 CPL=0");
     log.assert_line("[cpu0] DEBUG vmx: CR4 0x60 -> 0x2060 (set: VMXE; cleared: none)");
-    // vmxcap: a decoded line from each kind of section.
-    let vmxcap = log.lines_starting("[cpu0] INFO  vmxcap: ");
-    for needle in ["unrestricted guest", "VMX-preemption timer", "VMXE", "INVEPT"] {
-        if !vmxcap.iter().any(|l| l.contains(needle)) {
-            log.fail(&format!("vmxcap printed nothing about {needle}"));
-        }
+    // vmxcap: decoded rows whose value depends on the MSRs (Bochs skylake).
+    for row in [
+        "[cpu0] INFO  vmxcap:   VMCS revision identifier                             43",
+        "[cpu0] INFO  vmxcap:   unrestricted guest                                   yes",
+        "[cpu0] INFO  vmxcap:   activate VMX-preemption timer                        yes",
+        "[cpu0] INFO  vmxcap:   process posted interrupts                            no",
+        "[cpu0] INFO  vmxcap:   activate tertiary controls                           no",
+    ] {
+        log.assert_line(row);
     }
-    let s = log.summary();
-    if s.vmx_root != 1 {
-        log.fail("the CPU must stay in VMX root after the failed second VMXON");
+    let cr4_vmxe = log.lines_starting("[cpu0] INFO  vmxcap:   CR4.VMXE (bit 13)");
+    if cr4_vmxe.len() != 1 || !cr4_vmxe[0].ends_with("must be 1") {
+        log.fail("vmxcap must say CR4.VMXE must be 1");
     }
+    // Still in VMX root after the failed second VMXON: the guest runs and the run passes.
+    log.assert_summary(1, 1, 1, 1, "PASS");
 }

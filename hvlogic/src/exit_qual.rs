@@ -118,14 +118,15 @@ impl fmt::Display for EptViolation {
 
 /// What the exit qualification of a VM-entry failure means (SDM Vol. 3C 27.8).
 pub fn entry_failure_qualification(basic_reason: u16, q: u64) -> &'static str {
+    use crate::exit_reason::basic::{INVALID_GUEST_STATE, MACHINE_CHECK, MSR_LOADING};
     match (basic_reason, q) {
-        (33, 0) => "a guest-state check failed (no further detail)",
-        (33, 2) => "loading a PDPTE failed",
-        (33, 3) => "NMI injection blocked",
-        (33, 4) => "invalid VMCS link pointer",
-        (33, _) => "unknown qualification",
-        (34, _) => "the qualification is the 1-based index of the failing MSR-load entry",
-        (41, _) => "machine-check event during VM entry",
+        (INVALID_GUEST_STATE, 0) => "a guest-state check failed (no further detail)",
+        (INVALID_GUEST_STATE, 2) => "loading a PDPTE failed",
+        (INVALID_GUEST_STATE, 3) => "NMI injection blocked",
+        (INVALID_GUEST_STATE, 4) => "invalid VMCS link pointer",
+        (INVALID_GUEST_STATE, _) => "unknown qualification",
+        (MSR_LOADING, _) => "the qualification is the 1-based index of the failing MSR-load entry",
+        (MACHINE_CHECK, _) => "machine-check event during VM entry",
         _ => "not a VM-entry failure",
     }
 }

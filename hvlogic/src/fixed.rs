@@ -26,6 +26,10 @@ impl Fixed {
     pub const fn must_be_zero(&self) -> u64 {
         !self.fixed1
     }
+    /// Bits the fixed-bit MSRs constrain either way (those a guest/host mask must own).
+    pub const fn constrained(&self) -> u64 {
+        self.fixed0 | self.must_be_zero()
+    }
     /// Bits the MSRs require to be both 1 and 0: no value satisfies them.
     pub const fn contradictions(&self) -> u64 {
         self.fixed0 & !self.fixed1

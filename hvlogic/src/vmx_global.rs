@@ -3,6 +3,7 @@
 //! of step 6 is in `feature_control`; step 7 (ENABLE_VMX_INSIDE_SMX) is applied
 //! by the kernel behind its cargo feature.
 
+use crate::controls;
 use crate::vmxcap::VmxCapMsrs;
 
 /// VMX capability MSRs (SDM Vol. 3D Appendix A).
@@ -57,7 +58,6 @@ pub mod ept_vpid {
     pub const EPTP_UC: u64 = 1 << 8;
     pub const EPTP_WB: u64 = 1 << 14;
     pub const INVEPT: u64 = 1 << 20;
-    pub const INVEPT_SINGLE_CONTEXT: u64 = 1 << 25;
     pub const INVEPT_ALL_CONTEXT: u64 = 1 << 26;
     pub const INVVPID: u64 = 1 << 32;
     pub const INVVPID_SINGLE_CONTEXT: u64 = 1 << 41;
@@ -68,10 +68,6 @@ pub mod ept_vpid {
 pub const MEMORY_TYPE_UC: u8 = 0;
 pub const MEMORY_TYPE_WB: u8 = 6;
 
-/// Allowed-1 bits of the primary and secondary controls (A.3.2, A.3.3).
-const PROC_ACTIVATE_SECONDARY: u64 = 1 << (32 + 31);
-const PROC2_ENABLE_EPT: u64 = 1 << (32 + 1);
-const PROC2_ENABLE_VPID: u64 = 1 << (32 + 5);
 
 /// The VMX fields of the book's PCB, in MSR order.
 #[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
@@ -105,16 +101,55 @@ pub struct VmxGlobalData {
 }
 
 impl VmxGlobalData {
-    pub const fn has_secondary_controls(&self) -> bool {
-        self.processor_based_ctls & PROC_ACTIVATE_SECONDARY != 0
+    /// "Enable EPT" may be 1.
+    pub fn has_ept(&self) -> bool {
+        controls::can_set(self.processor_based_ctls2, controls::proc2::ENABLE_EPT)
     }
-    pub const fn has_ept(&self) -> bool {
-        self.processor_based_ctls2 & PROC2_ENABLE_EPT != 0
+
+    /// "Enable VPID" may be 1.
+    pub fn has_vpid(&self) -> bool {
+        controls::can_set(self.processor_based_ctls2, controls::proc2::ENABLE_VPID)
     }
-    pub const fn has_vpid(&self) -> bool {
-        self.processor_based_ctls2 & PROC2_ENABLE_VPID != 0
+
+    /// EPT that this hypervisor can use: the control, 4-level page walks, and
+    /// an EPTP memory type of WB or UC (SDM Vol. 3D A.10).
+    pub fn ept_usable(&self) -> bool {
+        self.has_ept()
+            && self.ept_vpid_cap & ept_vpid::PAGE_WALK_4 != 0
+            && self.ept_vpid_cap & (ept_vpid::EPTP_WB | ept_vpid::EPTP_UC) != 0
+    }
+
+    /// The INVEPT type that flushes every EPT context, if INVEPT has it.
+    pub fn invept_all_contexts(&self) -> Option<u64> {
+        let cap = self.ept_vpid_cap;
+        (self.has_ept() && cap & ept_vpid::INVEPT != 0 && cap & ept_vpid::INVEPT_ALL_CONTEXT != 0).then_some(INV_ALL_CONTEXTS)
+    }
+
+    /// The INVVPID type that flushes every VPID, if INVVPID has it.
+    pub fn invvpid_all_contexts(&self) -> Option<u64> {
+        let cap = self.ept_vpid_cap;
+        (self.has_vpid() && cap & ept_vpid::INVVPID != 0 && cap & ept_vpid::INVVPID_ALL_CONTEXT != 0).then_some(INV_ALL_CONTEXTS)
+    }
+
+    /// The INVVPID type this hypervisor flushes one VPID with: single-context
+    /// where offered, else all contexts; None without VPID or INVVPID.
+    pub fn invvpid_type(&self) -> Option<u64> {
+        let cap = self.ept_vpid_cap;
+        if !self.has_vpid() || cap & ept_vpid::INVVPID == 0 {
+            None
+        } else if cap & ept_vpid::INVVPID_SINGLE_CONTEXT != 0 {
+            Some(INV_SINGLE_CONTEXT)
+        } else if cap & ept_vpid::INVVPID_ALL_CONTEXT != 0 {
+            Some(INV_ALL_CONTEXTS)
+        } else {
+            None
+        }
     }
 }
+
+/// INVEPT/INVVPID types (SDM Vol. 3C 31.3).
+pub const INV_SINGLE_CONTEXT: u64 = 1;
+pub const INV_ALL_CONTEXTS: u64 = 2;
 
 /// Steps 1-6 and 8-9 of `get_vmx_global_data`. Call only when CPUID.01H:ECX[5] = 1:
 /// reading these MSRs on a CPU without VMX raises #GP.
@@ -266,6 +301,26 @@ mod tests {
         m.0.insert(IA32_VMX_VMFUNC, 1);
         let d = get_vmx_global_data(&mut |n| m.read(n));
         assert_eq!(d.vm_function, 1);
+    }
+
+    #[test]
+    fn ept_and_invalidation_choices() {
+        let mut m = skylake();
+        let d = get_vmx_global_data(&mut |n| m.read(n));
+        assert!(d.ept_usable());
+        assert_eq!(d.invept_all_contexts(), Some(INV_ALL_CONTEXTS));
+        assert_eq!(d.invvpid_type(), Some(INV_SINGLE_CONTEXT));
+        assert_eq!(d.invvpid_all_contexts(), Some(INV_ALL_CONTEXTS));
+        // Only all-context INVVPID; no 4-level EPT walks.
+        let d2 = VmxGlobalData { ept_vpid_cap: (1 << 32) | (1 << 42) | (1 << 14), ..d };
+        assert_eq!(d2.invvpid_type(), Some(INV_ALL_CONTEXTS));
+        assert!(!d2.ept_usable());
+        assert_eq!(d2.invept_all_contexts(), None);
+        // VPID without INVVPID types: no flush type, so VPID is not used.
+        let d3 = VmxGlobalData { ept_vpid_cap: 1 << 32, ..d };
+        assert_eq!((d3.invvpid_type(), d3.invvpid_all_contexts()), (None, None));
+        let no_secondary = VmxGlobalData { processor_based_ctls2: 0, ..d };
+        assert!(!no_secondary.ept_usable() && no_secondary.invvpid_type().is_none());
     }
 
     #[test]

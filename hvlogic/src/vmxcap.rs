@@ -6,6 +6,7 @@
 //! A.10 EPT/VPID, A.11 VM functions). CR bit names: SDM Vol. 3A 2.5.
 
 use crate::controls::{self, Control};
+use crate::vmx_global::basic;
 use core::fmt::{self, Write};
 
 /// Capability MSR numbers (SDM Vol. 4 Table 2-2 and Vol. 3D Appendix A).
@@ -44,9 +45,9 @@ impl VmxCapMsrs {
         use crate::vmx_global::msr::*;
         let basic = rdmsr(IA32_VMX_BASIC);
         let proc1 = rdmsr(IA32_VMX_PROCBASED_CTLS);
-        let proc2 = has(proc1, 32 + 31).then(|| rdmsr(IA32_VMX_PROCBASED_CTLS2));
+        let proc2 = controls::can_set(proc1, controls::proc1::ACTIVATE_SECONDARY).then(|| rdmsr(IA32_VMX_PROCBASED_CTLS2));
         let p2 = proc2.unwrap_or(0);
-        let has_true = has(basic, 55);
+        let has_true = crate::vmx_global::basic::has_true_controls(basic);
         VmxCapMsrs {
             basic,
             pin: rdmsr(IA32_VMX_PINBASED_CTLS),
@@ -60,8 +61,9 @@ impl VmxCapMsrs {
             cr4_fixed1: rdmsr(IA32_VMX_CR4_FIXED1),
             vmcs_enum: rdmsr(IA32_VMX_VMCS_ENUM),
             proc2,
-            ept_vpid: (has(p2, 32 + 1) || has(p2, 32 + 5)).then(|| rdmsr(IA32_VMX_EPT_VPID_CAP)),
-            vmfunc: has(p2, 32 + 13).then(|| rdmsr(IA32_VMX_VMFUNC)),
+            ept_vpid: (controls::can_set(p2, controls::proc2::ENABLE_EPT) || controls::can_set(p2, controls::proc2::ENABLE_VPID))
+                .then(|| rdmsr(IA32_VMX_EPT_VPID_CAP)),
+            vmfunc: controls::can_set(p2, controls::proc2::ENABLE_VMFUNC).then(|| rdmsr(IA32_VMX_VMFUNC)),
             true_pin: has_true.then(|| rdmsr(IA32_VMX_TRUE_PINBASED_CTLS)),
             true_proc1: has_true.then(|| rdmsr(IA32_VMX_TRUE_PROCBASED_CTLS)),
             true_exit: has_true.then(|| rdmsr(IA32_VMX_TRUE_EXIT_CTLS)),
@@ -381,11 +383,11 @@ pub fn write_vmxcap(out: &mut dyn Write, m: &VmxCapMsrs) -> fmt::Result {
         Some(b),
         "",
     )?;
-    item(out, "VMCS revision identifier", bits(b, 0, 30))?;
-    item(out, "VMCS region size (bytes)", bits(b, 32, 44))?;
+    item(out, "VMCS revision identifier", basic::revision_id(b))?;
+    item(out, "VMCS region size (bytes)", basic::region_size(b))?;
     flag(out, "physical addresses limited to 32 bits", b, 48)?;
     flag(out, "dual-monitor treatment of SMIs and SMM", b, 49)?;
-    let mt = bits(b, 50, 53);
+    let mt = basic::memory_type(b);
     let mt_name = match mt {
         0 => "uncacheable (UC)",
         6 => "write-back (WB)",

@@ -73,14 +73,14 @@ normal:
     mov     $(msg_newline - GBASE), %esi
     call    puts
 
-    mov     $0x3a, %ecx                     # IA32_FEATURE_CONTROL: exits (bitmap bit set)
+    mov     ${TRAPPED_MSR}, %ecx            # IA32_FEATURE_CONTROL: exits (bitmap bit set)
     rdmsr
     mov     $3, %ebx
-    cmp     $1, %eax                        # answered "locked, VMX off"
+    cmp     ${TRAPPED_MSR_VALUE}, %eax      # answered "locked, VMX off"
     jne     fail
     test    %edx, %edx
     jnz     fail
-    mov     $0x10, %ecx                     # IA32_TSC: passes through (bitmap bit clear)
+    mov     ${PASS_THROUGH_MSR}, %ecx       # IA32_TSC: passes through (bitmap bit clear)
     rdmsr
     mov     %eax, %esi
     mov     %edx, %edi
@@ -132,19 +132,19 @@ bench:
 # --- hostile: one attempt per launch; reaching `escaped` means it was not contained
 hostile:
     mov     ({PARAMS} + {P_STEP}), %eax
-    cmp     $1, %eax
+    cmp     ${STEP_READ_OUTSIDE}, %eax
     je      h_read
-    cmp     $2, %eax
+    cmp     ${STEP_WRITE_OUTSIDE}, %eax
     je      h_write
-    cmp     $3, %eax
+    cmp     ${STEP_VMXON}, %eax
     je      h_vmxon
-    cmp     $4, %eax
+    cmp     ${STEP_BAD_VMCALL}, %eax
     je      h_vmcall
-    cmp     $5, %eax
+    cmp     ${STEP_GARBAGE_CR3}, %eax
     je      h_cr3
-    cmp     $6, %eax
+    cmp     ${STEP_TRIPLE_FAULT}, %eax
     je      h_triple
-    cmp     $7, %eax
+    cmp     ${STEP_NEVER_ENDS}, %eax
     je      h_spin
     mov     $91, %ebx
     jmp     fail
@@ -160,13 +160,13 @@ h_vmxon:
 h_vmcall:
     mov     $0xdeadbeef, %eax               # no such function
     vmcall
-    cmp     $-1, %eax
+    cmp     ${HC_REFUSED_32}, %eax
     jne     escaped
     mov     ${HC_REPORT_SAMPLES}, %eax      # samples "outside guest memory", too many
     mov     $0xfffff000, %ebx
     mov     $0x1000000, %ecx
     vmcall
-    cmp     $-1, %eax
+    cmp     ${HC_REFUSED_32}, %eax
     jne     escaped
     mov     ${HC_DONE}, %eax
     xor     %ebx, %ebx

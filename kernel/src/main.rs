@@ -25,6 +25,7 @@ mod vmx;
 
 use hvlogic::cmdline::{Inject, Options};
 use hvlogic::madt::{self, Plan};
+use hvlogic::memmap::Range;
 use log::{error, info, warn};
 use pcb::CPU_STATUS_ONLINE;
 
@@ -81,7 +82,7 @@ extern "C" fn kernel_main(boot_info_addr: usize) -> ! {
     info!("online: cpu0 APIC ID {} (initial APIC ID {}) boot processor", bsp.apic_id(), bsp.own().initial_apic_id);
 
     // Application processors.
-    start_application_processors(&boot, bsp, options);
+    start_application_processors(&boot, &reserved, bsp, options);
 
     // VMX root operation on every CPU.
     smp::run_on_all("vmx-enter", bsp, vmx::enter);
@@ -95,7 +96,7 @@ extern "C" fn kernel_main(boot_info_addr: usize) -> ! {
     run::end()
 }
 
-fn start_application_processors(boot: &bootinfo::BootInfo, bsp: &pcb::Pcb, options: &Options) {
+fn start_application_processors(boot: &bootinfo::BootInfo, reserved: &[Range], bsp: &pcb::Pcb, options: &Options) {
     let entries = match acpi_tables::read_madt(boot.rsdp) {
         Ok(m) => {
             info!("acpi: MADT via {}: {} processor entries", m.source, m.processors.len());
@@ -107,7 +108,8 @@ fn start_application_processors(boot: &bootinfo::BootInfo, bsp: &pcb::Pcb, optio
         }
     };
     let plan = madt::plan(&entries, bsp.apic_id(), bsp.own().x2apic, options.maxcpus);
-    run::CPUS_ENUMERATED.store(madt::enumerated(&plan), core::sync::atomic::Ordering::Release);
+    let enumerated = madt::enumerated(&plan);
+    run::CPUS_ENUMERATED.store(enumerated, core::sync::atomic::Ordering::Release);
     for p in &plan {
         match p.plan {
             Plan::OnlineCapable => info!("smp: APIC ID {} is online-capable: reported, not started", p.apic_id),
@@ -122,8 +124,7 @@ fn start_application_processors(boot: &bootinfo::BootInfo, bsp: &pcb::Pcb, optio
     if !plan.iter().any(|p| p.plan == Plan::Start) {
         return;
     }
-    let reserved = [boot::kernel_image(), boot.range];
-    let Some(page) = hvlogic::memmap::choose_trampoline_page(boot.available(), &reserved) else {
+    let Some(page) = hvlogic::memmap::choose_trampoline_page(boot.available(), reserved) else {
         error!("smp: no free 4 KiB page below 1 MiB for the AP trampoline; running on the boot CPU alone");
         run::mark_failed();
         return;
@@ -131,7 +132,7 @@ fn start_application_processors(boot: &bootinfo::BootInfo, bsp: &pcb::Pcb, optio
     info!("smp: trampoline at {page:#x} (SIPI vector {:#04x})", page >> 12);
     let started = smp::start_aps(&plan, page);
     info!("smp: {} of {} processors online ({} failed); AP bring-up took {} us",
-        started.online, madt::enumerated(&plan), started.failed, started.micros);
+        started.online, enumerated, started.failed, started.micros);
 }
 
 #[panic_handler]

@@ -84,6 +84,8 @@ pub struct Own {
     /// CPUID.01H:ECX and EDX (the book's `FeatureEcx`, `FeatureEdx`).
     pub feature_ecx: u32,
     pub feature_edx: u32,
+    /// Physical-address width, CPUID.80000008H:EAX[7:0].
+    pub maxphyaddr: u32,
     /// The local APIC runs in x2APIC mode (the book's `IsLx2ApicEnable`).
     pub x2apic: bool,
     /// The VMX global data of `get_vmx_global_data`.
@@ -276,6 +278,7 @@ pub fn activate(pcb: &'static Pcb) -> &'static Pcb {
     own.initial_apic_id = leaf1.ebx >> 24;
     own.feature_ecx = leaf1.ecx;
     own.feature_edx = leaf1.edx;
+    own.maxphyaddr = raw_cpuid::cpuid!(0x8000_0008).eax & 0xff;
     // CR4.MCE: without it a machine check shuts the processor down (SDM Vol. 3A
     // 17.1, interrupt 18) instead of reaching the #MC handler.
     if leaf1.edx & CPUID_01_EDX_MCE != 0 {

@@ -55,6 +55,11 @@ pub fn start_aps(plan: &[Processor], trampoline_page: u64) -> Started {
     let gdt = unsafe { &crate::boot::BOOT_GDT };
     let gdtr = Gdtr32 { limit: (core::mem::size_of_val(gdt) - 1) as u16, base: gdt.as_ptr() as u32 };
 
+    // inject=ap-no-sipi: the last AP to start gets no SIPI.
+    let silent_ap = match run::options().inject {
+        Some(Inject::ApNoSipi) => plan.iter().rfind(|p| p.plan == Plan::Start).map(|p| p.apic_id),
+        _ => None,
+    };
     let begin = tsc::rdtsc();
     let mut started = Started { online: 1, failed: 0, micros: 0 };
     let mut index = 1u32;
@@ -75,7 +80,7 @@ pub fn start_aps(plan: &[Processor], trampoline_page: u64) -> Started {
         // SAFETY: the parameter block lies inside the trampoline page; no AP reads it
         // until the SIPI below.
         unsafe { params.write_volatile(fill) };
-        let silent = run::options().inject == Some(Inject::ApNoSipi) && plan.iter().rfind(|q| q.plan == Plan::Start) == Some(p);
+        let silent = silent_ap == Some(p.apic_id);
         if silent {
             info!("inject: no SIPI for APIC ID {}, as if it never answered", p.apic_id);
         }
@@ -119,7 +124,9 @@ extern "C" fn ap_entry(pcb: *const Pcb, cpu_index: u64) -> ! {
     // through the parameter block; it is 'static.
     let pcb = pcb::activate(unsafe { &*pcb });
     apic::init_this_cpu();
-    debug_assert_eq!(pcb.processor_index as u64, cpu_index);
+    if pcb.processor_index as u64 != cpu_index {
+        run::fail_and_end(format_args!("smp: trampoline says cpu{cpu_index}, the PCB says cpu{}", pcb.processor_index));
+    }
     let id = apic::id();
     if id != pcb.apic_id() {
         warn!("smp: expected APIC ID {} but this AP has {id}", pcb.apic_id());

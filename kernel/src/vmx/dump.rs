@@ -6,7 +6,7 @@ use super::instructions::VmFail;
 use super::vmcs::read;
 use core::fmt;
 use hvlogic::exit_qual::{entry_failure_qualification, CrAccess, EptViolation, GPR_NAMES};
-use hvlogic::exit_reason::ExitReason;
+use hvlogic::exit_reason::{basic, ExitReason};
 use hvlogic::guest_plan::Ending;
 use log::{error, log, Level};
 use x86::vmx::vmcs::{control as ctl, guest, ro};
@@ -43,8 +43,8 @@ impl fmt::Display for Note<'_> {
         match v.ending {
             Some(Ending::EptViolation) => write!(f, " at GPA {:#x} ({})", v.ending_value, EptViolation(v.ending_qualification)),
             Some(Ending::CrWriteRefused) => write!(f, " ({} = {:#x})", CrAccess::decode(v.ending_qualification), v.ending_value),
-            Some(Ending::Unexpected(30)) => write!(f, " (port {:#x})", v.ending_value),
-            Some(Ending::Unexpected(0)) => write!(f, " (vector {})", v.ending_value),
+            Some(Ending::Unexpected(basic::IO_INSTRUCTION)) => write!(f, " (port {:#x})", v.ending_value),
+            Some(Ending::Unexpected(basic::EXCEPTION_OR_NMI)) => write!(f, " (vector {})", v.ending_value),
             _ => Ok(()),
         }
     }

@@ -10,7 +10,8 @@ use core::fmt;
 use hvlogic::cmdline::Inject;
 use hvlogic::feature_control::{self, Decision, IA32_FEATURE_CONTROL};
 use hvlogic::fixed::{self, cr4::VMXE, Fixed};
-use hvlogic::vmx_global::{self, basic, ept_vpid, get_vmx_global_data, VmxGlobalData};
+use hvlogic::vmx_global::{self, basic, from_capabilities, VmxGlobalData};
+use hvlogic::vmxcap::VmxCapMsrs;
 use hvlogic::vmxcap::{cr0_bit_name, cr4_bit_name};
 use log::{debug, error, info, warn};
 use x86::msr::{rdmsr, wrmsr, IA32_EFER};
@@ -56,13 +57,14 @@ fn try_enter(pcb: &Pcb) -> Result<(), NotEntered> {
     let smx = own.feature_ecx & CPUID_01_ECX_SMX != 0;
     debug!("vmx: CPUID.01H:ECX={:#010x}: VMX supported, SMX {}", own.feature_ecx, yes_no(smx));
 
-
     // 2. get_vmx_global_data, steps 1-6 and 8-9.
-    // SAFETY: CPUID says VMX exists, so the capability MSRs it enumerates exist.
-    own.vmx = get_vmx_global_data(&mut |msr| unsafe { rdmsr(msr) });
+    // SAFETY: CPUID says VMX exists; `read` touches only the capability MSRs
+    // that the values read before them say exist.
+    let capabilities = VmxCapMsrs::read(|msr| unsafe { rdmsr(msr) });
+    own.vmx = from_capabilities(&capabilities);
     log_global_data(&own.vmx);
     if pcb.is_bsp && run::options().vmxcap {
-        super::vmxcap::print();
+        super::vmxcap::print(&capabilities);
     }
 
     // 3. IA32_FEATURE_CONTROL, as the seed does it.
@@ -107,7 +109,7 @@ fn try_enter(pcb: &Pcb) -> Result<(), NotEntered> {
     apply_fixed_bits(own)?;
 
     // 5. The VMXON region, then VMXON.
-    let region = vmxon_region(&own.vmx)?;
+    let region = vmxon_region(&own.vmx, own.maxphyaddr)?;
     // SAFETY: CPL 0 in 64-bit mode, CR4.VMXE set, fixed bits applied, IA32_FEATURE_CONTROL
     // locked with VMX on, and the region is a 4 KiB-aligned WB page with the revision identifier.
     match unsafe { instructions::vmxon(region) } {
@@ -222,9 +224,9 @@ fn apply_fixed_bits(own: &Own) -> Result<(), NotEntered> {
     Ok(())
 }
 
-/// A 4 KiB-aligned write-back page with the revision identifier in its first
-/// 31 bits and bit 31 clear (SDM Vol. 3C 25.11.5), checked against IA32_VMX_BASIC.
-fn vmxon_region(d: &VmxGlobalData) -> Result<u64, NotEntered> {
+/// The VMXON region (`super::new_region`), checked against IA32_VMX_BASIC:
+/// its size, its memory type, and the physical-address width (SDM Vol. 3D A.1).
+fn vmxon_region(d: &VmxGlobalData, maxphyaddr: u32) -> Result<u64, NotEntered> {
     let size = basic::region_size(d.vmx_basic) as usize;
     if size == 0 || size > memory::PAGE_SIZE {
         error!("IA32_VMX_BASIC={:#x} asks for a {size}-byte VMXON region; this kernel provides 4096", d.vmx_basic);
@@ -235,15 +237,12 @@ fn vmxon_region(d: &VmxGlobalData) -> Result<u64, NotEntered> {
             d.vmcs_memory_type);
         return Err(NotEntered::Failed);
     }
-    let page = memory::alloc_pages(1);
-    let address = page.as_ptr() as u64;
-    let maxphyaddr = raw_cpuid::cpuid!(0x8000_0008).eax & 0xff;
+    let address = super::new_region(d);
     let limit = if basic::addresses_32bit_only(d.vmx_basic) { 32 } else { maxphyaddr };
     if address >> limit != 0 {
         error!("VMXON region at {address:#x} is beyond the {limit}-bit physical-address width (IA32_VMX_BASIC[48], CPUID.80000008H)");
         return Err(NotEntered::Failed);
     }
-    page[..4].copy_from_slice(&basic::revision_id(d.vmx_basic).to_le_bytes());
     Ok(address)
 }
 
@@ -251,24 +250,21 @@ fn vmxon_region(d: &VmxGlobalData) -> Result<u64, NotEntered> {
 /// but only with the instruction types IA32_VMX_EPT_VPID_CAP reports (the book
 /// runs both unconditionally).
 fn invalidate_ept_and_vpid(d: &VmxGlobalData) {
-    let cap = d.ept_vpid_cap;
-    if d.has_ept() && cap & ept_vpid::INVEPT != 0 && cap & ept_vpid::INVEPT_ALL_CONTEXT != 0 {
-        // SAFETY: in VMX root operation; INVEPT with the all-context type is supported.
-        match unsafe { instructions::invept(instructions::INV_ALL_CONTEXTS, [0; 2]) } {
+    match d.invept_all_contexts() {
+        // SAFETY: in VMX root operation; INVEPT supports this type.
+        Some(kind) => match unsafe { instructions::invept(kind, [0; 2]) } {
             Ok(()) => debug!("vmx: INVEPT (all contexts) done"),
             Err(e) => warn!("vmx: INVEPT (all contexts) failed: {e}"),
-        }
-    } else {
-        debug!("vmx: INVEPT skipped: not supported with the all-context type");
+        },
+        None => debug!("vmx: INVEPT skipped: not supported with the all-context type"),
     }
-    if d.has_vpid() && cap & ept_vpid::INVVPID != 0 && cap & ept_vpid::INVVPID_ALL_CONTEXT != 0 {
-        // SAFETY: in VMX root operation; INVVPID with the all-context type is supported.
-        match unsafe { instructions::invvpid(instructions::INV_ALL_CONTEXTS, [0; 2]) } {
+    match d.invvpid_all_contexts() {
+        // SAFETY: in VMX root operation; INVVPID supports this type.
+        Some(kind) => match unsafe { instructions::invvpid(kind, [0; 2]) } {
             Ok(()) => debug!("vmx: INVVPID (all contexts) done"),
             Err(e) => warn!("vmx: INVVPID (all contexts) failed: {e}"),
-        }
-    } else {
-        debug!("vmx: INVVPID skipped: not supported with the all-context type");
+        },
+        None => debug!("vmx: INVVPID skipped: not supported with the all-context type"),
     }
 }
 
@@ -276,15 +272,13 @@ fn invalidate_ept_and_vpid(d: &VmxGlobalData) {
 /// the CPU reports VMfailValid, error 15 (SDM Vol. 3C 31.3 "VMXON"); without
 /// one it could only say VMfailInvalid, so one is made current first.
 fn inject_vmxon_twice(own: &Own) {
-    let vmcs = memory::alloc_pages(1);
-    vmcs[..4].copy_from_slice(&basic::revision_id(own.vmx.vmx_basic).to_le_bytes());
-    let vmcs = vmcs.as_ptr() as u64;
-    // SAFETY: in VMX root operation; `vmcs` is a fresh page with the revision identifier.
-    let current = unsafe { instructions::vmclear(vmcs).and_then(|()| instructions::vmptrld(vmcs)) };
-    if let Err(e) = current {
-        error!("inject: could not make a VMCS current: {e}");
-        return;
-    }
+    let vmcs = match super::load_new_vmcs(&own.vmx) {
+        Ok(vmcs) => vmcs,
+        Err(e) => {
+            error!("inject: could not make a VMCS current: {e}");
+            return;
+        }
+    };
     // SAFETY: VMXON in VMX root operation fails without side effects (SDM 31.3).
     let second = unsafe { instructions::vmxon(own.vmxon_region) };
     match second {

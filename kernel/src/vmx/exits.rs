@@ -24,8 +24,6 @@ const COM1: u16 = 0x3f8;
 const COM1_LSR: u16 = COM1 + 5;
 /// LSR: transmitter holding register empty, transmitter empty.
 const LSR_IDLE: u64 = 0x60;
-/// IA32_FEATURE_CONTROL as guests see it: locked, VMX off (VMX is hidden).
-const GUEST_FEATURE_CONTROL: u64 = 0x1;
 const CPUID_01_ECX_VMX: u32 = 1 << 5;
 const CPUID_01_ECX_HYPERVISOR: u32 = 1 << 31;
 
@@ -215,8 +213,8 @@ fn vmcall(vcpu: &mut Vcpu) -> u64 {
 fn rdmsr(vcpu: &mut Vcpu) -> u64 {
     let msr = vcpu.regs.rcx as u32;
     match msr {
-        hvlogic::feature_control::IA32_FEATURE_CONTROL => {
-            vcpu.regs.rax = GUEST_FEATURE_CONTROL;
+        TRAPPED_MSR => {
+            vcpu.regs.rax = TRAPPED_MSR_VALUE;
             vcpu.regs.rdx = 0;
             next_instruction(vcpu)
         }
@@ -265,8 +263,9 @@ fn cr_access(vcpu: &mut Vcpu, q: CrAccess) -> u64 {
 }
 
 /// After a VM exit caused by an NMI, NMIs stay blocked until the next IRET
-/// (SDM Vol. 3C 26.2, "NMIs": blocked once the VM exit completes). The host
-/// took no NMI through its IDT, so it executes an IRET to itself to lift it.
+/// (SDM Vol. 3C, "VMX Non-Root Operation": an NMI that causes a VM exit blocks
+/// later NMIs once the exit completes). The host took no NMI through its IDT,
+/// so it executes an IRET to itself to lift the blocking.
 fn unblock_nmis() {
     // SAFETY: builds an interrupt frame for the next instruction on the current
     // stack (SS, RSP, RFLAGS, CS, RIP) and returns to it with IRETQ.

@@ -1,7 +1,7 @@
 //! The guest on each CPU: its memory, EPT, VMCS, launch, and how it ended.
 
 use super::ept::{self, Ept};
-use super::instructions::{invvpid, vmclear, vmptrld, INV_ALL_CONTEXTS, INV_SINGLE_CONTEXT};
+use super::instructions::{invvpid, vmclear};
 use super::layout::*;
 use super::vmcs::{self, Controls, GuestStart, SetupError};
 use super::{dump, exits};
@@ -14,7 +14,7 @@ use core::mem::{offset_of, size_of};
 use hvlogic::cmdline::{GuestKind, Inject};
 use hvlogic::controls::{pin, proc2};
 use hvlogic::guest_plan::{median_min, Ending, GuestMode, HostileStep};
-use hvlogic::vmx_global::{basic, ept_vpid, VmxGlobalData};
+use hvlogic::vmx_global::VmxGlobalData;
 use log::{debug, error, info};
 use x86::vmx::vmcs::{control as ctl, guest};
 
@@ -36,6 +36,17 @@ core::arch::global_asm!(
     KIND_BENCH = const KIND_BENCH,
     CPUID_HV_BASE = const CPUID_HV_BASE,
     CPUID_HV_CPU_INDEX = const CPUID_HV_CPU_INDEX,
+    HC_REFUSED_32 = const HC_REFUSED as u32,
+    TRAPPED_MSR = const TRAPPED_MSR,
+    TRAPPED_MSR_VALUE = const TRAPPED_MSR_VALUE,
+    PASS_THROUGH_MSR = const PASS_THROUGH_MSR,
+    STEP_READ_OUTSIDE = const HostileStep::ReadOutside.number(),
+    STEP_WRITE_OUTSIDE = const HostileStep::WriteOutside.number(),
+    STEP_VMXON = const HostileStep::Vmxon.number(),
+    STEP_BAD_VMCALL = const HostileStep::BadVmcall.number(),
+    STEP_GARBAGE_CR3 = const HostileStep::GarbageCr3.number(),
+    STEP_TRIPLE_FAULT = const HostileStep::TripleFault.number(),
+    STEP_NEVER_ENDS = const HostileStep::NeverEnds.number(),
     options(att_syntax)
 );
 
@@ -135,7 +146,7 @@ pub struct Vcpu {
     pub exits: u64,
     /// VMLAUNCH succeeded on this VMCS: later entries use VMRESUME.
     pub launched: bool,
-    /// CPUID.80000008H:EAX[7:0].
+    /// The physical-address width (PCB `Own::maxphyaddr`).
     pub maxphyaddr: u32,
     /// The VPID and the INVVPID type that flushes it, where VPID is on.
     pub vpid: Option<(u16, u64)>,
@@ -195,43 +206,24 @@ pub fn run(pcb: &Pcb) {
 }
 
 fn choose_mode(d: &VmxGlobalData) -> GuestMode {
-    let ept = d.has_ept()
-        && d.ept_vpid_cap & ept_vpid::PAGE_WALK_4 != 0
-        && d.ept_vpid_cap & (ept_vpid::EPTP_WB | ept_vpid::EPTP_UC) != 0;
-    let unrestricted = hvlogic::controls::can_set(d.processor_based_ctls2, proc2::UNRESTRICTED_GUEST);
-    GuestMode::choose(ept, unrestricted)
-}
-
-/// The VPID for processor `index` and the INVVPID type that flushes it
-/// (single-context where offered, else all contexts), or None without VPID.
-fn choose_vpid(d: &VmxGlobalData, index: u32) -> Option<(u16, u64)> {
-    let cap = d.ept_vpid_cap;
-    if !d.has_vpid() || cap & ept_vpid::INVVPID == 0 {
-        return None;
-    }
-    let kind = if cap & ept_vpid::INVVPID_SINGLE_CONTEXT != 0 {
-        INV_SINGLE_CONTEXT
-    } else if cap & ept_vpid::INVVPID_ALL_CONTEXT != 0 {
-        INV_ALL_CONTEXTS
-    } else {
-        return None;
-    };
-    Some((index as u16 + 1, kind))
+    GuestMode::choose(d.ept_usable(), hvlogic::controls::can_set(d.processor_based_ctls2, proc2::UNRESTRICTED_GUEST))
 }
 
 /// Set up the guest and run it (once, or once per hostile step). Ok(true)
 /// when it ended as intended.
 fn launch_all(pcb: &Pcb, kind: GuestKind) -> Result<bool, SetupError> {
-    let d = pcb.own().vmx;
+    let own = pcb.own();
+    let d = own.vmx;
     let mode = choose_mode(&d);
-    let vpid = choose_vpid(&d, pcb.processor_index);
+    // VPID n+1 for processor n (0 is the host's), where INVVPID can flush it.
+    let vpid = d.invvpid_type().map(|flush| (pcb.processor_index as u16 + 1, flush));
     let controls = vmcs::choose_controls(&d, mode, vpid.is_some())?;
-    let timer = controls.pin & pin::PREEMPTION_TIMER != 0;
+    let budget = (controls.pin & pin::PREEMPTION_TIMER != 0).then(|| preemption_timer_value(&d));
     info!("guest: mode {mode}; protection: {}", mode.protection());
     if let Some((id, _)) = vpid {
         info!("guest: VPID {id} tags its TLB entries");
     }
-    if !timer {
+    if budget.is_none() {
         info!("guest: no VMX-preemption timer on this CPU: only the exit budget bounds the guest");
     }
 
@@ -239,13 +231,7 @@ fn launch_all(pcb: &Pcb, kind: GuestKind) -> Result<bool, SetupError> {
     let mem = memory.as_mut_ptr() as u64;
     load_image(memory);
     let start = build_address_space(mode, mem, &d)?;
-
-    // The VMCS: revision identifier, VMCLEAR, VMPTRLD (SDM Vol. 3C 25.11.3).
-    let region = memory::alloc_pages(1);
-    region[..4].copy_from_slice(&basic::revision_id(d.vmx_basic).to_le_bytes());
-    let vmcs_pa = region.as_ptr() as u64;
-    // SAFETY: in VMX root operation; a fresh page with the revision identifier.
-    unsafe { vmclear(vmcs_pa).and_then(|()| vmptrld(vmcs_pa)) }
+    let vmcs = super::load_new_vmcs(&d)
         .map_err(|e| SetupError { what: "VMCLEAR/VMPTRLD of the VMCS", field: 0, error: Some(e) })?;
 
     let vcpu = Box::leak(Box::new(Vcpu {
@@ -258,7 +244,7 @@ fn launch_all(pcb: &Pcb, kind: GuestKind) -> Result<bool, SetupError> {
         memory: mem,
         exits: 0,
         launched: false,
-        maxphyaddr: raw_cpuid::cpuid!(0x8000_0008).eax & 0xff,
+        maxphyaddr: own.maxphyaddr,
         vpid,
         ending: None,
         line: [0; 120],
@@ -267,106 +253,114 @@ fn launch_all(pcb: &Pcb, kind: GuestKind) -> Result<bool, SetupError> {
         ending_qualification: 0,
         ending_value: 0,
     }));
-    let result = configure_and_run(pcb, vcpu, &d, &controls, &start, timer);
+    let launch = Launch { d: &d, controls, start, budget };
+    let result = launch.configure(pcb, vcpu).and_then(|()| launch.run_to_end(vcpu));
     // Whatever happened, the VMCS is not left current or active (SDM Vol. 3C 25.11.1).
-    // SAFETY: in VMX root operation; `vmcs_pa` is this CPU's VMCS.
-    let _ = unsafe { vmclear(vmcs_pa) };
+    // SAFETY: in VMX root operation; `vmcs` is this CPU's VMCS.
+    let _ = unsafe { vmclear(vmcs) };
     result
 }
 
-/// Fill the current VMCS and run the guest to its end (each hostile step in turn).
-fn configure_and_run(pcb: &Pcb, vcpu: &mut Vcpu, d: &VmxGlobalData, controls: &Controls, start: &Start, timer: bool) -> Result<bool, SetupError> {
-    vmcs::write_controls(controls)?;
-    write_bitmaps()?;
-    if let Some(eptp) = start.eptp {
-        vmcs::write(ctl::EPTP_FULL, eptp)?;
-    }
-    if let Some((id, _)) = vcpu.vpid {
-        vmcs::write(ctl::VPID, id as u64)?;
-    }
-    let host_rsp = vcpu as *mut Vcpu as u64 + size_of::<GuestRegs>() as u64;
-    vmcs::write_host_state(pcb, controls, host_rsp, vm_exit_stub as *const () as u64)?;
+/// What every launch of this CPU's guest shares.
+struct Launch<'a> {
+    d: &'a VmxGlobalData,
+    controls: Controls,
+    start: Start,
+    /// The VMX-preemption timer value per launch; None without the timer.
+    budget: Option<u64>,
+}
 
-    let budget = preemption_timer_value(d);
-    let mode = vcpu.mode;
-    Ok(match vcpu.kind {
-        GuestKind::Normal | GuestKind::Bench => {
-            let ending = launch(vcpu, d, controls, start, budget, kind_number(vcpu.kind), 0)?;
-            report_single(vcpu, ending)
+impl Launch<'_> {
+    /// The parts of the current VMCS that stay the same across launches.
+    fn configure(&self, pcb: &Pcb, vcpu: &mut Vcpu) -> Result<(), SetupError> {
+        vmcs::write_controls(&self.controls)?;
+        write_bitmaps()?;
+        if let Some(eptp) = self.start.eptp {
+            vmcs::write(ctl::EPTP_FULL, eptp)?;
         }
-        GuestKind::Hostile => {
-            let mut contained = 0;
-            for step in HostileStep::ALL {
-                if step == HostileStep::NeverEnds && !timer {
-                    info!("hostile step {} ({}): skipped, no VMX-preemption timer", step.number(), step.describe());
-                    contained += 1;
-                    continue;
-                }
-                let ending = launch(vcpu, d, controls, start, budget, KIND_HOSTILE, step.number())?;
-                if ending == Ending::EntryFailed {
-                    error!("hostile step {} ({}): VM entry failed; no further steps", step.number(), step.describe());
-                    break;
-                }
-                let expected = step.expected(mode);
-                if ending == expected {
-                    info!("hostile step {} ({}): contained: {ending}{}", step.number(), step.describe(), dump::note(vcpu));
-                    if ending != Ending::Success {
-                        dump::guest_state(vcpu, log::Level::Info);
-                    }
-                    contained += 1;
-                } else {
-                    error!("hostile step {} ({}): ended by {ending}{}, expected {expected}", step.number(), step.describe(), dump::note(vcpu));
-                    dump::guest_state(vcpu, log::Level::Error);
-                }
+        if let Some((id, _)) = vcpu.vpid {
+            vmcs::write(ctl::VPID, id as u64)?;
+        }
+        let host_rsp = vcpu as *mut Vcpu as u64 + size_of::<GuestRegs>() as u64;
+        vmcs::write_host_state(pcb, &self.controls, host_rsp, vm_exit_stub as *const () as u64)
+    }
+
+    /// Run the guest to its end (each hostile step in turn); true if it ended as intended.
+    fn run_to_end(&self, vcpu: &mut Vcpu) -> Result<bool, SetupError> {
+        if vcpu.kind != GuestKind::Hostile {
+            let ending = self.launch(vcpu, 0)?;
+            return Ok(report_single(vcpu, ending));
+        }
+        let mut contained = 0;
+        for step in HostileStep::ALL {
+            if step == HostileStep::NeverEnds && self.budget.is_none() {
+                info!("hostile step {} ({}): skipped, no VMX-preemption timer", step.number(), step.describe());
+                contained += 1;
+                continue;
             }
-            let all = HostileStep::ALL.len();
-            if contained == all {
-                info!("guest ok: hostile guest contained ({contained} of {all} attempts)");
+            let ending = self.launch(vcpu, step.number())?;
+            if ending == Ending::EntryFailed {
+                error!("hostile step {} ({}): VM entry failed; no further steps", step.number(), step.describe());
+                break;
+            }
+            let expected = step.expected(vcpu.mode);
+            if ending == expected {
+                info!("hostile step {} ({}): contained: {ending}{}", step.number(), step.describe(), dump::note(vcpu));
+                if ending != Ending::Success {
+                    dump::guest_state(vcpu, log::Level::Info);
+                }
+                contained += 1;
             } else {
-                error!("guest failed: hostile guest contained only {contained} of {all} attempts");
+                error!("hostile step {} ({}): ended by {ending}{}, expected {expected}", step.number(), step.describe(), dump::note(vcpu));
+                dump::guest_state(vcpu, log::Level::Error);
             }
-            contained == all
         }
-    })
-}
+        let all = HostileStep::ALL.len();
+        if contained == all {
+            info!("guest ok: hostile guest contained ({contained} of {all} attempts)");
+        } else {
+            error!("guest failed: hostile guest contained only {contained} of {all} attempts");
+        }
+        Ok(contained == all)
+    }
 
-fn kind_number(kind: GuestKind) -> u32 {
-    match kind {
-        GuestKind::Normal => KIND_NORMAL,
-        GuestKind::Hostile => KIND_HOSTILE,
-        GuestKind::Bench => KIND_BENCH,
+    /// Write the guest state and the parameter block, enter, and run until the guest ends.
+    fn launch(&self, vcpu: &mut Vcpu, step: u32) -> Result<Ending, SetupError> {
+        let kind = match vcpu.kind {
+            GuestKind::Normal => KIND_NORMAL,
+            GuestKind::Hostile => KIND_HOSTILE,
+            GuestKind::Bench => KIND_BENCH,
+        };
+        let params = (vcpu.memory + PARAMS) as *mut GuestParams;
+        // SAFETY: the parameter block lies inside this guest's memory.
+        unsafe { params.write_volatile(GuestParams { kind, step }) };
+        vcpu.regs = GuestRegs::default();
+        vcpu.ending = None;
+        vcpu.exits = 0;
+        vmcs::write_guest_state(self.d, &self.controls, vcpu.mode, &self.start.guest)?;
+        if let Some(value) = self.budget {
+            vmcs::write(guest::VMX_PREEMPTION_TIMER_VALUE, value)?;
+        }
+        inject_entry_failure()?;
+        // A fresh start: nothing the last launch cached under this VPID may survive.
+        if !vcpu.flush_vpid() {
+            return Err(SetupError { what: "INVVPID before launch failed", field: 0, error: None });
+        }
+        let resuming = vcpu.launched;
+        // SAFETY: the VMCS is current and complete; vcpu is 'static with its exit stack.
+        let r = unsafe { vm_run(vcpu as *mut Vcpu as *mut core::ffi::c_void, resuming as u64) };
+        // An exit means VM entry succeeded once: the VMCS is "launched" (SDM Vol.
+        // 3C 25.11.3), and a later failure came from the exit path's VMRESUME.
+        if vcpu.exits > 0 && vcpu.ending != Some(Ending::EntryFailed) {
+            vcpu.launched = true;
+        }
+        if r & ENTRY_FAILED != 0 {
+            dump::vm_instruction_failure(if resuming || vcpu.exits > 0 { "VMRESUME" } else { "VMLAUNCH" }, r);
+            vcpu.ending = Some(Ending::EntryFailed);
+        }
+        exits::flush_line(vcpu);
+        Ok(vcpu.ending.unwrap_or(Ending::EntryFailed))
     }
-}
-
-/// Write the guest state and the parameter block, launch, and run until the guest ends.
-fn launch(vcpu: &mut Vcpu, d: &VmxGlobalData, c: &Controls, start: &Start, budget: Option<u64>, kind: u32, step: u32) -> Result<Ending, SetupError> {
-    let params = (vcpu.memory + PARAMS) as *mut GuestParams;
-    // SAFETY: the parameter block lies inside this guest's memory.
-    unsafe { params.write_volatile(GuestParams { kind, step }) };
-    vcpu.regs = GuestRegs::default();
-    vcpu.ending = None;
-    vcpu.exits = 0;
-    vmcs::write_guest_state(d, c, vcpu.mode, &start.guest)?;
-    if let Some(value) = budget {
-        vmcs::write(guest::VMX_PREEMPTION_TIMER_VALUE, value)?;
-    }
-    inject_entry_failure()?;
-    // A fresh start: nothing the last launch cached under this VPID may survive.
-    if !vcpu.flush_vpid() {
-        return Err(SetupError { what: "INVVPID before launch failed", field: 0, error: None });
-    }
-    let launched = vcpu.launched;
-    // SAFETY: the VMCS is current and complete; vcpu is 'static with its exit stack.
-    let r = unsafe { vm_run(vcpu as *mut Vcpu as *mut core::ffi::c_void, launched as u64) };
-    if r & ENTRY_FAILED != 0 {
-        dump::vm_instruction_failure(if launched { "VMRESUME" } else { "VMLAUNCH" }, r);
-        vcpu.ending = Some(Ending::EntryFailed);
-    } else if vcpu.ending != Some(Ending::EntryFailed) {
-        // VM entry succeeded: the VMCS is now "launched" (SDM Vol. 3C 25.11.3).
-        vcpu.launched = true;
-    }
-    exits::flush_line(vcpu);
-    Ok(vcpu.ending.unwrap_or(Ending::EntryFailed))
 }
 
 /// `inject=entry-bad-guest` / `inject=entry-bad-control`: break the VMCS on
@@ -484,8 +478,8 @@ fn write_bitmaps() -> Result<(), SetupError> {
     io.fill(0xff);
     let msr = memory::alloc_pages(1);
     msr.fill(0xff);
-    const IA32_TSC: usize = 0x10;
-    msr[IA32_TSC / 8] &= !(1 << (IA32_TSC % 8)); // read bitmap for low MSRs, offset 0
+    let pass = PASS_THROUGH_MSR as usize;
+    msr[pass / 8] &= !(1 << (pass % 8)); // the read bitmap for low MSRs is at offset 0
     vmcs::write(ctl::IO_BITMAP_A_ADDR_FULL, io.as_ptr() as u64)?;
     vmcs::write(ctl::IO_BITMAP_B_ADDR_FULL, io.as_ptr() as u64 + memory::PAGE_SIZE as u64)?;
     vmcs::write(ctl::MSR_BITMAPS_ADDR_FULL, msr.as_ptr() as u64)
@@ -493,10 +487,7 @@ fn write_bitmaps() -> Result<(), SetupError> {
 
 /// TIME_BUDGET_US of TSC time in preemption-timer units: the timer counts
 /// down every 2^IA32_VMX_MISC[4:0] TSC ticks (SDM Vol. 3C 26.5.1).
-fn preemption_timer_value(d: &VmxGlobalData) -> Option<u64> {
-    if !hvlogic::controls::can_set(d.pin_based_ctls, pin::PREEMPTION_TIMER) {
-        return None;
-    }
+fn preemption_timer_value(d: &VmxGlobalData) -> u64 {
     let rate = d.misc & 0x1f;
-    Some((tsc::micros_to_ticks(TIME_BUDGET_US) >> rate).min(u32::MAX as u64))
+    (tsc::micros_to_ticks(TIME_BUDGET_US) >> rate).min(u32::MAX as u64)
 }

@@ -131,10 +131,6 @@ pub unsafe fn vmwrite(field: u32, value: u64) -> Result<(), VmFail> {
     outcome(cf, zf)
 }
 
-/// INVEPT/INVVPID types (SDM Vol. 3C 31.3).
-pub const INV_SINGLE_CONTEXT: u64 = 1;
-pub const INV_ALL_CONTEXTS: u64 = 2;
-
 macro_rules! invalidate {
     ($(#[$m:meta])* $name:ident, $insn:literal) => {
         $(#[$m])*

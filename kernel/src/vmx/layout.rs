@@ -28,7 +28,15 @@ pub const GUEST_DS: u16 = 0x10;
 pub const HC_DONE: u64 = 1;
 pub const HC_REPORT_SAMPLES: u64 = 2;
 pub const HC_OK: u64 = 0;
+/// -1: as the 32-bit guest sees it in EAX, 0xffffffff.
 pub const HC_REFUSED: u64 = u64::MAX;
+
+/// The MSR the guest reads through the MSR bitmap (trapped, answered by the
+/// hypervisor): IA32_FEATURE_CONTROL, as "locked, VMX off" (VMX is hidden).
+pub const TRAPPED_MSR: u32 = hvlogic::feature_control::IA32_FEATURE_CONTROL;
+pub const TRAPPED_MSR_VALUE: u64 = hvlogic::feature_control::LOCK;
+/// The MSR the bitmap lets the guest read directly: IA32_TSC.
+pub const PASS_THROUGH_MSR: u32 = 0x10;
 
 /// What the guest program does (`GuestParams::kind`).
 pub const KIND_NORMAL: u32 = 1;

@@ -193,71 +193,52 @@ pub struct GuestStart {
 /// unrestricted guest.
 pub fn write_guest_state(d: &VmxGlobalData, c: &Controls, mode: GuestMode, start: &GuestStart) -> Result<(), SetupError> {
     let real = mode == GuestMode::RealFromReset;
-    let cr0_fixed = Fixed { fixed0: d.cr0_fixed0, fixed1: d.cr0_fixed1 };
-    let cr4_fixed = Fixed { fixed0: d.cr4_fixed0, fixed1: d.cr4_fixed1 };
     const ET: u64 = 1 << 4;
-    let (cr0_value, cr0_mask, cr0_shadow) = if real {
-        let free = cr0::PE | cr0::PG;
-        let fixed0 = d.cr0_fixed0 & !free;
-        let mask = (fixed0 | !d.cr0_fixed1) & 0xffff_ffff & !free;
-        (Fixed { fixed0, fixed1: d.cr0_fixed1 }.apply(ET).value, mask, ET)
-    } else {
-        let value = cr0_fixed.apply(ET | cr0::PE | cr0::PG).value;
-        (value, (d.cr0_fixed0 | !d.cr0_fixed1) & 0xffff_ffff, value)
-    };
+    // Unrestricted guest frees CR0.PE and CR0.PG from the fixed bits (SDM Vol. 3C 27.3.1.1).
+    let free = if real { cr0::PE | cr0::PG } else { 0 };
+    let cr0_fixed = Fixed { fixed0: d.cr0_fixed0 & !free, fixed1: d.cr0_fixed1 };
+    let cr0_value = cr0_fixed.apply(if real { ET } else { ET | cr0::PE | cr0::PG }).value;
+    // The guest sees the reset value of what the host owns (NE clear) in real
+    // mode, and the truth in protected mode.
     write(guest::CR0, cr0_value)?;
-    write(ctl::CR0_GUEST_HOST_MASK, cr0_mask)?;
-    write(ctl::CR0_READ_SHADOW, cr0_shadow)?;
-    write(guest::CR4, cr4_fixed.apply(0).value)?;
+    write(ctl::CR0_GUEST_HOST_MASK, cr0_fixed.constrained() & 0xffff_ffff)?;
+    write(ctl::CR0_READ_SHADOW, if real { ET } else { cr0_value })?;
+    write(guest::CR4, Fixed { fixed0: d.cr4_fixed0, fixed1: d.cr4_fixed1 }.apply(0).value)?;
     write(ctl::CR4_GUEST_HOST_MASK, 0xffff_ffff)?;
     write(ctl::CR4_READ_SHADOW, 0)?;
     write(guest::CR3, start.cr3)?;
     write(guest::DR7, 0x400)?;
     write(guest::RFLAGS, 0x2)?;
 
-    let segments = [
+    // SDM Vol. 3A Table 10-1: after reset CS = F000 with base FFFF0000, limit
+    // FFFF, EIP = FFF0; the data segments are 0 with limit FFFF.
+    let (cs, cs_base, data, limit, code_ar, data_ar, rip, rsp, gdt, idt_limit) = if real {
+        (0xf000, 0xffff_0000, 0, 0xffff, AR_CODE_16, AR_DATA_16, 0xfff0, 0, (0, 0xffff), 0xffff)
+    } else {
+        (GUEST_CS as u64, 0, GUEST_DS as u64, 0xffff_ffff, AR_CODE_32, AR_DATA_32, start.pm_entry, STACK_TOP, (start.gdt, 23), 0)
+    };
+    write(guest::CS_SELECTOR, cs)?;
+    write(guest::CS_BASE, cs_base)?;
+    write(guest::CS_LIMIT, limit)?;
+    write(guest::CS_ACCESS_RIGHTS, code_ar)?;
+    for (sel, base, lim, ar) in [
         (guest::ES_SELECTOR, guest::ES_BASE, guest::ES_LIMIT, guest::ES_ACCESS_RIGHTS),
         (guest::SS_SELECTOR, guest::SS_BASE, guest::SS_LIMIT, guest::SS_ACCESS_RIGHTS),
         (guest::DS_SELECTOR, guest::DS_BASE, guest::DS_LIMIT, guest::DS_ACCESS_RIGHTS),
         (guest::FS_SELECTOR, guest::FS_BASE, guest::FS_LIMIT, guest::FS_ACCESS_RIGHTS),
         (guest::GS_SELECTOR, guest::GS_BASE, guest::GS_LIMIT, guest::GS_ACCESS_RIGHTS),
-    ];
-    if real {
-        // SDM Vol. 3A Table 9-1: CS = F000, base FFFF0000, limit FFFF; EIP = FFF0.
-        write(guest::CS_SELECTOR, 0xf000)?;
-        write(guest::CS_BASE, 0xffff_0000)?;
-        write(guest::CS_LIMIT, 0xffff)?;
-        write(guest::CS_ACCESS_RIGHTS, AR_CODE_16)?;
-        for (sel, base, limit, ar) in segments {
-            write(sel, 0)?;
-            write(base, 0)?;
-            write(limit, 0xffff)?;
-            write(ar, AR_DATA_16)?;
-        }
-        write(guest::GDTR_BASE, 0)?;
-        write(guest::GDTR_LIMIT, 0xffff)?;
-        write(guest::IDTR_BASE, 0)?;
-        write(guest::IDTR_LIMIT, 0xffff)?;
-        write(guest::RIP, 0xfff0)?;
-        write(guest::RSP, 0)?;
-    } else {
-        write(guest::CS_SELECTOR, GUEST_CS as u64)?;
-        write(guest::CS_BASE, 0)?;
-        write(guest::CS_LIMIT, 0xffff_ffff)?;
-        write(guest::CS_ACCESS_RIGHTS, AR_CODE_32)?;
-        for (sel, base, limit, ar) in segments {
-            write(sel, GUEST_DS as u64)?;
-            write(base, 0)?;
-            write(limit, 0xffff_ffff)?;
-            write(ar, AR_DATA_32)?;
-        }
-        write(guest::GDTR_BASE, start.gdt)?;
-        write(guest::GDTR_LIMIT, 23)?;
-        write(guest::IDTR_BASE, 0)?;
-        write(guest::IDTR_LIMIT, 0)?;
-        write(guest::RIP, start.pm_entry)?;
-        write(guest::RSP, STACK_TOP)?;
+    ] {
+        write(sel, data)?;
+        write(base, 0)?;
+        write(lim, limit)?;
+        write(ar, data_ar)?;
     }
+    write(guest::GDTR_BASE, gdt.0)?;
+    write(guest::GDTR_LIMIT, gdt.1)?;
+    write(guest::IDTR_BASE, 0)?;
+    write(guest::IDTR_LIMIT, idt_limit)?;
+    write(guest::RIP, rip)?;
+    write(guest::RSP, rsp)?;
     write(guest::LDTR_SELECTOR, 0)?;
     write(guest::LDTR_BASE, 0)?;
     write(guest::LDTR_LIMIT, 0)?;

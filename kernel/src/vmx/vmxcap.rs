@@ -4,12 +4,9 @@ use alloc::string::String;
 use hvlogic::vmxcap::{write_vmxcap, VmxCapMsrs};
 use log::info;
 
-pub fn print() {
-    // SAFETY: called only when CPUID.01H:ECX[5]=1; `read` touches only MSRs that
-    // the SDM says exist given the values read before them.
-    let msrs = VmxCapMsrs::read(|msr| unsafe { x86::msr::rdmsr(msr) });
+pub fn print(msrs: &VmxCapMsrs) {
     let mut text = String::new();
-    let _ = write_vmxcap(&mut text, &msrs);
+    let _ = write_vmxcap(&mut text, msrs);
     for line in text.lines() {
         info!("vmxcap: {line}");
     }

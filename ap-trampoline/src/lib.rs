@@ -41,6 +41,7 @@ pub struct TrampolineParams {
 pub const PAGE_SIZE: usize = 4096;
 
 core::arch::global_asm!(
+    include_str!("../../asm/paging_ia32e.s"),
     include_str!("trampoline.s"),
     GDTR = const offset_of!(TrampolineParams, gdtr),
     CR3 = const offset_of!(TrampolineParams, cr3),

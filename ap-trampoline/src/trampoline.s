@@ -41,20 +41,7 @@ ap_pm32:
     mov     %ax, %ss
     lea     0x1000(%ebx), %esp          # the same stack, now flat
 
-    # PAE, CR3, IA32_EFER.LME, then paging: IA-32e mode (SDM Vol. 3A 10.8.5).
-    mov     %cr4, %eax
-    or      $(1 << 5), %eax
-    mov     %eax, %cr4
-    mov     (ap_trampoline_params - ap_trampoline_start + {CR3})(%ebx), %eax
-    mov     %eax, %cr3
-    mov     $0xc0000080, %ecx
-    rdmsr
-    or      $(1 << 8), %eax
-    wrmsr
-    mov     %cr0, %eax
-    or      $((1 << 31) | (1 << 16)), %eax   # CR0.PG | CR0.WP
-    and     $~((1 << 30) | (1 << 29)), %eax  # INIT left CD and NW set: caches on
-    mov     %eax, %cr0
+    ENABLE_PAGING_IA32E (ap_trampoline_params - ap_trampoline_start + {CR3})(%ebx)   # asm/paging_ia32e.s
 
     lea     (ap_lm64 - ap_trampoline_start)(%ebx), %eax
     push    $0x08
@@ -85,3 +72,5 @@ ap_lm64:
 ap_trampoline_params:
     .skip   {PARAMS_SIZE}
 ap_trampoline_end:
+
+.purgem ENABLE_PAGING_IA32E

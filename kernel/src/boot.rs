@@ -1,6 +1,6 @@
 //! The multiboot2 header and the 32-bit entry that reaches long mode (boot.s).
 
-core::arch::global_asm!(include_str!("boot.s"), options(att_syntax));
+core::arch::global_asm!(include_str!("../../asm/paging_ia32e.s"), include_str!("boot.s"), options(att_syntax));
 
 extern "C" {
     /// Bottom of the boot CPU's 64 KiB stack (in .bss, see boot.s).

@@ -94,23 +94,7 @@ _start:
     cmp     $2048, %ecx
     jb      2b
 
-    # CR4.PAE, CR3, IA32_EFER.LME, then CR0.PG|WP, caches on (SDM Vol. 3A 10.8.5).
-    mov     %cr4, %eax
-    or      $(1 << 5), %eax
-    mov     %eax, %cr4
-    mov     $boot_pml4, %eax
-    mov     %eax, %cr3
-    mov     $0xc0000080, %ecx
-    rdmsr
-    or      $(1 << 8), %eax
-    wrmsr
-    # CR0.CD and CR0.NW may still be set from reset (0x60000010): clear them, or
-    # everything runs uncached (SDM Vol. 3A 13.5.1).
-    mov     %cr0, %eax
-    or      $((1 << 31) | (1 << 16) | 1), %eax
-    and     $~((1 << 30) | (1 << 29)), %eax
-    mov     %eax, %cr0
-
+    ENABLE_PAGING_IA32E $boot_pml4        # asm/paging_ia32e.s
     lgdt    boot_gdt_ptr
     ljmp    $0x08, $long_mode_entry
 
@@ -207,3 +191,5 @@ boot_stack_bottom:
 boot_stack_top:
 boot_info_phys:
     .long 0
+
+.purgem ENABLE_PAGING_IA32E

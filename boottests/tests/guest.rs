@@ -43,31 +43,33 @@ fn skylake_four_cpus_each_run_a_guest() {
     log.assert_summary(4, 4, 4, 4, "PASS");
 }
 
+/// One CPU of a Bochs model: the guest runs in the mode the model allows,
+/// the log names that mode, and the run passes.
+fn one_cpu_model_passes(name: &str, model: &'static str, mode_line: &str, revision: u32) {
+    let log = Boot::bochs(name, model).run();
+    log.assert_no_exception();
+    log.assert_line(&format!("[cpu0] {mode_line}"));
+    assert_guest_ok_on_every_cpu(&log, 1, revision);
+    log.assert_summary(1, 1, 1, 1, "PASS");
+}
+
 #[test]
 fn tigerlake_passes_the_entry_checks() {
-    let log = Boot::bochs("bochs-tigerlake", "tigerlake").run();
-    log.assert_no_exception();
-    log.assert_line(&format!("[cpu0] {REAL_MODE}"));
-    assert_guest_ok_on_every_cpu(&log, 1, 0x4);
-    log.assert_summary(1, 1, 1, 1, "PASS");
+    one_cpu_model_passes("bochs-tigerlake", "tigerlake", REAL_MODE, 0x4);
 }
 
 #[test]
 fn lynnfield_has_ept_but_no_unrestricted_guest() {
-    let log = Boot::bochs("bochs-lynnfield", "corei5_lynnfield_750").run();
-    log.assert_no_exception();
-    log.assert_line("[cpu0] INFO  guest: mode 32-bit protected mode with paging (EPT, no unrestricted guest); protection: EPT maps the guest's own memory and nothing of the hypervisor");
-    assert_guest_ok_on_every_cpu(&log, 1, 0x2b);
-    log.assert_summary(1, 1, 1, 1, "PASS");
+    one_cpu_model_passes("bochs-lynnfield", "corei5_lynnfield_750",
+        "INFO  guest: mode 32-bit protected mode with paging (EPT, no unrestricted guest); protection: EPT maps the guest's own memory and nothing of the hypervisor",
+        0x2b);
 }
 
 #[test]
 fn penryn_has_vmx_without_ept() {
-    let log = Boot::bochs("bochs-penryn", "core2_penryn_t9600").run();
-    log.assert_no_exception();
-    log.assert_line("[cpu0] INFO  guest: mode 32-bit protected mode with paging (no EPT); protection: host-owned page tables map only the guest's memory; CR3 loads exit and are refused; CR0/CR4 paging bits are host-owned");
-    assert_guest_ok_on_every_cpu(&log, 1, 0x2b);
-    log.assert_summary(1, 1, 1, 1, "PASS");
+    one_cpu_model_passes("bochs-penryn", "core2_penryn_t9600",
+        "INFO  guest: mode 32-bit protected mode with paging (no EPT); protection: host-owned page tables map only the guest's memory; CR3 loads exit and are refused; CR0/CR4 paging bits are host-owned",
+        0x2b);
 }
 
 #[test]

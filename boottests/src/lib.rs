@@ -342,7 +342,8 @@ impl Log {
     pub fn assert_bring_up(&self, online: u32, of: u32) {
         let prefix = format!("[cpu0] INFO  smp: {online} of {of} processors online (0 failed); AP bring-up took ");
         let lines = self.lines_starting(&prefix);
-        let micros = lines.first().and_then(|l| l[prefix.len()..].strip_suffix(" us")).and_then(|t| t.parse::<u64>().ok());
+        let micros =
+            lines.first().and_then(|l| l[prefix.len()..].strip_suffix(" us")).and_then(|t| t.parse::<u64>().ok());
         if !matches!(micros, Some(us) if us > 0) {
             self.fail(&format!("no bring-up line starting {prefix:?}"));
         }

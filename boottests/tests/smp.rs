@@ -78,7 +78,9 @@ fn an_ap_that_never_answers_is_reported_and_the_boot_goes_on() {
     let log = Boot::qemu("qemu-ap-silent").cpus(3).cmdline("inject=ap-no-sipi").run();
     log.assert_no_exception();
     log.assert_line("[cpu0] INFO  inject: no SIPI for APIC ID 2, as if it never answered");
-    log.assert_line("[cpu0] ERROR smp: AP with APIC ID 2 did not answer INIT-SIPI-SIPI within 100 ms; going on without it");
+    log.assert_line(
+        "[cpu0] ERROR smp: AP with APIC ID 2 did not answer INIT-SIPI-SIPI within 100 ms; going on without it",
+    );
     log.assert_online_lines(2);
     log.assert_count("[cpu0] INFO  smp: 2 of 3 processors online (1 failed); AP bring-up took ", 1);
     // The others still run to the end; the missing CPU makes the run FAIL.

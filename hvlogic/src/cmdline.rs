@@ -185,9 +185,7 @@ mod tests {
 
     #[test]
     fn every_option() {
-        let o = Options::parse(
-            "loglevel=trace exit=bochs inject=vmxon-twice maxcpus=2 vmxcap guest=hostile",
-        );
+        let o = Options::parse("loglevel=trace exit=bochs inject=vmxon-twice maxcpus=2 vmxcap guest=hostile");
         assert_eq!(o.loglevel, LogLevel::Trace);
         assert_eq!(o.exit, ExitMode::Bochs);
         assert_eq!(o.inject, Some(Inject::VmxonTwice));

@@ -127,18 +127,12 @@ pub mod entry {
 }
 
 const fn cb(mask: u32, name: &'static str) -> ControlBit {
-    ControlBit {
-        bit: mask.trailing_zeros() as u8,
-        name,
-    }
+    ControlBit { bit: mask.trailing_zeros() as u8, name }
 }
 
 /// SDM 25.6.1, Table 25-5.
 pub const PIN_BASED: &[ControlBit] = &[
-    cb(
-        pin::EXTERNAL_INTERRUPT_EXITING,
-        "external-interrupt exiting",
-    ),
+    cb(pin::EXTERNAL_INTERRUPT_EXITING, "external-interrupt exiting"),
     cb(pin::NMI_EXITING, "NMI exiting"),
     cb(pin::VIRTUAL_NMIS, "virtual NMIs"),
     cb(pin::PREEMPTION_TIMER, "activate VMX-preemption timer"),
@@ -181,14 +175,8 @@ pub const SECONDARY_PROCBASED: &[ControlBit] = &[
     cb(proc2::ENABLE_VPID, "enable VPID"),
     cb(proc2::WBINVD_EXITING, "WBINVD exiting"),
     cb(proc2::UNRESTRICTED_GUEST, "unrestricted guest"),
-    cb(
-        proc2::APIC_REGISTER_VIRTUALIZATION,
-        "APIC-register virtualization",
-    ),
-    cb(
-        proc2::VIRTUAL_INTERRUPT_DELIVERY,
-        "virtual-interrupt delivery",
-    ),
+    cb(proc2::APIC_REGISTER_VIRTUALIZATION, "APIC-register virtualization"),
+    cb(proc2::VIRTUAL_INTERRUPT_DELIVERY, "virtual-interrupt delivery"),
     cb(proc2::PAUSE_LOOP_EXITING, "PAUSE-loop exiting"),
     cb(proc2::RDRAND_EXITING, "RDRAND exiting"),
     cb(proc2::ENABLE_INVPCID, "enable INVPCID"),
@@ -201,18 +189,9 @@ pub const SECONDARY_PROCBASED: &[ControlBit] = &[
     cb(proc2::CONCEAL_VMX_FROM_PT, "conceal VMX from PT"),
     cb(proc2::ENABLE_XSAVES_XRSTORS, "enable XSAVES/XRSTORS"),
     cb(proc2::PASID_TRANSLATION, "PASID translation"),
-    cb(
-        proc2::MODE_BASED_EPT_EXECUTE,
-        "mode-based execute control for EPT",
-    ),
-    cb(
-        proc2::SUB_PAGE_WRITE_PERMISSIONS,
-        "sub-page write permissions for EPT",
-    ),
-    cb(
-        proc2::PT_USES_GUEST_PHYSICAL,
-        "Intel PT uses guest physical addresses",
-    ),
+    cb(proc2::MODE_BASED_EPT_EXECUTE, "mode-based execute control for EPT"),
+    cb(proc2::SUB_PAGE_WRITE_PERMISSIONS, "sub-page write permissions for EPT"),
+    cb(proc2::PT_USES_GUEST_PHYSICAL, "Intel PT uses guest physical addresses"),
     cb(proc2::USE_TSC_SCALING, "use TSC scaling"),
     cb(proc2::ENABLE_USER_WAIT_PAUSE, "enable user wait and pause"),
     cb(proc2::ENABLE_PCONFIG, "enable PCONFIG"),
@@ -231,10 +210,7 @@ pub const EXIT: &[ControlBit] = &[
     cb(exit::LOAD_PAT, "load IA32_PAT"),
     cb(exit::SAVE_EFER, "save IA32_EFER"),
     cb(exit::LOAD_EFER, "load IA32_EFER"),
-    cb(
-        exit::SAVE_PREEMPTION_TIMER,
-        "save VMX-preemption timer value",
-    ),
+    cb(exit::SAVE_PREEMPTION_TIMER, "save VMX-preemption timer value"),
     cb(exit::CLEAR_BNDCFGS, "clear IA32_BNDCFGS"),
     cb(exit::CONCEAL_VMX_FROM_PT, "conceal VMX from PT"),
     cb(exit::CLEAR_RTIT_CTL, "clear IA32_RTIT_CTL"),
@@ -251,10 +227,7 @@ pub const ENTRY: &[ControlBit] = &[
     cb(entry::LOAD_DEBUG_CONTROLS, "load debug controls"),
     cb(entry::IA32E_MODE_GUEST, "IA-32e mode guest"),
     cb(entry::ENTRY_TO_SMM, "entry to SMM"),
-    cb(
-        entry::DEACTIVATE_DUAL_MONITOR,
-        "deactivate dual-monitor treatment",
-    ),
+    cb(entry::DEACTIVATE_DUAL_MONITOR, "deactivate dual-monitor treatment"),
     cb(entry::LOAD_PERF_GLOBAL_CTRL, "load IA32_PERF_GLOBAL_CTRL"),
     cb(entry::LOAD_PAT, "load IA32_PAT"),
     cb(entry::LOAD_EFER, "load IA32_EFER"),
@@ -279,13 +252,8 @@ pub enum Control {
 }
 
 impl Control {
-    pub const ALL: [Control; 5] = [
-        Control::PinBased,
-        Control::PrimaryProcBased,
-        Control::SecondaryProcBased,
-        Control::Exit,
-        Control::Entry,
-    ];
+    pub const ALL: [Control; 5] =
+        [Control::PinBased, Control::PrimaryProcBased, Control::SecondaryProcBased, Control::Exit, Control::Entry];
 
     /// The named bits of this field.
     pub fn table(self) -> &'static [ControlBit] {
@@ -311,18 +279,13 @@ impl Control {
 
     /// Name of one bit, or "reserved bit" if the SDM defines none there.
     pub fn bit_name(self, bit: u8) -> &'static str {
-        self.table()
-            .iter()
-            .find(|b| b.bit == bit)
-            .map_or("reserved bit", |b| b.name)
+        self.table().iter().find(|b| b.bit == bit).map_or("reserved bit", |b| b.name)
     }
 }
 
 /// Names of the bits set in `mask` (undefined bits yield "reserved bit").
 pub fn names(control: Control, mask: u32) -> impl Iterator<Item = &'static str> {
-    (0u8..32)
-        .filter(move |&b| mask & (1 << b) != 0)
-        .map(move |b| control.bit_name(b))
+    (0u8..32).filter(move |&b| mask & (1 << b) != 0).map(move |b| control.bit_name(b))
 }
 
 /// Allowed-0 settings, bits 31:0 of a capability MSR (SDM A.3.1):
@@ -362,11 +325,7 @@ pub struct Adjusted {
 /// IA32_VMX_BASIC bit 55 is set, SDM A.2).
 pub fn adjust(wanted: u32, cap: u64) -> Adjusted {
     let (a0, a1) = (allowed0(cap), allowed1(cap));
-    Adjusted {
-        value: (wanted | a0) & a1,
-        missing: wanted & !a1,
-        forced: a0 & !wanted,
-    }
+    Adjusted { value: (wanted | a0) & a1, missing: wanted & !a1, forced: a0 & !wanted }
 }
 
 #[cfg(test)]
@@ -392,10 +351,7 @@ mod tests {
         let a = adjust(pin::POSTED_INTERRUPTS | pin::NMI_EXITING, cap);
         assert_eq!(a.value, pin::NMI_EXITING | 0x16);
         assert_eq!(a.missing, pin::POSTED_INTERRUPTS);
-        assert_eq!(
-            names(Control::PinBased, a.missing).collect::<std::vec::Vec<_>>(),
-            ["process posted interrupts"]
-        );
+        assert_eq!(names(Control::PinBased, a.missing).collect::<std::vec::Vec<_>>(), ["process posted interrupts"]);
     }
 
     #[test]
@@ -417,11 +373,8 @@ mod tests {
 
     #[test]
     fn names_and_labels() {
-        let v: std::vec::Vec<_> = names(
-            Control::SecondaryProcBased,
-            proc2::ENABLE_EPT | proc2::UNRESTRICTED_GUEST | 1 << 29,
-        )
-        .collect();
+        let v: std::vec::Vec<_> =
+            names(Control::SecondaryProcBased, proc2::ENABLE_EPT | proc2::UNRESTRICTED_GUEST | 1 << 29).collect();
         assert_eq!(v, ["enable EPT", "unrestricted guest", "reserved bit"]);
         assert_eq!(Control::Exit.bit_name(9), "host address-space size");
         assert_eq!(Control::Entry.bit_name(9), "IA-32e mode guest");

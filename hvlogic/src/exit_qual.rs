@@ -30,11 +30,15 @@ impl IoAccess {
 
 impl fmt::Display for IoAccess {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}{}{} port {:#x}, {} byte(s)",
+        write!(
+            f,
+            "{}{}{} port {:#x}, {} byte(s)",
             if self.rep { "REP " } else { "" },
             if self.is_in { "IN" } else { "OUT" },
             if self.string { "S" } else { "" },
-            self.port, self.size)
+            self.port,
+            self.size
+        )
     }
 }
 
@@ -93,21 +97,39 @@ pub const GPR_NAMES: [&str; 16] =
 pub struct EptViolation(pub u64);
 
 impl EptViolation {
-    pub const fn read(self) -> bool { self.0 & 1 != 0 }
-    pub const fn write(self) -> bool { self.0 & 2 != 0 }
-    pub const fn fetch(self) -> bool { self.0 & 4 != 0 }
+    pub const fn read(self) -> bool {
+        self.0 & 1 != 0
+    }
+    pub const fn write(self) -> bool {
+        self.0 & 2 != 0
+    }
+    pub const fn fetch(self) -> bool {
+        self.0 & 4 != 0
+    }
     /// Bits 5:3: the permissions the EPT entry granted (all clear: not mapped).
-    pub const fn mapped(self) -> bool { self.0 & 0x38 != 0 }
+    pub const fn mapped(self) -> bool {
+        self.0 & 0x38 != 0
+    }
     /// Bit 7: the guest linear-address field is valid.
-    pub const fn linear_valid(self) -> bool { self.0 & (1 << 7) != 0 }
+    pub const fn linear_valid(self) -> bool {
+        self.0 & (1 << 7) != 0
+    }
     /// Bit 8 (with bit 7): the access was to the translated address, not to a
     /// paging structure during the guest's own page walk.
-    pub const fn during_page_walk(self) -> bool { self.linear_valid() && self.0 & (1 << 8) == 0 }
+    pub const fn during_page_walk(self) -> bool {
+        self.linear_valid() && self.0 & (1 << 8) == 0
+    }
 }
 
 impl fmt::Display for EptViolation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let access = if self.fetch() { "instruction fetch" } else if self.write() { "write" } else { "read" };
+        let access = if self.fetch() {
+            "instruction fetch"
+        } else if self.write() {
+            "write"
+        } else {
+            "read"
+        };
         write!(f, "{access}, {}", if self.mapped() { "not permitted" } else { "not mapped" })?;
         if self.during_page_walk() {
             write!(f, ", during the guest's page walk")?;
@@ -136,11 +158,19 @@ pub fn entry_failure_qualification(basic_reason: u16, q: u64) -> &'static str {
 pub struct Interruption(pub u32);
 
 impl Interruption {
-    pub const fn valid(self) -> bool { self.0 & (1 << 31) != 0 }
-    pub const fn vector(self) -> u8 { self.0 as u8 }
+    pub const fn valid(self) -> bool {
+        self.0 & (1 << 31) != 0
+    }
+    pub const fn vector(self) -> u8 {
+        self.0 as u8
+    }
     /// Bits 10:8: 0 external interrupt, 2 NMI, 3 hardware exception, 4 software interrupt, ...
-    pub const fn kind(self) -> u8 { ((self.0 >> 8) & 7) as u8 }
-    pub const fn is_nmi(self) -> bool { self.valid() && self.kind() == 2 }
+    pub const fn kind(self) -> u8 {
+        ((self.0 >> 8) & 7) as u8
+    }
+    pub const fn is_nmi(self) -> bool {
+        self.valid() && self.kind() == 2
+    }
 }
 
 #[cfg(test)]

@@ -217,10 +217,7 @@ mod tests {
         assert_eq!(name(basic::HLT), "HLT");
         assert_eq!(name(basic::TRIPLE_FAULT), "triple fault");
         assert_eq!(name(basic::EPT_VIOLATION), "EPT violation");
-        assert_eq!(
-            name(basic::PREEMPTION_TIMER),
-            "VMX-preemption timer expired"
-        );
+        assert_eq!(name(basic::PREEMPTION_TIMER), "VMX-preemption timer expired");
         assert_eq!(name(33), "VM-entry failure: invalid guest state");
         assert_eq!(name(34), "VM-entry failure: MSR loading");
         assert_eq!(name(41), "VM-entry failure: machine-check event");

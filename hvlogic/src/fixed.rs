@@ -78,27 +78,27 @@ pub const fn cr4_refusals(adj: &Adjustment, supported: u64) -> u64 {
 pub fn cr4_supported(leaf1_ecx: u32, leaf1_edx: u32, leaf7_ebx: u32, leaf7_ecx: u32) -> u64 {
     let bit = |reg: u32, n: u32| reg & (1 << n) != 0;
     let pairs: [(bool, u32); 21] = [
-        (bit(leaf1_edx, 1), 0),    // VME
-        (bit(leaf1_edx, 1), 1),    // PVI
-        (bit(leaf1_edx, 4), 2),    // TSD (TSC)
-        (bit(leaf1_edx, 2), 3),    // DE
-        (bit(leaf1_edx, 3), 4),    // PSE
-        (bit(leaf1_edx, 6), 5),    // PAE
-        (bit(leaf1_edx, 7), 6),    // MCE
-        (bit(leaf1_edx, 13), 7),   // PGE
-        (true, 8),                 // PCE
-        (bit(leaf1_edx, 24), 9),   // OSFXSR
-        (bit(leaf1_edx, 25), 10),  // OSXMMEXCPT
-        (bit(leaf7_ecx, 2), 11),   // UMIP
-        (bit(leaf7_ecx, 16), 12),  // LA57
-        (bit(leaf1_ecx, 5), 13),   // VMXE
-        (bit(leaf1_ecx, 6), 14),   // SMXE
-        (bit(leaf7_ebx, 0), 16),   // FSGSBASE
-        (bit(leaf1_ecx, 17), 17),  // PCIDE
-        (bit(leaf1_ecx, 26), 18),  // OSXSAVE
-        (bit(leaf7_ebx, 7), 20),   // SMEP
-        (bit(leaf7_ebx, 20), 21),  // SMAP
-        (bit(leaf7_ecx, 3), 22),   // PKE
+        (bit(leaf1_edx, 1), 0),   // VME
+        (bit(leaf1_edx, 1), 1),   // PVI
+        (bit(leaf1_edx, 4), 2),   // TSD (TSC)
+        (bit(leaf1_edx, 2), 3),   // DE
+        (bit(leaf1_edx, 3), 4),   // PSE
+        (bit(leaf1_edx, 6), 5),   // PAE
+        (bit(leaf1_edx, 7), 6),   // MCE
+        (bit(leaf1_edx, 13), 7),  // PGE
+        (true, 8),                // PCE
+        (bit(leaf1_edx, 24), 9),  // OSFXSR
+        (bit(leaf1_edx, 25), 10), // OSXMMEXCPT
+        (bit(leaf7_ecx, 2), 11),  // UMIP
+        (bit(leaf7_ecx, 16), 12), // LA57
+        (bit(leaf1_ecx, 5), 13),  // VMXE
+        (bit(leaf1_ecx, 6), 14),  // SMXE
+        (bit(leaf7_ebx, 0), 16),  // FSGSBASE
+        (bit(leaf1_ecx, 17), 17), // PCIDE
+        (bit(leaf1_ecx, 26), 18), // OSXSAVE
+        (bit(leaf7_ebx, 7), 20),  // SMEP
+        (bit(leaf7_ebx, 20), 21), // SMAP
+        (bit(leaf7_ecx, 3), 22),  // PKE
     ];
     pairs.iter().filter(|(on, _)| *on).fold(0, |m, (_, n)| m | 1 << n)
 }

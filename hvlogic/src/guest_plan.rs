@@ -139,14 +139,22 @@ impl HostileStep {
         let ept = mode.uses_ept();
         match self {
             HostileStep::ReadOutside | HostileStep::WriteOutside => {
-                if ept { Ending::EptViolation } else { Ending::TripleFault }
+                if ept {
+                    Ending::EptViolation
+                } else {
+                    Ending::TripleFault
+                }
             }
             // VMX is hidden: the hypervisor injects #UD, which the IDT-less guest cannot handle.
             HostileStep::Vmxon => Ending::TripleFault,
             // Both bad calls must be refused; the guest then reports success.
             HostileStep::BadVmcall => Ending::Success,
             HostileStep::GarbageCr3 => {
-                if ept { Ending::EptViolation } else { Ending::CrWriteRefused }
+                if ept {
+                    Ending::EptViolation
+                } else {
+                    Ending::CrWriteRefused
+                }
             }
             HostileStep::TripleFault => Ending::TripleFault,
             HostileStep::NeverEnds => Ending::PreemptionTimer,

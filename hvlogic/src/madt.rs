@@ -89,10 +89,7 @@ mod tests {
         let e = [lapic(0, 1), lapic(2, 1), lapic(1, 1), lapic(3, 0), lapic(4, 2)];
         let p = plan(&e, 0, false, None);
         let got: Vec<_> = p.iter().map(|p| (p.apic_id, p.plan)).collect();
-        assert_eq!(
-            got,
-            vec![(0, Plan::Boot), (2, Plan::Start), (1, Plan::Start), (4, Plan::OnlineCapable)]
-        );
+        assert_eq!(got, vec![(0, Plan::Boot), (2, Plan::Start), (1, Plan::Start), (4, Plan::OnlineCapable)]);
         assert_eq!(enumerated(&p), 3);
     }
 

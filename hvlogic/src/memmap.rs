@@ -58,19 +58,14 @@ pub fn choose_heap(available: &[Range], reserved: &[Range], limit: u64, max_len:
             if reserved.iter().any(|r| r.start <= start && start < r.end) {
                 continue;
             }
-            let end = reserved
-                .iter()
-                .filter(|r| r.start > start)
-                .map(|r| align_down(r.start, PAGE))
-                .fold(hi, u64::min);
+            let end = reserved.iter().filter(|r| r.start > start).map(|r| align_down(r.start, PAGE)).fold(hi, u64::min);
             let candidate = Range::new(start, end);
             if best.is_none_or(|b| candidate.len() > b.len()) {
                 best = Some(candidate);
             }
         }
     }
-    best.filter(|b| !b.is_empty())
-        .map(|b| Range::new(b.start, b.start + b.len().min(align_down(max_len, PAGE))))
+    best.filter(|b| !b.is_empty()).map(|b| Range::new(b.start, b.start + b.len().min(align_down(max_len, PAGE))))
 }
 
 /// A free 4 KiB page below 1 MiB for the real-mode AP trampoline (the SIPI

@@ -68,7 +68,6 @@ pub mod ept_vpid {
 pub const MEMORY_TYPE_UC: u8 = 0;
 pub const MEMORY_TYPE_WB: u8 = 6;
 
-
 /// The VMX fields of the book's PCB, in MSR order.
 #[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
 pub struct VmxGlobalData {
@@ -122,13 +121,15 @@ impl VmxGlobalData {
     /// The INVEPT type that flushes every EPT context, if INVEPT has it.
     pub fn invept_all_contexts(&self) -> Option<u64> {
         let cap = self.ept_vpid_cap;
-        (self.has_ept() && cap & ept_vpid::INVEPT != 0 && cap & ept_vpid::INVEPT_ALL_CONTEXT != 0).then_some(INV_ALL_CONTEXTS)
+        (self.has_ept() && cap & ept_vpid::INVEPT != 0 && cap & ept_vpid::INVEPT_ALL_CONTEXT != 0)
+            .then_some(INV_ALL_CONTEXTS)
     }
 
     /// The INVVPID type that flushes every VPID, if INVVPID has it.
     pub fn invvpid_all_contexts(&self) -> Option<u64> {
         let cap = self.ept_vpid_cap;
-        (self.has_vpid() && cap & ept_vpid::INVVPID != 0 && cap & ept_vpid::INVVPID_ALL_CONTEXT != 0).then_some(INV_ALL_CONTEXTS)
+        (self.has_vpid() && cap & ept_vpid::INVVPID != 0 && cap & ept_vpid::INVVPID_ALL_CONTEXT != 0)
+            .then_some(INV_ALL_CONTEXTS)
     }
 
     /// The INVVPID type this hypervisor flushes one VPID with: single-context

@@ -45,7 +45,8 @@ impl VmxCapMsrs {
         use crate::vmx_global::msr::*;
         let basic = rdmsr(IA32_VMX_BASIC);
         let proc1 = rdmsr(IA32_VMX_PROCBASED_CTLS);
-        let proc2 = controls::can_set(proc1, controls::proc1::ACTIVATE_SECONDARY).then(|| rdmsr(IA32_VMX_PROCBASED_CTLS2));
+        let proc2 =
+            controls::can_set(proc1, controls::proc1::ACTIVATE_SECONDARY).then(|| rdmsr(IA32_VMX_PROCBASED_CTLS2));
         let p2 = proc2.unwrap_or(0);
         let has_true = crate::vmx_global::basic::has_true_controls(basic);
         VmxCapMsrs {
@@ -61,8 +62,9 @@ impl VmxCapMsrs {
             cr4_fixed1: rdmsr(IA32_VMX_CR4_FIXED1),
             vmcs_enum: rdmsr(IA32_VMX_VMCS_ENUM),
             proc2,
-            ept_vpid: (controls::can_set(p2, controls::proc2::ENABLE_EPT) || controls::can_set(p2, controls::proc2::ENABLE_VPID))
-                .then(|| rdmsr(IA32_VMX_EPT_VPID_CAP)),
+            ept_vpid: (controls::can_set(p2, controls::proc2::ENABLE_EPT)
+                || controls::can_set(p2, controls::proc2::ENABLE_VPID))
+            .then(|| rdmsr(IA32_VMX_EPT_VPID_CAP)),
             vmfunc: controls::can_set(p2, controls::proc2::ENABLE_VMFUNC).then(|| rdmsr(IA32_VMX_VMFUNC)),
             true_pin: has_true.then(|| rdmsr(IA32_VMX_TRUE_PINBASED_CTLS)),
             true_proc1: has_true.then(|| rdmsr(IA32_VMX_TRUE_PROCBASED_CTLS)),
@@ -121,10 +123,7 @@ pub const CR4_BITS: &[(u8, &str)] = &[
 ];
 
 fn lookup(table: &'static [(u8, &'static str)], bit: u8) -> &'static str {
-    table
-        .iter()
-        .find(|e| e.0 == bit)
-        .map_or("reserved", |e| e.1)
+    table.iter().find(|e| e.0 == bit).map_or("reserved", |e| e.1)
 }
 
 /// Name of CR0 bit `bit`, or "reserved".
@@ -172,10 +171,7 @@ impl Write for Counted<'_> {
 /// One aligned line: `  {label:<W} {value}`.
 fn line(out: &mut dyn Write, label: fmt::Arguments, value: impl fmt::Display) -> fmt::Result {
     out.write_str("  ")?;
-    let mut c = Counted {
-        out: &mut *out,
-        n: 0,
-    };
+    let mut c = Counted { out: &mut *out, n: 0 };
     c.write_fmt(label)?;
     let pad = W.saturating_sub(c.n);
     writeln!(out, "{:pad$} {}", "", value, pad = pad)
@@ -189,14 +185,7 @@ fn flag(out: &mut dyn Write, name: &str, v: u64, bit: u32) -> fmt::Result {
     item(out, name, yn(has(v, bit)))
 }
 
-fn header(
-    out: &mut dyn Write,
-    title: &str,
-    msr: &str,
-    addr: u32,
-    value: Option<u64>,
-    note: &str,
-) -> fmt::Result {
+fn header(out: &mut dyn Write, title: &str, msr: &str, addr: u32, value: Option<u64>, note: &str) -> fmt::Result {
     match value {
         Some(v) => writeln!(out, "{title} [{msr} 0x{addr:X}] = 0x{v:016x}{note}"),
         None => writeln!(out, "{title} [{msr} 0x{addr:X}]"),
@@ -242,20 +231,14 @@ const CONTROL_MSRS: [ControlMsrs; 5] = [
         control: Control::PinBased,
         title: "Pin-based VM-execution controls (SDM A.3.1)",
         msr: ("IA32_VMX_PINBASED_CTLS", msr::IA32_VMX_PINBASED_CTLS),
-        true_msr: Some((
-            "IA32_VMX_TRUE_PINBASED_CTLS",
-            msr::IA32_VMX_TRUE_PINBASED_CTLS,
-        )),
+        true_msr: Some(("IA32_VMX_TRUE_PINBASED_CTLS", msr::IA32_VMX_TRUE_PINBASED_CTLS)),
         absent_why: "",
     },
     ControlMsrs {
         control: Control::PrimaryProcBased,
         title: "Primary processor-based VM-execution controls (SDM A.3.2)",
         msr: ("IA32_VMX_PROCBASED_CTLS", msr::IA32_VMX_PROCBASED_CTLS),
-        true_msr: Some((
-            "IA32_VMX_TRUE_PROCBASED_CTLS",
-            msr::IA32_VMX_TRUE_PROCBASED_CTLS,
-        )),
+        true_msr: Some(("IA32_VMX_TRUE_PROCBASED_CTLS", msr::IA32_VMX_TRUE_PROCBASED_CTLS)),
         absent_why: "",
     },
     ControlMsrs {
@@ -281,21 +264,12 @@ const CONTROL_MSRS: [ControlMsrs; 5] = [
     },
 ];
 
-fn write_control(
-    out: &mut dyn Write,
-    c: &ControlMsrs,
-    plain: Option<u64>,
-    true_v: Option<u64>,
-) -> fmt::Result {
+fn write_control(out: &mut dyn Write, c: &ControlMsrs, plain: Option<u64>, true_v: Option<u64>) -> fmt::Result {
     match (true_v, c.true_msr, plain) {
         (Some(v), Some((name, addr)), _) => {
             header(out, c.title, name, addr, Some(v), " (TRUE MSR used)")?;
             let p = plain.unwrap_or(0);
-            line(
-                out,
-                format_args!("({} 0x{:X}, not used)", c.msr.0, c.msr.1),
-                format_args!("0x{p:016x}"),
-            )?;
+            line(out, format_args!("({} 0x{:X}, not used)", c.msr.0, c.msr.1), format_args!("0x{p:016x}"))?;
             write_control_bits(out, c.control, v)
         }
         (_, _, Some(v)) => {
@@ -341,32 +315,16 @@ const CR4_MSRS: CrMsrs = CrMsrs {
 };
 
 fn write_cr(out: &mut dyn Write, c: &CrMsrs, fixed0: u64, fixed1: u64) -> fmt::Result {
-    writeln!(
-        out,
-        "{} bits fixed in VMX operation (SDM {})",
-        c.cr, c.section
-    )?;
+    writeln!(out, "{} bits fixed in VMX operation (SDM {})", c.cr, c.section)?;
     for ((name, addr), v) in [(c.fixed0, fixed0), (c.fixed1, fixed1)] {
-        line(
-            out,
-            format_args!("{name} [0x{addr:X}]"),
-            format_args!("0x{v:016x}"),
-        )?;
+        line(out, format_args!("{name} [0x{addr:X}]"), format_args!("0x{v:016x}"))?;
     }
     for &(bit, name) in c.names {
-        line(
-            out,
-            format_args!("{}.{} (bit {})", c.cr, name, bit),
-            cr_setting(fixed0, fixed1, bit),
-        )?;
+        line(out, format_args!("{}.{} (bit {})", c.cr, name, bit), cr_setting(fixed0, fixed1, bit))?;
     }
     let named = c.names.iter().fold(0u64, |m, &(bit, _)| m | 1 << bit);
     if fixed0 & !named != 0 {
-        line(
-            out,
-            format_args!("unnamed {} bits that must be 1", c.cr),
-            format_args!("0x{:x}", fixed0 & !named),
-        )?;
+        line(out, format_args!("unnamed {} bits that must be 1", c.cr), format_args!("0x{:x}", fixed0 & !named))?;
     }
     Ok(())
 }
@@ -375,14 +333,7 @@ fn write_cr(out: &mut dyn Write, c: &CrMsrs, fixed0: u64, fixed1: u64) -> fmt::R
 pub fn write_vmxcap(out: &mut dyn Write, m: &VmxCapMsrs) -> fmt::Result {
     // Basic VMX information, SDM A.1.
     let b = m.basic;
-    header(
-        out,
-        "Basic VMX information (SDM A.1)",
-        "IA32_VMX_BASIC",
-        msr::IA32_VMX_BASIC,
-        Some(b),
-        "",
-    )?;
+    header(out, "Basic VMX information (SDM A.1)", "IA32_VMX_BASIC", msr::IA32_VMX_BASIC, Some(b), "")?;
     item(out, "VMCS revision identifier", basic::revision_id(b))?;
     item(out, "VMCS region size (bytes)", basic::region_size(b))?;
     flag(out, "physical addresses limited to 32 bits", b, 48)?;
@@ -396,12 +347,7 @@ pub fn write_vmxcap(out: &mut dyn Write, m: &VmxCapMsrs) -> fmt::Result {
     item(out, "VMCS memory type", format_args!("{mt} = {mt_name}"))?;
     flag(out, "INS/OUTS VM-exit instruction information", b, 54)?;
     flag(out, "TRUE capability MSRs (IA32_VMX_TRUE_*_CTLS)", b, 55)?;
-    flag(
-        out,
-        "VM entry: HW exception with or without error code",
-        b,
-        56,
-    )?;
+    flag(out, "VM entry: HW exception with or without error code", b, 56)?;
 
     // The five control fields, SDM A.3-A.5.
     let vals = [
@@ -417,36 +363,16 @@ pub fn write_vmxcap(out: &mut dyn Write, m: &VmxCapMsrs) -> fmt::Result {
 
     // Miscellaneous data, SDM A.6.
     let v = m.misc;
-    header(
-        out,
-        "Miscellaneous data (SDM A.6)",
-        "IA32_VMX_MISC",
-        msr::IA32_VMX_MISC,
-        Some(v),
-        "",
-    )?;
-    item(
-        out,
-        "VMX-preemption timer rate",
-        format_args!("TSC >> {}", bits(v, 0, 4)),
-    )?;
-    flag(
-        out,
-        "store EFER.LMA into \"IA-32e mode guest\" on exit",
-        v,
-        5,
-    )?;
+    header(out, "Miscellaneous data (SDM A.6)", "IA32_VMX_MISC", msr::IA32_VMX_MISC, Some(v), "")?;
+    item(out, "VMX-preemption timer rate", format_args!("TSC >> {}", bits(v, 0, 4)))?;
+    flag(out, "store EFER.LMA into \"IA-32e mode guest\" on exit", v, 5)?;
     flag(out, "activity state: HLT", v, 6)?;
     flag(out, "activity state: shutdown", v, 7)?;
     flag(out, "activity state: wait-for-SIPI", v, 8)?;
     flag(out, "Intel PT usable in VMX operation", v, 14)?;
     flag(out, "RDMSR in SMM can read IA32_SMBASE", v, 15)?;
     item(out, "number of CR3-target values", bits(v, 16, 24))?;
-    item(
-        out,
-        "max MSR-list entries (recommended)",
-        512 * (bits(v, 25, 27) + 1),
-    )?;
+    item(out, "max MSR-list entries (recommended)", 512 * (bits(v, 25, 27) + 1))?;
     flag(out, "IA32_SMM_MONITOR_CTL bit 2 can be set", v, 28)?;
     flag(out, "VMWRITE to VM-exit information fields", v, 29)?;
     flag(out, "inject event with instruction length 0", v, 30)?;
@@ -462,10 +388,7 @@ pub fn write_vmxcap(out: &mut dyn Write, m: &VmxCapMsrs) -> fmt::Result {
         "",
     )?;
     match m.ept_vpid {
-        None => not_available(
-            out,
-            "MSR absent: neither \"enable EPT\" nor \"enable VPID\" can be set",
-        )?,
+        None => not_available(out, "MSR absent: neither \"enable EPT\" nor \"enable VPID\" can be set")?,
         Some(v) => {
             for (bit, name) in [
                 (0, "execute-only EPT translations"),
@@ -494,14 +417,7 @@ pub fn write_vmxcap(out: &mut dyn Write, m: &VmxCapMsrs) -> fmt::Result {
     }
 
     // VM functions, SDM A.11.
-    header(
-        out,
-        "VM functions (SDM A.11)",
-        "IA32_VMX_VMFUNC",
-        msr::IA32_VMX_VMFUNC,
-        m.vmfunc,
-        "",
-    )?;
+    header(out, "VM functions (SDM A.11)", "IA32_VMX_VMFUNC", msr::IA32_VMX_VMFUNC, m.vmfunc, "")?;
     match m.vmfunc {
         None => not_available(out, "MSR absent: \"enable VM functions\" cannot be set")?,
         Some(v) => flag(out, "EPTP switching", v, 0)?,
@@ -509,26 +425,12 @@ pub fn write_vmxcap(out: &mut dyn Write, m: &VmxCapMsrs) -> fmt::Result {
 
     // CR0 / CR4 fixed bits, SDM A.7 / A.8.
     write_cr(out, &CR0_MSRS, m.cr0_fixed0, m.cr0_fixed1)?;
-    writeln!(
-        out,
-        "  note: with \"unrestricted guest\" = 1, guest CR0.PE and CR0.PG may be 0 (SDM 27.3.1.1)"
-    )?;
+    writeln!(out, "  note: with \"unrestricted guest\" = 1, guest CR0.PE and CR0.PG may be 0 (SDM 27.3.1.1)")?;
     write_cr(out, &CR4_MSRS, m.cr4_fixed0, m.cr4_fixed1)?;
 
     // VMCS enumeration, SDM A.9.
-    header(
-        out,
-        "VMCS enumeration (SDM A.9)",
-        "IA32_VMX_VMCS_ENUM",
-        msr::IA32_VMX_VMCS_ENUM,
-        Some(m.vmcs_enum),
-        "",
-    )?;
-    item(
-        out,
-        "highest index in VMCS field encodings",
-        bits(m.vmcs_enum, 1, 9),
-    )
+    header(out, "VMCS enumeration (SDM A.9)", "IA32_VMX_VMCS_ENUM", msr::IA32_VMX_VMCS_ENUM, Some(m.vmcs_enum), "")?;
+    item(out, "highest index in VMCS field encodings", bits(m.vmcs_enum, 1, 9))
 }
 
 #[cfg(test)]
@@ -586,9 +488,7 @@ mod tests {
     #[test]
     fn basic_info() {
         let out = render(&skylake());
-        assert!(out.contains(
-            "Basic VMX information (SDM A.1) [IA32_VMX_BASIC 0x480] = 0x00da040000000004\n"
-        ));
+        assert!(out.contains("Basic VMX information (SDM A.1) [IA32_VMX_BASIC 0x480] = 0x00da040000000004\n"));
         let v = |l| value(&out, "Basic VMX", l);
         assert_eq!(v("VMCS revision identifier"), "4");
         assert_eq!(v("VMCS region size (bytes)"), "1024");
@@ -603,8 +503,7 @@ mod tests {
     #[test]
     fn controls_use_true_msrs() {
         let out = render(&skylake());
-        assert!(out
-            .contains("[IA32_VMX_TRUE_PINBASED_CTLS 0x48D] = 0x0000007f00000016 (TRUE MSR used)"));
+        assert!(out.contains("[IA32_VMX_TRUE_PINBASED_CTLS 0x48D] = 0x0000007f00000016 (TRUE MSR used)"));
         let pin = |l| value(&out, "Pin-based", l);
         assert_eq!(pin("activate VMX-preemption timer"), "yes");
         assert_eq!(pin("process posted interrupts"), "no");
@@ -613,10 +512,7 @@ mod tests {
         assert_eq!(p1("CR3-load exiting"), "yes");
         assert_eq!(p1("activate tertiary controls"), "no");
         assert_eq!(p1("activate secondary controls"), "yes");
-        assert_eq!(
-            p1("(IA32_VMX_PROCBASED_CTLS 0x482, not used)"),
-            "0xfff9fffe0401e172"
-        );
+        assert_eq!(p1("(IA32_VMX_PROCBASED_CTLS 0x482, not used)"), "0xfff9fffe0401e172");
         let p2 = |l| value(&out, "Secondary processor-based", l);
         assert_eq!(p2("unrestricted guest"), "yes");
         assert_eq!(p2("enable EPT"), "yes");
@@ -641,18 +537,9 @@ mod tests {
         m.true_entry = None;
         let out = render(&m);
         assert!(out.contains("[IA32_VMX_PROCBASED_CTLS 0x482] = 0xfff9fffe0401e172\n"));
-        assert_eq!(
-            value(&out, "Primary processor-based", "CR3-load exiting"),
-            "default 1"
-        );
-        assert_eq!(
-            value(&out, "VM-exit controls", "save debug controls"),
-            "default 1"
-        );
-        assert_eq!(
-            value(&out, "VM-entry controls", "load debug controls"),
-            "default 1"
-        );
+        assert_eq!(value(&out, "Primary processor-based", "CR3-load exiting"), "default 1");
+        assert_eq!(value(&out, "VM-exit controls", "save debug controls"), "default 1");
+        assert_eq!(value(&out, "VM-entry controls", "load debug controls"), "default 1");
         assert!(!out.contains("TRUE MSR used"));
     }
 
@@ -661,10 +548,7 @@ mod tests {
         let out = render(&skylake());
         let mi = |l| value(&out, "Miscellaneous data", l);
         assert_eq!(mi("VMX-preemption timer rate"), "TSC >> 5");
-        assert_eq!(
-            mi("store EFER.LMA into \"IA-32e mode guest\" on exit"),
-            "yes"
-        );
+        assert_eq!(mi("store EFER.LMA into \"IA-32e mode guest\" on exit"), "yes");
         assert_eq!(mi("activity state: wait-for-SIPI"), "yes");
         assert_eq!(mi("Intel PT usable in VMX operation"), "no");
         assert_eq!(mi("RDMSR in SMM can read IA32_SMBASE"), "yes");
@@ -683,14 +567,7 @@ mod tests {
         assert_eq!(ept("single-context-retaining-globals INVVPID"), "yes");
         assert_eq!(ept("maximum HLAT prefix size"), "0");
         assert_eq!(value(&out, "VM functions", "EPTP switching"), "yes");
-        assert_eq!(
-            value(
-                &out,
-                "VMCS enumeration",
-                "highest index in VMCS field encodings"
-            ),
-            "23"
-        );
+        assert_eq!(value(&out, "VMCS enumeration", "highest index in VMCS field encodings"), "23");
     }
 
     #[test]
@@ -723,10 +600,7 @@ mod tests {
         m.ept_vpid = None;
         m.vmfunc = None;
         let out = render(&m);
-        let sections: Vec<&str> = out
-            .lines()
-            .filter(|l| l.contains("not available"))
-            .collect();
+        let sections: Vec<&str> = out.lines().filter(|l| l.contains("not available")).collect();
         assert_eq!(sections.len(), 3, "{out}");
         assert!(out.contains(
             "Secondary processor-based VM-execution controls (SDM A.3.3) \
@@ -735,18 +609,8 @@ mod tests {
         assert!(out.contains("[IA32_VMX_EPT_VPID_CAP 0x48C]\n  not available ("));
         assert!(out.contains("[IA32_VMX_VMFUNC 0x491]\n  not available ("));
         // Nothing decoded from a zero value.
-        let labels: Vec<&str> = out
-            .lines()
-            .filter(|l| l.len() > 2 + W)
-            .map(|l| l[2..2 + W].trim_end())
-            .collect();
-        for absent in [
-            "enable EPT",
-            "unrestricted guest",
-            "INVEPT",
-            "page-walk length 4",
-            "EPTP switching",
-        ] {
+        let labels: Vec<&str> = out.lines().filter(|l| l.len() > 2 + W).map(|l| l[2..2 + W].trim_end()).collect();
+        for absent in ["enable EPT", "unrestricted guest", "INVEPT", "page-walk length 4", "EPTP switching"] {
             assert!(!labels.contains(&absent), "{absent} decoded:\n{out}");
         }
         assert!(labels.contains(&"HLT exiting"));
@@ -755,9 +619,10 @@ mod tests {
     #[test]
     fn every_item_line_is_aligned() {
         let out = render(&skylake());
-        for l in out.lines().filter(|l| {
-            l.starts_with("  ") && !l.starts_with("  note:") && !l.starts_with("  not available")
-        }) {
+        for l in out
+            .lines()
+            .filter(|l| l.starts_with("  ") && !l.starts_with("  note:") && !l.starts_with("  not available"))
+        {
             assert!(l.len() > W + 3, "short line {l:?}");
             let b = l.as_bytes();
             assert!(b[2 + W] == b' ' && b[3 + W] != b' ', "misaligned: {l:?}");
@@ -796,16 +661,8 @@ mod tests {
             }
         });
         assert!(m.proc2.is_none() && m.ept_vpid.is_none() && m.vmfunc.is_none());
-        assert!(
-            m.true_pin.is_none()
-                && m.true_proc1.is_none()
-                && m.true_exit.is_none()
-                && m.true_entry.is_none()
-        );
-        assert!(
-            asked.iter().all(|&i| i <= msr::IA32_VMX_VMCS_ENUM),
-            "{asked:x?}"
-        );
+        assert!(m.true_pin.is_none() && m.true_proc1.is_none() && m.true_exit.is_none() && m.true_entry.is_none());
+        assert!(asked.iter().all(|&i| i <= msr::IA32_VMX_VMCS_ENUM), "{asked:x?}");
     }
 
     #[test]

@@ -40,8 +40,12 @@ pub fn read_madt(rsdp: Option<Rsdp>) -> Result<MadtInfo, &'static str> {
     // or from the acpi crate's own BIOS-area scan; tables are identity-mapped.
     let (tables, source) = unsafe {
         match rsdp {
-            Some(Rsdp::V2 { xsdt }) => (AcpiTables::from_rsdt(IdentityMapped, 2, xsdt as usize), "multiboot2 new RSDP tag (XSDT)"),
-            Some(Rsdp::V1 { rsdt }) => (AcpiTables::from_rsdt(IdentityMapped, 0, rsdt as usize), "multiboot2 old RSDP tag (RSDT)"),
+            Some(Rsdp::V2 { xsdt }) => {
+                (AcpiTables::from_rsdt(IdentityMapped, 2, xsdt as usize), "multiboot2 new RSDP tag (XSDT)")
+            }
+            Some(Rsdp::V1 { rsdt }) => {
+                (AcpiTables::from_rsdt(IdentityMapped, 0, rsdt as usize), "multiboot2 old RSDP tag (RSDT)")
+            }
             None => (AcpiTables::search_for_rsdp_bios(IdentityMapped), "RSDP found by scanning the BIOS areas"),
         }
     };

@@ -19,28 +19,65 @@ extern "C" {
 /// The stack as `exception_common` leaves it (lowest address first).
 #[repr(C)]
 pub struct ExceptionFrame {
-    pub r15: u64, pub r14: u64, pub r13: u64, pub r12: u64,
-    pub r11: u64, pub r10: u64, pub r9: u64, pub r8: u64,
-    pub rbp: u64, pub rdi: u64, pub rsi: u64, pub rdx: u64,
-    pub rcx: u64, pub rbx: u64, pub rax: u64,
+    pub r15: u64,
+    pub r14: u64,
+    pub r13: u64,
+    pub r12: u64,
+    pub r11: u64,
+    pub r10: u64,
+    pub r9: u64,
+    pub r8: u64,
+    pub rbp: u64,
+    pub rdi: u64,
+    pub rsi: u64,
+    pub rdx: u64,
+    pub rcx: u64,
+    pub rbx: u64,
+    pub rax: u64,
     pub vector: u64,
     pub error_code: u64,
     // Pushed by the CPU (SDM Vol. 3A 7.14.2).
-    pub rip: u64, pub cs: u64, pub rflags: u64, pub rsp: u64, pub ss: u64,
+    pub rip: u64,
+    pub cs: u64,
+    pub rflags: u64,
+    pub rsp: u64,
+    pub ss: u64,
 }
 
 /// Mnemonic and name of each architectural vector (SDM Vol. 3A Table 7-1).
 const NAMES: [(&str, &str); 32] = [
-    ("#DE", "divide error"), ("#DB", "debug"), ("NMI", "non-maskable interrupt"),
-    ("#BP", "breakpoint"), ("#OF", "overflow"), ("#BR", "BOUND range exceeded"),
-    ("#UD", "invalid opcode"), ("#NM", "device not available"), ("#DF", "double fault"),
-    ("#MF9", "coprocessor segment overrun"), ("#TS", "invalid TSS"), ("#NP", "segment not present"),
-    ("#SS", "stack-segment fault"), ("#GP", "general protection"), ("#PF", "page fault"),
-    ("#15", "reserved"), ("#MF", "x87 floating-point error"), ("#AC", "alignment check"),
-    ("#MC", "machine check"), ("#XM", "SIMD floating-point"), ("#VE", "virtualization exception"),
-    ("#CP", "control protection"), ("#22", "reserved"), ("#23", "reserved"), ("#24", "reserved"),
-    ("#25", "reserved"), ("#26", "reserved"), ("#27", "reserved"), ("#HV", "hypervisor injection"),
-    ("#VC", "VMM communication"), ("#SX", "security exception"), ("#31", "reserved"),
+    ("#DE", "divide error"),
+    ("#DB", "debug"),
+    ("NMI", "non-maskable interrupt"),
+    ("#BP", "breakpoint"),
+    ("#OF", "overflow"),
+    ("#BR", "BOUND range exceeded"),
+    ("#UD", "invalid opcode"),
+    ("#NM", "device not available"),
+    ("#DF", "double fault"),
+    ("#MF9", "coprocessor segment overrun"),
+    ("#TS", "invalid TSS"),
+    ("#NP", "segment not present"),
+    ("#SS", "stack-segment fault"),
+    ("#GP", "general protection"),
+    ("#PF", "page fault"),
+    ("#15", "reserved"),
+    ("#MF", "x87 floating-point error"),
+    ("#AC", "alignment check"),
+    ("#MC", "machine check"),
+    ("#XM", "SIMD floating-point"),
+    ("#VE", "virtualization exception"),
+    ("#CP", "control protection"),
+    ("#22", "reserved"),
+    ("#23", "reserved"),
+    ("#24", "reserved"),
+    ("#25", "reserved"),
+    ("#26", "reserved"),
+    ("#27", "reserved"),
+    ("#HV", "hypervisor injection"),
+    ("#VC", "VMM communication"),
+    ("#SX", "security exception"),
+    ("#31", "reserved"),
 ];
 
 /// The per-CPU IDT: all 256 vectors, the 32 exceptions present. Interrupts
@@ -102,10 +139,8 @@ impl Idt {
     /// # Safety
     /// The IDT must stay in place, unchanged, while it is loaded (it lives in a 'static PCB).
     pub unsafe fn load(&self) {
-        let ptr = DescriptorTablePointer {
-            limit: (core::mem::size_of::<Idt>() - 1) as u16,
-            base: VirtAddr::from_ptr(self),
-        };
+        let ptr =
+            DescriptorTablePointer { limit: (core::mem::size_of::<Idt>() - 1) as u16, base: VirtAddr::from_ptr(self) };
         // SAFETY: the caller keeps the IDT in place; its gates point at valid handlers.
         unsafe { lidt(&ptr) };
     }
@@ -118,7 +153,8 @@ struct SelectorError(usize, u64);
 impl core::fmt::Display for SelectorError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         let (vector, code) = (self.0, self.1);
-        if (10..=13).contains(&vector) && code & 0b10 != 0 { // #TS #NP #SS #GP
+        if (10..=13).contains(&vector) && code & 0b10 != 0 {
+            // #TS #NP #SS #GP
             write!(f, " (IDT vector {})", code >> 3)?;
         }
         Ok(())
@@ -141,7 +177,11 @@ extern "C" fn exception_dispatch(f: &ExceptionFrame) -> ! {
     let cr2 = x86_64::registers::control::Cr2::read_raw();
     let cr3 = x86_64::registers::control::Cr3::read_raw().0.start_address().as_u64();
     let cpu = pcb::this_cpu_index();
-    error!("EXCEPTION {mnemonic} ({name}) on cpu{cpu}: vector={vector} error_code={:#x}{}", f.error_code, SelectorError(vector, f.error_code));
+    error!(
+        "EXCEPTION {mnemonic} ({name}) on cpu{cpu}: vector={vector} error_code={:#x}{}",
+        f.error_code,
+        SelectorError(vector, f.error_code)
+    );
     error!("  RIP={:#018x} CS={:#06x} RFLAGS={:#010x} RSP={:#018x} SS={:#06x}", f.rip, f.cs, f.rflags, f.rsp, f.ss);
     error!("  CR2={:#018x} CR3={:#018x}", cr2, cr3);
     error!("  RAX={:#018x} RBX={:#018x} RCX={:#018x} RDX={:#018x}", f.rax, f.rbx, f.rcx, f.rdx);

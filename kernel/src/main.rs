@@ -52,8 +52,16 @@ extern "C" fn kernel_main(boot_info_addr: usize) -> ! {
     let Some(heap) = memory::init(boot.available(), &reserved) else {
         run::fail_and_end("memory: no free memory above 1 MiB for the heap");
     };
-    info!("memory: kernel {:#x}-{:#x}, boot info {:#x}-{:#x}, heap {:#x}-{:#x} ({} KiB)",
-        image.start, image.end, boot.range.start, boot.range.end, heap.start, heap.end, heap.len() / 1024);
+    info!(
+        "memory: kernel {:#x}-{:#x}, boot info {:#x}-{:#x}, heap {:#x}-{:#x} ({} KiB)",
+        image.start,
+        image.end,
+        boot.range.start,
+        boot.range.end,
+        heap.start,
+        heap.end,
+        heap.len() / 1024
+    );
 
     let options = run::OPTIONS.call_once(|| Options::parse(boot.cmdline));
     logger::set_level(options.loglevel);
@@ -113,7 +121,9 @@ fn start_application_processors(boot: &bootinfo::BootInfo, reserved: &[Range], b
     for p in &plan {
         match p.plan {
             Plan::OnlineCapable => info!("smp: APIC ID {} is online-capable: reported, not started", p.apic_id),
-            Plan::CappedByMaxcpus => info!("smp: APIC ID {} not started (maxcpus={})", p.apic_id, options.maxcpus.unwrap_or(0)),
+            Plan::CappedByMaxcpus => {
+                info!("smp: APIC ID {} not started (maxcpus={})", p.apic_id, options.maxcpus.unwrap_or(0))
+            }
             Plan::Unreachable => {
                 error!("smp: APIC ID {} needs x2APIC mode, which this CPU lacks: not started", p.apic_id);
                 run::mark_failed();
@@ -131,8 +141,10 @@ fn start_application_processors(boot: &bootinfo::BootInfo, reserved: &[Range], b
     };
     info!("smp: trampoline at {page:#x} (SIPI vector {:#04x})", page >> 12);
     let started = smp::start_aps(&plan, page);
-    info!("smp: {} of {} processors online ({} failed); AP bring-up took {} us",
-        started.online, enumerated, started.failed, started.micros);
+    info!(
+        "smp: {} of {} processors online ({} failed); AP bring-up took {} us",
+        started.online, enumerated, started.failed, started.micros
+    );
 }
 
 #[panic_handler]

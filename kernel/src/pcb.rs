@@ -176,7 +176,13 @@ pub fn all() -> impl Iterator<Item = &'static Pcb> {
 impl Pcb {
     /// A PCB for processor `processor_index`, built in place at `slot` (its
     /// GDT must point at its own TSS, so it needs its final address).
-    fn build(slot: &'static mut MaybeUninit<Pcb>, processor_index: u32, is_bsp: bool, kernel_stack_top: u64, ist_tops: [u64; 3]) -> &'static Pcb {
+    fn build(
+        slot: &'static mut MaybeUninit<Pcb>,
+        processor_index: u32,
+        is_bsp: bool,
+        kernel_stack_top: u64,
+        ist_tops: [u64; 3],
+    ) -> &'static Pcb {
         let mut tss = TaskStateSegment::new();
         for (i, top) in ist_tops.into_iter().enumerate() {
             tss.interrupt_stack_table[i] = VirtAddr::new(top);

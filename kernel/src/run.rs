@@ -4,7 +4,10 @@
 //! exit chosen by `exit=` (QEMU's isa-debug-exit, Bochs's shutdown port, or
 //! halting every CPU, the bare-metal default).
 
-use crate::pcb::{self, CPU_STATUS_FAILED, CPU_STATUS_GUEST_OK, CPU_STATUS_NO_VMX, CPU_STATUS_ONLINE, CPU_STATUS_UNRESPONSIVE, CPU_STATUS_VMXON, CPU_STATUS_VMX_ROOT_REACHED};
+use crate::pcb::{
+    self, CPU_STATUS_FAILED, CPU_STATUS_GUEST_OK, CPU_STATUS_NO_VMX, CPU_STATUS_ONLINE, CPU_STATUS_UNRESPONSIVE,
+    CPU_STATUS_VMXON, CPU_STATUS_VMX_ROOT_REACHED,
+};
 use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use hvlogic::cmdline::{ExitMode, Options};
 use hvlogic::summary::Counts;

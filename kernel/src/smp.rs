@@ -9,7 +9,7 @@
 
 use crate::pcb::{self, Pcb, CPU_STATUS_ONLINE, CPU_STATUS_UNRESPONSIVE};
 use crate::{apic, run, tsc};
-use ap_trampoline::{TrampolineParams, Gdtr32};
+use ap_trampoline::{Gdtr32, TrampolineParams};
 use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use hvlogic::cmdline::Inject;
 use hvlogic::madt::{Plan, Processor};
@@ -46,7 +46,9 @@ pub struct Started {
 /// Start every processor the plan says to start.
 pub fn start_aps(plan: &[Processor], trampoline_page: u64) -> Started {
     let image = ap_trampoline::image();
-    assert!(image.len() <= ap_trampoline::PAGE_SIZE && trampoline_page < 0x10_0000 && trampoline_page.is_multiple_of(4096));
+    assert!(
+        image.len() <= ap_trampoline::PAGE_SIZE && trampoline_page < 0x10_0000 && trampoline_page.is_multiple_of(4096)
+    );
     // SAFETY: the page is free memory below 1 MiB chosen from the memory map,
     // identity-mapped, and used by nothing else; the image fits in it.
     unsafe { core::ptr::copy_nonoverlapping(image.as_ptr(), trampoline_page as *mut u8, image.len()) };
@@ -88,8 +90,11 @@ pub fn start_aps(plan: &[Processor], trampoline_page: u64) -> Started {
             started.online += 1;
             index += 1;
         } else {
-            error!("smp: AP with APIC ID {} did not answer INIT-SIPI-SIPI within {} ms; going on without it",
-                p.apic_id, CHECK_IN_TIMEOUT_US / 1000);
+            error!(
+                "smp: AP with APIC ID {} did not answer INIT-SIPI-SIPI within {} ms; going on without it",
+                p.apic_id,
+                CHECK_IN_TIMEOUT_US / 1000
+            );
             // Put it back into wait-for-SIPI, so it cannot wake later on stale
             // parameters; then forget it, even if it checked in at the last moment.
             apic::send_init(p.apic_id);
@@ -177,8 +182,12 @@ pub fn run_on_all(stage: &str, bsp: &Pcb, work: Work) {
     for ap in aps() {
         let done = || ap.mailbox.done.load(Ordering::Acquire) == generation;
         if !tsc::wait_until(STAGE_TIMEOUT_US, done) {
-            error!("smp: cpu{} (APIC ID {}) did not finish stage `{stage}` within {} s",
-                ap.processor_index, ap.apic_id(), STAGE_TIMEOUT_US / 1_000_000);
+            error!(
+                "smp: cpu{} (APIC ID {}) did not finish stage `{stage}` within {} s",
+                ap.processor_index,
+                ap.apic_id(),
+                STAGE_TIMEOUT_US / 1_000_000
+            );
             ap.set(CPU_STATUS_UNRESPONSIVE);
         }
     }

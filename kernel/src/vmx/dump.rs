@@ -13,21 +13,26 @@ use x86::vmx::vmcs::{control as ctl, guest, ro};
 
 /// VMLAUNCH/VMRESUME fell through: `r` carries CF (bit 0) and ZF (bit 6).
 pub fn vm_instruction_failure(instruction: &str, r: u64) {
-    let fail = if r & 1 != 0 {
-        VmFail::Invalid
-    } else {
-        VmFail::Valid(read(ro::VM_INSTRUCTION_ERROR) as u32)
-    };
+    let fail = if r & 1 != 0 { VmFail::Invalid } else { VmFail::Valid(read(ro::VM_INSTRUCTION_ERROR) as u32) };
     error!("VM entry failed: {instruction}: {fail}");
-    error!("  controls: pin {:#x} proc {:#x} proc2 {:#x} exit {:#x} entry {:#x}",
-        read(ctl::PINBASED_EXEC_CONTROLS), read(ctl::PRIMARY_PROCBASED_EXEC_CONTROLS),
-        read(ctl::SECONDARY_PROCBASED_EXEC_CONTROLS), read(ctl::VMEXIT_CONTROLS), read(ctl::VMENTRY_CONTROLS));
+    error!(
+        "  controls: pin {:#x} proc {:#x} proc2 {:#x} exit {:#x} entry {:#x}",
+        read(ctl::PINBASED_EXEC_CONTROLS),
+        read(ctl::PRIMARY_PROCBASED_EXEC_CONTROLS),
+        read(ctl::SECONDARY_PROCBASED_EXEC_CONTROLS),
+        read(ctl::VMEXIT_CONTROLS),
+        read(ctl::VMENTRY_CONTROLS)
+    );
 }
 
 /// A VM exit with bit 31 set: VM entry failed while loading guest state (SDM Vol. 3C 27.8).
 pub fn entry_failure(reason: ExitReason, qualification: u64) {
-    error!("VM entry failed: {} (exit reason {} with bit 31 set), exit qualification {qualification:#x}: {}",
-        reason.name(), reason.basic(), entry_failure_qualification(reason.basic(), qualification));
+    error!(
+        "VM entry failed: {} (exit reason {} with bit 31 set), exit qualification {qualification:#x}: {}",
+        reason.name(),
+        reason.basic(),
+        entry_failure_qualification(reason.basic(), qualification)
+    );
 }
 
 /// Detail of how the guest ended, appended to the report line.
@@ -41,8 +46,12 @@ impl fmt::Display for Note<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let v = self.0;
         match v.ending {
-            Some(Ending::EptViolation) => write!(f, " at GPA {:#x} ({})", v.ending_value, EptViolation(v.ending_qualification)),
-            Some(Ending::CrWriteRefused) => write!(f, " ({} = {:#x})", CrAccess::decode(v.ending_qualification), v.ending_value),
+            Some(Ending::EptViolation) => {
+                write!(f, " at GPA {:#x} ({})", v.ending_value, EptViolation(v.ending_qualification))
+            }
+            Some(Ending::CrWriteRefused) => {
+                write!(f, " ({} = {:#x})", CrAccess::decode(v.ending_qualification), v.ending_value)
+            }
             Some(Ending::Unexpected(basic::IO_INSTRUCTION)) => write!(f, " (port {:#x})", v.ending_value),
             Some(Ending::Unexpected(basic::EXCEPTION_OR_NMI)) => write!(f, " (vector {})", v.ending_value),
             _ => Ok(()),
@@ -53,14 +62,46 @@ impl fmt::Display for Note<'_> {
 /// The guest's state from the VMCS and the saved registers.
 pub fn guest_state(vcpu: &Vcpu, level: Level) {
     let r = &vcpu.regs;
-    log!(level, "  guest RIP={:#x} RSP={:#x} RFLAGS={:#x} CR0={:#x} CR3={:#x} CR4={:#x}",
-        read(guest::RIP), read(guest::RSP), read(guest::RFLAGS), read(guest::CR0), read(guest::CR3), read(guest::CR4));
-    log!(level, "  guest CS={:#06x} base={:#x} limit={:#x} AR={:#x}; SS={:#06x} AR={:#x}; DS={:#06x} AR={:#x}",
-        read(guest::CS_SELECTOR), read(guest::CS_BASE), read(guest::CS_LIMIT), read(guest::CS_ACCESS_RIGHTS),
-        read(guest::SS_SELECTOR), read(guest::SS_ACCESS_RIGHTS), read(guest::DS_SELECTOR), read(guest::DS_ACCESS_RIGHTS));
-    log!(level, "  guest {}={:#x} {}={:#x} {}={:#x} {}={:#x} {}={:#x} {}={:#x} {}={:#x}",
-        GPR_NAMES[0], r.rax, GPR_NAMES[3], r.rbx, GPR_NAMES[1], r.rcx, GPR_NAMES[2], r.rdx,
-        GPR_NAMES[6], r.rsi, GPR_NAMES[7], r.rdi, GPR_NAMES[5], r.rbp);
+    log!(
+        level,
+        "  guest RIP={:#x} RSP={:#x} RFLAGS={:#x} CR0={:#x} CR3={:#x} CR4={:#x}",
+        read(guest::RIP),
+        read(guest::RSP),
+        read(guest::RFLAGS),
+        read(guest::CR0),
+        read(guest::CR3),
+        read(guest::CR4)
+    );
+    log!(
+        level,
+        "  guest CS={:#06x} base={:#x} limit={:#x} AR={:#x}; SS={:#06x} AR={:#x}; DS={:#06x} AR={:#x}",
+        read(guest::CS_SELECTOR),
+        read(guest::CS_BASE),
+        read(guest::CS_LIMIT),
+        read(guest::CS_ACCESS_RIGHTS),
+        read(guest::SS_SELECTOR),
+        read(guest::SS_ACCESS_RIGHTS),
+        read(guest::DS_SELECTOR),
+        read(guest::DS_ACCESS_RIGHTS)
+    );
+    log!(
+        level,
+        "  guest {}={:#x} {}={:#x} {}={:#x} {}={:#x} {}={:#x} {}={:#x} {}={:#x}",
+        GPR_NAMES[0],
+        r.rax,
+        GPR_NAMES[3],
+        r.rbx,
+        GPR_NAMES[1],
+        r.rcx,
+        GPR_NAMES[2],
+        r.rdx,
+        GPR_NAMES[6],
+        r.rsi,
+        GPR_NAMES[7],
+        r.rdi,
+        GPR_NAMES[5],
+        r.rbp
+    );
     log!(level, "  exit qualification={:#x} guest-physical={:#x} guest-linear={:#x} interruptibility={:#x} activity={} exits={}",
         read(ro::EXIT_QUALIFICATION), read(ro::GUEST_PHYSICAL_ADDR_FULL), read(ro::GUEST_LINEAR_ADDR),
         read(guest::INTERRUPTIBILITY_STATE), read(guest::ACTIVITY_STATE), vcpu.exits);

@@ -82,8 +82,10 @@ fn try_enter(pcb: &Pcb) -> Result<(), NotEntered> {
         Decision::Write(new) => {
             // SAFETY: unlocked, so the write is allowed; only the lock and VMX enable bits change.
             unsafe { wrmsr(IA32_FEATURE_CONTROL, new) };
-            debug!("vmx: IA32_FEATURE_CONTROL {fc:#x} -> {new:#x}: locked, VMX outside SMX on{}",
-                if new & feature_control::VMX_INSIDE_SMX != 0 { ", VMX inside SMX on" } else { "" });
+            debug!(
+                "vmx: IA32_FEATURE_CONTROL {fc:#x} -> {new:#x}: locked, VMX outside SMX on{}",
+                if new & feature_control::VMX_INSIDE_SMX != 0 { ", VMX inside SMX on" } else { "" }
+            );
             new
         }
         Decision::LockedOn => {
@@ -151,12 +153,27 @@ fn inject_feature_control_locked_off() -> Option<u64> {
 }
 
 fn log_global_data(d: &VmxGlobalData) {
-    debug!("vmx: IA32_VMX_BASIC={:#x}: revision {:#x}, region {} bytes, VMCS memory type {}, TRUE controls {}",
-        d.vmx_basic, basic::revision_id(d.vmx_basic), basic::region_size(d.vmx_basic), d.vmcs_memory_type, yes_no(d.true_flag));
-    debug!("vmx: controls{}: pin {:#x} proc {:#x} proc2 {:#x} exit {:#x} entry {:#x}",
+    debug!(
+        "vmx: IA32_VMX_BASIC={:#x}: revision {:#x}, region {} bytes, VMCS memory type {}, TRUE controls {}",
+        d.vmx_basic,
+        basic::revision_id(d.vmx_basic),
+        basic::region_size(d.vmx_basic),
+        d.vmcs_memory_type,
+        yes_no(d.true_flag)
+    );
+    debug!(
+        "vmx: controls{}: pin {:#x} proc {:#x} proc2 {:#x} exit {:#x} entry {:#x}",
         if d.true_flag { " (TRUE MSRs)" } else { "" },
-        d.pin_based_ctls, d.processor_based_ctls, d.processor_based_ctls2, d.exit_ctls, d.entry_ctls);
-    debug!("vmx: misc {:#x}, EPT/VPID cap {:#x}, VMFUNC {:#x}, VMCS enum {:#x}", d.misc, d.ept_vpid_cap, d.vm_function, d.vmcs_enum);
+        d.pin_based_ctls,
+        d.processor_based_ctls,
+        d.processor_based_ctls2,
+        d.exit_ctls,
+        d.entry_ctls
+    );
+    debug!(
+        "vmx: misc {:#x}, EPT/VPID cap {:#x}, VMFUNC {:#x}, VMCS enum {:#x}",
+        d.misc, d.ept_vpid_cap, d.vm_function, d.vmcs_enum
+    );
     debug!("vmx: Cr0FixedMask {:#x} (fixed0 {:#x}, fixed1 {:#x}), Cr4FixedMask {:#x} (fixed0 {:#x}, fixed1 {:#x}), EPT memory type {}",
         d.cr0_fixed_mask, d.cr0_fixed0, d.cr0_fixed1, d.cr4_fixed_mask, d.cr4_fixed0, d.cr4_fixed1, d.ept_memory_type);
 }
@@ -166,18 +183,28 @@ fn log_global_data(d: &VmxGlobalData) {
 fn check_operating_mode() -> Result<(), NotEntered> {
     // SAFETY: IA32_EFER exists on every x86-64 CPU.
     let efer = unsafe { rdmsr(IA32_EFER) };
-    let cs = { use x86_64::instructions::segmentation::{Segment, CS}; CS::get_reg().0 };
+    let cs = {
+        use x86_64::instructions::segmentation::{Segment, CS};
+        CS::get_reg().0
+    };
     let gdt = x86_64::instructions::tables::sgdt();
     // SAFETY: CS indexes a descriptor inside the loaded GDT.
     let descriptor = unsafe { *(gdt.base.as_u64() as *const u64).add((cs >> 3) as usize) };
     let long = efer & EFER_LMA != 0 && descriptor & (1 << 53) != 0;
     let v86 = x86_64::registers::rflags::read_raw() & RFLAGS_VM != 0;
     let cpl = cs & 3;
-    debug!("vmx: mode check: IA32_EFER.LMA={} CS.L={} RFLAGS.VM={} CPL={cpl}",
-        (efer & EFER_LMA != 0) as u8, (descriptor >> 53) & 1, v86 as u8);
+    debug!(
+        "vmx: mode check: IA32_EFER.LMA={} CS.L={} RFLAGS.VM={} CPL={cpl}",
+        (efer & EFER_LMA != 0) as u8,
+        (descriptor >> 53) & 1,
+        v86 as u8
+    );
     if !long || v86 || cpl != 0 {
-        error!("VMXON needs 64-bit mode at CPL 0: IA32_EFER={efer:#x} CS={cs:#x} (L={}) RFLAGS.VM={} CPL={cpl}",
-            (descriptor >> 53) & 1, v86 as u8);
+        error!(
+            "VMXON needs 64-bit mode at CPL 0: IA32_EFER={efer:#x} CS={cs:#x} (L={}) RFLAGS.VM={} CPL={cpl}",
+            (descriptor >> 53) & 1,
+            v86 as u8
+        );
         return Err(NotEntered::Failed);
     }
     Ok(())
@@ -204,12 +231,20 @@ fn apply_fixed_bits(own: &Own) -> Result<(), NotEntered> {
     let bad4 = cr4_fixed.contradictions() | fixed::cr4_refusals(&adj4, supported);
     if bad0 != 0 || bad4 != 0 {
         if bad0 != 0 {
-            error!("CR0 cannot take the VMX fixed bits (CR0={cr0:#x}, FIXED0={:#x}, FIXED1={:#x}): {}",
-                d.cr0_fixed0, d.cr0_fixed1, Names(bad0, cr0_bit_name));
+            error!(
+                "CR0 cannot take the VMX fixed bits (CR0={cr0:#x}, FIXED0={:#x}, FIXED1={:#x}): {}",
+                d.cr0_fixed0,
+                d.cr0_fixed1,
+                Names(bad0, cr0_bit_name)
+            );
         }
         if bad4 != 0 {
-            error!("CR4 cannot take the VMX fixed bits (CR4={cr4:#x}, FIXED0={:#x}, FIXED1={:#x}): {}",
-                d.cr4_fixed0, d.cr4_fixed1, Names(bad4, cr4_bit_name));
+            error!(
+                "CR4 cannot take the VMX fixed bits (CR4={cr4:#x}, FIXED0={:#x}, FIXED1={:#x}): {}",
+                d.cr4_fixed0,
+                d.cr4_fixed1,
+                Names(bad4, cr4_bit_name)
+            );
         }
         return Err(NotEntered::Failed);
     }
@@ -219,8 +254,18 @@ fn apply_fixed_bits(own: &Own) -> Result<(), NotEntered> {
         Cr0::write_raw(adj0.value);
         Cr4::write_raw(adj4.value);
     }
-    debug!("vmx: CR0 {cr0:#x} -> {:#x} (set: {}; cleared: {})", adj0.value, Names(adj0.set, cr0_bit_name), Names(adj0.cleared, cr0_bit_name));
-    debug!("vmx: CR4 {cr4:#x} -> {:#x} (set: {}; cleared: {})", adj4.value, Names(adj4.set, cr4_bit_name), Names(adj4.cleared, cr4_bit_name));
+    debug!(
+        "vmx: CR0 {cr0:#x} -> {:#x} (set: {}; cleared: {})",
+        adj0.value,
+        Names(adj0.set, cr0_bit_name),
+        Names(adj0.cleared, cr0_bit_name)
+    );
+    debug!(
+        "vmx: CR4 {cr4:#x} -> {:#x} (set: {}; cleared: {})",
+        adj4.value,
+        Names(adj4.set, cr4_bit_name),
+        Names(adj4.cleared, cr4_bit_name)
+    );
     Ok(())
 }
 
@@ -322,7 +367,11 @@ fn txt_senter_done() -> bool {
 }
 
 fn yes_no(b: bool) -> &'static str {
-    if b { "yes" } else { "no" }
+    if b {
+        "yes"
+    } else {
+        "no"
+    }
 }
 
 /// The names of the bits set in a mask, for the log.

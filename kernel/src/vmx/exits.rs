@@ -69,12 +69,16 @@ fn next_instruction(vcpu: &mut Vcpu) -> u64 {
     const BLOCKING_BY_STI_OR_MOV_SS: u64 = 0b11;
     // SAFETY: this CPU's VMCS is current during every VM exit; the fields exist.
     let (len, rip, blocking) = unsafe {
-        (vmread_unchecked(ro::VMEXIT_INSTRUCTION_LEN), vmread_unchecked(guest::RIP),
-         vmread_unchecked(guest::INTERRUPTIBILITY_STATE))
+        (
+            vmread_unchecked(ro::VMEXIT_INSTRUCTION_LEN),
+            vmread_unchecked(guest::RIP),
+            vmread_unchecked(guest::INTERRUPTIBILITY_STATE),
+        )
     };
     let mut written = vmcs::write(guest::RIP, rip + len);
     if blocking & BLOCKING_BY_STI_OR_MOV_SS != 0 {
-        written = written.and_then(|()| vmcs::write(guest::INTERRUPTIBILITY_STATE, blocking & !BLOCKING_BY_STI_OR_MOV_SS));
+        written =
+            written.and_then(|()| vmcs::write(guest::INTERRUPTIBILITY_STATE, blocking & !BLOCKING_BY_STI_OR_MOV_SS));
     }
     match written {
         Ok(()) => RESUME,
@@ -113,8 +117,18 @@ fn slow_path(vcpu: &mut Vcpu, reason: ExitReason) -> u64 {
             vcpu.end(Ending::EptViolation)
         }
         basic::PREEMPTION_TIMER => vcpu.end(Ending::PreemptionTimer),
-        basic::VMXON | basic::VMXOFF | basic::VMCLEAR | basic::VMPTRLD | basic::VMPTRST | basic::VMREAD
-        | basic::VMWRITE | basic::VMLAUNCH | basic::VMRESUME | basic::INVEPT | basic::INVVPID | basic::VMFUNC => {
+        basic::VMXON
+        | basic::VMXOFF
+        | basic::VMCLEAR
+        | basic::VMPTRLD
+        | basic::VMPTRST
+        | basic::VMREAD
+        | basic::VMWRITE
+        | basic::VMLAUNCH
+        | basic::VMRESUME
+        | basic::INVEPT
+        | basic::INVVPID
+        | basic::VMFUNC => {
             info!("guest executed {}: VMX is hidden from guests, #UD injected", reason.name());
             inject(6, None)
         }
@@ -134,7 +148,10 @@ fn slow_path(vcpu: &mut Vcpu, reason: ExitReason) -> u64 {
             // Acknowledged on exit (the exit control): dismiss it and go on.
             let info = Interruption(vmcs::read(ro::VMEXIT_INTERRUPTION_INFO) as u32);
             crate::apic::end_of_interrupt();
-            warn!("guest: external interrupt, vector {}, acknowledged and dismissed (the host uses no interrupts)", info.vector());
+            warn!(
+                "guest: external interrupt, vector {}, acknowledged and dismissed (the host uses no interrupts)",
+                info.vector()
+            );
             RESUME
         }
         other => vcpu.end(Ending::Unexpected(other)),

@@ -231,8 +231,11 @@ fn launch_all(pcb: &Pcb, kind: GuestKind) -> Result<bool, SetupError> {
     let mem = memory.as_mut_ptr() as u64;
     load_image(memory);
     let start = build_address_space(mode, mem, &d)?;
-    let vmcs = super::load_new_vmcs(&d)
-        .map_err(|e| SetupError { what: "VMCLEAR/VMPTRLD of the VMCS", field: 0, error: Some(e) })?;
+    let vmcs = super::load_new_vmcs(&d).map_err(|e| SetupError {
+        what: "VMCLEAR/VMPTRLD of the VMCS",
+        field: 0,
+        error: Some(e),
+    })?;
 
     let vcpu = Box::leak(Box::new(Vcpu {
         regs: GuestRegs::default(),
@@ -311,7 +314,12 @@ impl Launch<'_> {
                 }
                 contained += 1;
             } else {
-                error!("hostile step {} ({}): ended by {ending}{}, expected {expected}", step.number(), step.describe(), dump::note(vcpu));
+                error!(
+                    "hostile step {} ({}): ended by {ending}{}, expected {expected}",
+                    step.number(),
+                    step.describe(),
+                    dump::note(vcpu)
+                );
                 dump::guest_state(vcpu, log::Level::Error);
             }
         }
@@ -448,7 +456,11 @@ fn build_address_space(mode: GuestMode, mem: u64, d: &VmxGlobalData) -> Result<S
             let pd = memory::alloc_pages(1).as_ptr() as u64;
             let pt = memory::alloc_pages(1).as_ptr() as u64;
             if pt >> 32 != 0 || mem >> 32 != 0 {
-                return Err(SetupError { what: "32-bit guest paging needs its tables and memory below 4 GiB", field: 0, error: None });
+                return Err(SetupError {
+                    what: "32-bit guest paging needs its tables and memory below 4 GiB",
+                    field: 0,
+                    error: None,
+                });
             }
             write_page_tables(pd, pt, pt, mem);
             cr3 = pd;

@@ -19,7 +19,9 @@ impl core::fmt::Display for VmFail {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match *self {
             VmFail::Invalid => write!(f, "VMfailInvalid (CF=1, no current VMCS)"),
-            VmFail::Valid(n) => write!(f, "VMfailValid (ZF=1), VM-instruction error {n}: {}", hvlogic::vm_error::name(n)),
+            VmFail::Valid(n) => {
+                write!(f, "VMfailValid (ZF=1), VM-instruction error {n}: {}", hvlogic::vm_error::name(n))
+            }
         }
     }
 }

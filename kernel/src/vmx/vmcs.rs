@@ -10,7 +10,9 @@ use hvlogic::fixed::{cr0, Fixed};
 use hvlogic::guest_plan::GuestMode;
 use hvlogic::vmx_global::VmxGlobalData;
 use log::{debug, error};
-use x86::msr::{rdmsr, IA32_EFER, IA32_FS_BASE, IA32_GS_BASE, IA32_PAT, IA32_SYSENTER_CS, IA32_SYSENTER_EIP, IA32_SYSENTER_ESP};
+use x86::msr::{
+    rdmsr, IA32_EFER, IA32_FS_BASE, IA32_GS_BASE, IA32_PAT, IA32_SYSENTER_CS, IA32_SYSENTER_EIP, IA32_SYSENTER_ESP,
+};
 use x86::vmx::vmcs::{control as ctl, guest, host};
 use x86_64::registers::control::{Cr0, Cr3, Cr4};
 
@@ -76,16 +78,27 @@ pub fn choose_controls(d: &VmxGlobalData, mode: GuestMode, vpid: bool) -> Result
         wanted_proc1 |= proc1::CR3_LOAD_EXITING;
     }
     let wanted = [
-        (Control::PinBased, pin::EXTERNAL_INTERRUPT_EXITING | pin::NMI_EXITING | if timer { pin::PREEMPTION_TIMER } else { 0 }, d.pin_based_ctls),
+        (
+            Control::PinBased,
+            pin::EXTERNAL_INTERRUPT_EXITING | pin::NMI_EXITING | if timer { pin::PREEMPTION_TIMER } else { 0 },
+            d.pin_based_ctls,
+        ),
         (Control::PrimaryProcBased, wanted_proc1, d.processor_based_ctls),
         (Control::SecondaryProcBased, wanted_proc2, d.processor_based_ctls2),
-        (Control::Exit,
-            exit::HOST_ADDRESS_SPACE_SIZE | exit::ACK_INTERRUPT_ON_EXIT
+        (
+            Control::Exit,
+            exit::HOST_ADDRESS_SPACE_SIZE
+                | exit::ACK_INTERRUPT_ON_EXIT
                 | optional(d.exit_ctls, exit::SAVE_EFER | exit::LOAD_EFER)
                 | optional(d.exit_ctls, exit::SAVE_PAT | exit::LOAD_PAT)
                 | if timer { optional(d.exit_ctls, exit::SAVE_PREEMPTION_TIMER) } else { 0 },
-            d.exit_ctls),
-        (Control::Entry, optional(d.entry_ctls, entry::LOAD_EFER) | optional(d.entry_ctls, entry::LOAD_PAT), d.entry_ctls),
+            d.exit_ctls,
+        ),
+        (
+            Control::Entry,
+            optional(d.entry_ctls, entry::LOAD_EFER) | optional(d.entry_ctls, entry::LOAD_PAT),
+            d.entry_ctls,
+        ),
     ];
     let mut values = [0u32; 5];
     let mut missing_any = false;
@@ -191,7 +204,12 @@ pub struct GuestStart {
 /// CR4 is fully host-owned (every bit in the guest/host mask); CR0 bits the VMX
 /// fixed-bit MSRs constrain are host-owned, PE and PG excepted under
 /// unrestricted guest.
-pub fn write_guest_state(d: &VmxGlobalData, c: &Controls, mode: GuestMode, start: &GuestStart) -> Result<(), SetupError> {
+pub fn write_guest_state(
+    d: &VmxGlobalData,
+    c: &Controls,
+    mode: GuestMode,
+    start: &GuestStart,
+) -> Result<(), SetupError> {
     let real = mode == GuestMode::RealFromReset;
     const ET: u64 = 1 << 4;
     // Unrestricted guest frees CR0.PE and CR0.PG from the fixed bits (SDM Vol. 3C 27.3.1.1).
@@ -215,7 +233,18 @@ pub fn write_guest_state(d: &VmxGlobalData, c: &Controls, mode: GuestMode, start
     let (cs, cs_base, data, limit, code_ar, data_ar, rip, rsp, gdt, idt_limit) = if real {
         (0xf000, 0xffff_0000, 0, 0xffff, AR_CODE_16, AR_DATA_16, 0xfff0, 0, (0, 0xffff), 0xffff)
     } else {
-        (GUEST_CS as u64, 0, GUEST_DS as u64, 0xffff_ffff, AR_CODE_32, AR_DATA_32, start.pm_entry, STACK_TOP, (start.gdt, 23), 0)
+        (
+            GUEST_CS as u64,
+            0,
+            GUEST_DS as u64,
+            0xffff_ffff,
+            AR_CODE_32,
+            AR_DATA_32,
+            start.pm_entry,
+            STACK_TOP,
+            (start.gdt, 23),
+            0,
+        )
     };
     write(guest::CS_SELECTOR, cs)?;
     write(guest::CS_BASE, cs_base)?;

@@ -2,6 +2,7 @@
 # make run    build and boot in the best engine (ENGINE=qemu|qemu-kvm|bochs, CPUS=N, MODEL=..., CMDLINE=...)
 # make test   host unit tests + boot tests (QEMU and Bochs)
 # make bench  the CPUID exit round trip in Bochs
+# make lint   rustfmt and clippy, warnings are errors (CI runs it before `make test`)
 # Every target installs what it needs first (scripts/install-deps).
 
 CARGO      ?= cargo
@@ -16,7 +17,7 @@ MODEL      ?= corei7_skylake_x
 ENGINE     ?= $(shell scripts/best-engine)
 FEATURES   ?=
 
-.PHONY: all deps kernel iso run test unit boottest bench clean
+.PHONY: all deps kernel iso run test unit boottest bench lint clean
 
 all: iso
 
@@ -54,6 +55,15 @@ boottest: kernel
 	$(CARGO) test -p boottests -- --test-threads=2
 
 test: deps unit boottest
+
+# Formatting and clippy, for the kernel (bare-metal target, both feature sets)
+# and the host crates. Workspace lints (Cargo.toml) deny unsafe operations
+# outside `unsafe` blocks and `unsafe` blocks without a SAFETY comment.
+lint: deps
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy -p kernel -p ap-trampoline --release --target x86_64-unknown-none -- -D warnings
+	$(CARGO) clippy -p kernel --release --target x86_64-unknown-none --features enable-vmx-inside-smx -- -D warnings
+	$(CARGO) clippy -p hvlogic -p boottests --all-targets -- -D warnings
 
 bench: kernel
 	$(CARGO) test -p boottests --test bench -- --ignored --nocapture

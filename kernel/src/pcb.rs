@@ -8,7 +8,7 @@
 use crate::smp::Mailbox;
 use alloc::boxed::Box;
 use core::arch::asm;
-use core::cell::UnsafeCell;
+use core::cell::{RefCell, RefMut, UnsafeCell};
 use core::mem::{offset_of, MaybeUninit};
 use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, Ordering};
 use hvlogic::vmx_global::VmxGlobalData;
@@ -66,8 +66,9 @@ pub struct Pcb {
     pub status: AtomicU32,
     /// Set while this CPU reports an exception, to catch a fault in the reporter.
     pub in_exception: AtomicBool,
-    /// What only this CPU reads and writes, through `own()`.
-    own: UnsafeCell<Own>,
+    /// What only this CPU reads and writes, through `own()`. The RefCell's
+    /// borrow flag, like the rest, is only touched by this CPU.
+    own: RefCell<Own>,
     pub kernel_stack_top: u64,
     /// Work sent by the boot CPU (the book sends it by IPI; we poll).
     pub mailbox: Mailbox,
@@ -95,7 +96,8 @@ pub struct Own {
 }
 
 // SAFETY: the plain fields are read-only once published, the shared ones are
-// atomics, and `own` is only reached by its CPU (checked in `own()`).
+// atomics, and `own` (its RefCell borrow flag included) is only reached by its
+// CPU (checked in `own()`).
 unsafe impl Sync for Pcb {}
 
 /// All PCBs by processor index, published as each CPU comes up.
@@ -194,7 +196,7 @@ impl Pcb {
             is_bsp,
             status: AtomicU32::new(0),
             in_exception: AtomicBool::new(false),
-            own: UnsafeCell::new(Own::default()),
+            own: RefCell::new(Own::default()),
             kernel_stack_top,
             mailbox: Mailbox::new(),
             gdt: GlobalDescriptorTable::new(),
@@ -219,14 +221,12 @@ impl Pcb {
         self.apic_id.store(id, Ordering::Release);
     }
 
-    /// This CPU's private state. Only the CPU this PCB belongs to may ask, and
-    /// it must not keep two of these references at once.
-    #[allow(clippy::mut_from_ref)]
-    pub fn own(&self) -> &mut Own {
+    /// This CPU's private state. Only the CPU this PCB belongs to may ask
+    /// (checked); a second borrow while one is alive panics (RefCell), so two
+    /// `&mut Own` never exist at once. Exception handlers never ask.
+    pub fn own(&self) -> RefMut<'_, Own> {
         assert_eq!(this_cpu_index(), self.processor_index, "another CPU's private PCB state");
-        // SAFETY: only this CPU reaches `own` (checked above); callers take one
-        // reference at a time, and exception handlers never touch it.
-        unsafe { &mut *self.own.get() }
+        self.own.borrow_mut()
     }
 
     pub fn has(&self, flag: u32) -> bool {
@@ -280,7 +280,7 @@ pub fn activate(pcb: &'static Pcb) -> &'static Pcb {
         x86::msr::wrmsr(x86::msr::IA32_GS_BASE, pcb.base as u64);
     }
     let leaf1 = raw_cpuid::cpuid!(1);
-    let own = pcb.own();
+    let mut own = pcb.own();
     own.initial_apic_id = leaf1.ebx >> 24;
     own.feature_ecx = leaf1.ecx;
     own.feature_edx = leaf1.edx;

@@ -137,10 +137,13 @@ extern "C" fn ap_entry(pcb: *const Pcb, cpu_index: u64) -> ! {
         warn!("smp: expected APIC ID {} but this AP has {id}", pcb.apic_id());
         pcb.set_apic_id(id);
     }
-    let own = pcb.own();
-    own.x2apic = matches!(apic::mode_now(), Some(apic::Mode::X2Apic));
+    let initial_apic_id = {
+        let mut own = pcb.own();
+        own.x2apic = matches!(apic::mode_now(), Some(apic::Mode::X2Apic));
+        own.initial_apic_id
+    };
     pcb.set(CPU_STATUS_ONLINE);
-    info!("online: cpu{} APIC ID {} (initial APIC ID {})", pcb.processor_index, pcb.apic_id(), own.initial_apic_id);
+    info!("online: cpu{} APIC ID {} (initial APIC ID {initial_apic_id})", pcb.processor_index, pcb.apic_id());
     if pcb.processor_index == 1 && run::options().inject == Some(Inject::ApUd2) {
         info!("inject: executing UD2 on purpose");
         // SAFETY: raises #UD, which the exception handler reports before ending the run.

@@ -48,7 +48,7 @@ pub fn enter(pcb: &Pcb) {
 }
 
 fn try_enter(pcb: &Pcb) -> Result<(), NotEntered> {
-    let own = pcb.own();
+    let mut own = pcb.own();
     // 1. CPUID.01H:ECX[5], cached in PCB.FeatureEcx. Without it no VMX MSR is touched.
     if own.feature_ecx & CPUID_01_ECX_VMX == 0 {
         error!("VMX not supported (CPUID.01H:ECX[5]=0)");
@@ -108,7 +108,7 @@ fn try_enter(pcb: &Pcb) -> Result<(), NotEntered> {
 
     // 4. Preconditions of VMXON, then CR0/CR4 with the fixed bits applied.
     check_operating_mode()?;
-    apply_fixed_bits(own)?;
+    apply_fixed_bits(&own)?;
 
     // 5. The VMXON region, then VMXON.
     let region = vmxon_region(&own.vmx, own.maxphyaddr)?;
@@ -128,7 +128,7 @@ fn try_enter(pcb: &Pcb) -> Result<(), NotEntered> {
     invalidate_ept_and_vpid(&own.vmx);
 
     if run::options().inject == Some(Inject::VmxonTwice) {
-        inject_vmxon_twice(own);
+        inject_vmxon_twice(&own);
     }
     Ok(())
 }

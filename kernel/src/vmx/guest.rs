@@ -212,8 +212,10 @@ fn choose_mode(d: &VmxGlobalData) -> GuestMode {
 /// Set up the guest and run it (once, or once per hostile step). Ok(true)
 /// when it ended as intended.
 fn launch_all(pcb: &Pcb, kind: GuestKind) -> Result<bool, SetupError> {
-    let own = pcb.own();
-    let d = own.vmx;
+    let (d, maxphyaddr) = {
+        let own = pcb.own();
+        (own.vmx, own.maxphyaddr)
+    };
     let mode = choose_mode(&d);
     // VPID n+1 for processor n (0 is the host's), where INVVPID can flush it.
     let vpid = d.invvpid_type().map(|flush| (pcb.processor_index as u16 + 1, flush));
@@ -247,7 +249,7 @@ fn launch_all(pcb: &Pcb, kind: GuestKind) -> Result<bool, SetupError> {
         memory: mem,
         exits: 0,
         launched: false,
-        maxphyaddr: own.maxphyaddr,
+        maxphyaddr,
         vpid,
         ending: None,
         line: [0; 120],

@@ -18,4 +18,5 @@ pub mod memmap;
 pub mod summary;
 pub mod vm_error;
 pub mod vmx_global;
+pub mod vmx_msrs;
 pub mod vmxcap;

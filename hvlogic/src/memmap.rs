@@ -7,7 +7,7 @@
 //! trampoline page from what is left.
 
 /// A physical address range `[start, end)`.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
 pub struct Range {
     pub start: u64,
     pub end: u64,
@@ -29,6 +29,15 @@ impl Range {
     pub const fn overlaps(&self, other: &Range) -> bool {
         self.start < other.end && other.start < self.end
     }
+}
+
+/// One entry of the firmware's memory map with its type as the boot loader
+/// reports it: multiboot2 types 1-5 are the e820 types (1 available RAM,
+/// 2 reserved, 3 ACPI reclaimable, 4 ACPI NVS, 5 defective).
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+pub struct MemoryArea {
+    pub range: Range,
+    pub kind: u32,
 }
 
 pub const PAGE: u64 = 4096;

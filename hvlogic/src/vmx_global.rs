@@ -4,65 +4,9 @@
 //! by the kernel behind its cargo feature.
 
 use crate::controls;
-use crate::vmxcap::VmxCapMsrs;
+use crate::vmx_msrs::VmxCapMsrs;
 
-/// VMX capability MSRs (SDM Vol. 3D Appendix A).
-pub mod msr {
-    pub const IA32_VMX_BASIC: u32 = 0x480;
-    pub const IA32_VMX_PINBASED_CTLS: u32 = 0x481;
-    pub const IA32_VMX_PROCBASED_CTLS: u32 = 0x482;
-    pub const IA32_VMX_EXIT_CTLS: u32 = 0x483;
-    pub const IA32_VMX_ENTRY_CTLS: u32 = 0x484;
-    pub const IA32_VMX_MISC: u32 = 0x485;
-    pub const IA32_VMX_CR0_FIXED0: u32 = 0x486;
-    pub const IA32_VMX_CR0_FIXED1: u32 = 0x487;
-    pub const IA32_VMX_CR4_FIXED0: u32 = 0x488;
-    pub const IA32_VMX_CR4_FIXED1: u32 = 0x489;
-    pub const IA32_VMX_VMCS_ENUM: u32 = 0x48a;
-    pub const IA32_VMX_PROCBASED_CTLS2: u32 = 0x48b;
-    pub const IA32_VMX_EPT_VPID_CAP: u32 = 0x48c;
-    pub const IA32_VMX_TRUE_PINBASED_CTLS: u32 = 0x48d;
-    pub const IA32_VMX_TRUE_PROCBASED_CTLS: u32 = 0x48e;
-    pub const IA32_VMX_TRUE_EXIT_CTLS: u32 = 0x48f;
-    pub const IA32_VMX_TRUE_ENTRY_CTLS: u32 = 0x490;
-    pub const IA32_VMX_VMFUNC: u32 = 0x491;
-}
-
-/// IA32_VMX_BASIC fields (SDM Vol. 3D A.1).
-pub mod basic {
-    /// Bits 30:0: VMCS revision identifier.
-    pub const fn revision_id(basic: u64) -> u32 {
-        (basic & 0x7fff_ffff) as u32
-    }
-    /// Bits 44:32: bytes to allocate for the VMXON region and any VMCS.
-    pub const fn region_size(basic: u64) -> u32 {
-        ((basic >> 32) & 0x1fff) as u32
-    }
-    /// Bit 48: VMXON, VMCS and other region addresses are limited to 32 bits.
-    pub const fn addresses_32bit_only(basic: u64) -> bool {
-        basic & (1 << 48) != 0
-    }
-    /// Bits 53:50: the memory type for VMCS and the structures it refers to.
-    pub const fn memory_type(basic: u64) -> u8 {
-        ((basic >> 50) & 0xf) as u8
-    }
-    /// Bit 55: the IA32_VMX_TRUE_*_CTLS MSRs exist.
-    pub const fn has_true_controls(basic: u64) -> bool {
-        basic & (1 << 55) != 0
-    }
-}
-
-/// IA32_VMX_EPT_VPID_CAP bits (SDM Vol. 3D A.10).
-pub mod ept_vpid {
-    pub const PAGE_WALK_4: u64 = 1 << 6;
-    pub const EPTP_UC: u64 = 1 << 8;
-    pub const EPTP_WB: u64 = 1 << 14;
-    pub const INVEPT: u64 = 1 << 20;
-    pub const INVEPT_ALL_CONTEXT: u64 = 1 << 26;
-    pub const INVVPID: u64 = 1 << 32;
-    pub const INVVPID_SINGLE_CONTEXT: u64 = 1 << 41;
-    pub const INVVPID_ALL_CONTEXT: u64 = 1 << 42;
-}
+pub use crate::vmx_msrs::{basic, ept_vpid, msr};
 
 /// Memory types (SDM Vol. 3A 13.3, 13.11, Table 13-8).
 pub const MEMORY_TYPE_UC: u8 = 0;

@@ -6,73 +6,11 @@
 //! A.10 EPT/VPID, A.11 VM functions). CR bit names: SDM Vol. 3A 2.5.
 
 use crate::controls::{self, Control};
-use crate::vmx_global::basic;
+use crate::vmx_msrs::basic;
 use core::fmt::{self, Write};
 
-/// Capability MSR numbers (SDM Vol. 4 Table 2-2 and Vol. 3D Appendix A).
-pub use crate::vmx_global::msr;
-
-/// Raw capability MSR values. `None` = the MSR does not exist on this CPU.
-#[derive(Clone, Copy, Default, Debug)]
-pub struct VmxCapMsrs {
-    pub basic: u64,
-    pub pin: u64,
-    pub proc1: u64,
-    pub exit: u64,
-    pub entry: u64,
-    pub misc: u64,
-    pub cr0_fixed0: u64,
-    pub cr0_fixed1: u64,
-    pub cr4_fixed0: u64,
-    pub cr4_fixed1: u64,
-    pub vmcs_enum: u64,
-    pub proc2: Option<u64>,
-    pub ept_vpid: Option<u64>,
-    pub vmfunc: Option<u64>,
-    pub true_pin: Option<u64>,
-    pub true_proc1: Option<u64>,
-    pub true_exit: Option<u64>,
-    pub true_entry: Option<u64>,
-}
-
-impl VmxCapMsrs {
-    /// Read every capability MSR that exists, via `rdmsr(index)`. The caller
-    /// must first have checked CPUID.1:ECX.VMX[bit 5] (SDM A.1). Existence rules:
-    /// PROCBASED_CTLS2 iff primary allowed-1 bit 31 (A.3.3); EPT_VPID_CAP iff
-    /// secondary allowed-1 bit 1 or 5 (A.10); VMFUNC iff secondary allowed-1
-    /// bit 13 (A.11); TRUE_* iff IA32_VMX_BASIC bit 55 (A.1).
-    pub fn read(mut rdmsr: impl FnMut(u32) -> u64) -> Self {
-        use crate::vmx_global::msr::*;
-        let basic = rdmsr(IA32_VMX_BASIC);
-        let proc1 = rdmsr(IA32_VMX_PROCBASED_CTLS);
-        let proc2 =
-            controls::can_set(proc1, controls::proc1::ACTIVATE_SECONDARY).then(|| rdmsr(IA32_VMX_PROCBASED_CTLS2));
-        let p2 = proc2.unwrap_or(0);
-        let has_true = crate::vmx_global::basic::has_true_controls(basic);
-        VmxCapMsrs {
-            basic,
-            pin: rdmsr(IA32_VMX_PINBASED_CTLS),
-            proc1,
-            exit: rdmsr(IA32_VMX_EXIT_CTLS),
-            entry: rdmsr(IA32_VMX_ENTRY_CTLS),
-            misc: rdmsr(IA32_VMX_MISC),
-            cr0_fixed0: rdmsr(IA32_VMX_CR0_FIXED0),
-            cr0_fixed1: rdmsr(IA32_VMX_CR0_FIXED1),
-            cr4_fixed0: rdmsr(IA32_VMX_CR4_FIXED0),
-            cr4_fixed1: rdmsr(IA32_VMX_CR4_FIXED1),
-            vmcs_enum: rdmsr(IA32_VMX_VMCS_ENUM),
-            proc2,
-            ept_vpid: (controls::can_set(p2, controls::proc2::ENABLE_EPT)
-                || controls::can_set(p2, controls::proc2::ENABLE_VPID))
-            .then(|| rdmsr(IA32_VMX_EPT_VPID_CAP)),
-            vmfunc: controls::can_set(p2, controls::proc2::ENABLE_VMFUNC).then(|| rdmsr(IA32_VMX_VMFUNC)),
-            true_pin: has_true.then(|| rdmsr(IA32_VMX_TRUE_PINBASED_CTLS)),
-            true_proc1: has_true.then(|| rdmsr(IA32_VMX_TRUE_PROCBASED_CTLS)),
-            true_exit: has_true.then(|| rdmsr(IA32_VMX_TRUE_EXIT_CTLS)),
-            true_entry: has_true.then(|| rdmsr(IA32_VMX_TRUE_ENTRY_CTLS)),
-        }
-    }
-}
+/// Capability MSR numbers and the raw values (SDM Vol. 4 Table 2-2 and Vol. 3D Appendix A).
+pub use crate::vmx_msrs::{msr, VmxCapMsrs};
 
 /// Architecturally named CR0 bits (SDM Vol. 3A 2.5).
 pub const CR0_BITS: &[(u8, &str)] = &[

@@ -2,9 +2,11 @@
 //! and only as the last resort by scanning the BIOS areas for the RSDP.
 
 use crate::bootinfo::Rsdp;
+use crate::paging::PagingError;
 use acpi::madt::{Madt, MadtEntry};
 use acpi::{AcpiHandler, AcpiTables, PhysicalMapping};
 use alloc::vec::Vec;
+use core::fmt;
 use core::ptr::NonNull;
 use hvlogic::madt::ProcessorEntry;
 
@@ -13,15 +15,30 @@ use hvlogic::madt::ProcessorEntry;
 #[derive(Clone, Copy)]
 struct IdentityMapped;
 
+/// The first table that could not be mapped (the acpi crate's handler cannot
+/// fail, so it hands out a zeroed stand-in, whose bad signature ends the walk,
+/// and the failure is reported from here).
+static UNMAPPABLE: spin::Once<PagingError> = spin::Once::new();
+
+/// A zeroed stand-in for a table that cannot be mapped.
+#[repr(C, align(4096))]
+struct Blank([u8; 4096]);
+static BLANK: Blank = Blank([0; 4096]);
+
 impl AcpiHandler for IdentityMapped {
     unsafe fn map_physical_region<T>(&self, physical_address: usize, size: usize) -> PhysicalMapping<Self, T> {
+        let mut address = physical_address;
         if physical_address as u64 + size as u64 > crate::boot::IDENTITY_MAPPED {
-            if let Err(why) = crate::paging::identity_map(physical_address as u64, size as u64) {
-                crate::run::fail_and_end(format_args!("ACPI table at {physical_address:#x}: {why}"));
+            if let Err(e) = crate::paging::identity_map(physical_address as u64, size as u64) {
+                UNMAPPABLE.call_once(|| e);
+                address = BLANK.0.as_ptr() as usize;
             }
         }
-        let ptr = NonNull::new(physical_address as *mut T).expect("ACPI table at physical 0");
-        // SAFETY: identity mapping: the physical range is readable at the same address.
+        // Physical 0 holds no ACPI table: a broken pointer reads the blank stand-in too.
+        let ptr = NonNull::new(address as *mut T).unwrap_or(NonNull::from(&BLANK).cast());
+        // SAFETY: identity mapping: the physical range is readable at the same
+        // address (or `ptr` is the blank stand-in, of which the acpi crate reads
+        // no more than a header before it rejects the zero signature).
         unsafe { PhysicalMapping::new(physical_address, ptr, size, size, *self) }
     }
 
@@ -34,8 +51,29 @@ pub struct MadtInfo {
     pub source: &'static str,
 }
 
+/// Why there is no MADT to read.
+#[derive(Clone, Copy, Debug)]
+pub enum AcpiError {
+    /// No valid RSDT/XSDT at the address found.
+    NoRootTable,
+    /// The RSDT/XSDT lists no MADT.
+    NoMadt,
+    /// A table lies where this kernel cannot map it.
+    Unmappable(PagingError),
+}
+
+impl fmt::Display for AcpiError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AcpiError::NoRootTable => f.write_str("no valid RSDT/XSDT (ACPI tables unreadable)"),
+            AcpiError::NoMadt => f.write_str("the ACPI tables have no MADT (signature APIC)"),
+            AcpiError::Unmappable(e) => write!(f, "an ACPI table cannot be mapped: {e}"),
+        }
+    }
+}
+
 /// The processor entries of the MADT, or why there are none.
-pub fn read_madt(rsdp: Option<Rsdp>) -> Result<MadtInfo, &'static str> {
+pub fn read_madt(rsdp: Option<Rsdp>) -> Result<MadtInfo, AcpiError> {
     // SAFETY: the addresses come from the boot loader's RSDP copy (checksum checked)
     // or from the acpi crate's own BIOS-area scan; tables are identity-mapped.
     let (tables, source) = unsafe {
@@ -49,8 +87,9 @@ pub fn read_madt(rsdp: Option<Rsdp>) -> Result<MadtInfo, &'static str> {
             None => (AcpiTables::search_for_rsdp_bios(IdentityMapped), "RSDP found by scanning the BIOS areas"),
         }
     };
-    let tables = tables.map_err(|_| "no valid RSDT/XSDT (ACPI tables unreadable)")?;
-    let madt = tables.find_table::<Madt>().map_err(|_| "the ACPI tables have no MADT (signature APIC)")?;
+    let unmappable = || UNMAPPABLE.get().copied().map(AcpiError::Unmappable);
+    let tables = tables.map_err(|_| unmappable().unwrap_or(AcpiError::NoRootTable))?;
+    let madt = tables.find_table::<Madt>().map_err(|_| unmappable().unwrap_or(AcpiError::NoMadt))?;
     let processors = madt
         .get()
         .entries()

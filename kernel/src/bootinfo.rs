@@ -1,11 +1,14 @@
 //! What GRUB hands over: the multiboot2 boot information, read with the
 //! `multiboot2` crate into the few facts the kernel uses.
 
-use hvlogic::memmap::Range;
+use core::fmt;
+use hvlogic::memmap::{MemoryArea, Range};
 use multiboot2::{BootInformation, BootInformationHeader, MemoryAreaType};
 
-/// Most available-memory ranges kept from the memory map.
-const MAX_RANGES: usize = 64;
+/// Most memory-map entries kept.
+const MAX_AREAS: usize = 128;
+/// Most boot modules kept.
+pub const MAX_MODULES: usize = 8;
 
 /// Where the ACPI RSDP came from.
 #[derive(Clone, Copy, Debug)]
@@ -16,33 +19,84 @@ pub enum Rsdp {
     V1 { rsdt: u64 },
 }
 
+/// A boot module (`module2 FILE STRING` in grub.cfg): where GRUB loaded it
+/// and its string.
+#[derive(Clone, Copy, Debug)]
+pub struct Module {
+    pub range: Range,
+    pub cmdline: &'static str,
+}
+
 pub struct BootInfo {
     /// The boot information itself: it stays reserved, the command line lives in it.
     pub range: Range,
     pub cmdline: &'static str,
-    pub available: [Range; MAX_RANGES],
-    pub available_len: usize,
+    /// Every entry of the memory map, in the boot loader's order.
+    areas: [MemoryArea; MAX_AREAS],
+    areas_len: usize,
+    /// The available (type 1) entries.
+    available: [Range; MAX_AREAS],
+    available_len: usize,
     pub rsdp: Option<Rsdp>,
+    /// The RSDP structure itself, as the boot loader copied it into its tag
+    /// (20 bytes for ACPI 1.0, 36 for 2.0+): handed on to an OS, which may
+    /// have no other way to find ACPI (UEFI).
+    pub rsdp_bytes: Option<&'static [u8]>,
+    modules: [Option<Module>; MAX_MODULES],
     pub bootloader: &'static str,
 }
 
+/// Why the boot information cannot be used.
+#[derive(Debug)]
+pub enum BootInfoError {
+    /// The multiboot2 crate rejected the structure at this address.
+    Invalid { addr: usize, why: multiboot2::LoadError },
+    /// No memory-map tag (type 6): nothing tells which memory is free.
+    NoMemoryMap,
+    /// More modules than this kernel keeps.
+    TooManyModules,
+}
+
+impl fmt::Display for BootInfoError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BootInfoError::Invalid { addr, why } => {
+                write!(f, "multiboot2 boot information at {addr:#x} is invalid: {why:?}")
+            }
+            BootInfoError::NoMemoryMap => f.write_str("the boot loader gave no memory map (multiboot2 tag 6)"),
+            BootInfoError::TooManyModules => write!(f, "more than {MAX_MODULES} boot modules"),
+        }
+    }
+}
+
 impl BootInfo {
+    /// The available (type 1) ranges of the memory map.
     pub fn available(&self) -> &[Range] {
         &self.available[..self.available_len]
+    }
+
+    /// Every memory-map entry with its type.
+    pub fn areas(&self) -> &[MemoryArea] {
+        &self.areas[..self.areas_len]
+    }
+
+    pub fn modules(&self) -> impl Iterator<Item = &Module> {
+        self.modules.iter().flatten()
     }
 }
 
 /// Kept for the whole run: the command line borrows from it.
 static MBI: spin::Once<BootInformation<'static>> = spin::Once::new();
 
-/// Parse the boot information at `addr` (EBX at entry). Failures are fatal and named.
-pub fn parse(addr: usize) -> BootInfo {
+/// Parse the boot information at `addr` (EBX at entry).
+pub fn parse(addr: usize) -> Result<BootInfo, BootInfoError> {
     // SAFETY: boot.s checked the multiboot2 magic, so EBX points at valid boot
     // information, which stays reserved (never handed to the heap) for the whole run.
-    let mbi = MBI.call_once(|| match unsafe { BootInformation::load(addr as *const BootInformationHeader) } {
-        Ok(mbi) => mbi,
-        Err(e) => crate::run::fail_and_end(format_args!("multiboot2 boot information at {addr:#x} is invalid: {e:?}")),
-    });
+    let loaded = unsafe { BootInformation::load(addr as *const BootInformationHeader) };
+    let mbi = match loaded {
+        Ok(mbi) => MBI.call_once(|| mbi),
+        Err(why) => return Err(BootInfoError::Invalid { addr, why }),
+    };
     let range = Range::new(mbi.start_address() as u64, mbi.end_address() as u64);
     let cmdline = mbi.command_line_tag().and_then(|t| t.cmdline().ok()).unwrap_or("");
     let bootloader = mbi.boot_loader_name_tag().and_then(|t| t.name().ok()).unwrap_or("unknown");
@@ -50,27 +104,50 @@ pub fn parse(addr: usize) -> BootInfo {
     let mut info = BootInfo {
         range,
         cmdline,
-        available: [Range::new(0, 0); MAX_RANGES],
+        areas: [MemoryArea::default(); MAX_AREAS],
+        areas_len: 0,
+        available: [Range::new(0, 0); MAX_AREAS],
         available_len: 0,
         rsdp: None,
+        rsdp_bytes: None,
+        modules: [None; MAX_MODULES],
         bootloader,
     };
-    let Some(mmap) = mbi.memory_map_tag() else {
-        crate::run::fail_and_end(format_args!("the boot loader gave no memory map (multiboot2 tag 6)"));
-    };
-    for area in mmap.memory_areas().iter().filter(|a| a.typ() == MemoryAreaType::Available) {
-        if info.available_len == MAX_RANGES {
-            log::warn!("memory map: more than {MAX_RANGES} available ranges, the rest unused");
+    let mmap = mbi.memory_map_tag().ok_or(BootInfoError::NoMemoryMap)?;
+    for area in mmap.memory_areas() {
+        if info.areas_len == MAX_AREAS {
+            log::warn!("memory map: more than {MAX_AREAS} entries, the rest unused");
             break;
         }
-        info.available[info.available_len] = Range::new(area.start_address(), area.end_address());
-        info.available_len += 1;
+        let range = Range::new(area.start_address(), area.end_address());
+        let kind = area.typ().val();
+        info.areas[info.areas_len] = MemoryArea { range, kind };
+        info.areas_len += 1;
+        if area.typ() == MemoryAreaType::Available {
+            info.available[info.available_len] = range;
+            info.available_len += 1;
+        }
     }
-    // The new RSDP tag first (it leads to the XSDT), the old one next.
-    info.rsdp = if let Some(t) = mbi.rsdp_v2_tag().filter(|t| t.checksum_is_valid() && t.xsdt_address() != 0) {
-        Some(Rsdp::V2 { xsdt: t.xsdt_address() as u64 })
-    } else {
-        mbi.rsdp_v1_tag().filter(|t| t.checksum_is_valid()).map(|t| Rsdp::V1 { rsdt: t.rsdt_address() as u64 })
-    };
-    info
+    // The new RSDP tag first (it leads to the XSDT), the old one next. The RSDP
+    // itself follows the tag's 8-byte header (Multiboot2 spec 3.6.15, 3.6.16).
+    if let Some(t) = mbi.rsdp_v2_tag().filter(|t| t.checksum_is_valid() && t.xsdt_address() != 0) {
+        info.rsdp = Some(Rsdp::V2 { xsdt: t.xsdt_address() as u64 });
+        info.rsdp_bytes = Some(tag_payload(t, 36));
+    } else if let Some(t) = mbi.rsdp_v1_tag().filter(|t| t.checksum_is_valid()) {
+        info.rsdp = Some(Rsdp::V1 { rsdt: t.rsdt_address() as u64 });
+        info.rsdp_bytes = Some(tag_payload(t, 20));
+    }
+    for (i, m) in mbi.module_tags().enumerate() {
+        let slot = info.modules.get_mut(i).ok_or(BootInfoError::TooManyModules)?;
+        let range = Range::new(m.start_address() as u64, m.end_address() as u64);
+        *slot = Some(Module { range, cmdline: m.cmdline().unwrap_or("") });
+    }
+    Ok(info)
+}
+
+/// The `len` bytes after a tag's 8-byte header.
+fn tag_payload<T>(tag: &'static T, len: usize) -> &'static [u8] {
+    assert!(core::mem::size_of::<T>() >= 8 + len);
+    // SAFETY: the tag is a 'static part of the boot information, at least 8 + len bytes long.
+    unsafe { core::slice::from_raw_parts((tag as *const T as *const u8).add(8), len) }
 }

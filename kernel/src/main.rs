@@ -13,6 +13,7 @@ mod apic;
 mod boot;
 mod bootinfo;
 mod exceptions;
+mod idt;
 mod logger;
 mod memory;
 mod paging;
@@ -26,7 +27,7 @@ mod vmx;
 use hvlogic::cmdline::{Inject, Options};
 use hvlogic::madt::{self, Plan};
 use hvlogic::memmap::Range;
-use log::{error, info, warn};
+use log::{debug, error, info, warn};
 use pcb::CPU_STATUS_ONLINE;
 
 const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -43,13 +44,30 @@ extern "C" fn kernel_main(boot_info_addr: usize) -> ! {
     bsp.set(CPU_STATUS_ONLINE);
 
     // Boot information.
-    let boot = bootinfo::parse(boot_info_addr);
+    let boot = match bootinfo::parse(boot_info_addr) {
+        Ok(boot) => boot,
+        Err(e) => run::fail_and_end(e),
+    };
     info!("boot: hypervisor {VERSION}, loaded by {}, command line `{}`", boot.bootloader, boot.cmdline);
+    for m in boot.modules() {
+        info!("boot: module {:#x}-{:#x} `{}`", m.range.start, m.range.end, m.cmdline);
+    }
+    for a in boot.areas() {
+        debug!("memory map: {:#x}-{:#x} type {}", a.range.start, a.range.end, a.kind);
+    }
 
     // Memory.
     let image = boot::kernel_image();
-    let reserved = [image, boot.range];
-    let Some(heap) = memory::init(boot.available(), &reserved) else {
+    // The image, the boot information and every module stay where they are:
+    // the heap goes around them.
+    let mut reserved = [Range::default(); 2 + bootinfo::MAX_MODULES];
+    reserved[0] = image;
+    reserved[1] = boot.range;
+    for (slot, module) in reserved[2..].iter_mut().zip(boot.modules()) {
+        *slot = module.range;
+    }
+    let reserved = &reserved[..2 + boot.modules().count()];
+    let Some(heap) = memory::init(boot.available(), reserved) else {
         run::fail_and_end("memory: no free memory above 1 MiB for the heap");
     };
     info!(
@@ -90,7 +108,7 @@ extern "C" fn kernel_main(boot_info_addr: usize) -> ! {
     info!("online: cpu0 APIC ID {} (initial APIC ID {}) boot processor", bsp.apic_id(), bsp.own().initial_apic_id);
 
     // Application processors.
-    start_application_processors(&boot, &reserved, bsp, options);
+    start_application_processors(&boot, reserved, bsp, options);
 
     // VMX root operation on every CPU.
     smp::run_on_all("vmx-enter", bsp, vmx::enter);
@@ -110,8 +128,8 @@ fn start_application_processors(boot: &bootinfo::BootInfo, reserved: &[Range], b
             info!("acpi: MADT via {}: {} processor entries", m.source, m.processors.len());
             m.processors
         }
-        Err(why) => {
-            warn!("acpi: {why}; running on the boot CPU alone");
+        Err(e) => {
+            warn!("acpi: {e}; running on the boot CPU alone");
             return;
         }
     };

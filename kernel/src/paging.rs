@@ -12,9 +12,26 @@ const LARGE_PAGE: u64 = 0x80;
 const TWO_MIB: u64 = 2 << 20;
 const ADDRESS_MASK: u64 = 0x000f_ffff_ffff_f000;
 
+/// Why a range cannot be identity-mapped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PagingError {
+    /// `[start, end)` reaches past LIMIT.
+    BeyondLimit { start: u64, len: u64 },
+}
+
+impl core::fmt::Display for PagingError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match *self {
+            PagingError::BeyondLimit { start, len } => {
+                write!(f, "{start:#x}+{len:#x} is beyond the {} GiB this kernel identity-maps (PML4[0])", LIMIT >> 30)
+            }
+        }
+    }
+}
+
 /// Identity-map `[start, start + len)` with 2 MiB pages where it is not mapped yet.
-pub fn identity_map(start: u64, len: u64) -> Result<(), &'static str> {
-    let end = start.checked_add(len).filter(|&e| e <= LIMIT).ok_or("beyond the 512 GiB this kernel maps")?;
+pub fn identity_map(start: u64, len: u64) -> Result<(), PagingError> {
+    let end = start.checked_add(len).filter(|&e| e <= LIMIT).ok_or(PagingError::BeyondLimit { start, len })?;
     // SAFETY: the address of the boot PDPT (boot.s).
     let pdpt = unsafe { &crate::boot::boot_pdpt as *const u8 as *mut u64 };
     let mut page = start & !(TWO_MIB - 1);

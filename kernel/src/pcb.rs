@@ -5,12 +5,12 @@
 //! after that, its plain fields are read-only, other CPUs read the atomics,
 //! and the state only its own CPU may change sits behind `own()`.
 
-use crate::smp::Mailbox;
+use crate::idt::Idt;
 use alloc::boxed::Box;
 use core::arch::asm;
 use core::cell::{RefCell, RefMut, UnsafeCell};
 use core::mem::{offset_of, MaybeUninit};
-use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicUsize, Ordering};
 use hvlogic::vmx_global::VmxGlobalData;
 use x86_64::instructions::segmentation::{Segment, CS, DS, ES, SS};
 use x86_64::instructions::tables::load_tss;
@@ -46,10 +46,6 @@ pub const KERNEL_CS: u16 = 0x08;
 pub const KERNEL_DS: u16 = 0x10;
 pub const KERNEL_TR: u16 = 0x18;
 
-/// Interrupt-stack-table slots (TSS.IST1..3, SDM Vol. 3A 7.14.5).
-pub const IST_DOUBLE_FAULT: u16 = 0;
-pub const IST_NMI: u16 = 1;
-pub const IST_MACHINE_CHECK: u16 = 2;
 pub const IST_STACK_SIZE: usize = 16 * 1024;
 pub const KERNEL_STACK_SIZE: usize = 64 * 1024;
 
@@ -74,7 +70,7 @@ pub struct Pcb {
     pub mailbox: Mailbox,
     pub gdt: GlobalDescriptorTable,
     pub tss: TaskStateSegment,
-    pub idt: crate::exceptions::Idt,
+    pub idt: Idt,
 }
 
 /// The part of a PCB only its own CPU touches.
@@ -99,6 +95,51 @@ pub struct Own {
 // atomics, and `own` (its RefCell borrow flag included) is only reached by its
 // CPU (checked in `own()`).
 unsafe impl Sync for Pcb {}
+
+/// Work sent to a CPU by the boot CPU: a function it runs on its own PCB (the
+/// book sends work by IPI; this kernel's CPUs poll with interrupts off).
+pub type Work = fn(&Pcb);
+
+/// One CPU's mailbox: the boot CPU posts work under a new generation number;
+/// the CPU runs it and reports that generation done. Only atomics: a CPU that
+/// is withdrawn or parked halfway leaves nothing locked.
+pub struct Mailbox {
+    work: AtomicUsize,
+    request: AtomicU32,
+    done: AtomicU32,
+}
+
+impl Mailbox {
+    pub const fn new() -> Mailbox {
+        Mailbox { work: AtomicUsize::new(0), request: AtomicU32::new(0), done: AtomicU32::new(0) }
+    }
+
+    /// Post `work` as request `generation` (the boot CPU).
+    pub fn post(&self, work: Work, generation: u32) {
+        self.work.store(work as usize, Ordering::Release);
+        self.request.store(generation, Ordering::Release);
+    }
+
+    /// Work posted after request `seen`, with its generation (the owning CPU).
+    pub fn take(&self, seen: u32) -> Option<(Work, u32)> {
+        let request = self.request.load(Ordering::Acquire);
+        if request == seen {
+            return None;
+        }
+        let work = self.work.load(Ordering::Acquire);
+        // SAFETY: `work` was stored from a `Work` fn pointer by `post`, before `request`.
+        Some((unsafe { core::mem::transmute::<usize, Work>(work) }, request))
+    }
+
+    /// Report request `generation` done (the owning CPU).
+    pub fn finish(&self, generation: u32) {
+        self.done.store(generation, Ordering::Release);
+    }
+
+    pub fn is_done(&self, generation: u32) -> bool {
+        self.done.load(Ordering::Acquire) == generation
+    }
+}
 
 /// All PCBs by processor index, published as each CPU comes up.
 static PCBS: [AtomicPtr<Pcb>; MAX_CPUS] = [const { AtomicPtr::new(core::ptr::null_mut()) }; MAX_CPUS];
@@ -201,7 +242,7 @@ impl Pcb {
             mailbox: Mailbox::new(),
             gdt: GlobalDescriptorTable::new(),
             tss,
-            idt: crate::exceptions::Idt::new(),
+            idt: Idt::new(KERNEL_CS),
         });
         pcb.base = pcb as *const Pcb;
         let tss: *const TaskStateSegment = &pcb.tss;

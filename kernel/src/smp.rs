@@ -7,10 +7,10 @@
 //! SIPI, waits 200 us, sends the second SIPI, then waits up to 100 ms for the
 //! AP to check in. One at a time, because they share the parameter block.
 
-use crate::pcb::{self, Pcb, CPU_STATUS_ONLINE, CPU_STATUS_UNRESPONSIVE};
+use crate::pcb::{self, Pcb, Work, CPU_STATUS_ONLINE, CPU_STATUS_UNRESPONSIVE};
 use crate::{apic, run, tsc};
 use ap_trampoline::{Gdtr32, TrampolineParams};
-use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicU32, Ordering};
 use hvlogic::cmdline::Inject;
 use hvlogic::madt::{Plan, Processor};
 use log::{error, info, warn};
@@ -19,22 +19,6 @@ use log::{error, info, warn};
 const CHECK_IN_TIMEOUT_US: u64 = 100_000;
 /// How long a stage may take on one CPU before the boot CPU reports it.
 const STAGE_TIMEOUT_US: u64 = 30_000_000;
-
-/// Work for one AP: a function the AP runs on its own PCB (the book's
-/// "wait for work sent by IPI", polled here since interrupts stay off).
-pub struct Mailbox {
-    work: AtomicUsize,
-    request: AtomicU32,
-    done: AtomicU32,
-}
-
-impl Mailbox {
-    pub const fn new() -> Mailbox {
-        Mailbox { work: AtomicUsize::new(0), request: AtomicU32::new(0), done: AtomicU32::new(0) }
-    }
-}
-
-pub type Work = fn(&Pcb);
 
 /// Result of bringing up the APs.
 pub struct Started {
@@ -156,17 +140,14 @@ extern "C" fn ap_entry(pcb: *const Pcb, cpu_index: u64) -> ! {
 fn serve(pcb: &Pcb) -> ! {
     let mut seen = 0;
     loop {
-        let request = pcb.mailbox.request.load(Ordering::Acquire);
-        if request == seen {
-            core::hint::spin_loop();
-            continue;
+        match pcb.mailbox.take(seen) {
+            Some((work, generation)) => {
+                seen = generation;
+                work(pcb);
+                pcb.mailbox.finish(generation);
+            }
+            None => core::hint::spin_loop(),
         }
-        seen = request;
-        let work = pcb.mailbox.work.load(Ordering::Acquire);
-        // SAFETY: `work` was stored from a `Work` fn pointer by `run_on_all`.
-        let work: Work = unsafe { core::mem::transmute::<usize, Work>(work) };
-        work(pcb);
-        pcb.mailbox.done.store(request, Ordering::Release);
     }
 }
 
@@ -178,12 +159,11 @@ pub fn run_on_all(stage: &str, bsp: &Pcb, work: Work) {
     let generation = GENERATION.fetch_add(1, Ordering::AcqRel) + 1;
     let aps = || pcb::all().filter(|p| !p.is_bsp && p.has(CPU_STATUS_ONLINE) && !p.has(CPU_STATUS_UNRESPONSIVE));
     for ap in aps() {
-        ap.mailbox.work.store(work as usize, Ordering::Release);
-        ap.mailbox.request.store(generation, Ordering::Release);
+        ap.mailbox.post(work, generation);
     }
     work(bsp);
     for ap in aps() {
-        let done = || ap.mailbox.done.load(Ordering::Acquire) == generation;
+        let done = || ap.mailbox.is_done(generation);
         if !tsc::wait_until(STAGE_TIMEOUT_US, done) {
             error!(
                 "smp: cpu{} (APIC ID {}) did not finish stage `{stage}` within {} s",

@@ -1,0 +1,86 @@
+//! The interrupt descriptor table: 256 gates, the 32 exception vectors
+//! present, each pointing at its stub in exceptions.s (which saves the
+//! registers and calls `exception_dispatch` in exceptions.rs).
+
+use x86_64::instructions::tables::lidt;
+use x86_64::structures::DescriptorTablePointer;
+use x86_64::VirtAddr;
+
+core::arch::global_asm!(include_str!("exceptions.s"), options(att_syntax));
+
+extern "C" {
+    static EXCEPTION_STUBS: [u64; 32];
+}
+
+/// Interrupt-stack-table slots (TSS.IST1..3, SDM Vol. 3A 7.14.5): the
+/// exceptions that must report even on an overflowed or unusable stack.
+pub const IST_DOUBLE_FAULT: u16 = 0;
+pub const IST_NMI: u16 = 1;
+pub const IST_MACHINE_CHECK: u16 = 2;
+
+/// The per-CPU IDT: all 256 vectors, the 32 exceptions present. Interrupts
+/// stay masked on the host; a stray vector above 31 finds a not-present gate
+/// and is reported as #NP naming it (after a VM exit the IDTR limit is 0xFFFF,
+/// SDM Vol. 3C 28.5.2, so the table must cover every vector).
+#[repr(C, align(16))]
+pub struct Idt([IdtGate; 256]);
+
+/// A 64-bit interrupt gate (SDM Vol. 3A 7.14.1, Figure 7-8).
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct IdtGate {
+    offset_low: u16,
+    selector: u16,
+    ist: u8,
+    type_attr: u8,
+    offset_mid: u16,
+    offset_high: u32,
+    reserved: u32,
+}
+
+/// Present, DPL 0, type 0xE (64-bit interrupt gate: IF cleared on entry).
+const INTERRUPT_GATE: u8 = 0x8e;
+const NOT_PRESENT: IdtGate =
+    IdtGate { offset_low: 0, selector: 0, ist: 0, type_attr: 0, offset_mid: 0, offset_high: 0, reserved: 0 };
+
+impl Idt {
+    /// All 32 vectors point at their stubs (through `code_selector`, the GDT's
+    /// 64-bit code segment); NMI, #DF and #MC switch to their own
+    /// IST stacks (TSS.IST1-3), so they report even on an overflowed stack.
+    pub fn new(code_selector: u16) -> Idt {
+        // SAFETY: EXCEPTION_STUBS is a read-only table emitted by exceptions.s.
+        let stubs = unsafe { &EXCEPTION_STUBS };
+        Idt(core::array::from_fn(|vector| {
+            if vector >= 32 {
+                return NOT_PRESENT;
+            }
+            let ist = match vector {
+                2 => IST_NMI + 1,
+                8 => IST_DOUBLE_FAULT + 1,
+                18 => IST_MACHINE_CHECK + 1,
+                _ => 0,
+            };
+            let addr = stubs[vector];
+            IdtGate {
+                offset_low: addr as u16,
+                selector: code_selector,
+                ist: ist as u8,
+                type_attr: INTERRUPT_GATE,
+                offset_mid: (addr >> 16) as u16,
+                offset_high: (addr >> 32) as u32,
+                reserved: 0,
+            }
+        }))
+    }
+
+    /// Load this IDT on the running CPU.
+    ///
+    /// # Safety
+    /// The IDT must stay in place, unchanged, while it is loaded (it lives in a 'static PCB).
+    pub unsafe fn load(&self) {
+        let ptr =
+            DescriptorTablePointer { limit: (core::mem::size_of::<Idt>() - 1) as u16, base: VirtAddr::from_ptr(self) };
+        // SAFETY: the caller keeps the IDT in place; its gates point at valid handlers.
+        unsafe { lidt(&ptr) };
+    }
+}

@@ -1,0 +1,208 @@
+//! What hosting an operating system needs from the CPU, which controls it
+//! runs with, and the CPUID it sees: pure decisions from the VMX capabilities.
+//!
+//! The OS runs pass-through: its own memory map 1:1 through EPT, its own
+//! interrupts, devices and timers, no exits for HLT, I/O or MSRs but the few
+//! the hypervisor must see. It starts in the state the Linux boot protocol
+//! asks (32-bit protected mode, paging off: unrestricted guest), and the
+//! application processors wait in the wait-for-SIPI activity state until the
+//! OS starts them itself.
+
+use crate::controls::{self, entry, exit, pin, proc1, proc2, Control};
+use crate::vmx_global::VmxGlobalData;
+
+/// IA32_VMX_MISC bit 8: the wait-for-SIPI activity state is supported (SDM Vol. 3D §A.6).
+pub const MISC_WAIT_FOR_SIPI: u64 = 1 << 8;
+
+/// Why this CPU cannot host the OS as a guest, if it cannot.
+pub fn missing(d: &VmxGlobalData) -> Option<&'static str> {
+    if !d.ept_usable() {
+        return Some("no usable EPT (4-level, WB or UC paging structures)");
+    }
+    if !controls::can_set(d.processor_based_ctls2, proc2::UNRESTRICTED_GUEST) {
+        return Some("no unrestricted guest (the boot protocol's entry runs with paging off)");
+    }
+    if d.misc & MISC_WAIT_FOR_SIPI == 0 {
+        return Some("no wait-for-SIPI activity state (IA32_VMX_MISC[8]) for the application processors");
+    }
+    let needed = [
+        (
+            Control::PrimaryProcBased,
+            proc1::USE_IO_BITMAPS | proc1::USE_MSR_BITMAPS | proc1::ACTIVATE_SECONDARY,
+            d.processor_based_ctls,
+        ),
+        (Control::Exit, exit::HOST_ADDRESS_SPACE_SIZE | exit::SAVE_EFER | exit::LOAD_EFER, d.exit_ctls),
+        (Control::Entry, entry::IA32E_MODE_GUEST | entry::LOAD_EFER, d.entry_ctls),
+    ];
+    for (_, bits, cap) in needed {
+        if !controls::can_set(cap, bits) {
+            return Some("no save/load of IA32_EFER, IA-32e mode guest, or I/O and MSR bitmaps");
+        }
+    }
+    // Exits the OS would take for every HLT, I/O port or interrupt: a CPU that
+    // forces them on cannot run it pass-through.
+    let forced = controls::allowed0(d.pin_based_ctls) & (pin::EXTERNAL_INTERRUPT_EXITING | pin::NMI_EXITING) != 0
+        || controls::allowed0(d.processor_based_ctls) & (proc1::HLT_EXITING | proc1::UNCONDITIONAL_IO_EXITING) != 0;
+    if forced {
+        return Some("the CPU forces interrupt, HLT or I/O exiting on");
+    }
+    None
+}
+
+/// Instructions the guest has only when a secondary control enables them
+/// (else they raise #UD in VMX non-root operation, SDM Vol. 3C §26.3), so
+/// the CPUID bit is hidden where the control is not available.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Hidden {
+    pub rdtscp: bool,
+    pub invpcid: bool,
+    pub xsaves: bool,
+    pub waitpkg: bool,
+}
+
+/// The five control fields for the OS, and which instructions stay hidden.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Controls {
+    pub pin: u32,
+    pub proc1: u32,
+    pub proc2: u32,
+    pub exit: u32,
+    pub entry: u32,
+    pub hidden: Hidden,
+}
+
+/// The controls for the OS guest, `(wanted | allowed-0) & allowed-1` each.
+/// `vpid`: tag the guest's TLB entries. Call only when `missing` is None.
+pub fn controls(d: &VmxGlobalData, vpid: bool) -> Controls {
+    let optional = |cap: u64, bits: u32| if controls::can_set(cap, bits) { bits } else { 0 };
+    let p2 = d.processor_based_ctls2;
+    let hidden = Hidden {
+        rdtscp: !controls::can_set(p2, proc2::ENABLE_RDTSCP),
+        invpcid: !controls::can_set(p2, proc2::ENABLE_INVPCID),
+        xsaves: !controls::can_set(p2, proc2::ENABLE_XSAVES_XRSTORS),
+        waitpkg: !controls::can_set(p2, proc2::ENABLE_USER_WAIT_PAUSE),
+    };
+    let wanted2 = proc2::ENABLE_EPT
+        | proc2::UNRESTRICTED_GUEST
+        | if vpid { proc2::ENABLE_VPID } else { 0 }
+        | optional(p2, proc2::ENABLE_RDTSCP)
+        | optional(p2, proc2::ENABLE_INVPCID)
+        | optional(p2, proc2::ENABLE_XSAVES_XRSTORS)
+        | optional(p2, proc2::ENABLE_USER_WAIT_PAUSE);
+    let adjust = |wanted: u32, cap: u64| controls::adjust(wanted, cap).value;
+    Controls {
+        pin: adjust(0, d.pin_based_ctls),
+        proc1: adjust(
+            proc1::USE_IO_BITMAPS | proc1::USE_MSR_BITMAPS | proc1::ACTIVATE_SECONDARY,
+            d.processor_based_ctls,
+        ),
+        proc2: adjust(wanted2, p2),
+        exit: adjust(
+            exit::HOST_ADDRESS_SPACE_SIZE
+                | exit::SAVE_EFER
+                | exit::LOAD_EFER
+                | exit::SAVE_DEBUG_CONTROLS
+                | optional(d.exit_ctls, exit::SAVE_PAT | exit::LOAD_PAT),
+            d.exit_ctls,
+        ),
+        entry: adjust(
+            entry::LOAD_EFER | entry::LOAD_DEBUG_CONTROLS | optional(d.entry_ctls, entry::LOAD_PAT),
+            d.entry_ctls,
+        ),
+        hidden,
+    }
+}
+
+/// CPUID bits (SDM Vol. 2A, CPUID).
+const LEAF1_ECX_VMX: u32 = 1 << 5;
+const LEAF1_ECX_SMX: u32 = 1 << 6;
+/// CPUID.01H:ECX[31], reserved by Intel for hypervisors to say they are there.
+const LEAF1_ECX_HYPERVISOR: u32 = 1 << 31;
+const LEAF7_EBX_INVPCID: u32 = 1 << 10;
+const LEAF7_ECX_WAITPKG: u32 = 1 << 5;
+const LEAF_D1_EAX_XSAVES: u32 = 1 << 3;
+const LEAF_80000001_EDX_RDTSCP: u32 = 1 << 27;
+
+/// What a guest sees of CPUID leaf `leaf`/`subleaf` whose real answer is
+/// `r` (EAX, EBX, ECX, EDX): VMX and SMX hidden (VMX instructions and GETSEC
+/// raise #UD in the guest), the hypervisor bit set, and every instruction in
+/// `hidden` hidden.
+pub fn cpuid(leaf: u32, subleaf: u32, r: [u32; 4], hidden: Hidden) -> [u32; 4] {
+    let [mut a, mut b, mut c, mut d] = r;
+    match (leaf, subleaf) {
+        (1, _) => c = (c & !(LEAF1_ECX_VMX | LEAF1_ECX_SMX)) | LEAF1_ECX_HYPERVISOR,
+        (7, 0) => {
+            if hidden.invpcid {
+                b &= !LEAF7_EBX_INVPCID;
+            }
+            if hidden.waitpkg {
+                c &= !LEAF7_ECX_WAITPKG;
+            }
+        }
+        (0xd, 1) if hidden.xsaves => a &= !LEAF_D1_EAX_XSAVES,
+        (0x8000_0001, _) if hidden.rdtscp => d &= !LEAF_80000001_EDX_RDTSCP,
+        _ => {}
+    }
+    [a, b, c, d]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Bochs corei7_skylake_x, roughly: everything needed is there.
+    fn skylake() -> VmxGlobalData {
+        VmxGlobalData {
+            pin_based_ctls: 0x7f_0000_0016,
+            processor_based_ctls: 0xfff9_fffe_0401_e172,
+            processor_based_ctls2: 0x0011_54ff_0000_0000,
+            exit_ctls: 0x01ff_efff_0003_6dff,
+            entry_ctls: 0x0003_d3ff_0000_11ff,
+            misc: 0x1c5,
+            ept_vpid_cap: 0xf_0106_7141,
+            ..VmxGlobalData::default()
+        }
+    }
+
+    #[test]
+    fn skylake_hosts_an_os() {
+        assert_eq!(missing(&skylake()), None);
+        let c = controls(&skylake(), true);
+        assert_eq!(c.pin & (pin::EXTERNAL_INTERRUPT_EXITING | pin::NMI_EXITING), 0);
+        assert_eq!(c.proc1 & proc1::HLT_EXITING, 0);
+        assert_ne!(c.proc2 & proc2::UNRESTRICTED_GUEST, 0);
+        assert_ne!(c.proc2 & proc2::ENABLE_RDTSCP, 0);
+        assert_ne!(c.exit & exit::LOAD_EFER, 0);
+        assert_eq!(c.entry & entry::IA32E_MODE_GUEST, 0, "the OS starts in 32-bit mode");
+        assert!(!c.hidden.rdtscp);
+        assert!(!c.hidden.xsaves);
+        assert!(c.hidden.waitpkg, "this capability lacks enable user wait and pause");
+    }
+
+    #[test]
+    fn what_is_missing_is_named() {
+        let mut d = skylake();
+        d.processor_based_ctls2 &= !((proc2::UNRESTRICTED_GUEST as u64) << 32);
+        assert_eq!(missing(&d), Some("no unrestricted guest (the boot protocol's entry runs with paging off)"));
+        let mut d = skylake();
+        d.misc &= !MISC_WAIT_FOR_SIPI;
+        assert!(missing(&d).unwrap().contains("wait-for-SIPI"));
+        let mut d = skylake();
+        d.ept_vpid_cap = 0;
+        assert!(missing(&d).unwrap().contains("EPT"));
+        let mut d = skylake();
+        d.processor_based_ctls |= proc1::HLT_EXITING as u64;
+        assert!(missing(&d).unwrap().contains("forces"));
+    }
+
+    #[test]
+    fn the_guest_cpuid() {
+        let h = Hidden { rdtscp: true, invpcid: true, xsaves: true, waitpkg: true };
+        assert_eq!(cpuid(1, 0, [0x50654, 0, 0x7ffe_fbff, 0], h)[2], 0xfffe_fb9f);
+        assert_eq!(cpuid(7, 0, [0, 0xffff_ffff, 0xffff_ffff, 0], h)[1..3], [!LEAF7_EBX_INVPCID, !LEAF7_ECX_WAITPKG]);
+        assert_eq!(cpuid(7, 1, [0, 0xffff_ffff, 0, 0], h)[1], 0xffff_ffff);
+        assert_eq!(cpuid(0xd, 1, [0xf, 0, 0, 0], h)[0], 0x7);
+        assert_eq!(cpuid(0x8000_0001, 0, [0, 0, 0, 0x2c10_0800], h)[3], 0x2410_0800);
+        assert_eq!(cpuid(0x8000_0001, 0, [0, 0, 0, 0x2c10_0800], Hidden::default())[3], 0x2c10_0800);
+    }
+}

@@ -1,5 +1,6 @@
 # make iso    build/hypervisor.iso (BIOS + UEFI) and build/kernel.elf
-# make run    build and boot in the best engine (ENGINE=qemu|qemu-kvm|bochs, CPUS=N, MODEL=..., CMDLINE=...)
+# make run    build and boot in the best engine (ENGINE=qemu|qemu-kvm|bochs, CPUS=N, MODEL=..., CMDLINE=...);
+#             GUEST=linux boots Debian's kernel and a busybox initramfs after the run (LINUX_CMDLINE=...)
 # make test   host unit tests + boot tests (QEMU and Bochs)
 # make bench  the CPUID exit round trip in Bochs
 # make lint   rustfmt and clippy, warnings are errors (CI runs it before `make test`)
@@ -16,8 +17,14 @@ CPUS       ?= 4
 MODEL      ?= corei7_skylake_x
 ENGINE     ?= $(shell scripts/best-engine)
 FEATURES   ?=
+# GUEST=linux: the run hands the machine to Linux (build/linux, scripts/linux-guest).
+GUEST      ?=
+LINUX_CMDLINE ?= console=ttyS0,115200
+LINUX      := $(BUILD)/linux
+MEM        ?= $(if $(filter linux,$(GUEST)),512,256)
+MODULES    = $(if $(filter linux,$(GUEST)),--module $(LINUX)/vmlinuz "linux $(LINUX_CMDLINE)" --module $(LINUX)/initrd.img initrd)
 
-.PHONY: all deps kernel iso run test unit boottest bench lint clean
+.PHONY: all deps kernel iso run test unit boottest bench lint clean linux-guest
 
 all: iso
 
@@ -33,25 +40,29 @@ iso: kernel
 	scripts/mkiso $(KERNEL) $(ISO) $(CMDLINE)
 	@echo "built $(ISO) (command line: $(CMDLINE))"
 
+# Debian's kernel and the test initramfs (fetched once, cached under build/linux).
+linux-guest: deps
+	scripts/linux-guest $(LINUX)
+
 # `run` boots a copy of the ISO whose command line ends the run through the
 # engine's exit port; build/hypervisor.iso itself stays bare-metal safe.
-run: kernel
+run: kernel $(if $(filter linux,$(GUEST)),linux-guest)
 	@case "$(ENGINE)" in \
 	  qemu-kvm) eng=qemu; extra="--kvm";; \
 	  qemu) eng=qemu; extra="";; \
 	  bochs) eng=bochs; extra="--model $(MODEL)";; \
 	  *) echo "ENGINE is qemu, qemu-kvm or bochs"; exit 2;; \
 	esac; \
-	scripts/mkiso $(KERNEL) $(BUILD)/run.iso $(CMDLINE) exit=$$eng && \
+	scripts/mkiso $(MODULES) $(KERNEL) $(BUILD)/run.iso $(CMDLINE) exit=$$eng && \
 	echo "booting $(BUILD)/run.iso in $(ENGINE) with $(CPUS) CPUs; COM1 follows" && \
-	scripts/boot --engine $$eng $$extra --iso $(BUILD)/run.iso --cpus $(CPUS) --workdir $(BUILD)/run || true
+	scripts/boot --engine $$eng $$extra --iso $(BUILD)/run.iso --cpus $(CPUS) --mem $(MEM) --workdir $(BUILD)/run || true
 
 unit: deps
 	$(CARGO) test -p hvlogic
 	# The ENABLE_VMX_INSIDE_SMX build (book step 7) must keep compiling.
 	$(CARGO) check -p kernel --target x86_64-unknown-none --features enable-vmx-inside-smx
 
-boottest: kernel
+boottest: kernel linux-guest
 	$(CARGO) test -p boottests -- --test-threads=2
 
 test: deps unit boottest
@@ -65,7 +76,7 @@ lint: deps
 	$(CARGO) clippy -p kernel --release --target x86_64-unknown-none --features enable-vmx-inside-smx -- -D warnings
 	$(CARGO) clippy -p hvlogic -p boottests --all-targets -- -D warnings
 
-bench: kernel
+bench: kernel linux-guest
 	$(CARGO) test -p boottests --test bench -- --ignored --nocapture
 
 clean:

@@ -29,6 +29,12 @@ pub struct Boot {
     /// Keep the bare-metal `exit=halt` and, once SUMMARY is out, ask QEMU's
     /// monitor for every CPU's registers (`Log::halted_report`).
     halt: bool,
+    /// Boot modules: file and string (`module2 FILE STRING`).
+    modules: Vec<(PathBuf, String)>,
+    /// Memory in MiB.
+    mem: u32,
+    /// Stop the emulator once this many lines start with this prefix.
+    stop_after: Option<(String, usize)>,
 }
 
 pub fn root() -> PathBuf {
@@ -48,6 +54,9 @@ impl Boot {
             cmdline: String::new(),
             timeout: Duration::from_secs(60),
             halt: false,
+            modules: Vec::new(),
+            mem: 256,
+            stop_after: None,
         }
     }
 
@@ -81,14 +90,42 @@ impl Boot {
         self
     }
 
+    /// Add a boot module: `module2 FILE STRING` in grub.cfg.
+    pub fn module(mut self, file: impl Into<PathBuf>, string: &str) -> Boot {
+        self.modules.push((file.into(), string.into()));
+        self
+    }
+
+    pub fn mem(mut self, mib: u32) -> Boot {
+        self.mem = mib;
+        self
+    }
+
+    pub fn timeout(mut self, t: Duration) -> Boot {
+        self.timeout = t;
+        self
+    }
+
+    /// End the boot once `n` lines of COM1 start with `prefix` (for a machine
+    /// that resets and would boot again forever).
+    pub fn stop_after(mut self, prefix: &str, n: usize) -> Boot {
+        self.stop_after = Some((prefix.into(), n));
+        self
+    }
+
+    /// Where this scenario keeps its files (ISO, logs, patched modules).
+    pub fn dir(&self) -> PathBuf {
+        root().join("target/boottests").join(&self.name)
+    }
+
     /// Build this scenario's ISO, boot it, and return what COM1 printed.
     pub fn run(&self) -> Log {
         let root = root();
         let kernel = root.join("build/kernel.elf");
         assert!(kernel.exists(), "{} is missing: run `make kernel` (or `make test`)", kernel.display());
-        let dir = root.join("target/boottests").join(&self.name);
-        let _ = std::fs::remove_dir_all(&dir);
+        let dir = self.dir();
         std::fs::create_dir_all(&dir).unwrap();
+        let _ = std::fs::remove_file(dir.join("serial.log"));
         let iso = dir.join("boot.iso");
         let serial = dir.join("serial.log");
 
@@ -98,17 +135,16 @@ impl Boot {
             (Engine::Bochs, false) => "exit=bochs",
         };
         let cmdline = format!("{} {exit}", self.cmdline);
-        let status = Command::new(root.join("scripts/mkiso"))
-            .arg(&kernel)
-            .arg(&iso)
-            .args(cmdline.split_whitespace())
-            .status()
-            .expect("scripts/mkiso");
+        let mut mkiso = Command::new(root.join("scripts/mkiso"));
+        for (file, string) in &self.modules {
+            mkiso.arg("--module").arg(file).arg(string);
+        }
+        let status = mkiso.arg(&kernel).arg(&iso).args(cmdline.split_whitespace()).status().expect("scripts/mkiso");
         assert!(status.success(), "mkiso failed for {}", self.name);
 
         let mut cmd = Command::new(root.join("scripts/boot"));
         cmd.arg("--iso").arg(&iso).arg("--serial").arg(&serial).arg("--workdir").arg(&dir);
-        cmd.arg("--cpus").arg(self.cpus.to_string());
+        cmd.arg("--cpus").arg(self.cpus.to_string()).arg("--mem").arg(self.mem.to_string());
         let monitor = dir.join("monitor.sock");
         if self.halt {
             cmd.arg("--monitor").arg(&monitor);
@@ -144,6 +180,14 @@ impl Boot {
                 }
                 break (None, false);
             }
+            if let Some((prefix, n)) = &self.stop_after {
+                if count_lines(&serial, prefix) >= *n {
+                    std::thread::sleep(Duration::from_secs(1));
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    break (None, false);
+                }
+            }
             if started.elapsed() > self.timeout {
                 let _ = child.kill();
                 let _ = child.wait();
@@ -163,6 +207,12 @@ impl Boot {
             halted_report,
         }
     }
+}
+
+fn count_lines(serial: &Path, prefix: &str) -> usize {
+    std::fs::read(serial)
+        .map(|b| String::from_utf8_lossy(&b).replace('\r', "").lines().filter(|l| l.starts_with(prefix)).count())
+        .unwrap_or(0)
 }
 
 fn summary_seen(serial: &Path) -> bool {

@@ -50,6 +50,15 @@ pub enum GuestKind {
     Bench,
 }
 
+/// How a Linux kernel given as a `linux` module runs (`linux=`).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum LinuxMode {
+    /// As the guest of the hypervisor, where the CPU allows; natively otherwise.
+    Guest,
+    /// Natively, the hypervisor gone (for comparisons).
+    Native,
+}
+
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
 pub enum LogLevel {
     Error = 1,
@@ -69,6 +78,7 @@ pub struct Options {
     /// Print every VMX capability MSR, decoded, on the boot CPU.
     pub vmxcap: bool,
     pub guest: GuestKind,
+    pub linux: LinuxMode,
     /// Words that were not understood, with the reason, for the log.
     pub warnings: Vec<Warning>,
 }
@@ -94,6 +104,7 @@ impl Default for Options {
             maxcpus: None,
             vmxcap: false,
             guest: GuestKind::Normal,
+            linux: LinuxMode::Guest,
             warnings: Vec::new(),
         }
     }
@@ -158,8 +169,15 @@ impl Options {
                     _ => return Err("guest is one of normal, hostile, bench"),
                 }
             }
+            ("linux", Some(v)) => {
+                self.linux = match v {
+                    "guest" => LinuxMode::Guest,
+                    "native" => LinuxMode::Native,
+                    _ => return Err("linux is one of guest, native"),
+                }
+            }
             ("vmxcap", None) => self.vmxcap = true,
-            ("loglevel" | "exit" | "inject" | "maxcpus" | "guest", None) => {
+            ("loglevel" | "exit" | "inject" | "maxcpus" | "guest" | "linux", None) => {
                 return Err("this option needs a value (key=value)")
             }
             ("vmxcap", Some(_)) => return Err("vmxcap takes no value"),
@@ -180,6 +198,7 @@ mod tests {
         assert_eq!(o.loglevel, LogLevel::Info);
         assert_eq!(o.inject, None);
         assert_eq!(o.guest, GuestKind::Normal);
+        assert_eq!(o.linux, LinuxMode::Guest);
         assert!(o.warnings.is_empty());
     }
 
@@ -201,6 +220,9 @@ mod tests {
         assert_eq!(Options::parse("inject=entry-bad-control").inject, Some(Inject::EntryBadControl));
         assert_eq!(Options::parse("exit=qemu").exit, ExitMode::Qemu);
         assert_eq!(Options::parse("guest=bench").guest, GuestKind::Bench);
+        assert_eq!(Options::parse("linux=native").linux, LinuxMode::Native);
+        assert_eq!(Options::parse("linux=guest").linux, LinuxMode::Guest);
+        assert_eq!(Options::parse("linux=vm").warnings[0].reason, "linux is one of guest, native");
     }
 
     #[test]

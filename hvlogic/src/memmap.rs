@@ -78,14 +78,21 @@ pub fn choose_heap(available: &[Range], reserved: &[Range], limit: u64, max_len:
 }
 
 /// A free 4 KiB page below 1 MiB for the real-mode AP trampoline (the SIPI
-/// vector is a page number, SDM Vol. 3A 11.4.4.1), wholly inside available
+/// vector is a page number, SDM Vol. 3A §11.4.4.1), wholly inside available
 /// memory and clear of `reserved`. Page 0 (real-mode IVT and BIOS data) is never
 /// chosen. Picks the highest such page below 640 KiB.
 pub fn choose_trampoline_page(available: &[Range], reserved: &[Range]) -> Option<u64> {
+    choose_low_pages(available, reserved, 1)
+}
+
+/// `count` free, contiguous 4 KiB pages below 640 KiB (conventional memory),
+/// the highest there are, never page 0: for what must stay below 1 MiB or
+/// must not sit where an OS's kernel goes.
+pub fn choose_low_pages(available: &[Range], reserved: &[Range], count: u64) -> Option<u64> {
     const CONVENTIONAL_END: u64 = 0xA_0000;
-    (1..CONVENTIONAL_END / PAGE).rev().map(|n| n * PAGE).find(|&p| {
-        let page = Range::new(p, p + PAGE);
-        available.iter().any(|a| a.contains_range(&page)) && !reserved.iter().any(|r| r.overlaps(&page))
+    (1..=(CONVENTIONAL_END / PAGE).saturating_sub(count)).rev().map(|n| n * PAGE).find(|&p| {
+        let pages = Range::new(p, p + count * PAGE);
+        available.iter().any(|a| a.contains_range(&pages)) && !reserved.iter().any(|r| r.overlaps(&pages))
     })
 }
 
@@ -140,5 +147,14 @@ mod tests {
         assert_eq!(choose_trampoline_page(&[Range::new(ONE_MIB, 4 * G)], &[]), None);
         // A partial page at the end of a range is not used.
         assert_eq!(choose_trampoline_page(&[Range::new(0x1000, 0x2800)], &[]), Some(0x1000));
+    }
+
+    #[test]
+    fn low_pages_are_contiguous_and_clear_of_reserved() {
+        let avail = [Range::new(0, 0x9_fc00)];
+        assert_eq!(choose_low_pages(&avail, &[], 3), Some(0x9_c000));
+        let trampoline = Range::new(0x9_d000, 0x9_e000);
+        assert_eq!(choose_low_pages(&avail, &[trampoline], 3), Some(0x9_a000));
+        assert_eq!(choose_low_pages(&[Range::new(0x1000, 0x3000)], &[], 3), None);
     }
 }

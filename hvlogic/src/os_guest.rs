@@ -9,7 +9,7 @@
 //! OS starts them itself.
 
 use crate::controls::{self, entry, exit, pin, proc1, proc2, Control};
-use crate::vmx_global::VmxGlobalData;
+use crate::vmx_global::{ept_vpid, VmxGlobalData};
 
 /// IA32_VMX_MISC bit 8: the wait-for-SIPI activity state is supported (SDM Vol. 3D §A.6).
 pub const MISC_WAIT_FOR_SIPI: u64 = 1 << 8;
@@ -18,6 +18,9 @@ pub const MISC_WAIT_FOR_SIPI: u64 = 1 << 8;
 pub fn missing(d: &VmxGlobalData) -> Option<&'static str> {
     if !d.ept_usable() {
         return Some("no usable EPT (4-level, WB or UC paging structures)");
+    }
+    if d.ept_vpid_cap & ept_vpid::PAGE_2M == 0 {
+        return Some("no 2 MiB EPT pages (IA32_VMX_EPT_VPID_CAP[16]) for a compact identity map");
     }
     if !controls::can_set(d.processor_based_ctls2, proc2::UNRESTRICTED_GUEST) {
         return Some("no unrestricted guest (the boot protocol's entry runs with paging off)");
@@ -146,6 +149,25 @@ pub fn cpuid(leaf: u32, subleaf: u32, r: [u32; 4], hidden: Hidden) -> [u32; 4] {
     [a, b, c, d]
 }
 
+const LEAF1_ECX_OSXSAVE: u32 = 1 << 27;
+const LEAF7_ECX_OSPKE: u32 = 1 << 4;
+const CR4_OSXSAVE: u64 = 1 << 18;
+const CR4_PKE: u64 = 1 << 22;
+
+/// CPUID.01H:ECX.OSXSAVE and CPUID.(EAX=07H,ECX=0):ECX.OSPKE report CR4.OSXSAVE
+/// and CR4.PKE (SDM Vol. 2A, CPUID): a CPUID the host executes for a guest
+/// reports the host's CR4, so they are set from the guest's `cr4`.
+pub fn mirror_cr4(leaf: u32, subleaf: u32, r: [u32; 4], cr4: u64) -> [u32; 4] {
+    let [a, b, mut c, d] = r;
+    let bit = |on: bool, mask: u32, v: u32| if on { v | mask } else { v & !mask };
+    match (leaf, subleaf) {
+        (1, _) => c = bit(cr4 & CR4_OSXSAVE != 0, LEAF1_ECX_OSXSAVE, c),
+        (7, 0) => c = bit(cr4 & CR4_PKE != 0, LEAF7_ECX_OSPKE, c),
+        _ => {}
+    }
+    [a, b, c, d]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -159,7 +181,7 @@ mod tests {
             exit_ctls: 0x01ff_efff_0003_6dff,
             entry_ctls: 0x0003_d3ff_0000_11ff,
             misc: 0x1c5,
-            ept_vpid_cap: 0xf_0106_7141,
+            ept_vpid_cap: 0xf_0106_7141 | ept_vpid::PAGE_2M | ept_vpid::PAGE_1G,
             ..VmxGlobalData::default()
         }
     }
@@ -191,8 +213,19 @@ mod tests {
         d.ept_vpid_cap = 0;
         assert!(missing(&d).unwrap().contains("EPT"));
         let mut d = skylake();
+        d.ept_vpid_cap &= !ept_vpid::PAGE_2M;
+        assert!(missing(&d).unwrap().contains("2 MiB"));
+        let mut d = skylake();
         d.processor_based_ctls |= proc1::HLT_EXITING as u64;
         assert!(missing(&d).unwrap().contains("forces"));
+    }
+
+    #[test]
+    fn osxsave_and_ospke_follow_the_guests_cr4() {
+        assert_eq!(mirror_cr4(1, 0, [0, 0, LEAF1_ECX_OSXSAVE | 1, 0], 0)[2], 1);
+        assert_eq!(mirror_cr4(1, 0, [0, 0, 1, 0], CR4_OSXSAVE)[2], 1 | LEAF1_ECX_OSXSAVE);
+        assert_eq!(mirror_cr4(7, 0, [0, 0, 0, 0], CR4_PKE)[2], LEAF7_ECX_OSPKE);
+        assert_eq!(mirror_cr4(7, 1, [0, 0, 0, 0], CR4_PKE)[2], 0);
     }
 
     #[test]

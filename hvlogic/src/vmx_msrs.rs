@@ -56,6 +56,10 @@ pub mod ept_vpid {
     pub const PAGE_WALK_4: u64 = 1 << 6;
     pub const EPTP_UC: u64 = 1 << 8;
     pub const EPTP_WB: u64 = 1 << 14;
+    /// EPT may map 2 MiB pages (a PDE with bit 7 set).
+    pub const PAGE_2M: u64 = 1 << 16;
+    /// EPT may map 1 GiB pages (a PDPTE with bit 7 set).
+    pub const PAGE_1G: u64 = 1 << 17;
     pub const INVEPT: u64 = 1 << 20;
     pub const INVEPT_ALL_CONTEXT: u64 = 1 << 26;
     pub const INVVPID: u64 = 1 << 32;

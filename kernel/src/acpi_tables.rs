@@ -3,12 +3,15 @@
 
 use crate::bootinfo::Rsdp;
 use crate::paging::PagingError;
+use acpi::address::{AddressSpace, GenericAddress};
+use acpi::fadt::Fadt;
 use acpi::madt::{Madt, MadtEntry};
 use acpi::{AcpiHandler, AcpiTables, PhysicalMapping};
 use alloc::vec::Vec;
 use core::fmt;
 use core::ptr::NonNull;
 use hvlogic::madt::ProcessorEntry;
+use hvlogic::power::{Block, Ports};
 
 /// ACPI tables are read in place: the first 4 GiB are identity-mapped, and a
 /// table above that gets identity-mapped when it is first read.
@@ -49,6 +52,8 @@ pub struct MadtInfo {
     pub processors: Vec<ProcessorEntry>,
     /// Where the RSDP came from, for the log.
     pub source: &'static str,
+    /// The FADT's power and reset ports and \_S5 (default when there is no FADT).
+    pub power: Ports,
 }
 
 /// Why there is no MADT to read.
@@ -103,5 +108,39 @@ pub fn read_madt(rsdp: Option<Rsdp>) -> Result<MadtInfo, AcpiError> {
             _ => None,
         })
         .collect();
-    Ok(MadtInfo { processors, source })
+    Ok(MadtInfo { processors, source, power: power_ports(&tables) })
+}
+
+/// The PM1 control blocks and the reset register from the FADT, when they
+/// are in I/O space, and SLP_TYP for S5 from the DSDT's \_S5 object.
+fn power_ports(tables: &AcpiTables<IdentityMapped>) -> Ports {
+    let Ok(fadt) = tables.find_table::<Fadt>() else {
+        return Ports::default();
+    };
+    let io_block = |g: GenericAddress| {
+        (g.address_space == AddressSpace::SystemIo && g.address != 0 && g.address <= 0xffff)
+            .then(|| Block { port: g.address as u16, len: (g.bit_width / 8).max(1) })
+    };
+    let flags = fadt.flags;
+    let reset = flags
+        .supports_system_reset_via_fadt()
+        .then(|| fadt.reset_register().ok())
+        .flatten()
+        .and_then(io_block)
+        .map(|b| (b.port, fadt.reset_value));
+    let s5 = tables.dsdt().ok().and_then(|dsdt| {
+        let (start, len) = (dsdt.address as u64, dsdt.length as u64);
+        if start + len > crate::boot::IDENTITY_MAPPED {
+            crate::paging::identity_map(start, len).ok()?;
+        }
+        // SAFETY: the DSDT's AML lies where the FADT says, identity-mapped (above).
+        let aml = unsafe { core::slice::from_raw_parts(dsdt.address as *const u8, dsdt.length as usize) };
+        hvlogic::power::s5_from_aml(aml)
+    });
+    Ports {
+        pm1a_cnt: fadt.pm1a_control_block().ok().and_then(io_block),
+        pm1b_cnt: fadt.pm1b_control_block().ok().flatten().and_then(io_block),
+        reset,
+        s5,
+    }
 }

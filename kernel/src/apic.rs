@@ -59,20 +59,29 @@ fn mask_legacy_pics() {
     }
 }
 
-/// Set the boot CPU's mode: x2APIC where offered, else xAPIC. Every AP then follows.
-pub fn init_bsp() -> Mode {
+/// Set the boot CPU's mode: x2APIC where offered, else xAPIC; every AP then
+/// follows. With `keep_firmware_mode` (an OS follows the run), the mode
+/// firmware left stays: the OS finds the APIC as it would without the
+/// hypervisor, and no APIC has to go back through the disabled state, which
+/// some implementations (Bochs, P6-family CPUs) do not leave until reset
+/// (SDM Vol. 3A §11.4.3 "Enabling or Disabling the Local APIC").
+pub fn init_bsp(keep_firmware_mode: bool) -> Mode {
     mask_legacy_pics();
-    let mode = if x2apic_supported() { MODE_X2APIC } else { MODE_XAPIC };
     // SAFETY: IA32_APIC_BASE exists on every CPU with a local APIC (CPUID.01H:EDX[9]).
-    let base = unsafe { rdmsr(IA32_APIC_BASE) } & APIC_BASE_ADDR_MASK;
-    XAPIC_BASE.store(base, Ordering::Relaxed);
+    let firmware = unsafe { rdmsr(IA32_APIC_BASE) };
+    let x2apic = if keep_firmware_mode { firmware & APIC_BASE_EXTD != 0 } else { x2apic_supported() };
+    let mode = if x2apic { MODE_X2APIC } else { MODE_XAPIC };
+    XAPIC_BASE.store(firmware & APIC_BASE_ADDR_MASK, Ordering::Relaxed);
     MODE.store(mode, Ordering::Release);
     init_this_cpu();
     mode_now().expect("mode just set")
 }
 
-/// Put this CPU's local APIC in the run's mode and software-enable it.
+/// Put this CPU's local APIC in the run's mode and software-enable it; note
+/// the mode firmware left it in (`restore_firmware_mode`).
 pub fn init_this_cpu() {
+    // SAFETY: IA32_APIC_BASE exists on every CPU with a local APIC.
+    crate::pcb::this_cpu().own().firmware_apic_base = unsafe { rdmsr(IA32_APIC_BASE) };
     // SAFETY: enabling the APIC (EN) and then x2APIC (EXTD) is the architectural
     // order (SDM Vol. 3A 11.12.5); the SVR write only enables the APIC.
     unsafe {
@@ -88,6 +97,27 @@ pub fn init_this_cpu() {
         }
     }
     write_svr(SVR_ENABLE);
+}
+
+/// Give this CPU's local APIC back in the mode firmware left it, before an OS
+/// takes the CPU: an OS finds the APIC as it would without the hypervisor.
+/// From x2APIC mode the way back to xAPIC mode goes through the disabled
+/// state (SDM Vol. 3A §11.12.5 "x2APIC State Transitions"), which also
+/// resets the APIC's registers, as firmware's INIT would have.
+pub fn restore_firmware_mode() {
+    let firmware = crate::pcb::this_cpu().own().firmware_apic_base;
+    // SAFETY: IA32_APIC_BASE exists; the writes follow the allowed transitions:
+    // x2APIC -> disabled -> xAPIC (or the unchanged value).
+    unsafe {
+        let now = rdmsr(IA32_APIC_BASE);
+        if now == firmware {
+            return;
+        }
+        if now & APIC_BASE_EXTD != 0 && firmware & APIC_BASE_EXTD == 0 {
+            wrmsr(IA32_APIC_BASE, now & !(APIC_BASE_EN | APIC_BASE_EXTD));
+        }
+        wrmsr(IA32_APIC_BASE, firmware);
+    }
 }
 
 pub fn mode_now() -> Option<Mode> {
@@ -127,10 +157,23 @@ fn mmio_write(addr: u64, v: u32) {
     unsafe { core::ptr::write_volatile(addr as *mut u32, v) }
 }
 
+/// The mode this CPU's local APIC is in now, read from IA32_APIC_BASE: after
+/// a handoff the OS may have switched it (xAPIC to x2APIC).
+fn live_mode() -> Option<Mode> {
+    mode_now()?;
+    // SAFETY: IA32_APIC_BASE exists on every CPU with a local APIC (mode_now says there is one).
+    let base = unsafe { rdmsr(IA32_APIC_BASE) };
+    match (base & APIC_BASE_EN != 0, base & APIC_BASE_EXTD != 0) {
+        (true, true) => Some(Mode::X2Apic),
+        (true, false) => Some(Mode::XApic { base: base & APIC_BASE_ADDR_MASK }),
+        _ => None,
+    }
+}
+
 /// Send an IPI with ICR low word `low` to `dest`; in xAPIC mode wait until the
 /// APIC has taken it (delivery status idle).
 fn send_ipi(dest: u32, low: u32) {
-    match mode_now() {
+    match live_mode() {
         // SAFETY: a single 64-bit ICR write sends the IPI in x2APIC mode (11.12.9).
         Some(Mode::X2Apic) => unsafe { wrmsr(X2APIC_ICR, (dest as u64) << 32 | low as u64) },
         Some(Mode::XApic { base }) => {

@@ -87,11 +87,17 @@ impl core::fmt::Display for SelectorError {
 }
 
 #[no_mangle]
-extern "C" fn exception_dispatch(f: &ExceptionFrame) -> ! {
+extern "C" fn exception_dispatch(f: &ExceptionFrame) {
     let vector = f.vector as usize;
     // An NMI sent by the CPU that is ending the run: stop here quietly.
     if vector == 2 && crate::run::is_ending() {
         crate::run::park();
+    }
+    // An NMI that reached the host while this CPU runs the OS guest was meant
+    // for the OS (NMIs do not exit): set it aside for the next VM entry.
+    if vector == 2 && pcb::has_pcb() && pcb::this_cpu().has(pcb::CPU_STATUS_OS) {
+        pcb::this_cpu().nmi_pending.store(true, Ordering::Release);
+        return;
     }
     let nested = pcb::has_pcb() && pcb::this_cpu().in_exception.swap(true, Ordering::AcqRel);
     let (mnemonic, name) = NAMES[vector % 32];

@@ -1,6 +1,8 @@
 # The 32 exception vectors: each stub pushes a dummy error code where the CPU
 # pushes none (SDM Vol. 3A 7.13), then its vector, and joins the common path,
-# which saves the general registers and calls Rust `exception_dispatch`.
+# which saves the general registers and calls Rust `exception_dispatch`. That
+# reports and ends the run, except for an NMI meant for the OS guest, which it
+# only records: then it returns, and the stub restores and IRETs.
 
 .macro EXC_NOERR v
 exc_stub_\v:
@@ -67,8 +69,24 @@ exception_common:
     push    %r15
     mov     %rsp, %rdi              # &ExceptionFrame; RSP is 16-byte aligned here
     cld
-    call    exception_dispatch      # never returns
-    ud2
+    call    exception_dispatch      # returns only for an NMI it set aside
+    pop     %r15
+    pop     %r14
+    pop     %r13
+    pop     %r12
+    pop     %r11
+    pop     %r10
+    pop     %r9
+    pop     %r8
+    pop     %rbp
+    pop     %rdi
+    pop     %rsi
+    pop     %rdx
+    pop     %rcx
+    pop     %rbx
+    pop     %rax
+    add     $16, %rsp               # vector and error code
+    iretq
 
 .section .rodata.exceptions, "a"
 .balign 8

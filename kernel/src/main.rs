@@ -14,19 +14,23 @@ mod boot;
 mod bootinfo;
 mod exceptions;
 mod idt;
+mod linux;
 mod logger;
 mod memory;
 mod paging;
 mod pcb;
+mod platform;
 mod run;
 mod serial;
 mod smp;
 mod tsc;
 mod vmx;
 
-use hvlogic::cmdline::{Inject, Options};
+use hvlogic::cmdline::{Inject, LinuxMode, Options};
 use hvlogic::madt::{self, Plan};
 use hvlogic::memmap::Range;
+use hvlogic::power::Ports;
+use hvlogic::summary::RunResult;
 use log::{debug, error, info, warn};
 use pcb::CPU_STATUS_ONLINE;
 
@@ -56,17 +60,30 @@ extern "C" fn kernel_main(boot_info_addr: usize) -> ! {
         debug!("memory map: {:#x}-{:#x} type {}", a.range.start, a.range.end, a.kind);
     }
 
-    // Memory.
+    // Memory. The image, the boot information and every module stay where
+    // they are; so does the place of the OS's kernel, if the modules hold
+    // one: the heap goes around them.
     let image = boot::kernel_image();
-    // The image, the boot information and every module stay where they are:
-    // the heap goes around them.
-    let mut reserved = [Range::default(); 2 + bootinfo::MAX_MODULES];
+    let mut reserved = [Range::default(); 2 + bootinfo::MAX_MODULES + 3];
     reserved[0] = image;
     reserved[1] = boot.range;
     for (slot, module) in reserved[2..].iter_mut().zip(boot.modules()) {
         *slot = module.range;
     }
-    let reserved = &reserved[..2 + boot.modules().count()];
+    let mut count = 2 + boot.modules().count();
+    let os = match linux::plan(&boot, &reserved[..count]) {
+        Ok(os) => os,
+        Err(e) => {
+            error!("linux: {e}; no handoff");
+            run::mark_failed();
+            None
+        }
+    };
+    for r in os.iter().flat_map(|p| p.ranges()) {
+        reserved[count] = r;
+        count += 1;
+    }
+    let reserved = &reserved[..count];
     let Some(heap) = memory::init(boot.available(), reserved) else {
         run::fail_and_end("memory: no free memory above 1 MiB for the heap");
     };
@@ -98,17 +115,22 @@ extern "C" fn kernel_main(boot_info_addr: usize) -> ! {
     }
 
     // Per-CPU PCB: the boot CPU's, with its local APIC.
-    let mode = apic::init_bsp();
+    let mode = apic::init_bsp(os.is_some());
     bsp.set_apic_id(apic::id());
     bsp.own().x2apic = mode == apic::Mode::X2Apic;
     match mode {
-        apic::Mode::X2Apic => info!("apic: x2APIC mode"),
-        apic::Mode::XApic { base } => info!("apic: xAPIC mode, registers at {base:#x}"),
+        apic::Mode::X2Apic => {
+            info!("apic: x2APIC mode{}", if os.is_some() { " (as firmware left it, for the OS)" } else { "" })
+        }
+        apic::Mode::XApic { base } => info!(
+            "apic: xAPIC mode, registers at {base:#x}{}",
+            if os.is_some() { " (as firmware left it, for the OS)" } else { "" }
+        ),
     }
     info!("online: cpu0 APIC ID {} (initial APIC ID {}) boot processor", bsp.apic_id(), bsp.own().initial_apic_id);
 
     // Application processors.
-    start_application_processors(&boot, reserved, bsp, options);
+    let power = start_application_processors(&boot, reserved, bsp, options);
 
     // VMX root operation on every CPU.
     smp::run_on_all("vmx-enter", bsp, vmx::enter);
@@ -116,21 +138,115 @@ extern "C" fn kernel_main(boot_info_addr: usize) -> ! {
     // A guest on every CPU in VMX root, all at once; the boot CPU gathers them.
     smp::run_on_all("guest", bsp, vmx::run_guest);
 
-    // Every CPU leaves VMX operation before the summary.
+    // The OS, if there is one; otherwise every CPU leaves VMX operation and
+    // the run ends with the summary.
+    if let Some(os) = &os {
+        let hypervisor = [image, heap, boot.range];
+        hand_off(os, &boot, bsp, &hypervisor, power, options);
+    }
     smp::run_on_all("vmx-leave", bsp, vmx::leave);
-
     run::end()
 }
 
-fn start_application_processors(boot: &bootinfo::BootInfo, reserved: &[Range], bsp: &pcb::Pcb, options: &Options) {
-    let entries = match acpi_tables::read_madt(boot.rsdp) {
+/// Hand the machine to Linux: as the guest of every CPU where they can host
+/// it, natively otherwise (or with `linux=native`). The SUMMARY line comes
+/// first, then the `handoff:` line, then Linux. A run that failed, or a
+/// kernel that cannot be loaded, gets no handoff.
+fn hand_off(
+    os: &linux::Plan,
+    boot: &bootinfo::BootInfo,
+    bsp: &'static pcb::Pcb,
+    hypervisor: &[Range],
+    power: Ports,
+    options: &Options,
+) {
+    if run::counts().result() == RunResult::Fail {
+        error!("linux: no handoff: the run failed");
+        return;
+    }
+    let guest = match (options.linux, vmx::os_unsupported(bsp)) {
+        (LinuxMode::Native, _) => {
+            info!("linux: runs natively (linux=native)");
+            false
+        }
+        (LinuxMode::Guest, Some(why)) => {
+            info!("linux: runs natively, not as a guest: {why}");
+            false
+        }
+        (LinuxMode::Guest, None) => true,
+    };
+    let handoff = match linux::load(os, boot, hypervisor, None) {
+        Ok(h) => h,
+        Err(e) => {
+            error!("linux: {e}; no handoff");
+            run::mark_failed();
+            return;
+        }
+    };
+    info!(
+        "linux: kept from the OS (e820 reserved{}): image {:#x}-{:#x}, heap {:#x}-{:#x}, boot information {:#x}-{:#x}",
+        if guest { ", and EPT maps a blank page there" } else { "" },
+        hypervisor[0].start,
+        hypervisor[0].end,
+        hypervisor[1].start,
+        hypervisor[1].end,
+        hypervisor[2].start,
+        hypervisor[2].end
+    );
+    let online = pcb::all().filter(|p| p.has(CPU_STATUS_ONLINE)).count();
+    if guest {
+        let top = boot.areas().iter().map(|a| a.range.end).max().unwrap_or(0);
+        vmx::prepare_os(bsp, hypervisor, power, top);
+        // Every AP goes into the OS guest, waiting for the OS's SIPI, before the OS starts.
+        for ap in smp::post_to_aps(vmx::arm_os_ap) {
+            let armed = || ap.has(pcb::CPU_STATUS_OS) || ap.has(pcb::CPU_STATUS_FAILED);
+            if !tsc::wait_until(OS_ARM_TIMEOUT_US, armed) {
+                error!(
+                    "linux: cpu{} did not enter the OS guest within {} ms",
+                    ap.processor_index,
+                    OS_ARM_TIMEOUT_US / 1000
+                );
+                run::mark_failed();
+            }
+        }
+    } else {
+        smp::run_on_all("vmx-leave", bsp, vmx::leave);
+        smp::run_on_all("apic-restore", bsp, |_| apic::restore_firmware_mode());
+        // As firmware leaves them: every AP in wait-for-SIPI, for the OS to start.
+        for ap in pcb::all().filter(|p| !p.is_bsp && p.has(CPU_STATUS_ONLINE)) {
+            apic::send_init(ap.apic_id());
+        }
+    }
+    if run::summary() == RunResult::Fail {
+        run::end();
+    }
+    info!("handoff: linux {}, {online} CPUs, {}", handoff.version, if guest { "guest" } else { "native" });
+    run::handed_off("linux");
+    if guest {
+        let e = vmx::launch_os(bsp, &handoff);
+        run::fail_and_end(format_args!("the OS guest could not be set up: {e}"));
+    }
+    linux::enter_native(&handoff)
+}
+
+/// How long an AP may take to set up its VMCS and enter the OS guest.
+const OS_ARM_TIMEOUT_US: u64 = 2_000_000;
+
+/// Start the processors the MADT lists; returns the FADT's power ports.
+fn start_application_processors(
+    boot: &bootinfo::BootInfo,
+    reserved: &[Range],
+    bsp: &pcb::Pcb,
+    options: &Options,
+) -> Ports {
+    let (entries, power) = match acpi_tables::read_madt(boot.rsdp) {
         Ok(m) => {
             info!("acpi: MADT via {}: {} processor entries", m.source, m.processors.len());
-            m.processors
+            (m.processors, m.power)
         }
         Err(e) => {
             warn!("acpi: {e}; running on the boot CPU alone");
-            return;
+            return Ports::default();
         }
     };
     let plan = madt::plan(&entries, bsp.apic_id(), bsp.own().x2apic, options.maxcpus);
@@ -150,12 +266,12 @@ fn start_application_processors(boot: &bootinfo::BootInfo, reserved: &[Range], b
         }
     }
     if !plan.iter().any(|p| p.plan == Plan::Start) {
-        return;
+        return power;
     }
     let Some(page) = hvlogic::memmap::choose_trampoline_page(boot.available(), reserved) else {
         error!("smp: no free 4 KiB page below 1 MiB for the AP trampoline; running on the boot CPU alone");
         run::mark_failed();
-        return;
+        return power;
     };
     info!("smp: trampoline at {page:#x} (SIPI vector {:#04x})", page >> 12);
     let started = smp::start_aps(&plan, page);
@@ -163,6 +279,7 @@ fn start_application_processors(boot: &bootinfo::BootInfo, reserved: &[Range], b
         "smp: {} of {} processors online ({} failed); AP bring-up took {} us",
         started.online, enumerated, started.failed, started.micros
     );
+    power
 }
 
 #[panic_handler]

@@ -40,6 +40,12 @@ pub const CPU_STATUS_FAILED: u32 = 1 << 4;
 pub const CPU_STATUS_VMX_ROOT_REACHED: u32 = 1 << 6;
 /// Did not finish a stage in time; no further work is sent to it.
 pub const CPU_STATUS_UNRESPONSIVE: u32 = 1 << 5;
+/// This CPU runs the OS guest (or waits in it for a SIPI): its VM exits are
+/// counted, NMIs that reach the host are the OS's, and INIT stops it.
+pub const CPU_STATUS_OS: u32 = 1 << 7;
+
+/// Basic exit reasons counted per CPU (SDM Vol. 3C Appendix C names 0-77).
+pub const EXIT_REASONS: usize = 80;
 
 /// Selectors of every per-CPU GDT (the same as the boot GDT's code and data).
 pub const KERNEL_CS: u16 = 0x08;
@@ -62,6 +68,11 @@ pub struct Pcb {
     pub status: AtomicU32,
     /// Set while this CPU reports an exception, to catch a fault in the reporter.
     pub in_exception: AtomicBool,
+    /// An NMI for the OS guest reached the host; it is injected on the next VM entry.
+    pub nmi_pending: AtomicBool,
+    /// The OS guest's VM exits on this CPU by basic reason. Only this CPU
+    /// writes them; the CPU that reports the end reads them.
+    pub exits: [AtomicU32; EXIT_REASONS],
     /// What only this CPU reads and writes, through `own()`. The RefCell's
     /// borrow flag, like the rest, is only touched by this CPU.
     own: RefCell<Own>,
@@ -85,6 +96,9 @@ pub struct Own {
     pub maxphyaddr: u32,
     /// The local APIC runs in x2APIC mode (the book's `IsLx2ApicEnable`).
     pub x2apic: bool,
+    /// IA32_APIC_BASE as firmware (or, for an AP, INIT) left it, restored
+    /// before an OS gets this CPU.
+    pub firmware_apic_base: u64,
     /// The VMX global data of `get_vmx_global_data`.
     pub vmx: VmxGlobalData,
     /// Physical address of the VMXON region (`VmxonPhysicalPointer`), 0 if none.
@@ -237,6 +251,8 @@ impl Pcb {
             is_bsp,
             status: AtomicU32::new(0),
             in_exception: AtomicBool::new(false),
+            nmi_pending: AtomicBool::new(false),
+            exits: [const { AtomicU32::new(0) }; EXIT_REASONS],
             own: RefCell::new(Own::default()),
             kernel_stack_top,
             mailbox: Mailbox::new(),
@@ -268,6 +284,14 @@ impl Pcb {
     pub fn own(&self) -> RefMut<'_, Own> {
         assert_eq!(this_cpu_index(), self.processor_index, "another CPU's private PCB state");
         self.own.borrow_mut()
+    }
+
+    /// Count a VM exit of the OS guest (single writer: a plain load and store).
+    #[inline(always)]
+    pub fn count_exit(&self, basic_reason: u32) {
+        if let Some(c) = self.exits.get(basic_reason as usize) {
+            c.store(c.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+        }
     }
 
     pub fn has(&self, flag: u32) -> bool {

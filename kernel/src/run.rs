@@ -1,16 +1,22 @@
 //! The run as a whole: its options, what it counted, and how it ends.
 //!
-//! Every run, success or failure, ends in `end`: the SUMMARY line, then the
-//! exit chosen by `exit=` (QEMU's isa-debug-exit, Bochs's shutdown port, or
-//! halting every CPU, the bare-metal default).
+//! Every run prints exactly one SUMMARY line. A run without an OS then ends
+//! as `exit=` says (QEMU's isa-debug-exit, Bochs's shutdown port, or halting
+//! every CPU, the bare-metal default). A run that hands the machine to an OS
+//! prints a `handoff:` line after the SUMMARY, and when the OS is done, one
+//! `GUEST-END` line with the VM exits of every CPU; what the OS asked for
+//! (poweroff, reset) is then carried out by the caller. A failure after the
+//! handoff ends with `GUEST-END ... how=failure` and `exit=`.
 
 use crate::pcb::{
-    self, CPU_STATUS_FAILED, CPU_STATUS_GUEST_OK, CPU_STATUS_NO_VMX, CPU_STATUS_ONLINE, CPU_STATUS_UNRESPONSIVE,
-    CPU_STATUS_VMXON, CPU_STATUS_VMX_ROOT_REACHED,
+    self, CPU_STATUS_FAILED, CPU_STATUS_GUEST_OK, CPU_STATUS_NO_VMX, CPU_STATUS_ONLINE, CPU_STATUS_OS,
+    CPU_STATUS_UNRESPONSIVE, CPU_STATUS_VMXON, CPU_STATUS_VMX_ROOT_REACHED, EXIT_REASONS,
 };
+use core::fmt::Write;
 use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use hvlogic::cmdline::{ExitMode, Options};
-use hvlogic::summary::Counts;
+use hvlogic::exit_reason::ExitReason;
+use hvlogic::summary::{Counts, RunResult};
 use spin::Once;
 use x86_64::instructions::port::Port;
 
@@ -20,6 +26,10 @@ pub static CPUS_ENUMERATED: AtomicU32 = AtomicU32::new(1);
 /// Set by any failure that is not tied to one CPU's status (e.g. an AP that never answered).
 static FAILED: AtomicBool = AtomicBool::new(false);
 static ENDING: AtomicBool = AtomicBool::new(false);
+static SUMMARY_PRINTED: Once<RunResult> = Once::new();
+/// The OS the machine was handed to, once it was.
+static HANDED_OFF: Once<&'static str> = Once::new();
+static GUEST_ENDED: AtomicBool = AtomicBool::new(false);
 
 /// QEMU's isa-debug-exit device (`-device isa-debug-exit,iobase=0xf4,iosize=0x04`).
 const QEMU_DEBUG_EXIT_PORT: u16 = 0xf4;
@@ -53,6 +63,75 @@ pub fn counts() -> Counts {
     c
 }
 
+/// Print the SUMMARY line (once: later calls return the first result).
+pub fn summary() -> RunResult {
+    *SUMMARY_PRINTED.call_once(|| {
+        let counts = counts();
+        crate::serial::write_line(format_args!("{counts}"));
+        crate::serial::flush();
+        counts.result()
+    })
+}
+
+/// The machine now belongs to `os`: from here on the log shows errors only
+/// (COM1 is the OS's), and a failure ends with GUEST-END.
+pub fn handed_off(os: &'static str) {
+    HANDED_OFF.call_once(|| os);
+    crate::serial::flush();
+    crate::logger::set_quiet(true);
+}
+
+/// How the OS ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum How {
+    PowerOff,
+    Reset,
+    TripleFault,
+    Failure,
+}
+
+impl How {
+    const fn as_str(self) -> &'static str {
+        match self {
+            How::PowerOff => "poweroff",
+            How::Reset => "reset",
+            How::TripleFault => "triple-fault",
+            How::Failure => "failure",
+        }
+    }
+}
+
+/// The OS is done: print `GUEST-END os=<os> how=<how> exits=<n>` and the
+/// table of VM exits by reason and CPU. Only the first call prints; it
+/// returns whether this one did.
+pub fn guest_end(how: How) -> bool {
+    if GUEST_ENDED.swap(true, Ordering::AcqRel) {
+        return false;
+    }
+    crate::logger::reclaim_com1();
+    let os = HANDED_OFF.get().copied().unwrap_or("none");
+    let cpus: alloc::vec::Vec<&pcb::Pcb> = pcb::all().filter(|p| p.has(CPU_STATUS_OS)).collect();
+    let per_cpu = |p: &pcb::Pcb, r: usize| p.exits[r].load(Ordering::Relaxed) as u64;
+    let total: u64 = cpus.iter().map(|p| (0..EXIT_REASONS).map(|r| per_cpu(p, r)).sum::<u64>()).sum();
+    crate::serial::write_line(format_args!("GUEST-END os={os} how={} exits={total}", how.as_str()));
+    let mut line = alloc::string::String::new();
+    let _ = write!(line, "  {:<34}", "VM exits by reason");
+    for p in &cpus {
+        let _ = write!(line, " {:>10}", alloc::format!("cpu{}", p.processor_index));
+    }
+    crate::serial::write_line(format_args!("{line}"));
+    for r in (0..EXIT_REASONS).filter(|&r| cpus.iter().any(|p| per_cpu(p, r) != 0)) {
+        line.clear();
+        let _ = write!(line, "  {:>2} {:<31}", r, ExitReason(r as u32).name());
+        for p in &cpus {
+            let _ = write!(line, " {:>10}", per_cpu(p, r));
+        }
+        crate::serial::write_line(format_args!("{line}"));
+    }
+    crate::serial::flush();
+    true
+}
+
 /// A failure on this CPU: mark it, then end the run from here.
 pub fn fail_and_end(why: impl core::fmt::Display) -> ! {
     if pcb::has_pcb() {
@@ -63,16 +142,24 @@ pub fn fail_and_end(why: impl core::fmt::Display) -> ! {
     end()
 }
 
-/// Print the SUMMARY line and end the run as `exit=` says. The first CPU to
-/// get here does it; any other parks.
+/// End the run: the SUMMARY line (or, once an OS has the machine,
+/// GUEST-END how=failure), then as `exit=` says. The first CPU to get here
+/// does it; any other parks.
 pub fn end() -> ! {
     if ENDING.swap(true, Ordering::AcqRel) {
         park();
     }
-    let counts = counts();
-    let result = counts.result();
-    crate::serial::write_line(format_args!("{counts}"));
-    crate::serial::flush();
+    let result = if HANDED_OFF.get().is_some() {
+        guest_end(How::Failure);
+        RunResult::Fail
+    } else {
+        summary()
+    };
+    finish(result)
+}
+
+/// Leave the machine as `exit=` says, with `result` for the emulators' exit codes.
+fn finish(result: RunResult) -> ! {
     let exit = OPTIONS.get().map_or(ExitMode::Halt, |o| o.exit);
     match exit {
         ExitMode::Qemu => {
@@ -91,11 +178,22 @@ pub fn end() -> ! {
         crate::tsc::delay_us(100_000);
         log::warn!("exit={exit:?} did not end the emulator: halting every CPU instead");
     }
+    stop_other_cpus();
+    park()
+}
+
+/// Stop every other CPU this kernel runs: an NMI parks it (its NMI handler
+/// sees the run ending); a CPU running the OS guest gets INIT instead, since
+/// NMIs go to the OS: its INIT-signal exit parks it.
+fn stop_other_cpus() {
     let me = pcb::this_cpu_index();
     for p in pcb::all().filter(|p| p.processor_index != me && p.has(CPU_STATUS_ONLINE)) {
-        crate::apic::send_nmi(p.apic_id());
+        if p.has(CPU_STATUS_OS) {
+            crate::apic::send_init(p.apic_id());
+        } else {
+            crate::apic::send_nmi(p.apic_id());
+        }
     }
-    park()
 }
 
 /// Stop this CPU for good: leave VMX operation if in it, then halt with

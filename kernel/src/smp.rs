@@ -153,11 +153,26 @@ fn serve(pcb: &Pcb) -> ! {
 
 static GENERATION: AtomicU32 = AtomicU32::new(0);
 
+/// The APs that take work: online, and not given up on.
+fn serving_aps() -> impl Iterator<Item = &'static Pcb> {
+    pcb::all().filter(|p| !p.is_bsp && p.has(CPU_STATUS_ONLINE) && !p.has(CPU_STATUS_UNRESPONSIVE))
+}
+
+/// Post `work` to every serving AP and return without waiting: for work that
+/// does not come back (running an OS); the caller watches the CPUs' status.
+pub fn post_to_aps(work: Work) -> impl Iterator<Item = &'static Pcb> {
+    let generation = GENERATION.fetch_add(1, Ordering::AcqRel) + 1;
+    for ap in serving_aps() {
+        ap.mailbox.post(work, generation);
+    }
+    serving_aps()
+}
+
 /// Run `work` on every online CPU, the boot CPU included, and wait for all.
 /// A CPU that does not finish in time is reported and counted as failed.
 pub fn run_on_all(stage: &str, bsp: &Pcb, work: Work) {
     let generation = GENERATION.fetch_add(1, Ordering::AcqRel) + 1;
-    let aps = || pcb::all().filter(|p| !p.is_bsp && p.has(CPU_STATUS_ONLINE) && !p.has(CPU_STATUS_UNRESPONSIVE));
+    let aps = serving_aps;
     for ap in aps() {
         ap.mailbox.post(work, generation);
     }

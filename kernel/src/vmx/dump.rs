@@ -1,19 +1,16 @@
 //! Explaining failures: VM-instruction errors by name, VM-entry failures with
-//! their qualification, and the guest's state when it ended.
+//! their qualification, and a guest's state when it ended.
 
-use super::guest::Vcpu;
 use super::instructions::VmFail;
+use super::vcpu::GuestRegs;
 use super::vmcs::read;
-use core::fmt;
-use hvlogic::exit_qual::{entry_failure_qualification, CrAccess, EptViolation, GPR_NAMES};
-use hvlogic::exit_reason::{basic, ExitReason};
-use hvlogic::guest_plan::Ending;
+use hvlogic::exit_qual::{entry_failure_qualification, GPR_NAMES};
+use hvlogic::exit_reason::ExitReason;
 use log::{error, log, Level};
 use x86::vmx::vmcs::{control as ctl, guest, ro};
 
-/// VMLAUNCH/VMRESUME fell through: `r` carries CF (bit 0) and ZF (bit 6).
-pub fn vm_instruction_failure(instruction: &str, r: u64) {
-    let fail = if r & 1 != 0 { VmFail::Invalid } else { VmFail::Valid(read(ro::VM_INSTRUCTION_ERROR) as u32) };
+/// VMLAUNCH/VMRESUME fell through with VMfailInvalid or VMfailValid.
+pub fn vm_instruction_failure(instruction: &str, fail: VmFail) {
     error!("VM entry failed: {instruction}: {fail}");
     error!(
         "  controls: pin {:#x} proc {:#x} proc2 {:#x} exit {:#x} entry {:#x}",
@@ -35,33 +32,8 @@ pub fn entry_failure(reason: ExitReason, qualification: u64) {
     );
 }
 
-/// Detail of how the guest ended, appended to the report line.
-pub fn note(vcpu: &Vcpu) -> Note<'_> {
-    Note(vcpu)
-}
-
-pub struct Note<'a>(&'a Vcpu);
-
-impl fmt::Display for Note<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let v = self.0;
-        match v.ending {
-            Some(Ending::EptViolation) => {
-                write!(f, " at GPA {:#x} ({})", v.ending_value, EptViolation(v.ending_qualification))
-            }
-            Some(Ending::CrWriteRefused) => {
-                write!(f, " ({} = {:#x})", CrAccess::decode(v.ending_qualification), v.ending_value)
-            }
-            Some(Ending::Unexpected(basic::IO_INSTRUCTION)) => write!(f, " (port {:#x})", v.ending_value),
-            Some(Ending::Unexpected(basic::EXCEPTION_OR_NMI)) => write!(f, " (vector {})", v.ending_value),
-            _ => Ok(()),
-        }
-    }
-}
-
 /// The guest's state from the VMCS and the saved registers.
-pub fn guest_state(vcpu: &Vcpu, level: Level) {
-    let r = &vcpu.regs;
+pub fn guest_state(r: &GuestRegs, exits: u64, level: Level) {
     log!(
         level,
         "  guest RIP={:#x} RSP={:#x} RFLAGS={:#x} CR0={:#x} CR3={:#x} CR4={:#x}",
@@ -104,5 +76,5 @@ pub fn guest_state(vcpu: &Vcpu, level: Level) {
     );
     log!(level, "  exit qualification={:#x} guest-physical={:#x} guest-linear={:#x} interruptibility={:#x} activity={} exits={}",
         read(ro::EXIT_QUALIFICATION), read(ro::GUEST_PHYSICAL_ADDR_FULL), read(ro::GUEST_LINEAR_ADDR),
-        read(guest::INTERRUPTIBILITY_STATE), read(guest::ACTIVITY_STATE), vcpu.exits);
+        read(guest::INTERRUPTIBILITY_STATE), read(guest::ACTIVITY_STATE), exits);
 }

@@ -3,8 +3,9 @@
 # vm_run(vcpu, launched) loads the guest's general registers from vcpu->regs
 # and executes VMLAUNCH (or VMRESUME). Every VM exit lands in vm_exit_stub
 # with RSP = HOST_RSP = the end of vcpu->regs, so the 15 pushes store the
-# guest's registers straight into vcpu->regs; the Rust dispatcher then runs on
-# this CPU's exit stack. Nothing else is saved: the kernel never touches
+# guest's registers straight into vcpu->regs; the Rust handler then runs on
+# this CPU's exit stack: the vCPU's `dispatch` handler, called with the vCPU.
+# Nothing else is saved: the kernel never touches
 # x87/SSE state (x86_64-unknown-none is a soft-float target), and the guest's
 # RSP, RIP and RFLAGS live in the VMCS. When the dispatcher says stop,
 # vm_run returns to its caller with the dispatcher's code.
@@ -83,7 +84,7 @@ vm_exit_stub:
     mov     %rsp, %rbx                      # RBX = vcpu (regs is its first field)
     mov     {EXIT_STACK_TOP}(%rbx), %rsp
     mov     %rbx, %rdi
-    call    vmexit_dispatch                 # 0: resume the guest; else stop with that code
+    call    *{DISPATCH}(%rbx)               # 0: resume the guest; else stop with that code
     test    %rax, %rax
     jnz     2f
     mov     %rbx, %rsp

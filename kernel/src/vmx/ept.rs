@@ -1,18 +1,39 @@
-//! Extended page tables: 4-level, 4 KiB leaves (SDM Vol. 3C 29.3.2).
+//! Extended page tables: 4-level (SDM Vol. 3C §29.3.2 "EPT Translation
+//! Mechanism"). The proof guest maps its own pages with 4 KiB leaves; an OS
+//! guest gets the identity map of the whole physical address space, with
+//! 1 GiB or 2 MiB leaves where the memory type is uniform and 4 KiB leaves
+//! where it is not, and the hypervisor's own pages replaced by a blank page.
 
 use crate::memory;
+use hvlogic::memmap::Range;
+use hvlogic::mtrr::{self, Mtrrs};
 
 /// EPT entry permission bits (SDM Vol. 3C Tables 29-1 to 29-6).
 pub const READ: u64 = 1 << 0;
 pub const WRITE: u64 = 1 << 1;
 pub const EXECUTE: u64 = 1 << 2;
 pub const RWX: u64 = READ | WRITE | EXECUTE;
-/// Leaf memory type, bits 5:3 (write-back: guest memory is ordinary RAM).
-const LEAF_MEMORY_TYPE_WB: u64 = 6 << 3;
+/// Leaf memory type, bits 5:3.
+const MEMORY_TYPE_SHIFT: u64 = 3;
+/// Bit 7 of a PDPTE or PDE: it maps a 1 GiB or 2 MiB page.
+const LARGE: u64 = 1 << 7;
 const ADDRESS_MASK: u64 = 0x000f_ffff_ffff_f000;
 
 pub struct Ept {
     pml4: u64,
+}
+
+/// What an OS guest's identity map covers and leaves out.
+pub struct Identity<'a> {
+    /// Guest-physical addresses below this are mapped.
+    pub limit: u64,
+    /// The hypervisor's own pages: each maps to `blank` instead.
+    pub holes: &'a [Range],
+    /// One page the guest may read and write in place of a hole.
+    pub blank: u64,
+    pub mtrrs: &'a Mtrrs,
+    /// EPT may map 1 GiB pages (IA32_VMX_EPT_VPID_CAP[17]).
+    pub pages_1g: bool,
 }
 
 impl Ept {
@@ -21,16 +42,18 @@ impl Ept {
     }
 
     /// The EPT pointer: PML4 address, page-walk length 4 (bits 5:3 = 3) and the
-    /// paging-structure memory type (bits 2:0, the PCB's EptMemoryType) (SDM 25.6.11).
+    /// paging-structure memory type (bits 2:0, the PCB's EptMemoryType)
+    /// (SDM Vol. 3C §25.6.11 "Extended-Page-Table Pointer (EPTP)").
     pub fn eptp(&self, memory_type: u8) -> u64 {
         self.pml4 | (3 << 3) | memory_type as u64
     }
 
-    /// Map `len` bytes of guest-physical space at `gpa` to host-physical `hpa`.
+    /// Map `len` bytes of guest-physical space at `gpa` to host-physical `hpa`
+    /// with 4 KiB write-back leaves.
     pub fn map(&mut self, gpa: u64, hpa: u64, len: u64, permissions: u64) {
         for offset in (0..len).step_by(memory::PAGE_SIZE) {
             let leaf = self.leaf(gpa + offset);
-            *leaf = (hpa + offset) | permissions | LEAF_MEMORY_TYPE_WB;
+            *leaf = (hpa + offset) | permissions | (mtrr::WB as u64) << MEMORY_TYPE_SHIFT;
         }
     }
 
@@ -46,6 +69,62 @@ impl Ept {
         }
         entry(table, (gpa >> 12) & 0x1ff)
     }
+
+    /// The identity map an OS guest runs on. Returns the tables and how many
+    /// leaves of each size they hold (1 GiB, 2 MiB, 4 KiB), for the log.
+    pub fn identity(id: &Identity) -> (Ept, [u64; 3]) {
+        let ept = Ept::new();
+        let mut counts = [0; 3];
+        let pml4_entries = id.limit.div_ceil(1 << 39).min(512);
+        for i in 0..pml4_entries {
+            let pdpt = new_table();
+            *entry(ept.pml4, i) = pdpt | RWX;
+            fill(pdpt, i << 39, 30, id, &mut counts);
+        }
+        (ept, counts)
+    }
+}
+
+fn new_table() -> u64 {
+    memory::alloc_pages(1).as_ptr() as u64
+}
+
+/// Fill the table at `table`, whose entries each map 2^`order` bytes from `base`.
+fn fill(table: u64, base: u64, order: u32, id: &Identity, counts: &mut [u64; 3]) {
+    let size = 1u64 << order;
+    for i in 0..512 {
+        let addr = base + i * size;
+        if addr >= id.limit {
+            break;
+        }
+        let e = entry(table, i);
+        if order == 12 {
+            let hole = id.holes.iter().any(|h| h.start <= addr && addr < h.end);
+            let (target, kind) = if hole { (id.blank, mtrr::WB) } else { (addr, page_type(id, addr, 12)) };
+            *e = target | RWX | (kind as u64) << MEMORY_TYPE_SHIFT;
+            counts[2] += 1;
+            continue;
+        }
+        let block = Range::new(addr, addr + size);
+        let large_ok = (order == 21 || id.pages_1g) && addr + size <= id.limit;
+        let uniform = id.mtrrs.block_type(addr, order);
+        match uniform {
+            Some(kind) if large_ok && !id.holes.iter().any(|h| h.overlaps(&block)) => {
+                *e = addr | RWX | LARGE | (kind as u64) << MEMORY_TYPE_SHIFT;
+                counts[if order == 30 { 0 } else { 1 }] += 1;
+            }
+            _ => {
+                let next = new_table();
+                *e = next | RWX;
+                fill(next, addr, order - 9, id, counts);
+            }
+        }
+    }
+}
+
+/// The memory type of a 4 KiB page (always uniform: MTRRs work in 4 KiB units).
+fn page_type(id: &Identity, addr: u64, order: u32) -> u8 {
+    id.mtrrs.block_type(addr, order).unwrap_or(mtrr::UC)
 }
 
 fn entry(table: u64, index: u64) -> &'static mut u64 {

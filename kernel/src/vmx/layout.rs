@@ -43,12 +43,8 @@ pub const KIND_NORMAL: u32 = 1;
 pub const KIND_HOSTILE: u32 = 2;
 pub const KIND_BENCH: u32 = 3;
 
-/// CPUID leaves the hypervisor answers (SDM: 0x40000000-0x4FFFFFFF are
-/// reserved for software; every hypervisor uses them).
-pub const CPUID_HV_BASE: u32 = 0x4000_0000;
-pub const CPUID_HV_CPU_INDEX: u32 = 0x4000_0001;
-/// "VMXbringupHV" in EBX, ECX, EDX.
-pub const CPUID_HV_SIGNATURE: [u32; 3] = [0x6258_4d56, 0x676e_6972, 0x5648_7075];
+/// CPUID leaves the hypervisor answers (emulate.rs), which guest.s reads.
+pub use super::emulate::{CPUID_HV_BASE, CPUID_HV_CPU_INDEX};
 
 #[repr(C)]
 pub struct GuestParams {

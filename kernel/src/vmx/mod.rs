@@ -1,17 +1,32 @@
-//! VMX: global data, VMX root operation, the guest.
+//! VMX: global data, VMX root operation, the guests.
+//!
+//! Layering, lowest first: `instructions` (the VMX instructions), `vmcs`
+//! (field access and the VMCS areas), `vcpu` (a virtual CPU and entry.s),
+//! `emulate` (what every exit handler shares), `dump` (failure reports),
+//! `ept`; then each kind of guest: its vCPU and exit handler
+//! (`proof_vcpu`, `os_vcpu`) below its set-up and launch (`proof_guest`,
+//! `os_guest`).
 
 mod dump;
+mod emulate;
 mod enter;
 mod ept;
-mod exits;
-mod guest;
 mod instructions;
 mod layout;
+mod os_guest;
+mod os_vcpu;
+mod proof_guest;
+mod proof_vcpu;
+mod proof_vmcs;
+mod vcpu;
 mod vmcs;
 mod vmxcap;
 
 pub use enter::{enter, leave};
-pub use guest::run as run_guest;
+pub use os_guest::{
+    arm_ap as arm_os_ap, launch_bsp as launch_os, prepare as prepare_os, unsupported as os_unsupported,
+};
+pub use proof_guest::run as run_guest;
 
 use hvlogic::vmx_global::{basic, VmxGlobalData};
 use instructions::VmFail;

@@ -1,40 +1,46 @@
-//! Filling the VMCS: the controls from the PCB's capability fields, the host
-//! state from the running CPU, and the guest's reset-like state.
+//! The VMCS: field access, its errors, the control fields and the host state
+//! (what every guest shares), and the guest-state encodings both guests use.
 
 use super::instructions::{vmread, vmwrite, VmFail};
-use super::layout::*;
 use crate::pcb::Pcb;
 use core::fmt;
-use hvlogic::controls::{self, entry, exit, pin, proc1, proc2, Control};
-use hvlogic::fixed::{cr0, Fixed};
-use hvlogic::guest_plan::GuestMode;
-use hvlogic::vmx_global::VmxGlobalData;
-use log::{debug, error};
+use hvlogic::controls::{exit, proc1};
 use x86::msr::{
     rdmsr, IA32_EFER, IA32_FS_BASE, IA32_GS_BASE, IA32_PAT, IA32_SYSENTER_CS, IA32_SYSENTER_EIP, IA32_SYSENTER_ESP,
 };
-use x86::vmx::vmcs::{control as ctl, guest, host};
+use x86::vmx::vmcs::{control as ctl, host};
 use x86_64::registers::control::{Cr0, Cr3, Cr4};
 
-/// A VMWRITE that failed, with the field it was for.
-pub struct SetupError {
-    pub what: &'static str,
-    pub field: u32,
-    pub error: Option<VmFail>,
+/// Why a VMCS could not be set up or a guest not be (re)started.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VmcsError {
+    /// A VMWRITE failed.
+    Write { field: u32, fail: VmFail },
+    /// VMCLEAR or VMPTRLD of a fresh VMCS failed.
+    Load(VmFail),
+    /// A control the guest needs is not available (each was named in the log).
+    MissingControl,
+    /// INVVPID or INVEPT before a launch failed.
+    Flush,
+    /// 32-bit guest paging needs its tables and memory below 4 GiB.
+    Above4GiB,
 }
 
-impl fmt::Display for SetupError {
+impl fmt::Display for VmcsError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.error {
-            Some(e) => write!(f, "{}: VMWRITE of field {:#06x} failed: {e}", self.what, self.field),
-            None => write!(f, "{}", self.what),
+        match self {
+            VmcsError::Write { field, fail } => write!(f, "VMWRITE of field {field:#06x} failed: {fail}"),
+            VmcsError::Load(fail) => write!(f, "VMCLEAR/VMPTRLD of a new VMCS failed: {fail}"),
+            VmcsError::MissingControl => f.write_str("a required VMX control is not available"),
+            VmcsError::Flush => f.write_str("INVVPID/INVEPT before the launch failed"),
+            VmcsError::Above4GiB => f.write_str("32-bit guest paging needs its tables and memory below 4 GiB"),
         }
     }
 }
 
-pub fn write(field: u32, value: u64) -> Result<(), SetupError> {
+pub fn write(field: u32, value: u64) -> Result<(), VmcsError> {
     // SAFETY: called with this CPU's VMCS current (after VMPTRLD).
-    unsafe { vmwrite(field, value) }.map_err(|e| SetupError { what: "VMCS set-up", field, error: Some(e) })
+    unsafe { vmwrite(field, value) }.map_err(|fail| VmcsError::Write { field, fail })
 }
 
 /// Read a VMCS field; 0 if the read fails (only used for reports and known fields).
@@ -53,79 +59,7 @@ pub struct Controls {
     pub entry: u32,
 }
 
-/// What the guest needs, adjusted to what the CPU allows (TRUE MSRs when
-/// TrueFlag). A wanted control the CPU cannot give is reported by name.
-pub fn choose_controls(d: &VmxGlobalData, mode: GuestMode, vpid: bool) -> Result<Controls, SetupError> {
-    let timer = controls::can_set(d.pin_based_ctls, pin::PREEMPTION_TIMER);
-    let optional = |cap: u64, bits: u32| if controls::can_set(cap, bits) { bits } else { 0 };
-
-    let mut wanted_proc2 = 0;
-    if mode.uses_ept() {
-        wanted_proc2 |= proc2::ENABLE_EPT;
-    }
-    if mode == GuestMode::RealFromReset {
-        wanted_proc2 |= proc2::UNRESTRICTED_GUEST;
-    }
-    if vpid {
-        wanted_proc2 |= proc2::ENABLE_VPID;
-    }
-    let mut wanted_proc1 = proc1::HLT_EXITING | proc1::USE_IO_BITMAPS | proc1::USE_MSR_BITMAPS;
-    if wanted_proc2 != 0 {
-        wanted_proc1 |= proc1::ACTIVATE_SECONDARY;
-    }
-    if !mode.uses_ept() {
-        // The guest's page tables are the hypervisor's: it may not switch them.
-        wanted_proc1 |= proc1::CR3_LOAD_EXITING;
-    }
-    let wanted = [
-        (
-            Control::PinBased,
-            pin::EXTERNAL_INTERRUPT_EXITING | pin::NMI_EXITING | if timer { pin::PREEMPTION_TIMER } else { 0 },
-            d.pin_based_ctls,
-        ),
-        (Control::PrimaryProcBased, wanted_proc1, d.processor_based_ctls),
-        (Control::SecondaryProcBased, wanted_proc2, d.processor_based_ctls2),
-        (
-            Control::Exit,
-            exit::HOST_ADDRESS_SPACE_SIZE
-                | exit::ACK_INTERRUPT_ON_EXIT
-                | optional(d.exit_ctls, exit::SAVE_EFER | exit::LOAD_EFER)
-                | optional(d.exit_ctls, exit::SAVE_PAT | exit::LOAD_PAT)
-                | if timer { optional(d.exit_ctls, exit::SAVE_PREEMPTION_TIMER) } else { 0 },
-            d.exit_ctls,
-        ),
-        (
-            Control::Entry,
-            optional(d.entry_ctls, entry::LOAD_EFER) | optional(d.entry_ctls, entry::LOAD_PAT),
-            d.entry_ctls,
-        ),
-    ];
-    let mut values = [0u32; 5];
-    let mut missing_any = false;
-    for (i, (control, want, cap)) in wanted.into_iter().enumerate() {
-        let adj = controls::adjust(want, cap);
-        if adj.missing != 0 {
-            missing_any = true;
-            for name in controls::names(control, adj.missing) {
-                error!("guest: this CPU cannot give the {} control \"{name}\" (allowed-1 clear)", control.label());
-            }
-        }
-        if adj.forced != 0 {
-            // Reserved bits that must be 1 are the usual "default1" class; name only real controls.
-            for name in controls::names(control, adj.forced).filter(|n| *n != "reserved bit") {
-                debug!("guest: {} control \"{name}\" is forced on by the CPU (allowed-0 set)", control.label());
-            }
-        }
-        values[i] = adj.value;
-    }
-    if missing_any {
-        return Err(SetupError { what: "a required VMX control is not available", field: 0, error: None });
-    }
-    let [pin, proc1, proc2, exit, entry] = values;
-    Ok(Controls { pin, proc1, proc2, exit, entry })
-}
-
-pub fn write_controls(c: &Controls) -> Result<(), SetupError> {
+pub fn write_controls(c: &Controls) -> Result<(), VmcsError> {
     write(ctl::PINBASED_EXEC_CONTROLS, c.pin as u64)?;
     write(ctl::PRIMARY_PROCBASED_EXEC_CONTROLS, c.proc1 as u64)?;
     if c.proc1 & proc1::ACTIVATE_SECONDARY != 0 {
@@ -147,7 +81,7 @@ pub fn write_controls(c: &Controls) -> Result<(), SetupError> {
 }
 
 /// Host state: the running CPU as it is now (SDM Vol. 3C 25.5, 27.2.2).
-pub fn write_host_state(pcb: &Pcb, c: &Controls, host_rsp: u64, host_rip: u64) -> Result<(), SetupError> {
+pub fn write_host_state(pcb: &Pcb, exit_controls: u32, host_rsp: u64, host_rip: u64) -> Result<(), VmcsError> {
     use crate::pcb::{KERNEL_CS, KERNEL_DS, KERNEL_TR};
     let gdt = x86_64::instructions::tables::sgdt();
     let idt = x86_64::instructions::tables::sidt();
@@ -171,10 +105,10 @@ pub fn write_host_state(pcb: &Pcb, c: &Controls, host_rsp: u64, host_rip: u64) -
     write(host::IA32_SYSENTER_CS, msr(IA32_SYSENTER_CS))?;
     write(host::IA32_SYSENTER_ESP, msr(IA32_SYSENTER_ESP))?;
     write(host::IA32_SYSENTER_EIP, msr(IA32_SYSENTER_EIP))?;
-    if c.exit & exit::LOAD_EFER != 0 {
+    if exit_controls & exit::LOAD_EFER != 0 {
         write(host::IA32_EFER_FULL, msr(IA32_EFER))?;
     }
-    if c.exit & exit::LOAD_PAT != 0 {
+    if exit_controls & exit::LOAD_PAT != 0 {
         write(host::IA32_PAT_FULL, msr(IA32_PAT))?;
     }
     write(host::RSP, host_rsp)?;
@@ -182,114 +116,51 @@ pub fn write_host_state(pcb: &Pcb, c: &Controls, host_rsp: u64, host_rip: u64) -
 }
 
 /// Access rights (SDM Vol. 3C 25.4.1, Table 25-2).
-const AR_CODE_16: u64 = 0x9b; // present, S, execute/read, accessed
-const AR_DATA_16: u64 = 0x93; // present, S, read/write, accessed
-const AR_CODE_32: u64 = 0xc09b; // ... with D/B and G
-const AR_DATA_32: u64 = 0xc093;
-const AR_TSS_BUSY_32: u64 = 0x8b;
-const AR_UNUSABLE: u64 = 1 << 16;
+pub const AR_CODE_16: u64 = 0x9b; // present, S, execute/read, accessed
+pub const AR_DATA_16: u64 = 0x93; // present, S, read/write, accessed
+pub const AR_CODE_32: u64 = 0xc09b; // ... with D/B and G
+pub const AR_DATA_32: u64 = 0xc093;
+pub const AR_TSS_BUSY_32: u64 = 0x8b;
+pub const AR_UNUSABLE: u64 = 1 << 16;
 /// IA32_PAT at reset (SDM Vol. 3A 13.12.4).
-const PAT_RESET: u64 = 0x0007_0406_0007_0406;
+pub const PAT_RESET: u64 = 0x0007_0406_0007_0406;
 
-/// Where the guest starts, given its mode.
-pub struct GuestStart {
-    pub cr3: u64,
-    /// Guest address of guest_pm_entry and of the guest's GDT.
-    pub pm_entry: u64,
-    pub gdt: u64,
+/// The guest's segment registers, with their four VMCS fields each (SDM Vol.
+/// 3C §25.4.1 "Guest Register State").
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Segment {
+    Es,
+    Cs,
+    Ss,
+    Ds,
+    Fs,
+    Gs,
+    Ldtr,
+    Tr,
 }
 
-/// The guest's state at launch: reset-like real mode at F000:FFF0 with
-/// unrestricted guest, else 32-bit protected mode with paging at guest_pm_entry.
-/// CR4 is fully host-owned (every bit in the guest/host mask); CR0 bits the VMX
-/// fixed-bit MSRs constrain are host-owned, PE and PG excepted under
-/// unrestricted guest.
-pub fn write_guest_state(
-    d: &VmxGlobalData,
-    c: &Controls,
-    mode: GuestMode,
-    start: &GuestStart,
-) -> Result<(), SetupError> {
-    let real = mode == GuestMode::RealFromReset;
-    const ET: u64 = 1 << 4;
-    // Unrestricted guest frees CR0.PE and CR0.PG from the fixed bits (SDM Vol. 3C 27.3.1.1).
-    let free = if real { cr0::PE | cr0::PG } else { 0 };
-    let cr0_fixed = Fixed { fixed0: d.cr0_fixed0 & !free, fixed1: d.cr0_fixed1 };
-    let cr0_value = cr0_fixed.apply(if real { ET } else { ET | cr0::PE | cr0::PG }).value;
-    // The guest sees the reset value of what the host owns (NE clear) in real
-    // mode, and the truth in protected mode.
-    write(guest::CR0, cr0_value)?;
-    write(ctl::CR0_GUEST_HOST_MASK, cr0_fixed.constrained() & 0xffff_ffff)?;
-    write(ctl::CR0_READ_SHADOW, if real { ET } else { cr0_value })?;
-    write(guest::CR4, Fixed { fixed0: d.cr4_fixed0, fixed1: d.cr4_fixed1 }.apply(0).value)?;
-    write(ctl::CR4_GUEST_HOST_MASK, 0xffff_ffff)?;
-    write(ctl::CR4_READ_SHADOW, 0)?;
-    write(guest::CR3, start.cr3)?;
-    write(guest::DR7, 0x400)?;
-    write(guest::RFLAGS, 0x2)?;
+impl Segment {
+    /// Selector, base, limit and access-rights fields.
+    const fn fields(self) -> [u32; 4] {
+        use x86::vmx::vmcs::guest as g;
+        match self {
+            Segment::Es => [g::ES_SELECTOR, g::ES_BASE, g::ES_LIMIT, g::ES_ACCESS_RIGHTS],
+            Segment::Cs => [g::CS_SELECTOR, g::CS_BASE, g::CS_LIMIT, g::CS_ACCESS_RIGHTS],
+            Segment::Ss => [g::SS_SELECTOR, g::SS_BASE, g::SS_LIMIT, g::SS_ACCESS_RIGHTS],
+            Segment::Ds => [g::DS_SELECTOR, g::DS_BASE, g::DS_LIMIT, g::DS_ACCESS_RIGHTS],
+            Segment::Fs => [g::FS_SELECTOR, g::FS_BASE, g::FS_LIMIT, g::FS_ACCESS_RIGHTS],
+            Segment::Gs => [g::GS_SELECTOR, g::GS_BASE, g::GS_LIMIT, g::GS_ACCESS_RIGHTS],
+            Segment::Ldtr => [g::LDTR_SELECTOR, g::LDTR_BASE, g::LDTR_LIMIT, g::LDTR_ACCESS_RIGHTS],
+            Segment::Tr => [g::TR_SELECTOR, g::TR_BASE, g::TR_LIMIT, g::TR_ACCESS_RIGHTS],
+        }
+    }
+}
 
-    // SDM Vol. 3A Table 10-1: after reset CS = F000 with base FFFF0000, limit
-    // FFFF, EIP = FFF0; the data segments are 0 with limit FFFF.
-    let (cs, cs_base, data, limit, code_ar, data_ar, rip, rsp, gdt, idt_limit) = if real {
-        (0xf000, 0xffff_0000, 0, 0xffff, AR_CODE_16, AR_DATA_16, 0xfff0, 0, (0, 0xffff), 0xffff)
-    } else {
-        (
-            GUEST_CS as u64,
-            0,
-            GUEST_DS as u64,
-            0xffff_ffff,
-            AR_CODE_32,
-            AR_DATA_32,
-            start.pm_entry,
-            STACK_TOP,
-            (start.gdt, 23),
-            0,
-        )
-    };
-    write(guest::CS_SELECTOR, cs)?;
-    write(guest::CS_BASE, cs_base)?;
-    write(guest::CS_LIMIT, limit)?;
-    write(guest::CS_ACCESS_RIGHTS, code_ar)?;
-    for (sel, base, lim, ar) in [
-        (guest::ES_SELECTOR, guest::ES_BASE, guest::ES_LIMIT, guest::ES_ACCESS_RIGHTS),
-        (guest::SS_SELECTOR, guest::SS_BASE, guest::SS_LIMIT, guest::SS_ACCESS_RIGHTS),
-        (guest::DS_SELECTOR, guest::DS_BASE, guest::DS_LIMIT, guest::DS_ACCESS_RIGHTS),
-        (guest::FS_SELECTOR, guest::FS_BASE, guest::FS_LIMIT, guest::FS_ACCESS_RIGHTS),
-        (guest::GS_SELECTOR, guest::GS_BASE, guest::GS_LIMIT, guest::GS_ACCESS_RIGHTS),
-    ] {
-        write(sel, data)?;
-        write(base, 0)?;
-        write(lim, limit)?;
-        write(ar, data_ar)?;
-    }
-    write(guest::GDTR_BASE, gdt.0)?;
-    write(guest::GDTR_LIMIT, gdt.1)?;
-    write(guest::IDTR_BASE, 0)?;
-    write(guest::IDTR_LIMIT, idt_limit)?;
-    write(guest::RIP, rip)?;
-    write(guest::RSP, rsp)?;
-    write(guest::LDTR_SELECTOR, 0)?;
-    write(guest::LDTR_BASE, 0)?;
-    write(guest::LDTR_LIMIT, 0)?;
-    write(guest::LDTR_ACCESS_RIGHTS, AR_UNUSABLE)?;
-    write(guest::TR_SELECTOR, 0)?;
-    write(guest::TR_BASE, 0)?;
-    write(guest::TR_LIMIT, 0x67)?;
-    write(guest::TR_ACCESS_RIGHTS, AR_TSS_BUSY_32)?;
-
-    write(guest::INTERRUPTIBILITY_STATE, 0)?;
-    write(guest::ACTIVITY_STATE, 0)?;
-    write(guest::PENDING_DBG_EXCEPTIONS, 0)?;
-    write(guest::LINK_PTR_FULL, u64::MAX)?;
-    write(guest::IA32_DEBUGCTL_FULL, 0)?;
-    write(guest::IA32_SYSENTER_CS, 0)?;
-    write(guest::IA32_SYSENTER_ESP, 0)?;
-    write(guest::IA32_SYSENTER_EIP, 0)?;
-    if c.entry & entry::LOAD_EFER != 0 {
-        write(guest::IA32_EFER_FULL, 0)?;
-    }
-    if c.entry & entry::LOAD_PAT != 0 {
-        write(guest::IA32_PAT_FULL, PAT_RESET)?;
-    }
-    Ok(())
+/// Write one guest segment register: selector, base, limit, access rights.
+pub fn write_segment(s: Segment, selector: u16, base: u64, limit: u32, access_rights: u64) -> Result<(), VmcsError> {
+    let [sel, b, l, ar] = s.fields();
+    write(sel, selector as u64)?;
+    write(b, base)?;
+    write(l, limit as u64)?;
+    write(ar, access_rights)
 }

@@ -1,18 +1,22 @@
-//! The guest on each CPU: its memory, EPT, VMCS, launch, and how it ended.
+//! The proof guest on each CPU: its memory, EPT, VMCS, launch, and how it ended.
 
+use super::dump;
 use super::ept::{self, Ept};
-use super::instructions::{invvpid, vmclear};
+use super::instructions::vmclear;
 use super::layout::*;
-use super::vmcs::{self, Controls, GuestStart, SetupError};
-use super::{dump, exits};
+use super::proof_vcpu::{self, Proof, ProofVcpu};
+use super::proof_vmcs::{self, GuestStart};
+use super::vcpu::{GuestRegs, Return, Vcpu};
+use super::vmcs::{self, Controls, VmcsError};
 use crate::memory;
 use crate::pcb::{Pcb, CPU_STATUS_FAILED, CPU_STATUS_GUEST_OK, CPU_STATUS_VMXON};
 use crate::{run, tsc};
-use alloc::boxed::Box;
-use alloc::vec::Vec;
-use core::mem::{offset_of, size_of};
+use core::fmt;
+use core::mem::offset_of;
 use hvlogic::cmdline::{GuestKind, Inject};
 use hvlogic::controls::{pin, proc2};
+use hvlogic::exit_qual::{CrAccess, EptViolation};
+use hvlogic::exit_reason::basic;
 use hvlogic::guest_plan::{median_min, Ending, GuestMode, HostileStep};
 use hvlogic::vmx_global::VmxGlobalData;
 use log::{debug, error, info};
@@ -50,144 +54,15 @@ core::arch::global_asm!(
     options(att_syntax)
 );
 
-core::arch::global_asm!(
-    include_str!("entry.s"),
-    HOST_RSP_SAVE = const offset_of!(Vcpu, host_rsp_save),
-    EXIT_STACK_TOP = const offset_of!(Vcpu, exit_stack_top),
-    REGS_SIZE = const size_of::<GuestRegs>(),
-    options(att_syntax)
-);
-
 extern "C" {
     static guest_image_start: u8;
     static guest_image_end: u8;
     static guest_pm_entry_offset: u32;
     static guest_gdt_offset: u32;
-    fn vm_run(vcpu: *mut core::ffi::c_void, launched: u64) -> u64;
-    fn vm_exit_stub();
 }
-
-/// `vm_run` result bit 63: VM entry failed; bits 0 and 6 then hold CF and ZF.
-const ENTRY_FAILED: u64 = 1 << 63;
-/// The dispatcher's stop code: the guest ended (see `Vcpu::ending`).
-pub const STOP: u64 = 1;
 
 /// Time budget per launch, in microseconds of TSC time.
 const TIME_BUDGET_US: u64 = 250_000;
-const EXIT_STACK_SIZE: usize = 16 * 1024;
-
-/// The guest's general registers, in the order vm_exit_stub pushes them
-/// (lowest address first; the numbering of SDM Table 28-3, RSP excepted).
-#[repr(C)]
-#[derive(Default)]
-pub struct GuestRegs {
-    pub rax: u64,
-    pub rcx: u64,
-    pub rdx: u64,
-    pub rbx: u64,
-    pub rbp: u64,
-    pub rsi: u64,
-    pub rdi: u64,
-    pub r8: u64,
-    pub r9: u64,
-    pub r10: u64,
-    pub r11: u64,
-    pub r12: u64,
-    pub r13: u64,
-    pub r14: u64,
-    pub r15: u64,
-}
-
-impl GuestRegs {
-    /// Register `n` of an exit qualification (0 RAX ... 15 R15); RSP lives in the VMCS.
-    pub fn get(&self, n: u8) -> u64 {
-        match n {
-            4 => vmcs::read(guest::RSP),
-            _ => *self.slot(n),
-        }
-    }
-
-    pub fn set(&mut self, n: u8, value: u64) -> Result<(), SetupError> {
-        match n {
-            4 => vmcs::write(guest::RSP, value),
-            _ => {
-                *self.slot_mut(n) = value;
-                Ok(())
-            }
-        }
-    }
-
-    fn slot(&self, n: u8) -> &u64 {
-        let i = if n > 4 { n - 1 } else { n } as usize;
-        // SAFETY: GuestRegs is 15 consecutive u64s and i < 15.
-        unsafe { &*(self as *const GuestRegs as *const u64).add(i) }
-    }
-
-    fn slot_mut(&mut self, n: u8) -> &mut u64 {
-        let i = if n > 4 { n - 1 } else { n } as usize;
-        // SAFETY: as in `slot`.
-        unsafe { &mut *(self as *mut GuestRegs as *mut u64).add(i) }
-    }
-}
-
-/// One CPU's virtual CPU. `regs` must stay first: HOST_RSP points at its end.
-#[repr(C)]
-pub struct Vcpu {
-    pub regs: GuestRegs,
-    /// RSP for the exit dispatcher (top of this CPU's exit stack).
-    exit_stack_top: u64,
-    /// vm_run's own RSP while the guest runs.
-    host_rsp_save: u64,
-    pub processor_index: u32,
-    pub mode: GuestMode,
-    pub kind: GuestKind,
-    /// Guest memory: guest address X is at `memory + X`.
-    pub memory: u64,
-    pub exits: u64,
-    /// VMLAUNCH succeeded on this VMCS: later entries use VMRESUME.
-    pub launched: bool,
-    /// The physical-address width (PCB `Own::maxphyaddr`).
-    pub maxphyaddr: u32,
-    /// The VPID and the INVVPID type that flushes it, where VPID is on.
-    pub vpid: Option<(u16, u64)>,
-    pub ending: Option<Ending>,
-    /// The guest's COM1 line being assembled.
-    pub line: [u8; 120],
-    pub line_len: usize,
-    /// Samples handed over by HC_REPORT_SAMPLES (allocated up front).
-    pub samples: Vec<u32>,
-    /// The exit qualification and a value (GPA, CR value, port) of the exit
-    /// that ended the guest, for the report.
-    pub ending_qualification: u64,
-    pub ending_value: u64,
-}
-
-impl Vcpu {
-    /// Guest memory `[gpa, gpa + len)` as host memory, if it lies inside the guest.
-    pub fn guest_slice(&self, gpa: u64, len: u64) -> Option<&'static [u8]> {
-        let end = gpa.checked_add(len)?;
-        if end > GUEST_MEM_SIZE {
-            return None;
-        }
-        // SAFETY: inside this guest's memory, which the hypervisor owns and keeps mapped.
-        Some(unsafe { core::slice::from_raw_parts((self.memory + gpa) as *const u8, len as usize) })
-    }
-
-    /// Flush this guest's VPID-tagged translations, as a MOV to CR3 or a
-    /// fresh start would; false if INVVPID failed.
-    pub fn flush_vpid(&self) -> bool {
-        match self.vpid {
-            // SAFETY: in VMX root operation; the type is one IA32_VMX_EPT_VPID_CAP reports.
-            Some((vpid, kind)) => unsafe { invvpid(kind, [vpid as u64, 0]) }.is_ok(),
-            None => true,
-        }
-    }
-
-    pub fn end(&mut self, ending: Ending) -> u64 {
-        self.ending = Some(ending);
-        STOP
-    }
-}
 
 /// Stage work: launch this CPU's guest, run it to its end, report.
 pub fn run(pcb: &Pcb) {
@@ -211,7 +86,7 @@ fn choose_mode(d: &VmxGlobalData) -> GuestMode {
 
 /// Set up the guest and run it (once, or once per hostile step). Ok(true)
 /// when it ended as intended.
-fn launch_all(pcb: &Pcb, kind: GuestKind) -> Result<bool, SetupError> {
+fn launch_all(pcb: &Pcb, kind: GuestKind) -> Result<bool, VmcsError> {
     let (d, maxphyaddr) = {
         let own = pcb.own();
         (own.vmx, own.maxphyaddr)
@@ -219,7 +94,7 @@ fn launch_all(pcb: &Pcb, kind: GuestKind) -> Result<bool, SetupError> {
     let mode = choose_mode(&d);
     // VPID n+1 for processor n (0 is the host's), where INVVPID can flush it.
     let vpid = d.invvpid_type().map(|flush| (pcb.processor_index as u16 + 1, flush));
-    let controls = vmcs::choose_controls(&d, mode, vpid.is_some())?;
+    let controls = proof_vmcs::choose_controls(&d, mode, vpid.is_some())?;
     let budget = (controls.pin & pin::PREEMPTION_TIMER != 0).then(|| preemption_timer_value(&d));
     info!("guest: mode {mode}; protection: {}", mode.protection());
     if let Some((id, _)) = vpid {
@@ -233,34 +108,12 @@ fn launch_all(pcb: &Pcb, kind: GuestKind) -> Result<bool, SetupError> {
     let mem = memory.as_mut_ptr() as u64;
     load_image(memory);
     let start = build_address_space(mode, mem, &d)?;
-    let vmcs = super::load_new_vmcs(&d).map_err(|e| SetupError {
-        what: "VMCLEAR/VMPTRLD of the VMCS",
-        field: 0,
-        error: Some(e),
-    })?;
+    let vmcs = super::load_new_vmcs(&d).map_err(VmcsError::Load)?;
 
-    let vcpu = Box::leak(Box::new(Vcpu {
-        regs: GuestRegs::default(),
-        exit_stack_top: memory::alloc_stack(EXIT_STACK_SIZE),
-        host_rsp_save: 0,
-        processor_index: pcb.processor_index,
-        mode,
-        kind,
-        memory: mem,
-        exits: 0,
-        launched: false,
-        maxphyaddr,
-        vpid,
-        ending: None,
-        line: [0; 120],
-        line_len: 0,
-        samples: Vec::with_capacity(if kind == GuestKind::Bench { BENCH_ITERATIONS as usize } else { 0 }),
-        ending_qualification: 0,
-        ending_value: 0,
-    }));
+    let vcpu = Vcpu::new(pcb.processor_index, vpid, proof_vcpu::dispatch, Proof::new(mode, kind, mem, maxphyaddr));
     let launch = Launch { d: &d, controls, start, budget };
     let result = launch.configure(pcb, vcpu).and_then(|()| launch.run_to_end(vcpu));
-    // Whatever happened, the VMCS is not left current or active (SDM Vol. 3C 25.11.1).
+    // Whatever happened, the VMCS is not left current or active (SDM Vol. 3C §25.11.1).
     // SAFETY: in VMX root operation; `vmcs` is this CPU's VMCS.
     let _ = unsafe { vmclear(vmcs) };
     result
@@ -277,7 +130,7 @@ struct Launch<'a> {
 
 impl Launch<'_> {
     /// The parts of the current VMCS that stay the same across launches.
-    fn configure(&self, pcb: &Pcb, vcpu: &mut Vcpu) -> Result<(), SetupError> {
+    fn configure(&self, pcb: &Pcb, vcpu: &mut ProofVcpu) -> Result<(), VmcsError> {
         vmcs::write_controls(&self.controls)?;
         write_bitmaps()?;
         if let Some(eptp) = self.start.eptp {
@@ -286,13 +139,12 @@ impl Launch<'_> {
         if let Some((id, _)) = vcpu.vpid {
             vmcs::write(ctl::VPID, id as u64)?;
         }
-        let host_rsp = vcpu as *mut Vcpu as u64 + size_of::<GuestRegs>() as u64;
-        vmcs::write_host_state(pcb, &self.controls, host_rsp, vm_exit_stub as *const () as u64)
+        vmcs::write_host_state(pcb, self.controls.exit, vcpu.host_rsp(), Vcpu::<Proof>::host_rip())
     }
 
     /// Run the guest to its end (each hostile step in turn); true if it ended as intended.
-    fn run_to_end(&self, vcpu: &mut Vcpu) -> Result<bool, SetupError> {
-        if vcpu.kind != GuestKind::Hostile {
+    fn run_to_end(&self, vcpu: &mut ProofVcpu) -> Result<bool, VmcsError> {
+        if vcpu.guest.kind != GuestKind::Hostile {
             let ending = self.launch(vcpu, 0)?;
             return Ok(report_single(vcpu, ending));
         }
@@ -308,11 +160,11 @@ impl Launch<'_> {
                 error!("hostile step {} ({}): VM entry failed; no further steps", step.number(), step.describe());
                 break;
             }
-            let expected = step.expected(vcpu.mode);
+            let expected = step.expected(vcpu.guest.mode);
             if ending == expected {
-                info!("hostile step {} ({}): contained: {ending}{}", step.number(), step.describe(), dump::note(vcpu));
+                info!("hostile step {} ({}): contained: {ending}{}", step.number(), step.describe(), note(vcpu));
                 if ending != Ending::Success {
-                    dump::guest_state(vcpu, log::Level::Info);
+                    dump::guest_state(&vcpu.regs, vcpu.exits, log::Level::Info);
                 }
                 contained += 1;
             } else {
@@ -320,9 +172,9 @@ impl Launch<'_> {
                     "hostile step {} ({}): ended by {ending}{}, expected {expected}",
                     step.number(),
                     step.describe(),
-                    dump::note(vcpu)
+                    note(vcpu)
                 );
-                dump::guest_state(vcpu, log::Level::Error);
+                dump::guest_state(&vcpu.regs, vcpu.exits, log::Level::Error);
             }
         }
         let all = HostileStep::ALL.len();
@@ -335,47 +187,39 @@ impl Launch<'_> {
     }
 
     /// Write the guest state and the parameter block, enter, and run until the guest ends.
-    fn launch(&self, vcpu: &mut Vcpu, step: u32) -> Result<Ending, SetupError> {
-        let kind = match vcpu.kind {
+    fn launch(&self, vcpu: &mut ProofVcpu, step: u32) -> Result<Ending, VmcsError> {
+        let kind = match vcpu.guest.kind {
             GuestKind::Normal => KIND_NORMAL,
             GuestKind::Hostile => KIND_HOSTILE,
             GuestKind::Bench => KIND_BENCH,
         };
-        let params = (vcpu.memory + PARAMS) as *mut GuestParams;
+        let params = (vcpu.guest.memory + PARAMS) as *mut GuestParams;
         // SAFETY: the parameter block lies inside this guest's memory.
         unsafe { params.write_volatile(GuestParams { kind, step }) };
         vcpu.regs = GuestRegs::default();
-        vcpu.ending = None;
+        vcpu.guest.ending = None;
         vcpu.exits = 0;
-        vmcs::write_guest_state(self.d, &self.controls, vcpu.mode, &self.start.guest)?;
+        proof_vmcs::write_guest_state(self.d, &self.controls, vcpu.guest.mode, &self.start.guest)?;
         if let Some(value) = self.budget {
             vmcs::write(guest::VMX_PREEMPTION_TIMER_VALUE, value)?;
         }
         inject_entry_failure()?;
         // A fresh start: nothing the last launch cached under this VPID may survive.
         if !vcpu.flush_vpid() {
-            return Err(SetupError { what: "INVVPID before launch failed", field: 0, error: None });
+            return Err(VmcsError::Flush);
         }
-        let resuming = vcpu.launched;
-        // SAFETY: the VMCS is current and complete; vcpu is 'static with its exit stack.
-        let r = unsafe { vm_run(vcpu as *mut Vcpu as *mut core::ffi::c_void, resuming as u64) };
-        // An exit means VM entry succeeded once: the VMCS is "launched" (SDM Vol.
-        // 3C 25.11.3), and a later failure came from the exit path's VMRESUME.
-        if vcpu.exits > 0 && vcpu.ending != Some(Ending::EntryFailed) {
-            vcpu.launched = true;
+        if let Return::EntryFailed { instruction, fail } = vcpu.run() {
+            dump::vm_instruction_failure(instruction, fail);
+            vcpu.guest.ending = Some(Ending::EntryFailed);
         }
-        if r & ENTRY_FAILED != 0 {
-            dump::vm_instruction_failure(if resuming || vcpu.exits > 0 { "VMRESUME" } else { "VMLAUNCH" }, r);
-            vcpu.ending = Some(Ending::EntryFailed);
-        }
-        exits::flush_line(vcpu);
-        Ok(vcpu.ending.unwrap_or(Ending::EntryFailed))
+        proof_vcpu::flush_line(vcpu);
+        Ok(vcpu.guest.ending.unwrap_or(Ending::EntryFailed))
     }
 }
 
 /// `inject=entry-bad-guest` / `inject=entry-bad-control`: break the VMCS on
 /// purpose so the VM-entry failure reports can be seen and tested.
-fn inject_entry_failure() -> Result<(), SetupError> {
+fn inject_entry_failure() -> Result<(), VmcsError> {
     match run::options().inject {
         Some(Inject::EntryBadGuest) => {
             info!("inject: guest RFLAGS bit 1 cleared (it must be 1, SDM Vol. 3C 27.3.1.4)");
@@ -390,12 +234,12 @@ fn inject_entry_failure() -> Result<(), SetupError> {
 }
 
 /// Report a normal or bench guest's end; true if it ended as intended.
-fn report_single(vcpu: &mut Vcpu, ending: Ending) -> bool {
+fn report_single(vcpu: &mut ProofVcpu, ending: Ending) -> bool {
     debug!("guest: {} VM exits", vcpu.exits);
     match ending {
         Ending::Success => {
-            if vcpu.kind == GuestKind::Bench {
-                match median_min(&mut vcpu.samples) {
+            if vcpu.guest.kind == GuestKind::Bench {
+                match median_min(&mut vcpu.guest.samples) {
                     Some((median, min)) => info!("bench: cpuid-exit median={median} min={min}"),
                     None => {
                         error!("bench: the guest reported no samples");
@@ -407,8 +251,8 @@ fn report_single(vcpu: &mut Vcpu, ending: Ending) -> bool {
             true
         }
         other => {
-            error!("guest failed: {other}{}", dump::note(vcpu));
-            dump::guest_state(vcpu, log::Level::Error);
+            error!("guest failed: {other}{}", note(vcpu));
+            dump::guest_state(&vcpu.regs, vcpu.exits, log::Level::Error);
             false
         }
     }
@@ -432,7 +276,7 @@ fn load_image(memory: &mut [u8]) {
 
 /// EPT (mapping the guest's memory and, for the real-mode start, the reset
 /// vector page) or, without EPT, host-owned 32-bit page tables.
-fn build_address_space(mode: GuestMode, mem: u64, d: &VmxGlobalData) -> Result<Start, SetupError> {
+fn build_address_space(mode: GuestMode, mem: u64, d: &VmxGlobalData) -> Result<Start, VmcsError> {
     // SAFETY: symbols emitted by guest.s.
     let (pm_entry, gdt) = unsafe { (IMAGE + guest_pm_entry_offset as u64, IMAGE + guest_gdt_offset as u64) };
     let mut cr3 = 0;
@@ -458,11 +302,7 @@ fn build_address_space(mode: GuestMode, mem: u64, d: &VmxGlobalData) -> Result<S
             let pd = memory::alloc_pages(1).as_ptr() as u64;
             let pt = memory::alloc_pages(1).as_ptr() as u64;
             if pt >> 32 != 0 || mem >> 32 != 0 {
-                return Err(SetupError {
-                    what: "32-bit guest paging needs its tables and memory below 4 GiB",
-                    field: 0,
-                    error: None,
-                });
+                return Err(VmcsError::Above4GiB);
             }
             write_page_tables(pd, pt, pt, mem);
             cr3 = pd;
@@ -487,7 +327,7 @@ fn write_page_tables(pd: u64, pt: u64, pt_address: u64, base: u64) {
 
 /// I/O bitmaps A and B: every port exits. MSR bitmap: every MSR access exits,
 /// except reads of IA32_TSC (SDM Vol. 3C 25.6.4, 25.6.9).
-fn write_bitmaps() -> Result<(), SetupError> {
+fn write_bitmaps() -> Result<(), VmcsError> {
     let io = memory::alloc_pages(2);
     io.fill(0xff);
     let msr = memory::alloc_pages(1);
@@ -504,4 +344,28 @@ fn write_bitmaps() -> Result<(), SetupError> {
 fn preemption_timer_value(d: &VmxGlobalData) -> u64 {
     let rate = d.misc & 0x1f;
     (tsc::micros_to_ticks(TIME_BUDGET_US) >> rate).min(u32::MAX as u64)
+}
+
+/// Detail of how the guest ended, appended to the report line.
+pub fn note(vcpu: &ProofVcpu) -> Note<'_> {
+    Note(vcpu)
+}
+
+pub struct Note<'a>(&'a ProofVcpu);
+
+impl fmt::Display for Note<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let v = self.0;
+        match v.guest.ending {
+            Some(Ending::EptViolation) => {
+                write!(f, " at GPA {:#x} ({})", v.guest.ending_value, EptViolation(v.guest.ending_qualification))
+            }
+            Some(Ending::CrWriteRefused) => {
+                write!(f, " ({} = {:#x})", CrAccess::decode(v.guest.ending_qualification), v.guest.ending_value)
+            }
+            Some(Ending::Unexpected(basic::IO_INSTRUCTION)) => write!(f, " (port {:#x})", v.guest.ending_value),
+            Some(Ending::Unexpected(basic::EXCEPTION_OR_NMI)) => write!(f, " (vector {})", v.guest.ending_value),
+            _ => Ok(()),
+        }
+    }
 }

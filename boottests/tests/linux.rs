@@ -1,0 +1,266 @@
+//! Issue 8: an unmodified Linux kernel (Debian's, fetched by scripts/linux-guest)
+//! with a busybox initramfs, loaded by GRUB as modules: as the guest of every
+//! CPU in Bochs, natively in QEMU (no VMX), and every bad input refused.
+
+use boottests::{root, Boot, Log};
+use hvlogic::linux::bzimage::{offset, BzImage};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The Linux command line of the tests: the serial console, and the address
+/// the init script reads through /dev/mem: the first bytes of the
+/// hypervisor's image (linker.ld puts it at 2 MiB; the multiboot2 header,
+/// magic 0xE85250D6, comes first).
+const LINUX_CMDLINE: &str = "linux console=ttyS0,115200 hvprobe=0x200000";
+const HYPERVISOR_MAGIC: &str = "0xE85250D6";
+
+/// build/linux/{vmlinuz,initrd.img}, fetched and built once.
+fn guest_files() -> (PathBuf, PathBuf) {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    let dir = root().join("build/linux");
+    ONCE.call_once(|| {
+        let ok = std::process::Command::new(root().join("scripts/linux-guest")).arg(&dir).status();
+        assert!(ok.is_ok_and(|s| s.success()), "scripts/linux-guest failed");
+    });
+    (dir.join("vmlinuz"), dir.join("initrd.img"))
+}
+
+/// The version string the handoff line must name, read from the bzImage header.
+fn kernel_version(vmlinuz: &PathBuf) -> String {
+    let bytes = std::fs::read(vmlinuz).unwrap();
+    BzImage::parse(&bytes).expect("Debian's kernel is a bzImage").version.to_string()
+}
+
+/// `engine` with Debian's kernel and the test initramfs as modules, and the
+/// version string the handoff line must name.
+fn linux_boot(engine: Boot, extra: &str) -> (Boot, String) {
+    let (vmlinuz, initrd) = guest_files();
+    let version = kernel_version(&vmlinuz);
+    let cmdline = format!("{LINUX_CMDLINE} {extra}");
+    (engine.module(&vmlinuz, cmdline.trim_end()).module(&initrd, "initrd").mem(512), version)
+}
+
+/// Lines the hypervisor wrote between two line indices (its `[cpuN]` prefix).
+fn hypervisor_lines(log: &Log, from: usize, to: usize) -> Vec<&str> {
+    log.lines[from..to].iter().filter(|l| l.starts_with("[cpu")).map(String::as_str).collect()
+}
+
+fn position_starting(log: &Log, prefix: &str) -> usize {
+    log.lines
+        .iter()
+        .position(|l| l.starts_with(prefix))
+        .unwrap_or_else(|| log.fail(&format!("no line starting {prefix:?}")))
+}
+
+/// What every run that reaches Linux shows: the proof guests and SUMMARY,
+/// the handoff line, the banner, every CPU online in Linux, no failure.
+fn assert_linux_reached_init(log: &Log, version: &str, cpus: u32, how: &str) {
+    log.assert_no_exception();
+    for bad in ["Kernel panic", "BUG:", "Oops"] {
+        if let Some(l) = log.lines.iter().find(|l| l.contains(bad)) {
+            log.fail(&format!("Linux failed: {l}"));
+        }
+    }
+    log.assert_line(&format!("[cpu0] INFO  handoff: linux {version}, {cpus} CPUs, {how}"));
+    if !log.lines.iter().any(|l| l.contains("Linux version 6.")) {
+        log.fail("no Linux banner");
+    }
+    let online = if cpus == 1 { String::from("0") } else { format!("0-{}", cpus - 1) };
+    let flags = if how == "guest" { "hypervisor=yes vmx=no" } else { "" };
+    let init = log.lines_starting(&format!("INIT: cpus={cpus} online={online} {flags}"));
+    if init.is_empty() {
+        log.fail(&format!("no init line with cpus={cpus} online={online} {flags}"));
+    }
+    // SUMMARY, then the handoff line, then Linux.
+    let summary = position_starting(log, "SUMMARY ");
+    let handoff = position_starting(log, "[cpu0] INFO  handoff: linux ");
+    let banner = log.lines.iter().position(|l| l.contains("Linux version 6.")).unwrap();
+    if !(summary < handoff && handoff < banner) {
+        log.fail("expected SUMMARY, then the handoff line, then Linux");
+    }
+}
+
+/// The exit table after GUEST-END: one column per CPU, INIT and SIPI exits on
+/// every AP (Linux started it), and the counts add up to `exits=`.
+fn assert_exit_table(log: &Log, cpus: u32, how: &str) {
+    let at = position_starting(log, "GUEST-END ");
+    let end = &log.lines[at];
+    let prefix = format!("GUEST-END os=linux how={how} exits=");
+    let total: u64 = end
+        .strip_prefix(&prefix)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| log.fail(&format!("expected `{prefix}<n>`, got {end:?}")));
+    log.assert_count("GUEST-END ", 1);
+    let header: Vec<&str> = log.lines[at + 1].split_whitespace().collect();
+    let want: Vec<String> = (0..cpus).map(|i| format!("cpu{i}")).collect();
+    if header[header.len() - cpus as usize..] != want.iter().map(String::as_str).collect::<Vec<_>>()[..] {
+        log.fail(&format!("exit table header {header:?} does not list {want:?}"));
+    }
+    let mut sum = 0u64;
+    let mut by_reason = std::collections::HashMap::new();
+    for l in log.lines[at + 2..].iter().take_while(|l| l.starts_with("  ")) {
+        let words: Vec<&str> = l.split_whitespace().collect();
+        let counts: Vec<u64> = words[words.len() - cpus as usize..].iter().map(|w| w.parse().unwrap()).collect();
+        sum += counts.iter().sum::<u64>();
+        by_reason.insert(words[0].parse::<u32>().unwrap(), counts);
+    }
+    if sum != total || total == 0 {
+        log.fail(&format!("the exit table adds up to {sum}, GUEST-END says {total}"));
+    }
+    for ap in 1..cpus as usize {
+        for (reason, name) in [(3, "INIT"), (4, "SIPI")] {
+            if by_reason.get(&reason).is_none_or(|c| c[ap] == 0) {
+                log.fail(&format!("cpu{ap} took no {name} exit: Linux did not start it through the hypervisor"));
+            }
+        }
+    }
+}
+
+#[test]
+fn linux_runs_as_the_guest_of_every_cpu_and_powers_off() {
+    let (boot, version) = linux_boot(Boot::bochs("bochs-linux-guest", "corei7_skylake_x").cpus(2), "");
+    let log = boot.timeout(Duration::from_secs(1500)).run();
+    if log.timed_out {
+        log.fail("Bochs did not end: the poweroff was not carried out");
+    }
+    log.assert_summary(2, 2, 2, 2, "PASS");
+    assert_linux_reached_init(&log, &version, 2, "guest");
+    // The hypervisor's memory is withheld from Linux: e820 reserves it, and
+    // /dev/mem reads a blank page there through EPT, not the hypervisor's bytes.
+    let kept = "[cpu0] INFO  linux: kept from the OS (e820 reserved, and EPT maps a blank page there): image 0x200000-";
+    if log.lines_starting(kept).is_empty() {
+        log.fail(&format!("no line starting {kept:?}"));
+    }
+    let probe = log.lines_starting("INIT: devmem 0x200000 = ");
+    match probe.first() {
+        Some(l) if !l.ends_with(HYPERVISOR_MAGIC) && l.ends_with("0x00000000") => {}
+        other => log.fail(&format!("/dev/mem at 0x200000 should read the blank page (0x00000000), got {other:?}")),
+    }
+    // After the handoff the hypervisor writes nothing until GUEST-END.
+    let handoff = position_starting(&log, "[cpu0] INFO  handoff: linux ");
+    let end = position_starting(&log, "GUEST-END ");
+    let intruders = hypervisor_lines(&log, handoff + 1, end);
+    if !intruders.is_empty() {
+        log.fail(&format!("the hypervisor wrote to COM1 while Linux owned it: {intruders:?}"));
+    }
+    assert_exit_table(&log, 2, "poweroff");
+    log.assert_line("INIT: poweroff");
+}
+
+#[test]
+fn linux_guest_reboot_resets_the_machine_for_real() {
+    let (boot, version) = linux_boot(Boot::bochs("bochs-linux-reboot", "corei7_skylake_x").cpus(2), "hvend=reboot");
+    // The reset is real: the machine boots GRUB and the hypervisor again.
+    let log = boot.timeout(Duration::from_secs(1500)).stop_after("[cpu0] INFO  boot: hypervisor ", 2).run();
+    if log.timed_out {
+        log.fail("the machine did not come back after the reset");
+    }
+    assert_linux_reached_init(&log, &version, 2, "guest");
+    log.assert_line("INIT: reboot");
+    assert_exit_table(&log, 2, "reset");
+    let end = position_starting(&log, "GUEST-END ");
+    let again = log.lines.iter().rposition(|l| l.starts_with("[cpu0] INFO  boot: hypervisor ")).unwrap();
+    if again < end {
+        log.fail("the second boot should follow GUEST-END how=reset");
+    }
+}
+
+#[test]
+fn without_vmx_linux_boots_natively() {
+    let (boot, version) = linux_boot(Boot::qemu("qemu-linux-native").machine("q35").cpus(2), "");
+    let log = boot.run();
+    if log.timed_out {
+        log.fail("QEMU did not power off");
+    }
+    log.assert_summary(2, 2, 0, 0, "NO_VMX");
+    log.assert_line("[cpu0] INFO  linux: runs natively, not as a guest: VMX is unavailable");
+    assert_linux_reached_init(&log, &version, 2, "native");
+    // Without the hypervisor nothing hides its memory: /dev/mem reads its bytes.
+    log.assert_line(&format!("INIT: devmem 0x200000 = {HYPERVISOR_MAGIC}"));
+    log.assert_count("GUEST-END ", 0);
+    log.assert_line("INIT: poweroff");
+}
+
+/// A bad `linux`/`initrd` set: one ERROR line naming the problem, no
+/// handoff, result=FAIL, and the run ends per exit= (QEMU exits 37).
+fn refused(name: &str, modules: &[(PathBuf, &str)], error: &str) {
+    refused_like(name, modules, error, "");
+}
+
+/// `refused`, where the ERROR line starts with `start` and ends with `end`.
+fn refused_like(name: &str, modules: &[(PathBuf, &str)], start: &str, end: &str) {
+    let mut boot = Boot::qemu(name);
+    for (file, string) in modules {
+        boot = boot.module(file, string);
+    }
+    let log = boot.mem(512).run();
+    let errors = log.lines_starting(&format!("[cpu0] ERROR {start}"));
+    if errors.len() != 1 || !errors[0].ends_with(end) {
+        log.fail(&format!("expected one ERROR line `{start}...{end}`, found {errors:?}"));
+    }
+    log.assert_count("[cpu0] INFO  handoff:", 0);
+    log.assert_no_exception();
+    let s = log.summary();
+    if s.result != "FAIL" {
+        log.fail("a bad OS module must make the run FAIL");
+    }
+}
+
+/// A copy of Debian's kernel with one header field changed.
+fn patched(name: &str, at: usize, bytes: &[u8]) -> PathBuf {
+    let (vmlinuz, _) = guest_files();
+    let mut image = std::fs::read(vmlinuz).unwrap();
+    image[at..at + bytes.len()].copy_from_slice(bytes);
+    let dir = root().join("target/boottests").join(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("vmlinuz-patched");
+    std::fs::write(&path, image).unwrap();
+    path
+}
+
+fn some_text_file() -> PathBuf {
+    root().join("grub/grub.cfg")
+}
+
+#[test]
+fn bad_os_modules_are_refused_by_name() {
+    let (vmlinuz, initrd) = guest_files();
+    refused(
+        "linux-not-bzimage",
+        &[(some_text_file(), "linux console=ttyS0")],
+        "linux: the `linux` module is unusable: not a bzImage: no boot flag 0xAA55 at offset 0x1fe; no handoff",
+    );
+    refused(
+        "linux-protocol-too-old",
+        &[(patched("linux-protocol-too-old", offset::VERSION, &0x020bu16.to_le_bytes()), "linux console=ttyS0")],
+        "linux: the `linux` module is unusable: boot protocol 2.11 is too old: this loader needs 2.12 or later; no handoff",
+    );
+    refused(
+        "linux-kernel-too-big",
+        &[(patched("linux-kernel-too-big", offset::INIT_SIZE, &0x7ff0_0000u32.to_le_bytes()), "linux console=ttyS0")],
+        "linux: the kernel does not fit the memory map: it needs 0x7ff00000 bytes of free RAM at or above 0x1000000, below 4 GiB; no handoff",
+    );
+    // initrd_addr_max 0xFFFFF: the initrd would have to fit below 1 MiB.
+    let low_initrd = patched("linux-initrd-too-big", offset::INITRD_ADDR_MAX, &0x000f_ffffu32.to_le_bytes());
+    refused_like(
+        "linux-initrd-too-big",
+        &[(low_initrd, "linux"), (initrd.clone(), "initrd")],
+        "linux: the initrd does not fit the memory map: 0x",
+        " bytes of free RAM ending at or below 0xfffff (initrd_addr_max); no handoff",
+    );
+    refused(
+        "linux-two-kernels",
+        &[(vmlinuz.clone(), "linux"), (vmlinuz.clone(), "linux")],
+        "linux: boot modules: two `linux` modules: which kernel to boot is ambiguous; no handoff",
+    );
+    refused(
+        "linux-initrd-alone",
+        &[(initrd.clone(), "initrd")],
+        "linux: boot modules: an `initrd` module without a `linux` module; no handoff",
+    );
+    refused(
+        "linux-unknown-role",
+        &[(vmlinuz.clone(), "linux"), (some_text_file(), "firmware blob")],
+        "linux: boot modules: module 1 has the unknown role `firmware`: the roles are `linux` and `initrd`; no handoff",
+    );
+}

@@ -1,0 +1,135 @@
+//! What every guest's exit handler shares: CPUID as guests see it, stepping
+//! over an instruction, injecting an exception, and lifting NMI blocking.
+
+use super::instructions::vmread_unchecked;
+use super::vcpu::GuestRegs;
+use super::vmcs::{self, VmcsError};
+use hvlogic::os_guest::{self, Hidden};
+use x86::vmx::vmcs::{control as ctl, guest, ro};
+
+/// CPUID leaves the hypervisor answers (0x40000000-0x4FFFFFFF are reserved
+/// for software by the SDM, Vol. 2A CPUID; every hypervisor uses them).
+pub const CPUID_HV_BASE: u32 = 0x4000_0000;
+pub const CPUID_HV_CPU_INDEX: u32 = 0x4000_0001;
+/// "VMXbringupHV" in EBX, ECX, EDX.
+pub const CPUID_HV_SIGNATURE: [u32; 3] = [0x6258_4d56, 0x676e_6972, 0x5648_7075];
+
+/// Answer the guest's CPUID (leaf in EAX, subleaf in ECX): the CPU's values
+/// as `os_guest::cpuid` adjusts them (VMX and SMX hidden, the hypervisor bit
+/// set, instructions the guest cannot use hidden); leaves 0x40000000.. describe
+/// this hypervisor.
+#[inline(always)]
+pub fn cpuid(regs: &mut GuestRegs, processor_index: u32, hidden: Hidden) {
+    let (leaf, subleaf) = (regs.rax as u32, regs.rcx as u32);
+    let [a, b, c, d] = match leaf {
+        CPUID_HV_BASE => [CPUID_HV_CPU_INDEX, CPUID_HV_SIGNATURE[0], CPUID_HV_SIGNATURE[1], CPUID_HV_SIGNATURE[2]],
+        CPUID_HV_CPU_INDEX => [processor_index, 0, 0, 0],
+        0x4000_0002..=0x4fff_ffff => [0; 4],
+        _ => {
+            let r = raw_cpuid::cpuid!(leaf, subleaf);
+            let mut v = os_guest::cpuid(leaf, subleaf, [r.eax, r.ebx, r.ecx, r.edx], hidden);
+            // OSXSAVE and OSPKE mirror CR4.OSXSAVE and CR4.PKE: the guest's, not the host's.
+            if leaf == 1 || leaf == 7 {
+                v = os_guest::mirror_cr4(leaf, subleaf, v, vmcs::read(guest::CR4));
+            }
+            v
+        }
+    };
+    regs.rax = a as u64;
+    regs.rbx = b as u64;
+    regs.rcx = c as u64;
+    regs.rdx = d as u64;
+}
+
+/// Interruptibility state: blocking by STI and by MOV SS (SDM Vol. 3C
+/// §25.4.2, Table 25-3).
+const BLOCKING_BY_STI_OR_MOV_SS: u64 = 0b11;
+
+/// Step over the instruction that exited (its length from the VMCS, SDM Vol.
+/// 3C §28.2.5). Blocking by STI and by MOV SS lasts one instruction: skipping
+/// the instruction ends it too.
+#[inline(always)]
+pub fn skip_instruction() -> Result<(), VmcsError> {
+    // SAFETY: this CPU's VMCS is current during every VM exit; the fields exist.
+    let (len, rip, blocking) = unsafe {
+        (
+            vmread_unchecked(ro::VMEXIT_INSTRUCTION_LEN),
+            vmread_unchecked(guest::RIP),
+            vmread_unchecked(guest::INTERRUPTIBILITY_STATE),
+        )
+    };
+    vmcs::write(guest::RIP, rip + len)?;
+    if blocking & BLOCKING_BY_STI_OR_MOV_SS != 0 {
+        vmcs::write(guest::INTERRUPTIBILITY_STATE, blocking & !BLOCKING_BY_STI_OR_MOV_SS)?;
+    }
+    Ok(())
+}
+
+/// `skip_instruction` for a guest that may be single-stepping: with RFLAGS.TF
+/// set, the skipped instruction would have raised a single-step #DB, so it is
+/// made pending (pending debug exceptions BS, SDM Vol. 3C §25.4.2).
+pub fn skip_instruction_traced() -> Result<(), VmcsError> {
+    const RFLAGS_TF: u64 = 1 << 8;
+    const PENDING_BS: u64 = 1 << 14;
+    skip_instruction()?;
+    if vmcs::read(guest::RFLAGS) & RFLAGS_TF != 0 {
+        vmcs::write(guest::PENDING_DBG_EXCEPTIONS, vmcs::read(guest::PENDING_DBG_EXCEPTIONS) | PENDING_BS)?;
+    }
+    Ok(())
+}
+
+/// Exception vectors injected into guests (SDM Vol. 3A Table 7-1).
+pub const UD: u8 = 6;
+pub const GP: u8 = 13;
+
+/// Inject hardware exception `vector` on the next VM entry (SDM Vol. 3C
+/// §25.8.3); the instruction is not skipped (a fault).
+pub fn inject(vector: u8, error_code: Option<u32>) -> Result<(), VmcsError> {
+    const VALID: u64 = 1 << 31;
+    const HARDWARE_EXCEPTION: u64 = 3 << 8;
+    const DELIVER_ERROR_CODE: u64 = 1 << 11;
+    let mut info = VALID | HARDWARE_EXCEPTION | vector as u64;
+    if let Some(code) = error_code {
+        info |= DELIVER_ERROR_CODE;
+        vmcs::write(ctl::VMENTRY_EXCEPTION_ERR_CODE, code as u64)?;
+    }
+    vmcs::write(ctl::VMENTRY_INTERRUPTION_INFO_FIELD, info)
+}
+
+/// #GP(0): with an error code in protected mode, without one in real mode
+/// (SDM Vol. 3C §27.2.1.3: a real-mode guest must not be given one).
+pub fn inject_gp() -> Result<(), VmcsError> {
+    let protected = vmcs::read(guest::CR0) & 1 != 0;
+    inject(GP, protected.then_some(0))
+}
+
+/// Inject an NMI on the next VM entry (SDM Vol. 3C §25.8.3, type 2).
+pub fn inject_nmi() -> Result<(), VmcsError> {
+    const VALID_NMI: u64 = 1 << 31 | 2 << 8 | 2;
+    vmcs::write(ctl::VMENTRY_INTERRUPTION_INFO_FIELD, VALID_NMI)
+}
+
+/// After a VM exit caused by an NMI, NMIs stay blocked until the next IRET
+/// (SDM Vol. 3C §26.7.1 "NMI Blocking"... an NMI that causes a VM exit blocks
+/// later NMIs once the exit completes). The host took no NMI through its IDT,
+/// so it executes an IRET to itself to lift the blocking.
+pub fn unblock_nmis() {
+    // SAFETY: builds an interrupt frame for the next instruction on the current
+    // stack (SS, RSP, RFLAGS, CS, RIP) and returns to it with IRETQ.
+    unsafe {
+        core::arch::asm!(
+            "mov {tmp}, rsp",
+            "push {ss}",
+            "push {tmp}",
+            "pushfq",
+            "push {cs}",
+            "lea {tmp}, [rip + 2f]",
+            "push {tmp}",
+            "iretq",
+            "2:",
+            tmp = out(reg) _,
+            ss = const crate::pcb::KERNEL_DS as u64,
+            cs = const crate::pcb::KERNEL_CS as u64,
+        );
+    }
+}

@@ -1,0 +1,247 @@
+//! Hosting an OS: the identity EPT and the bitmaps (built once, shared by
+//! every CPU), each CPU's VMCS for a pass-through guest, and the launch: the
+//! boot CPU at the OS's 32-bit entry, every other CPU in the wait-for-SIPI
+//! activity state until the OS starts it with its own INIT-SIPI-SIPI.
+
+use super::ept::{Ept, Identity};
+use super::instructions::invept;
+use super::os_vcpu::{self, Os, OsVcpu, WAIT_FOR_SIPI};
+use super::vcpu::{Return, Vcpu};
+use super::vmcs::{self, Controls, Segment, VmcsError, AR_CODE_32, AR_DATA_32, AR_TSS_BUSY_32, AR_UNUSABLE, PAT_RESET};
+use crate::linux::{Handoff, BOOT_CS, BOOT_DS};
+use crate::memory;
+use crate::pcb::{Pcb, CPU_STATUS_FAILED, CPU_STATUS_OS, CPU_STATUS_VMXON};
+use crate::run;
+use hvlogic::controls::{entry, exit};
+use hvlogic::fixed::{cr0, cr4, Fixed};
+use hvlogic::memmap::Range;
+use hvlogic::mtrr::Mtrrs;
+use hvlogic::os_guest;
+use hvlogic::power::Ports;
+use hvlogic::vmx_global::{ept_vpid, VmxGlobalData};
+use log::{error, info};
+use spin::Once;
+use x86::vmx::vmcs::{control as ctl, guest};
+
+/// What every CPU's VMCS for the OS points at.
+struct Shared {
+    eptp: u64,
+    msr_bitmap: u64,
+    io_bitmaps: [u64; 2],
+    ports: Ports,
+}
+
+static SHARED: Once<Shared> = Once::new();
+
+/// MSRs whose reads and writes exit: IA32_FEATURE_CONTROL and the VMX
+/// capability MSRs (IA32_VMX_BASIC .. IA32_VMX_VMFUNC): VMX is hidden.
+const TRAPPED_MSRS: [core::ops::RangeInclusive<u32>; 2] = [0x3a..=0x3a, 0x480..=0x491];
+
+/// Why this CPU cannot host the OS as a guest, if it cannot (the OS then
+/// boots natively): VMX root operation on every CPU, and what the OS guest
+/// needs (`hvlogic::os_guest::missing`).
+pub fn unsupported(bsp: &Pcb) -> Option<&'static str> {
+    if !bsp.has(CPU_STATUS_VMXON) {
+        return Some("VMX is unavailable");
+    }
+    if crate::pcb::all().any(|p| p.has(crate::pcb::CPU_STATUS_ONLINE) && !p.has(CPU_STATUS_VMXON)) {
+        return Some("a CPU is not in VMX root operation");
+    }
+    let d = bsp.own().vmx;
+    os_guest::missing(&d)
+}
+
+/// On the boot CPU, before any CPU launches the OS: the identity EPT with
+/// `holes` (the hypervisor's own RAM) mapped to a blank page, and the bitmaps.
+/// `memory_top` is the end of the highest memory-map entry.
+pub fn prepare(bsp: &Pcb, holes: &[Range], ports: Ports, memory_top: u64) {
+    let (d, maxphyaddr, mtrr) = {
+        let own = bsp.own();
+        (own.vmx, own.maxphyaddr, own.feature_edx & (1 << 12) != 0)
+    };
+    let mtrrs = if mtrr {
+        // SAFETY: CPUID.01H:EDX[12] says the MTRR MSRs exist; Mtrrs::read reads only those IA32_MTRRCAP lists.
+        Mtrrs::read(maxphyaddr, |msr| unsafe { x86::msr::rdmsr(msr) })
+    } else {
+        Mtrrs::none(maxphyaddr)
+    };
+    let pages_1g = d.ept_vpid_cap & ept_vpid::PAGE_1G != 0;
+    // With 1 GiB pages the whole physical address space costs little; without,
+    // the memory map's extent (at least 4 GiB, for the MMIO below it).
+    let limit = if pages_1g { 1u64 << maxphyaddr.min(48) } else { memory_top.max(1 << 32).next_multiple_of(1 << 30) };
+    let blank = memory::alloc_pages(1).as_ptr() as u64;
+    let (ept, leaves) = Ept::identity(&Identity { limit, holes, blank, mtrrs: &mtrrs, pages_1g });
+    info!(
+        "os guest: EPT maps {} GiB 1:1 ({} 1 GiB, {} 2 MiB, {} 4 KiB leaves; memory types from the MTRRs); the hypervisor's {} ranges read as a blank page",
+        limit >> 30,
+        leaves[0],
+        leaves[1],
+        leaves[2],
+        holes.len()
+    );
+    let msr = memory::alloc_pages(1);
+    for index in TRAPPED_MSRS.into_iter().flatten() {
+        // Read bitmap for low MSRs at 0, write bitmap for low MSRs at 2048 (SDM Vol. 3C §25.6.9).
+        for base in [0, 2048] {
+            msr[base + index as usize / 8] |= 1 << (index % 8);
+        }
+    }
+    let io = memory::alloc_pages(2);
+    for port in ports.trapped() {
+        io[port as usize / 8] |= 1 << (port % 8);
+    }
+    let io_a = io.as_ptr() as u64;
+    SHARED.call_once(|| Shared {
+        eptp: ept.eptp(d.ept_memory_type),
+        msr_bitmap: msr.as_ptr() as u64,
+        io_bitmaps: [io_a, io_a + memory::PAGE_SIZE as u64],
+        ports,
+    });
+}
+
+/// Build this CPU's VMCS for the OS (after `prepare`) and its vCPU (a new,
+/// leaked allocation: the `&mut` does not come from `pcb`).
+#[allow(clippy::mut_from_ref)]
+fn set_up(pcb: &'static Pcb) -> Result<&'static mut OsVcpu, VmcsError> {
+    let d: VmxGlobalData = pcb.own().vmx;
+    // The OS finds this CPU's local APIC as firmware left it.
+    crate::apic::restore_firmware_mode();
+    let shared = SHARED.get().expect("os_guest::prepare runs first");
+    enable_host_xsave();
+    super::load_new_vmcs(&d).map_err(VmcsError::Load)?;
+    let vpid = d.invvpid_type().map(|flush| (pcb.processor_index as u16 + 1, flush));
+    let c = os_guest::controls(&d, vpid.is_some());
+    vmcs::write_controls(&Controls { pin: c.pin, proc1: c.proc1, proc2: c.proc2, exit: c.exit, entry: c.entry })?;
+    vmcs::write(ctl::MSR_BITMAPS_ADDR_FULL, shared.msr_bitmap)?;
+    vmcs::write(ctl::IO_BITMAP_A_ADDR_FULL, shared.io_bitmaps[0])?;
+    vmcs::write(ctl::IO_BITMAP_B_ADDR_FULL, shared.io_bitmaps[1])?;
+    vmcs::write(ctl::EPTP_FULL, shared.eptp)?;
+    if let Some((id, _)) = vpid {
+        vmcs::write(ctl::VPID, id as u64)?;
+    }
+    // CR0: the host owns what the fixed bits constrain, PE and PG excepted
+    // (unrestricted guest, SDM Vol. 3C §27.3.1.1). CR4: the fixed bits, and
+    // VMXE and SMXE, which the guest may not set (VMX and SMX are hidden).
+    let cr0_fixed = Fixed { fixed0: d.cr0_fixed0 & !(cr0::PE | cr0::PG), fixed1: d.cr0_fixed1 };
+    let cr4_fixed = Fixed { fixed0: d.cr4_fixed0, fixed1: d.cr4_fixed1 };
+    let cr4_hidden = cr4::VMXE | cr4::SMXE;
+    vmcs::write(ctl::CR0_GUEST_HOST_MASK, cr0_fixed.constrained() & 0xffff_ffff)?;
+    vmcs::write(ctl::CR4_GUEST_HOST_MASK, cr4_fixed.constrained() | cr4_hidden)?;
+    let xsave = raw_cpuid::cpuid!(1).ecx & (1 << 26) != 0;
+    let xcr0_supported = if xsave {
+        let r = raw_cpuid::cpuid!(0xd, 0);
+        r.eax as u64 | (r.edx as u64) << 32
+    } else {
+        0
+    };
+    let os = Os { pcb, hidden: c.hidden, cr0_fixed, cr4_fixed, cr4_hidden, xcr0_supported, ports: shared.ports };
+    let vcpu = Vcpu::new(pcb.processor_index, vpid, os_vcpu::dispatch, os);
+    vmcs::write_host_state(pcb, c.exit, vcpu.host_rsp(), Vcpu::<Os>::host_rip())?;
+    vmcs::write(guest::LINK_PTR_FULL, u64::MAX)?;
+    if c.entry & entry::LOAD_PAT != 0 {
+        vmcs::write(guest::IA32_PAT_FULL, PAT_RESET)?;
+    }
+    debug_assert!(c.exit & exit::SAVE_EFER != 0);
+    // Nothing cached for this EPT or VPID from earlier guests may survive.
+    if let Some(kind) = d.invept_all_contexts() {
+        // SAFETY: in VMX root operation; the type is one IA32_VMX_EPT_VPID_CAP reports.
+        unsafe { invept(kind, [0, 0]) }.map_err(|_| VmcsError::Flush)?;
+    }
+    if !vcpu.flush_vpid() {
+        return Err(VmcsError::Flush);
+    }
+    Ok(vcpu)
+}
+
+/// XSETBV runs in the host on the guest's behalf, and needs CR4.OSXSAVE there
+/// (SDM Vol. 2C XSETBV: #UD without it). The host uses no XSAVE state itself.
+fn enable_host_xsave() {
+    const CPUID_01_ECX_XSAVE: u32 = 1 << 26;
+    const CR4_OSXSAVE: u64 = 1 << 18;
+    if raw_cpuid::cpuid!(1).ecx & CPUID_01_ECX_XSAVE != 0 {
+        use x86_64::registers::control::Cr4;
+        // SAFETY: CPUID says XSAVE exists, so CR4.OSXSAVE may be set.
+        unsafe { Cr4::write_raw(Cr4::read_raw() | CR4_OSXSAVE) };
+    }
+}
+
+/// Stage work for an application processor: its VMCS, then VMLAUNCH into the
+/// wait-for-SIPI activity state; from there it runs the OS and never
+/// returns. A CPU that cannot is marked failed and returns.
+pub fn arm_ap(_: &Pcb) {
+    // The 'static PCB of this CPU (the one the stage was posted to).
+    let pcb = crate::pcb::this_cpu();
+    let armed = set_up(pcb).and_then(|vcpu| {
+        os_vcpu::reset_to_init(vcpu, WAIT_FOR_SIPI)?;
+        Ok(vcpu)
+    });
+    match armed {
+        Ok(vcpu) => run_os(pcb, vcpu),
+        Err(e) => {
+            error!("os guest: {e}");
+            pcb.set(CPU_STATUS_FAILED);
+        }
+    }
+}
+
+/// The boot CPU: its VMCS with the state the boot protocol's 32-bit entry
+/// asks for, then VMLAUNCH. Returns only if the set-up failed.
+pub fn launch_bsp(pcb: &'static Pcb, h: &Handoff) -> VmcsError {
+    let vcpu = match set_up(pcb) {
+        Ok(v) => v,
+        Err(e) => return e,
+    };
+    if let Err(e) = write_entry_state(&vcpu.guest, h) {
+        return e;
+    }
+    vcpu.regs.rsi = h.boot_params as u64;
+    run_os(pcb, vcpu)
+}
+
+/// 32-bit protected mode with paging off, flat __BOOT_CS/__BOOT_DS, the
+/// protocol's GDT, interrupts off, at the kernel's 32-bit entry (the kernel's
+/// Documentation/arch/x86/boot.rst, "32-bit Boot Protocol").
+fn write_entry_state(os: &Os, h: &Handoff) -> Result<(), VmcsError> {
+    const CR0_PE_ET: u64 = cr0::PE | 1 << 4;
+    vmcs::write(guest::CR0, os.cr0_fixed.apply(CR0_PE_ET).value)?;
+    vmcs::write(ctl::CR0_READ_SHADOW, CR0_PE_ET)?;
+    vmcs::write(guest::CR3, 0)?;
+    vmcs::write(guest::CR4, os.cr4_fixed.apply(0).value)?;
+    vmcs::write(ctl::CR4_READ_SHADOW, 0)?;
+    vmcs::write(guest::DR7, 0x400)?;
+    vmcs::write(guest::RFLAGS, 0x2)?;
+    vmcs::write(guest::RIP, h.entry as u64)?;
+    vmcs::write(guest::RSP, 0)?;
+    vmcs::write_segment(Segment::Cs, BOOT_CS, 0, 0xffff_ffff, AR_CODE_32)?;
+    for s in [Segment::Ss, Segment::Ds, Segment::Es, Segment::Fs, Segment::Gs] {
+        vmcs::write_segment(s, BOOT_DS, 0, 0xffff_ffff, AR_DATA_32)?;
+    }
+    vmcs::write_segment(Segment::Ldtr, 0, 0, 0, AR_UNUSABLE)?;
+    vmcs::write_segment(Segment::Tr, 0, 0, 0x67, AR_TSS_BUSY_32)?;
+    vmcs::write(guest::GDTR_BASE, h.gdt)?;
+    vmcs::write(guest::GDTR_LIMIT, h.gdt_limit as u64)?;
+    vmcs::write(guest::IDTR_BASE, 0)?;
+    vmcs::write(guest::IDTR_LIMIT, 0)?;
+    vmcs::write(guest::IA32_EFER_FULL, 0)?;
+    vmcs::write(guest::IA32_DEBUGCTL_FULL, 0)?;
+    vmcs::write(guest::IA32_SYSENTER_CS, 0)?;
+    vmcs::write(guest::IA32_SYSENTER_ESP, 0)?;
+    vmcs::write(guest::IA32_SYSENTER_EIP, 0)?;
+    vmcs::write(guest::INTERRUPTIBILITY_STATE, 0)?;
+    vmcs::write(guest::PENDING_DBG_EXCEPTIONS, 0)?;
+    vmcs::write(guest::ACTIVITY_STATE, os_vcpu::ACTIVE)
+}
+
+/// Run the OS on this CPU for good. The exit handler ends the run itself
+/// when the OS is done or cannot go on; a failed VM entry ends it here.
+fn run_os(pcb: &Pcb, vcpu: &mut OsVcpu) -> ! {
+    pcb.set(CPU_STATUS_OS);
+    match vcpu.run() {
+        Return::EntryFailed { instruction, fail } => {
+            super::dump::vm_instruction_failure(instruction, fail);
+            super::dump::guest_state(&vcpu.regs, vcpu.exits, log::Level::Error);
+            run::fail_and_end("VM entry of the OS guest failed")
+        }
+        Return::Stopped(code) => run::fail_and_end(format_args!("the OS guest's exit handler stopped ({code})")),
+    }
+}

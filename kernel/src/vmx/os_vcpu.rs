@@ -1,0 +1,366 @@
+//! The OS guest's vCPU and its VM-exit handler. The OS runs pass-through, so
+//! few things exit: CPUID, XSETBV, INVD, GETSEC and the VMX instructions
+//! (unconditionally), MOV to CR0/CR4 that touches a bit the host owns, the
+//! MSRs that would reveal VMX, the ports that power off or reset the machine,
+//! and the INIT and SIPI signals that start the application processors.
+//! After the handoff nothing here logs below ERROR: COM1 is the OS's.
+
+use super::emulate::{self, inject, inject_gp, UD};
+use super::instructions::vmread_unchecked;
+use super::vcpu::{Vcpu, RESUME};
+use super::vmcs::{self, VmcsError, AR_CODE_16, AR_DATA_16, AR_TSS_BUSY_32, AR_UNUSABLE};
+use crate::pcb::Pcb;
+use crate::run::{self, How};
+use hvlogic::controls::entry;
+use hvlogic::cr::{self, Outcome};
+use hvlogic::exit_qual::{CrAccess, CrAccessKind, IoAccess};
+use hvlogic::exit_reason::{basic, ExitReason};
+use hvlogic::fixed::Fixed;
+use hvlogic::os_guest::Hidden;
+use hvlogic::power::{Ports, Request};
+use log::error;
+use x86::vmx::vmcs::{control as ctl, guest, ro};
+
+/// What the OS guest's vCPU carries besides the registers.
+pub struct Os {
+    pub pcb: &'static Pcb,
+    pub hidden: Hidden,
+    /// The fixed bits the real CR0 and CR4 keep (PE and PG freed for CR0).
+    pub cr0_fixed: Fixed,
+    pub cr4_fixed: Fixed,
+    /// CR4 bits the guest may not set: VMXE and SMXE (VMX and SMX are hidden).
+    pub cr4_hidden: u64,
+    /// CPUID.(EAX=0DH,ECX=0):EDX:EAX, the XCR0 bits the CPU supports.
+    pub xcr0_supported: u64,
+    pub ports: Ports,
+}
+
+pub type OsVcpu = Vcpu<Os>;
+
+/// Activity states (SDM Vol. 3C §25.4.2, Table 25-3).
+pub const ACTIVE: u64 = 0;
+pub const WAIT_FOR_SIPI: u64 = 3;
+/// What IA32_FEATURE_CONTROL reads as: locked, VMX off (VMX is hidden).
+const FEATURE_CONTROL_LOCKED_OFF: u64 = hvlogic::feature_control::LOCK;
+
+/// Why the OS cannot go on: the run ends with GUEST-END how=failure.
+enum Fatal {
+    Vmcs(VmcsError),
+    /// An exit this handler does not handle.
+    Unhandled(ExitReason),
+    /// A VM-entry failure reported as an exit (reason with bit 31 set).
+    EntryFailure(ExitReason),
+    /// A sleep state other than S5.
+    Sleep(u8),
+    /// String I/O to a trapped port.
+    StringIo(IoAccess),
+}
+
+impl From<VmcsError> for Fatal {
+    fn from(e: VmcsError) -> Fatal {
+        Fatal::Vmcs(e)
+    }
+}
+
+/// The exit handler (`Vcpu::dispatch`), on this CPU's exit stack with the
+/// guest registers saved. CPUID is the fast path.
+pub extern "C" fn dispatch(vcpu: &mut OsVcpu) -> u64 {
+    vcpu.exits += 1;
+    // SAFETY: this CPU's VMCS is current during every VM exit; the field exists.
+    let reason = unsafe { vmread_unchecked(ro::EXIT_REASON) } as u32;
+    vcpu.guest.pcb.count_exit(reason & 0xffff);
+    let done = if reason == basic::CPUID as u32 {
+        emulate::cpuid(&mut vcpu.regs, vcpu.processor_index, vcpu.guest.hidden);
+        emulate::skip_instruction_traced().map_err(Fatal::from)
+    } else {
+        handle(vcpu, ExitReason(reason))
+    };
+    match done.and_then(|()| deliver_pending_nmi(vcpu)) {
+        Ok(()) => RESUME,
+        Err(fatal) => fail(vcpu, ExitReason(reason), fatal),
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn handle(vcpu: &mut OsVcpu, reason: ExitReason) -> Result<(), Fatal> {
+    if reason.entry_failure() {
+        return Err(Fatal::EntryFailure(reason));
+    }
+    let qualification = vmcs::read(ro::EXIT_QUALIFICATION);
+    match reason.basic() {
+        basic::INIT_SIGNAL => init_signal(vcpu),
+        basic::SIPI => start_up(vcpu, qualification as u8),
+        basic::TRIPLE_FAULT => triple_fault(),
+        basic::CR_ACCESS => cr_access(vcpu, CrAccess::decode(qualification)),
+        basic::RDMSR | basic::WRMSR => msr(vcpu, reason.basic() == basic::WRMSR),
+        basic::IO_INSTRUCTION => io(vcpu, IoAccess::decode(qualification)),
+        basic::XSETBV => xsetbv(vcpu),
+        // Hidden from the guest: on a CPU without VMX or SMX these raise #UD.
+        basic::GETSEC
+        | basic::VMCALL
+        | basic::VMCLEAR
+        | basic::VMLAUNCH
+        | basic::VMPTRLD
+        | basic::VMPTRST
+        | basic::VMREAD
+        | basic::VMRESUME
+        | basic::VMWRITE
+        | basic::VMXOFF
+        | basic::VMXON
+        | basic::INVEPT
+        | basic::INVVPID
+        | basic::VMFUNC => Ok(inject(UD, None)?),
+        basic::INVD => {
+            // INVD would drop the host's dirty lines too: write them back instead.
+            // SAFETY: WBINVD only writes back and invalidates caches.
+            unsafe { core::arch::asm!("wbinvd", options(nostack, preserves_flags)) };
+            Ok(emulate::skip_instruction_traced()?)
+        }
+        // Exit only where the CPU forces these controls on: behave as a NOP.
+        basic::MONITOR | basic::MWAIT => Ok(emulate::skip_instruction_traced()?),
+        _ => Err(Fatal::Unhandled(reason)),
+    }
+}
+
+/// An NMI set aside by the host's NMI handler goes to the guest now, unless
+/// the guest blocks NMIs or another event is being injected (then it waits
+/// for the next exit).
+fn deliver_pending_nmi(vcpu: &mut OsVcpu) -> Result<(), Fatal> {
+    const BLOCKING_BY_NMI: u64 = 1 << 3;
+    const VALID: u64 = 1 << 31;
+    let pcb = vcpu.guest.pcb;
+    if !pcb.nmi_pending.swap(false, core::sync::atomic::Ordering::AcqRel) {
+        return Ok(());
+    }
+    let blocked = vmcs::read(guest::INTERRUPTIBILITY_STATE) & BLOCKING_BY_NMI != 0
+        || vmcs::read(ctl::VMENTRY_INTERRUPTION_INFO_FIELD) & VALID != 0
+        || vmcs::read(guest::ACTIVITY_STATE) == WAIT_FOR_SIPI;
+    if blocked {
+        pcb.nmi_pending.store(true, core::sync::atomic::Ordering::Release);
+        return Ok(());
+    }
+    Ok(emulate::inject_nmi()?)
+}
+
+/// INIT: an application processor goes back to wait-for-SIPI in the INIT
+/// state (SDM Vol. 3C §26.2 "Other Causes of VM Exits": INIT signals exit;
+/// Vol. 3A §10.1.1 for the state). INIT to the boot CPU is a reset.
+fn init_signal(vcpu: &mut OsVcpu) -> Result<(), Fatal> {
+    if run::is_ending() {
+        run::park();
+    }
+    if vcpu.guest.pcb.is_bsp {
+        run::guest_end(How::Reset);
+        crate::platform::reset();
+    }
+    reset_to_init(vcpu, WAIT_FOR_SIPI)?;
+    Ok(())
+}
+
+/// SIPI: the state INIT left, active, in real mode at vector:0000 (SDM Vol.
+/// 3A §9.4.4.1; the AP starts at physical 000VV000H). Written whole: the CPU
+/// need not have saved the wait-for-SIPI state as it was entered (Bochs,
+/// for one, reports blocking by SMI and NMI there, which VM entry refuses
+/// outside SMM, SDM Vol. 3C §27.3.1.5).
+fn start_up(vcpu: &mut OsVcpu, vector: u8) -> Result<(), Fatal> {
+    reset_to_init(vcpu, ACTIVE)?;
+    vmcs::write_segment(vmcs::Segment::Cs, (vector as u16) << 8, (vector as u64) << 12, 0xffff, AR_CODE_16)?;
+    vmcs::write(guest::RIP, 0)?;
+    Ok(())
+}
+
+/// The guest as INIT leaves a processor: registers and VMCS state, in `activity`.
+pub fn reset_to_init(vcpu: &mut OsVcpu, activity: u64) -> Result<(), VmcsError> {
+    write_init_state(&vcpu.guest, activity)?;
+    vcpu.regs = Default::default();
+    // EDX holds the processor signature after INIT (SDM Vol. 3A §10.1.2).
+    vcpu.regs.rdx = raw_cpuid::cpuid!(1).eax as u64;
+    vcpu.flush_vpid();
+    Ok(())
+}
+
+/// The state INIT leaves (SDM Vol. 3A §10.1.1, Table 10-1, "INIT" column):
+/// real mode at F000:FFF0 with CS base FFFF0000, CR0 60000010H (NE kept in
+/// the real register, hidden by the read shadow), everything else reset.
+pub fn write_init_state(os: &Os, activity: u64) -> Result<(), VmcsError> {
+    const CR0_AT_INIT: u64 = 0x6000_0010;
+    vmcs::write(guest::CR0, os.cr0_fixed.apply(CR0_AT_INIT).value)?;
+    vmcs::write(ctl::CR0_READ_SHADOW, CR0_AT_INIT)?;
+    vmcs::write(guest::CR3, 0)?;
+    vmcs::write(guest::CR4, os.cr4_fixed.apply(0).value)?;
+    vmcs::write(ctl::CR4_READ_SHADOW, 0)?;
+    vmcs::write(guest::DR7, 0x400)?;
+    vmcs::write(guest::RFLAGS, 0x2)?;
+    vmcs::write(guest::RIP, 0xfff0)?;
+    vmcs::write(guest::RSP, 0)?;
+    vmcs::write_segment(vmcs::Segment::Cs, 0xf000, 0xffff_0000, 0xffff, AR_CODE_16)?;
+    for s in [vmcs::Segment::Ss, vmcs::Segment::Ds, vmcs::Segment::Es, vmcs::Segment::Fs, vmcs::Segment::Gs] {
+        vmcs::write_segment(s, 0, 0, 0xffff, AR_DATA_16)?;
+    }
+    vmcs::write_segment(vmcs::Segment::Ldtr, 0, 0, 0xffff, AR_UNUSABLE)?;
+    vmcs::write_segment(vmcs::Segment::Tr, 0, 0, 0xffff, AR_TSS_BUSY_32)?;
+    vmcs::write(guest::GDTR_BASE, 0)?;
+    vmcs::write(guest::GDTR_LIMIT, 0xffff)?;
+    vmcs::write(guest::IDTR_BASE, 0)?;
+    vmcs::write(guest::IDTR_LIMIT, 0xffff)?;
+    vmcs::write(guest::IA32_EFER_FULL, 0)?;
+    vmcs::write(guest::IA32_DEBUGCTL_FULL, 0)?;
+    vmcs::write(guest::IA32_SYSENTER_CS, 0)?;
+    vmcs::write(guest::IA32_SYSENTER_ESP, 0)?;
+    vmcs::write(guest::IA32_SYSENTER_EIP, 0)?;
+    vmcs::write(guest::INTERRUPTIBILITY_STATE, 0)?;
+    vmcs::write(guest::PENDING_DBG_EXCEPTIONS, 0)?;
+    vmcs::write(ctl::VMENTRY_INTERRUPTION_INFO_FIELD, 0)?;
+    set_ia32e_mode(false)?;
+    vmcs::write(guest::ACTIVITY_STATE, activity)
+}
+
+/// The "IA-32e mode guest" entry control follows IA32_EFER.LMA.
+fn set_ia32e_mode(on: bool) -> Result<(), VmcsError> {
+    let controls = vmcs::read(ctl::VMENTRY_CONTROLS) as u32;
+    let new = if on { controls | entry::IA32E_MODE_GUEST } else { controls & !entry::IA32E_MODE_GUEST };
+    if new != controls {
+        vmcs::write(ctl::VMENTRY_CONTROLS, new as u64)?;
+    }
+    Ok(())
+}
+
+/// A triple fault shuts the processor down, which resets a PC. Carried out
+/// for real: VMX off, then a fault with no IDT to deliver it.
+fn triple_fault() -> ! {
+    run::guest_end(How::TripleFault);
+    crate::platform::triple_fault()
+}
+
+/// MOV to CR0 or CR4 that changed a bit the host owns (NE; VMXE, SMXE and
+/// reserved CR4 bits): the CPU's checks, then the register, its shadow and,
+/// for paging changes, IA32_EFER.LMA, the IA-32e entry control and the PDPTEs.
+fn cr_access(vcpu: &mut OsVcpu, q: CrAccess) -> Result<(), Fatal> {
+    let os = &vcpu.guest;
+    let (value, shadow_field) = match (q.cr, q.kind) {
+        (0 | 4, CrAccessKind::MovToCr) => {
+            (vcpu.regs.get(q.gpr), if q.cr == 0 { ctl::CR0_READ_SHADOW } else { ctl::CR4_READ_SHADOW })
+        }
+        _ => return Err(Fatal::Unhandled(ExitReason(basic::CR_ACCESS as u32))),
+    };
+    const CS_L: u64 = 1 << 13;
+    let state = cr::State {
+        cr0: vmcs::read(guest::CR0),
+        cr4: vmcs::read(guest::CR4),
+        efer: vmcs::read(guest::IA32_EFER_FULL),
+        cs_l: vmcs::read(guest::CS_ACCESS_RIGHTS) & CS_L != 0,
+    };
+    let outcome = if q.cr == 0 {
+        cr::mov_to_cr0(&state, value, os.cr0_fixed)
+    } else {
+        cr::mov_to_cr4(&state, value, os.cr4_fixed, os.cr4_hidden)
+    };
+    match outcome {
+        Outcome::Fault => Ok(inject_gp()?),
+        Outcome::Write { value, shadow, efer, ia32e, load_pdptes } => {
+            vmcs::write(if q.cr == 0 { guest::CR0 } else { guest::CR4 }, value)?;
+            vmcs::write(shadow_field, shadow)?;
+            vmcs::write(guest::IA32_EFER_FULL, efer)?;
+            set_ia32e_mode(ia32e)?;
+            if load_pdptes {
+                load_guest_pdptes()?;
+            }
+            // A MOV to CR0/CR4 that changes paging flushes this VPID's translations.
+            vcpu.flush_vpid();
+            Ok(emulate::skip_instruction_traced()?)
+        }
+    }
+}
+
+/// PAE paging: the four PDPTEs at CR3 (bits 31:5) go into the VMCS, as the
+/// CPU loads them on a MOV to CR0/CR4 (SDM Vol. 3A §5.4.1 "PDPTE Registers").
+/// Guest-physical is host-physical for an OS guest.
+fn load_guest_pdptes() -> Result<(), VmcsError> {
+    let base = vmcs::read(guest::CR3) & 0xffff_ffe0;
+    for (i, field) in
+        [guest::PDPTE0_FULL, guest::PDPTE1_FULL, guest::PDPTE2_FULL, guest::PDPTE3_FULL].into_iter().enumerate()
+    {
+        // SAFETY: the first 4 GiB are identity-mapped; the guest owns this memory.
+        let pdpte = unsafe { core::ptr::read_volatile((base + 8 * i as u64) as *const u64) };
+        vmcs::write(field, pdpte)?;
+    }
+    Ok(())
+}
+
+/// The MSRs that exit (the MSR bitmap, os_guest.rs): IA32_FEATURE_CONTROL
+/// reads as locked with VMX off and refuses writes (#GP, as a locked MSR
+/// does); the VMX capability MSRs do not exist for a guest without VMX (#GP).
+fn msr(vcpu: &mut OsVcpu, write: bool) -> Result<(), Fatal> {
+    let index = vcpu.regs.rcx as u32;
+    if !write && index == hvlogic::feature_control::IA32_FEATURE_CONTROL {
+        vcpu.regs.rax = FEATURE_CONTROL_LOCKED_OFF;
+        vcpu.regs.rdx = 0;
+        return Ok(emulate::skip_instruction_traced()?);
+    }
+    Ok(inject_gp()?)
+}
+
+/// The trapped ports: the PM1 control blocks, 0xCF9, the keyboard controller's
+/// command port and the FADT reset register. A write that powers off or
+/// resets ends the run with GUEST-END, then is carried out for real; anything
+/// else is passed on to the port as the guest asked.
+fn io(vcpu: &mut OsVcpu, q: IoAccess) -> Result<(), Fatal> {
+    if q.string {
+        return Err(Fatal::StringIo(q));
+    }
+    let mask = u64::MAX >> (64 - 8 * q.size as u32);
+    if q.is_in {
+        let value = crate::platform::port_in(q.port, q.size) as u64;
+        vcpu.regs.rax = (vcpu.regs.rax & !mask) | (value & mask);
+        return Ok(emulate::skip_instruction_traced()?);
+    }
+    let value = vcpu.regs.rax & mask;
+    match vcpu.guest.ports.classify(q.port, q.size, value) {
+        Request::PowerOff => {
+            run::guest_end(How::PowerOff);
+        }
+        Request::Reset => {
+            run::guest_end(How::Reset);
+        }
+        Request::Sleep(typ) => return Err(Fatal::Sleep(typ)),
+        Request::None => {}
+    }
+    crate::platform::port_out(q.port, q.size, value as u32);
+    Ok(emulate::skip_instruction_traced()?)
+}
+
+/// XSETBV, executed for the guest when the CPU would accept it; #GP otherwise.
+fn xsetbv(vcpu: &mut OsVcpu) -> Result<(), Fatal> {
+    let index = vcpu.regs.rcx as u32;
+    let value = (vcpu.regs.rdx << 32) | (vcpu.regs.rax & 0xffff_ffff);
+    if !hvlogic::xsetbv::allowed(index, value, vcpu.guest.xcr0_supported) {
+        return Ok(inject_gp()?);
+    }
+    // SAFETY: the value passed the checks the CPU makes (hvlogic::xsetbv), and
+    // the host runs with CR4.OSXSAVE (os_guest.rs); the host uses no XSAVE state.
+    unsafe { core::arch::asm!("xsetbv", in("ecx") index, in("eax") value as u32, in("edx") (value >> 32) as u32) };
+    Ok(emulate::skip_instruction_traced()?)
+}
+
+/// The OS cannot go on: say why, dump its state, and end the run (GUEST-END
+/// how=failure, then as `exit=` says).
+#[cold]
+fn fail(vcpu: &mut OsVcpu, reason: ExitReason, fatal: Fatal) -> ! {
+    let qualification = vmcs::read(ro::EXIT_QUALIFICATION);
+    match fatal {
+        Fatal::Vmcs(e) => error!("os guest: {e}"),
+        Fatal::Unhandled(r) => error!(
+            "os guest: unhandled VM exit {} ({}), exit qualification {qualification:#x}, guest-physical {:#x}",
+            r.basic(),
+            r.name(),
+            vmcs::read(ro::GUEST_PHYSICAL_ADDR_FULL)
+        ),
+        Fatal::EntryFailure(r) => super::dump::entry_failure(r, qualification),
+        Fatal::Sleep(typ) => error!("os guest: sleep state SLP_TYP={typ} requested; only S5 (poweroff) is supported"),
+        Fatal::StringIo(q) => error!("os guest: string I/O to a trapped port ({q}) is not emulated"),
+    }
+    let _ = reason;
+    super::dump::guest_state(&vcpu.regs, vcpu.exits, log::Level::Error);
+    run::fail_and_end("the OS guest cannot go on")
+}

@@ -134,7 +134,17 @@ fn set_up(pcb: &'static Pcb) -> Result<&'static mut OsVcpu, VmcsError> {
     } else {
         0
     };
-    let os = Os { pcb, hidden: c.hidden, cr0_fixed, cr4_fixed, cr4_hidden, xcr0_supported, ports: shared.ports };
+    let os = Os {
+        pcb,
+        hidden: c.hidden,
+        cr0_fixed,
+        cr4_fixed,
+        cr4_hidden,
+        xcr0_supported,
+        ports: shared.ports,
+        started_by_sipi: None,
+        stale_inits: 0,
+    };
     let vcpu = Vcpu::new(pcb.processor_index, vpid, os_vcpu::dispatch, os);
     vmcs::write_host_state(pcb, c.exit, vcpu.host_rsp(), Vcpu::<Os>::host_rip())?;
     vmcs::write(guest::LINK_PTR_FULL, u64::MAX)?;

@@ -133,6 +133,16 @@ impl<const N: usize> LogRing<N> {
     /// Append one line (cut to `max_line()` bytes) with a level byte (0..=7).
     /// Never waits: false if the ring is full, and the loss is counted.
     pub fn push(&self, level: u8, line: &[u8]) -> bool {
+        self.append(level, line, true)
+    }
+
+    /// As `push`, but a full ring is not counted as a loss: for a writer that
+    /// will drain and try again.
+    pub fn try_push(&self, level: u8, line: &[u8]) -> bool {
+        self.append(level, line, false)
+    }
+
+    fn append(&self, level: u8, line: &[u8], count_loss: bool) -> bool {
         let len = line.len().min(self.max_line());
         let n = slots_for(len);
         let mut h = self.head.load(Ordering::Relaxed);
@@ -144,6 +154,9 @@ impl<const N: usize> LogRing<N> {
                 if now != h {
                     h = now;
                     continue;
+                }
+                if !count_loss {
+                    return false;
                 }
                 self.lost.fetch_add(1, Ordering::AcqRel);
                 self.lost_total.fetch_add(1, Ordering::AcqRel);
@@ -179,10 +192,11 @@ impl<const N: usize> LogRing<N> {
     /// Take the drain token for `id` (non-zero). None if anyone holds it,
     /// this `id` included (a drain interrupted on this CPU is not re-entered).
     pub fn try_consume(&self, id: u32) -> Option<Consumer<'_, N>> {
-        self.owner
-            .compare_exchange(0, id, Ordering::Acquire, Ordering::Relaxed)
-            .ok()
-            .map(|_| Consumer { ring: self, id, release: true })
+        self.owner.compare_exchange(0, id, Ordering::Acquire, Ordering::Relaxed).ok().map(|_| Consumer {
+            ring: self,
+            id,
+            release: true,
+        })
     }
 
     /// Who holds the drain token (0: nobody).
@@ -351,6 +365,8 @@ mod tests {
         for i in 0..3 {
             assert!(ring.push(3, std::format!("kept {}", i + 2).as_bytes()));
         }
+        assert!(!ring.try_push(3, b"not counted"));
+        assert_eq!(ring.lost_total(), 0);
         assert!(!ring.push(3, b"lost 1"));
         assert!(!ring.push(3, b"lost 2"));
         assert_eq!(ring.lost_total(), 2);

@@ -45,10 +45,7 @@ pub fn display_family(eax: u32) -> u32 {
 
 /// Whether the BSP must wait 10 ms between INIT and the first SIPI.
 pub fn init_delay_needed(vendor: Vendor, family: u32) -> bool {
-    !matches!(
-        (vendor, family),
-        (Vendor::Intel, 6..) | (Vendor::Amd, 0xf..) | (Vendor::Hygon, 0x18..)
-    )
+    !matches!((vendor, family), (Vendor::Intel, 6..) | (Vendor::Amd, 0xf..) | (Vendor::Hygon, 0x18..))
 }
 
 /// The INIT-to-SIPI delay (SDM: 10 ms), where needed.

@@ -21,11 +21,9 @@ pub enum Source {
 impl core::fmt::Display for Source {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match *self {
-            Source::Cpuid15 { crystal_hz, numerator, denominator } => write!(
-                f,
-                "CPUID leaf 0x15: crystal {} kHz x {numerator}/{denominator}",
-                crystal_hz / 1000
-            ),
+            Source::Cpuid15 { crystal_hz, numerator, denominator } => {
+                write!(f, "CPUID leaf 0x15: crystal {} kHz x {numerator}/{denominator}", crystal_hz / 1000)
+            }
             Source::Cpuid16 { base_mhz } => write!(f, "CPUID leaf 0x16: base frequency {base_mhz} MHz"),
             Source::Pit { pit_ticks, error_ppm } => write!(
                 f,
@@ -50,6 +48,39 @@ pub fn from_cpuid(leaf15: Option<(u32, u32, u32)>, leaf16_eax: Option<u32>) -> O
     }
     let base_mhz = leaf16_eax? & 0xffff;
     (base_mhz != 0).then_some((base_mhz as u64 * 1_000_000, Source::Cpuid16 { base_mhz }))
+}
+
+/// Whether a CPUID frequency is this TSC's rate, as a short PIT count sees it:
+/// within 2% plus the count's own error bound. Emulators report a real CPU's
+/// leaf 0x16 while their TSC runs at the emulation speed (Bochs: its `ips`).
+pub fn cpuid_agrees(cpuid_hz: u64, pit_hz: u64, pit_ppm: u64) -> bool {
+    let tolerance_ppm = 20_000 + pit_ppm;
+    let diff = cpuid_hz.abs_diff(pit_hz) as u128;
+    diff * 1_000_000 <= pit_hz as u128 * tolerance_ppm as u128
+}
+
+/// The outcome of calibration, as the `tsc:` line tells it.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct Calibration {
+    pub hz: u64,
+    pub source: Source,
+    /// A CPUID frequency the PIT contradicted.
+    pub rejected: Option<(u64, Source)>,
+    /// The CPUID frequency was compared with a short PIT count.
+    pub checked: bool,
+}
+
+impl core::fmt::Display for Calibration {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "{} kHz from {}", self.hz / 1000, self.source)?;
+        if self.checked {
+            f.write_str(" (the PIT agrees)")?;
+        }
+        if let Some((hz, source)) = self.rejected {
+            write!(f, "; not from {source} ({} kHz), which the PIT contradicts", hz / 1000)?;
+        }
+        Ok(())
+    }
 }
 
 /// One reading of the PIT counter, taken between two TSC reads.
@@ -127,6 +158,25 @@ mod tests {
         assert!(long * 9 < short && long > 0);
         let slow = pit_estimate(sample(0, 5000, 0xffff), sample(200_000, 5000, 0xffff - 1193)).unwrap().1;
         assert!(slow > short + 20_000);
+    }
+
+    #[test]
+    fn a_cpuid_rate_the_pit_contradicts_is_not_used() {
+        // Bochs skylake_x: leaf 0x16 says 3.5 GHz, the TSC counts 50 M per second.
+        assert!(!cpuid_agrees(3_500_000_000, 50_000_000, 5000));
+        assert!(cpuid_agrees(2_600_000_000, 2_596_000_000, 5000));
+        assert!(!cpuid_agrees(2_600_000_000, 2_500_000_000, 5000), "4% off");
+        assert!(cpuid_agrees(2_600_000_000, 2_500_000_000, 30_000), "within a coarse count's bound");
+        let c = Calibration {
+            hz: 50_000_000,
+            source: Source::Pit { pit_ticks: 2386, error_ppm: 900 },
+            rejected: Some((3_500_000_000, Source::Cpuid16 { base_mhz: 3500 })),
+            checked: false,
+        };
+        assert_eq!(
+            format!("{c}"),
+            "50000 kHz from PIT channel 2 over 1999 us, error within +-0.09%; not from CPUID leaf 0x16: base frequency 3500 MHz (3500000 kHz), which the PIT contradicts"
+        );
     }
 
     #[test]

@@ -22,13 +22,14 @@ const XAPIC_ICR_LOW: u64 = 0x300;
 const XAPIC_ICR_HIGH: u64 = 0x310;
 
 /// ICR fields (SDM Vol. 3A 11.6.1, Figure 11-12).
+const ICR_DELIVERY_FIXED: u32 = 0b000 << 8;
 const ICR_DELIVERY_NMI: u32 = 0b100 << 8;
 const ICR_DELIVERY_INIT: u32 = 0b101 << 8;
 const ICR_DELIVERY_STARTUP: u32 = 0b110 << 8;
 const ICR_DELIVERY_PENDING: u32 = 1 << 12;
 const ICR_LEVEL_ASSERT: u32 = 1 << 14;
 /// SVR: APIC software enable, spurious vector 0xff (SDM Vol. 3A 11.9).
-const SVR_ENABLE: u32 = 1 << 8 | 0xff;
+const SVR_ENABLE: u32 = 1 << 8 | crate::idt::SPURIOUS_VECTOR as u32;
 
 const MODE_NONE: u8 = 0;
 const MODE_XAPIC: u8 = 1;
@@ -152,6 +153,18 @@ pub fn send_init(apic_id: u32) {
 /// Start-up IPI: the AP starts in real mode at `page << 12`.
 pub fn send_startup(apic_id: u32, page: u8) {
     send_ipi(apic_id, ICR_DELIVERY_STARTUP | ICR_LEVEL_ASSERT | page as u32);
+}
+
+/// A fixed interrupt with `vector` to one processor (the wake-up IPI).
+pub fn send_fixed(apic_id: u32, vector: u8) {
+    send_ipi(apic_id, ICR_DELIVERY_FIXED | ICR_LEVEL_ASSERT | vector as u32);
+}
+
+/// Set this CPU's task-priority class (CR8 = TPR[7:4], SDM Vol. 3A §11.8.3.1):
+/// the local APIC holds back every interrupt whose vector's class is not above it.
+pub fn set_task_priority(class: u8) {
+    // SAFETY: MOV to CR8 only changes which interrupts the local APIC presents.
+    unsafe { core::arch::asm!("mov cr8, {}", in(reg) class as u64 & 0xf, options(nostack, preserves_flags)) };
 }
 
 /// NMI to one processor (used to halt the others when the run ends). Never

@@ -67,24 +67,28 @@ extern "C" fn kernel_main(boot_info_addr: usize) -> ! {
         *slot = module.range;
     }
     let reserved = &reserved[..2 + boot.modules().count()];
-    let Some(heap) = memory::init(boot.available(), reserved) else {
+    let Some((heap, heap_limit)) = memory::init(boot.available(), reserved) else {
         run::fail_and_end("memory: no free memory above 1 MiB for the heap");
     };
     info!(
-        "memory: kernel {:#x}-{:#x}, boot info {:#x}-{:#x}, heap {:#x}-{:#x} ({} KiB)",
+        "memory: kernel {:#x}-{:#x}, boot info {:#x}-{:#x}, heap {:#x}-{:#x} ({} KiB, grows by need up to {:#x})",
         image.start,
         image.end,
         boot.range.start,
         boot.range.end,
         heap.start,
         heap.end,
-        heap.len() / 1024
+        heap.len() / 1024,
+        heap_limit
     );
 
     let options = run::OPTIONS.call_once(|| Options::parse(boot.cmdline));
     logger::set_level(options.loglevel);
     for w in &options.warnings {
         warn!("{w}");
+    }
+    if options.inject == Some(Inject::LogFlood) {
+        logger::inject_flood();
     }
     if options.inject == Some(Inject::Ud2) {
         info!("inject: executing UD2 on purpose");
@@ -93,7 +97,7 @@ extern "C" fn kernel_main(boot_info_addr: usize) -> ! {
     }
 
     match tsc::calibrate() {
-        Some((hz, source)) => info!("tsc: {} kHz (from {source:?})", hz / 1000),
+        Some(calibration) => info!("tsc: {calibration}"),
         None => run::fail_and_end("tsc: no PIT answered and CPUID leaves 0x15/0x16 give no frequency"),
     }
 
@@ -112,6 +116,7 @@ extern "C" fn kernel_main(boot_info_addr: usize) -> ! {
 
     // VMX root operation on every CPU.
     smp::run_on_all("vmx-enter", bsp, vmx::enter);
+    smp::report_vmx_root_bench();
 
     // A guest on every CPU in VMX root, all at once; the boot CPU gathers them.
     smp::run_on_all("guest", bsp, vmx::run_guest);
@@ -133,7 +138,7 @@ fn start_application_processors(boot: &bootinfo::BootInfo, reserved: &[Range], b
             return;
         }
     };
-    let plan = madt::plan(&entries, bsp.apic_id(), bsp.own().x2apic, options.maxcpus);
+    let plan = madt::plan(&entries, bsp.apic_id(), bsp.own().x2apic, options.maxcpus, pcb::MAX_CPUS as u32);
     let enumerated = madt::enumerated(&plan);
     run::CPUS_ENUMERATED.store(enumerated, core::sync::atomic::Ordering::Release);
     for p in &plan {
@@ -142,6 +147,9 @@ fn start_application_processors(boot: &bootinfo::BootInfo, reserved: &[Range], b
             Plan::CappedByMaxcpus => {
                 info!("smp: APIC ID {} not started (maxcpus={})", p.apic_id, options.maxcpus.unwrap_or(0))
             }
+            Plan::BeyondLimit => {
+                warn!("smp: APIC ID {} not started: this kernel runs at most {} processors", p.apic_id, pcb::MAX_CPUS)
+            }
             Plan::Unreachable => {
                 error!("smp: APIC ID {} needs x2APIC mode, which this CPU lacks: not started", p.apic_id);
                 run::mark_failed();
@@ -149,7 +157,17 @@ fn start_application_processors(boot: &bootinfo::BootInfo, reserved: &[Range], b
             Plan::Boot | Plan::Start => {}
         }
     }
-    if !plan.iter().any(|p| p.plan == Plan::Start) {
+    let to_start = plan.iter().filter(|p| matches!(p.plan, Plan::Boot | Plan::Start)).count() as u64;
+    let vmx = bsp.own().feature_ecx & (1 << 5) != 0;
+    let heap = memory::size_for(to_start, vmx);
+    info!(
+        "memory: heap {:#x}-{:#x} ({} KiB) for {to_start} processors{}",
+        heap.start,
+        heap.end,
+        heap.len() / 1024,
+        if vmx { " with VMX" } else { "" }
+    );
+    if to_start == 1 {
         return;
     }
     let Some(page) = hvlogic::memmap::choose_trampoline_page(boot.available(), reserved) else {
@@ -163,6 +181,7 @@ fn start_application_processors(boot: &bootinfo::BootInfo, reserved: &[Range], b
         "smp: {} of {} processors online ({} failed); AP bring-up took {} us",
         started.online, enumerated, started.failed, started.micros
     );
+    info!("bench: ap-bringup cpus={} us={}", started.online, started.micros);
 }
 
 #[panic_handler]

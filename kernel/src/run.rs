@@ -69,8 +69,25 @@ pub fn end() -> ! {
     if ENDING.swap(true, Ordering::AcqRel) {
         park();
     }
+    let (heap, used, grown) = crate::memory::usage();
+    log::debug!(
+        "memory: heap {:#x}-{:#x}, {} KiB of {} KiB in use",
+        heap.start,
+        heap.end,
+        used / 1024,
+        heap.len() / 1024
+    );
+    let lost = crate::logger::lost_total();
+    if lost > 0 {
+        log::warn!("log: {lost} lines lost in this run (the log ring was full; see the `log:` lines above)");
+    }
+    if grown > 0 {
+        log::warn!("memory: the heap grew {} KiB past its estimate (memory::BUDGET)", grown / 1024);
+    }
     let counts = counts();
     let result = counts.result();
+    // Everything logged so far goes out first, then the SUMMARY behind it.
+    crate::serial::flush();
     crate::serial::write_line(format_args!("{counts}"));
     crate::serial::flush();
     let exit = OPTIONS.get().map_or(ExitMode::Halt, |o| o.exit);
@@ -90,6 +107,7 @@ pub fn end() -> ! {
     if exit != ExitMode::Halt {
         crate::tsc::delay_us(100_000);
         log::warn!("exit={exit:?} did not end the emulator: halting every CPU instead");
+        crate::serial::flush();
     }
     let me = pcb::this_cpu_index();
     for p in pcb::all().filter(|p| p.processor_index != me && p.has(CPU_STATUS_ONLINE)) {
@@ -101,8 +119,8 @@ pub fn end() -> ! {
 /// Stop this CPU for good: leave VMX operation if in it, then halt with
 /// interrupts off (only NMI, INIT or reset wake it; the NMI handler parks again).
 pub fn park() -> ! {
-    // A CPU parked in the middle of a line must not keep COM1 from the others.
-    crate::serial::release_if_held();
+    // A CPU parked while draining the log must not keep the others from it.
+    crate::logger::release_if_held();
     if pcb::has_pcb() && pcb::this_cpu().has(CPU_STATUS_VMXON) {
         crate::vmx::leave_for_park();
     }

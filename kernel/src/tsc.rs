@@ -1,79 +1,116 @@
-//! Time from the TSC, calibrated against the PIT (channel 2, as Linux does),
-//! or from CPUID leaf 0x15/0x16 on machines without a working PIT.
+//! Time from the TSC. Its frequency comes from CPUID leaf 0x15/0x16 where the
+//! CPU gives it (checked against a ~1% PIT count, since emulators report a
+//! real CPU's leaves); otherwise it is counted against PIT channel 2 (as
+//! Linux does) only for as long as it takes to know it within 0.1%, and that
+//! bound is logged.
 
 use core::sync::atomic::{AtomicU64, Ordering};
+use hvlogic::tsc_freq::{self, Calibration, PitSample, Source};
 use x86_64::instructions::port::Port;
 
 static TSC_HZ: AtomicU64 = AtomicU64::new(0);
 
-/// The 8254 PIT input clock (Hz).
-const PIT_HZ: u64 = 1_193_182;
-/// 10 ms of PIT ticks: the calibration window.
-const PIT_COUNT: u64 = PIT_HZ / 100;
-/// Give up on the PIT after this many TSC ticks: 20 ms even at 10 GHz.
+/// Stop the PIT count once the error bound is this small (parts per million)...
+const TARGET_PPM: u64 = 1000;
+/// ... or, to check a CPUID frequency, this small.
+const CHECK_PPM: u64 = 10_000;
+/// ... or after this many PIT ticks (~50 ms), before the 16-bit counter wraps.
+const MAX_PIT_TICKS: u16 = 60_000;
+/// Give up on the PIT if it has not moved after this many TSC ticks (20 ms even at 10 GHz).
 const NO_PIT_TICKS: u64 = 200_000_000;
-
-#[derive(Clone, Copy, Debug)]
-pub enum Source {
-    Pit,
-    Cpuid15,
-    Cpuid16,
-}
 
 pub fn rdtsc() -> u64 {
     // SAFETY: RDTSC is always available in long mode on x86-64 CPUs (CR4.TSD=0 at CPL 0).
     unsafe { core::arch::x86_64::_rdtsc() }
 }
 
-/// Measure the TSC frequency once; returns (Hz, source).
-pub fn calibrate() -> Option<(u64, Source)> {
-    let (hz, src) = pit_calibrate().map(|hz| (hz, Source::Pit)).or_else(cpuid_frequency)?;
-    TSC_HZ.store(hz, Ordering::Release);
-    Some((hz, src))
+/// Find the TSC frequency once.
+pub fn calibrate() -> Option<Calibration> {
+    let mut rejected = None;
+    let mut checked = false;
+    if let Some((hz, source)) = cpuid_frequency() {
+        match pit_calibrate(CHECK_PPM) {
+            Some((pit_hz, Source::Pit { error_ppm, .. })) if !tsc_freq::cpuid_agrees(hz, pit_hz, error_ppm) => {
+                rejected = Some((hz, source));
+            }
+            pit => {
+                checked = pit.is_some();
+                return Some(store(Calibration { hz, source, rejected, checked }));
+            }
+        }
+    }
+    let (hz, source) = pit_calibrate(TARGET_PPM)?;
+    Some(store(Calibration { hz, source, rejected, checked }))
 }
 
-/// Count TSC ticks across 10 ms of PIT channel 2 in mode 0 (interrupt on
-/// terminal count); its OUT line shows in port 0x61 bit 5.
-fn pit_calibrate() -> Option<u64> {
+fn store(c: Calibration) -> Calibration {
+    TSC_HZ.store(c.hz, Ordering::Release);
+    c
+}
+
+fn cpuid_frequency() -> Option<(u64, Source)> {
+    let max = raw_cpuid::cpuid!(0).eax;
+    let leaf15 = (max >= 0x15).then(|| raw_cpuid::cpuid!(0x15)).map(|r| (r.eax, r.ebx, r.ecx));
+    let leaf16 = (max >= 0x16).then(|| raw_cpuid::cpuid!(0x16).eax);
+    tsc_freq::from_cpuid(leaf15, leaf16)
+}
+
+/// Read PIT channel 2's counter (latch command), between two TSC reads.
+fn pit_sample(mode: &mut Port<u8>, ch2: &mut Port<u8>) -> PitSample {
+    let tsc_before = rdtsc();
+    // SAFETY: the 8254 mode/command port and channel 2's data port: latch, then low and high byte.
+    let count = unsafe {
+        mode.write(0b1000_0000); // channel 2, counter latch
+        let lo = ch2.read();
+        let hi = ch2.read();
+        u16::from_le_bytes([lo, hi])
+    };
+    PitSample { tsc_before, tsc_after: rdtsc(), count }
+}
+
+/// Let PIT channel 2 count down from 0xFFFF (mode 0) and compare the TSC with
+/// it until the estimate is within `target_ppm`, reading the counter directly.
+fn pit_calibrate(target_ppm: u64) -> Option<(u64, Source)> {
     let mut port61 = Port::<u8>::new(0x61);
     let mut mode = Port::<u8>::new(0x43);
     let mut ch2 = Port::<u8>::new(0x42);
     // SAFETY: PC system control port and PIT channel 2 (the speaker timer); the
     // speaker output stays disabled (bit 1 clear), only the gate (bit 0) is raised.
-    let ticks = unsafe {
+    unsafe {
         let v = port61.read();
         port61.write((v & !0x02) | 0x01);
         mode.write(0b1011_0000); // channel 2, lobyte/hibyte, mode 0, binary
-        ch2.write(PIT_COUNT as u8);
-        ch2.write((PIT_COUNT >> 8) as u8);
-        let start = rdtsc();
-        while port61.read() & 0x20 == 0 {
-            if rdtsc() - start > NO_PIT_TICKS {
-                return None; // no PIT answering
+        ch2.write(0xff);
+        ch2.write(0xff);
+    }
+    // The count loads on the next PIT clock: start from the first change seen.
+    let begin = rdtsc();
+    let mut first = pit_sample(&mut mode, &mut ch2);
+    loop {
+        let s = pit_sample(&mut mode, &mut ch2);
+        if s.count != first.count {
+            first = s;
+            break;
+        }
+        if rdtsc() - begin > NO_PIT_TICKS {
+            return None;
+        }
+    }
+    let mut best = None;
+    loop {
+        let now = pit_sample(&mut mode, &mut ch2);
+        let pit_ticks = first.count.wrapping_sub(now.count);
+        if let Some((hz, ppm)) = tsc_freq::pit_estimate(first, now) {
+            best = Some((hz, Source::Pit { pit_ticks: pit_ticks as u64, error_ppm: ppm }));
+            if ppm <= target_ppm {
+                break;
             }
         }
-        rdtsc() - start
-    };
-    (ticks > 1000).then(|| ticks * PIT_HZ / PIT_COUNT)
-}
-
-/// CPUID.15H: TSC = crystal * EBX / EAX, when all three are given;
-/// else CPUID.16H:EAX, the processor base frequency in MHz.
-fn cpuid_frequency() -> Option<(u64, Source)> {
-    let max = raw_cpuid::cpuid!(0).eax;
-    if max >= 0x15 {
-        let r = raw_cpuid::cpuid!(0x15);
-        if r.eax != 0 && r.ebx != 0 && r.ecx != 0 {
-            return Some((r.ecx as u64 * r.ebx as u64 / r.eax as u64, Source::Cpuid15));
+        if pit_ticks >= MAX_PIT_TICKS || rdtsc() - begin > NO_PIT_TICKS {
+            break;
         }
     }
-    if max >= 0x16 {
-        let mhz = raw_cpuid::cpuid!(0x16).eax & 0xffff;
-        if mhz != 0 {
-            return Some((mhz as u64 * 1_000_000, Source::Cpuid16));
-        }
-    }
-    None
+    best.filter(|(hz, _)| *hz > 1_000_000)
 }
 
 pub fn hz() -> u64 {
@@ -84,6 +121,15 @@ pub fn micros_to_ticks(us: u64) -> u64 {
     hz() / 1_000_000 * us + hz() % 1_000_000 * us / 1_000_000
 }
 
+/// TSC ticks for a timeout of `us`: before calibration, assume 10 GHz, so a
+/// timeout is never shorter than asked.
+pub fn timeout_ticks(us: u64) -> u64 {
+    match hz() {
+        0 => us.saturating_mul(10_000),
+        _ => micros_to_ticks(us),
+    }
+}
+
 pub fn ticks_to_micros(ticks: u64) -> u64 {
     match hz() {
         0 => 0,
@@ -91,16 +137,19 @@ pub fn ticks_to_micros(ticks: u64) -> u64 {
     }
 }
 
+/// Wait `us` microseconds, draining the log meanwhile.
 pub fn delay_us(us: u64) {
     let end = rdtsc() + micros_to_ticks(us);
     while rdtsc() < end {
+        crate::logger::poll();
         core::hint::spin_loop();
     }
 }
 
-/// Spin until `done()` or `us` microseconds pass; true if done.
+/// Spin until `done()` or `us` microseconds pass, draining the log
+/// meanwhile; true if done.
 pub fn wait_until(us: u64, mut done: impl FnMut() -> bool) -> bool {
-    let end = rdtsc() + micros_to_ticks(us);
+    let end = rdtsc() + timeout_ticks(us);
     loop {
         if done() {
             return true;
@@ -108,6 +157,7 @@ pub fn wait_until(us: u64, mut done: impl FnMut() -> bool) -> bool {
         if rdtsc() >= end {
             return done();
         }
+        crate::logger::poll();
         core::hint::spin_loop();
     }
 }

@@ -1,7 +1,7 @@
 # make iso    build/hypervisor.iso (BIOS + UEFI) and build/kernel.elf
 # make run    build and boot in the best engine (ENGINE=qemu|qemu-kvm|bochs, CPUS=N, MODEL=..., CMDLINE=...)
 # make test   host unit tests + boot tests (QEMU and Bochs)
-# make bench  the CPUID exit round trip in Bochs
+# make bench  figures in Bochs: the CPUID exit round trip, AP bring-up, entry to VMX root
 # make lint   rustfmt and clippy, warnings are errors (CI runs it before `make test`)
 # Every target installs what it needs first (scripts/install-deps).
 

@@ -26,6 +26,10 @@ pub struct Boot {
     model: &'static str,
     cmdline: String,
     timeout: Duration,
+    /// Guest RAM in MiB (scripts/boot's default when None).
+    memory: Option<u32>,
+    /// Bochs instructions per emulated second (scripts/boot's default when None).
+    ips: Option<u64>,
     /// Keep the bare-metal `exit=halt` and, once SUMMARY is out, ask QEMU's
     /// monitor for every CPU's registers (`Log::halted_report`).
     halt: bool,
@@ -47,6 +51,8 @@ impl Boot {
             model: "",
             cmdline: String::new(),
             timeout: Duration::from_secs(60),
+            memory: None,
+            ips: None,
             halt: false,
         }
     }
@@ -73,6 +79,22 @@ impl Boot {
     pub fn exit_halt(mut self) -> Boot {
         assert_eq!(self.engine, Engine::Qemu, "the monitor check needs QEMU");
         self.halt = true;
+        self
+    }
+
+    /// Guest RAM in MiB.
+    pub fn memory(mut self, mib: u32) -> Boot {
+        self.memory = Some(mib);
+        self
+    }
+    /// Bochs's emulation speed (instructions per emulated second; its TSC rate).
+    pub fn ips(mut self, ips: u64) -> Boot {
+        assert_eq!(self.engine, Engine::Bochs, "ips is a Bochs setting");
+        self.ips = Some(ips);
+        self
+    }
+    pub fn timeout(mut self, t: Duration) -> Boot {
+        self.timeout = t;
         self
     }
 
@@ -109,6 +131,12 @@ impl Boot {
         let mut cmd = Command::new(root.join("scripts/boot"));
         cmd.arg("--iso").arg(&iso).arg("--serial").arg(&serial).arg("--workdir").arg(&dir);
         cmd.arg("--cpus").arg(self.cpus.to_string());
+        if let Some(mib) = self.memory {
+            cmd.arg("--mem").arg(mib.to_string());
+        }
+        if let Some(ips) = self.ips {
+            cmd.arg("--ips").arg(ips.to_string());
+        }
         let monitor = dir.join("monitor.sock");
         if self.halt {
             cmd.arg("--monitor").arg(&monitor);
@@ -335,6 +363,16 @@ impl Log {
         let online = self.lines.iter().filter(|l| l.contains("] INFO  online: cpu")).count();
         if online != n as usize {
             self.fail(&format!("expected {n} online lines, found {online}"));
+        }
+    }
+
+    /// The figure after `prefix` on the one line that starts with it (e.g. a `bench:` line).
+    pub fn number_after(&self, prefix: &str) -> u64 {
+        let lines = self.lines_starting(prefix);
+        let n = lines.first().and_then(|l| l[prefix.len()..].split_whitespace().next()?.parse().ok());
+        match (lines.len(), n) {
+            (1, Some(n)) => n,
+            _ => self.fail(&format!("expected one line `{prefix}<number>`")),
         }
     }
 

@@ -99,7 +99,7 @@ fn an_ap_that_never_answers_is_reported_and_the_boot_goes_on() {
     log.assert_no_exception();
     log.assert_line("[cpu0] INFO  inject: no SIPI for APIC ID 2, as if it never answered");
     log.assert_line(
-        "[cpu0] ERROR smp: AP with APIC ID 2 did not answer INIT-SIPI-SIPI within 1000 ms; withdrawn with INIT, going on without it",
+        "[cpu0] ERROR smp: AP with APIC ID 2 did not answer INIT-SIPI-SIPI within 2000 ms; withdrawn with INIT, going on without it",
     );
     log.assert_online_lines(2);
     log.assert_count("[cpu0] INFO  smp: 2 of 3 processors online (1 failed); AP bring-up took ", 1);
@@ -116,7 +116,7 @@ fn a_late_ap_is_withdrawn_without_a_hang() {
     let log = Boot::qemu("qemu-ap-late").cpus(4).cmdline("inject=ap-late").run();
     log.assert_no_exception();
     log.assert_line(
-        "[cpu0] ERROR smp: AP with APIC ID 3 reached the trampoline but did not check in within 1000 ms; withdrawn with INIT, going on without it",
+        "[cpu0] ERROR smp: AP with APIC ID 3 reached the trampoline but did not check in within 2000 ms; withdrawn with INIT, going on without it",
     );
     log.assert_online_lines(3);
     if !log.lines_starting("[cpu3]").is_empty() {

@@ -34,7 +34,7 @@ use log::{error, info, warn};
 /// How long a stage may take on one CPU before the boot CPU reports it.
 const STAGE_TIMEOUT_US: u64 = 30_000_000;
 /// The check-in deadline under inject=ap-late and ap-no-sipi, so their tests stay quick.
-const INJECTED_DEADLINE_US: u64 = 1_000_000;
+const INJECTED_DEADLINE_US: u64 = 2_000_000;
 
 /// `ApSlot::claim`: who decided about this AP.
 const CLAIM_OPEN: u32 = 0;

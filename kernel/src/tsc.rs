@@ -26,21 +26,25 @@ pub fn rdtsc() -> u64 {
 
 /// Find the TSC frequency once.
 pub fn calibrate() -> Option<Calibration> {
+    let cpuid = cpuid_frequency();
+    let Some(mut pit) = PitCount::start() else {
+        // No PIT answering: the CPUID value unchecked, if there is one.
+        let (hz, source) = cpuid?;
+        return Some(store(Calibration { hz, source, rejected: None, checked: false }));
+    };
     let mut rejected = None;
-    let mut checked = false;
-    if let Some((hz, source)) = cpuid_frequency() {
-        match pit_calibrate(CHECK_PPM) {
+    if let Some((hz, source)) = cpuid {
+        // A coarse count is enough to tell whether CPUID names this TSC's rate.
+        match pit.until(CHECK_PPM) {
             Some((pit_hz, Source::Pit { error_ppm, .. })) if !tsc_freq::cpuid_agrees(hz, pit_hz, error_ppm) => {
                 rejected = Some((hz, source));
             }
-            pit => {
-                checked = pit.is_some();
-                return Some(store(Calibration { hz, source, rejected, checked }));
-            }
+            check => return Some(store(Calibration { hz, source, rejected, checked: check.is_some() })),
         }
     }
-    let (hz, source) = pit_calibrate(TARGET_PPM)?;
-    Some(store(Calibration { hz, source, rejected, checked }))
+    // The same count goes on until it is precise enough.
+    let (hz, source) = pit.until(TARGET_PPM)?;
+    Some(store(Calibration { hz, source, rejected, checked: false }))
 }
 
 fn store(c: Calibration) -> Calibration {
@@ -55,63 +59,77 @@ fn cpuid_frequency() -> Option<(u64, Source)> {
     tsc_freq::from_cpuid(leaf15, leaf16)
 }
 
-/// Read PIT channel 2's counter (latch command), between two TSC reads.
-fn pit_sample(mode: &mut Port<u8>, ch2: &mut Port<u8>) -> PitSample {
-    let tsc_before = rdtsc();
-    // SAFETY: the 8254 mode/command port and channel 2's data port: latch, then low and high byte.
-    let count = unsafe {
-        mode.write(0b1000_0000); // channel 2, counter latch
-        let lo = ch2.read();
-        let hi = ch2.read();
-        u16::from_le_bytes([lo, hi])
-    };
-    PitSample { tsc_before, tsc_after: rdtsc(), count }
+/// PIT channel 2 counting down from 0xFFFF in mode 0, compared with the TSC
+/// by reading the counter directly (latch command) between two RDTSCs.
+struct PitCount {
+    mode: Port<u8>,
+    ch2: Port<u8>,
+    begin: u64,
+    first: PitSample,
 }
 
-/// Let PIT channel 2 count down from 0xFFFF (mode 0) and compare the TSC with
-/// it until the estimate is within `target_ppm`, reading the counter directly.
-fn pit_calibrate(target_ppm: u64) -> Option<(u64, Source)> {
-    let mut port61 = Port::<u8>::new(0x61);
-    let mut mode = Port::<u8>::new(0x43);
-    let mut ch2 = Port::<u8>::new(0x42);
-    // SAFETY: PC system control port and PIT channel 2 (the speaker timer); the
-    // speaker output stays disabled (bit 1 clear), only the gate (bit 0) is raised.
-    unsafe {
-        let v = port61.read();
-        port61.write((v & !0x02) | 0x01);
-        mode.write(0b1011_0000); // channel 2, lobyte/hibyte, mode 0, binary
-        ch2.write(0xff);
-        ch2.write(0xff);
-    }
-    // The count loads on the next PIT clock: start from the first change seen.
-    let begin = rdtsc();
-    let mut first = pit_sample(&mut mode, &mut ch2);
-    loop {
-        let s = pit_sample(&mut mode, &mut ch2);
-        if s.count != first.count {
-            first = s;
-            break;
+impl PitCount {
+    /// Start the count; None if the PIT does not move (no PIT answering).
+    fn start() -> Option<PitCount> {
+        let mut port61 = Port::<u8>::new(0x61);
+        let mut pit = PitCount { mode: Port::new(0x43), ch2: Port::new(0x42), begin: rdtsc(), first: EMPTY };
+        // SAFETY: PC system control port and PIT channel 2 (the speaker timer); the
+        // speaker output stays disabled (bit 1 clear), only the gate (bit 0) is raised.
+        unsafe {
+            let v = port61.read();
+            port61.write((v & !0x02) | 0x01);
+            pit.mode.write(0b1011_0000); // channel 2, lobyte/hibyte, mode 0, binary
+            pit.ch2.write(0xff);
+            pit.ch2.write(0xff);
         }
-        if rdtsc() - begin > NO_PIT_TICKS {
-            return None;
+        // The count loads on the next PIT clock: start from the first change seen.
+        let before = pit.sample();
+        loop {
+            let s = pit.sample();
+            if s.count != before.count {
+                pit.first = s;
+                return Some(pit);
+            }
+            if rdtsc() - pit.begin > NO_PIT_TICKS {
+                return None;
+            }
         }
     }
-    let mut best = None;
-    loop {
-        let now = pit_sample(&mut mode, &mut ch2);
-        let pit_ticks = first.count.wrapping_sub(now.count);
-        if let Some((hz, ppm)) = tsc_freq::pit_estimate(first, now) {
-            best = Some((hz, Source::Pit { pit_ticks: pit_ticks as u64, error_ppm: ppm }));
-            if ppm <= target_ppm {
+
+    fn sample(&mut self) -> PitSample {
+        let tsc_before = rdtsc();
+        // SAFETY: the 8254 mode/command port and channel 2's data port: latch, then low and high byte.
+        let count = unsafe {
+            self.mode.write(0b1000_0000); // channel 2, counter latch
+            let lo = self.ch2.read();
+            let hi = self.ch2.read();
+            u16::from_le_bytes([lo, hi])
+        };
+        PitSample { tsc_before, tsc_after: rdtsc(), count }
+    }
+
+    /// Count on until the estimate is within `target_ppm` (or the counter is
+    /// about to wrap); the best estimate so far.
+    fn until(&mut self, target_ppm: u64) -> Option<(u64, Source)> {
+        let mut best = None;
+        loop {
+            let now = self.sample();
+            let pit_ticks = self.first.count.wrapping_sub(now.count);
+            if let Some((hz, ppm)) = tsc_freq::pit_estimate(self.first, now) {
+                best = Some((hz, Source::Pit { pit_ticks: pit_ticks as u64, error_ppm: ppm }));
+                if ppm <= target_ppm {
+                    break;
+                }
+            }
+            if pit_ticks >= MAX_PIT_TICKS || rdtsc() - self.begin > NO_PIT_TICKS {
                 break;
             }
         }
-        if pit_ticks >= MAX_PIT_TICKS || rdtsc() - begin > NO_PIT_TICKS {
-            break;
-        }
+        best.filter(|(hz, _)| *hz > 1_000_000)
     }
-    best.filter(|(hz, _)| *hz > 1_000_000)
 }
+
+const EMPTY: PitSample = PitSample { tsc_before: 0, tsc_after: 0, count: 0 };
 
 pub fn hz() -> u64 {
     TSC_HZ.load(Ordering::Acquire)

@@ -299,12 +299,13 @@ impl<const N: usize> Consumer<'_, N> {
     }
 
     /// Losses to report now: abandoned slots at once, full-ring losses once
-    /// the tail reaches the place they happened (or now, when `final_drain`).
-    pub fn take_losses(&self, final_drain: bool) -> Losses {
+    /// the tail reaches the place they happened (at the latest when the ring
+    /// is empty: a loss happens at or before `head`).
+    pub fn take_losses(&self) -> Losses {
         let abandoned = self.ring.abandoned.swap(0, Ordering::AcqRel);
         let at = self.ring.lost_at.load(Ordering::Acquire);
         let mut full = 0;
-        if at != NO_LOSS && (final_drain || self.tail() >= at) {
+        if at != NO_LOSS && self.tail() >= at {
             // Clear the position first: a loss counted after the swap sets it again.
             self.ring.lost_at.store(NO_LOSS, Ordering::Release);
             full = self.ring.lost.swap(0, Ordering::AcqRel);
@@ -372,27 +373,31 @@ mod tests {
         assert_eq!(ring.lost_total(), 2);
         let c = ring.try_consume(1).unwrap();
         // Not yet: the losses come after the four kept lines.
-        assert_eq!(c.take_losses(false), Losses::default());
+        assert_eq!(c.take_losses(), Losses::default());
         let mut buf = [0u8; 64];
         for _ in 0..4 {
             let Next::Line { len, slots, .. } = c.next() else { panic!() };
             c.read(len, &mut buf);
             c.release(slots);
         }
-        assert_eq!(c.take_losses(false), Losses { full: 2, abandoned: 0 });
-        assert_eq!(c.take_losses(false), Losses::default(), "reported once");
+        assert_eq!(c.take_losses(), Losses { full: 2, abandoned: 0 });
+        assert_eq!(c.take_losses(), Losses::default(), "reported once");
         drop(c);
         assert!(ring.push(3, b"after"));
         assert_eq!(drain(&ring), [(3, "after".into())]);
     }
 
     #[test]
-    fn final_drain_reports_losses_at_once() {
+    fn a_loss_is_reported_once_the_lines_before_it_are_out() {
         let ring = LogRing::<1>::new();
         assert!(ring.push(1, b"a"));
         assert!(!ring.push(1, b"b"));
         let c = ring.try_consume(7).unwrap();
-        assert_eq!(c.take_losses(true).full, 1);
+        assert_eq!(c.take_losses().full, 0);
+        let Next::Line { slots, .. } = c.next() else { panic!() };
+        c.release(slots);
+        assert_eq!(c.next(), Next::Empty);
+        assert_eq!(c.take_losses().full, 1);
     }
 
     #[test]
@@ -414,7 +419,7 @@ mod tests {
         let Next::Line { len, .. } = c.next() else { panic!() };
         let n = c.read(len, &mut buf);
         assert_eq!(&buf[..n], b"after");
-        assert_eq!(c.take_losses(false), Losses { full: 0, abandoned: 2 });
+        assert_eq!(c.take_losses(), Losses { full: 0, abandoned: 2 });
     }
 
     #[test]
@@ -492,7 +497,7 @@ mod tests {
                 last[w] = Some(i);
                 received += 1;
             }
-            lost += c.take_losses(finished).full;
+            lost += c.take_losses().full;
             if finished && !got_any && c.next() == Next::Empty {
                 break;
             }

@@ -172,12 +172,17 @@ fn my_id() -> u32 {
     crate::pcb::this_cpu_index() + 1
 }
 
-/// Move what COM1 takes right now, if no other CPU is draining; never waits.
+/// Move what COM1 takes right now, if no other CPU is draining; never waits,
+/// and does at most POLL_BUDGET FIFO loads (a fast UART, as emulators have,
+/// must not keep one CPU writing everybody's backlog).
 pub fn poll() {
     if let Some(c) = RING.try_consume(my_id()) {
-        let _ = drain(&c, false);
+        let _ = drain(&c, POLL_BUDGET);
     }
 }
+
+/// FIFO loads (up to 16 bytes each) one `poll` may do.
+const POLL_BUDGET: u32 = 64;
 
 /// Give the drain token back if this CPU holds it (a CPU about to park).
 pub fn release_if_held() {
@@ -192,16 +197,18 @@ enum Stop {
     UartBusy,
     /// The next line is reserved but not finished by its writer.
     Pending,
+    /// This call's budget of FIFO loads is used up.
+    Budget,
 }
 
 /// Drain until the ring is empty, the UART is busy or the next line is not
 /// finished; also says whether anything moved.
-fn drain(c: &Consumer<'_, RING_SLOTS>, report_all: bool) -> (Stop, bool) {
+fn drain(c: &Consumer<'_, RING_SLOTS>, mut budget: u32) -> (Stop, bool) {
     let mut moved = false;
     loop {
         let (len, pos) = (STAGE.len.load(Ordering::Acquire), STAGE.pos.load(Ordering::Acquire));
         if pos >= len {
-            if let Err(stop) = stage_next(c, report_all) {
+            if let Err(stop) = stage_next(c) {
                 return (stop, moved);
             }
             moved = true;
@@ -211,6 +218,10 @@ fn drain(c: &Consumer<'_, RING_SLOTS>, report_all: bool) -> (Stop, bool) {
             STAGE.pos.store(len, Ordering::Release);
             continue;
         }
+        if budget == 0 {
+            return (Stop::Budget, moved);
+        }
+        budget -= 1;
         // SAFETY: the drain token is held (`c`), so this CPU alone uses the UART and the stage.
         let sent = unsafe { crate::serial::try_send(&(&*STAGE.buf.get())[pos..len]) };
         if sent == 0 {
@@ -222,10 +233,10 @@ fn drain(c: &Consumer<'_, RING_SLOTS>, report_all: bool) -> (Stop, bool) {
 }
 
 /// Stage the next line: a loss report that is due, else the line at the tail.
-fn stage_next(c: &Consumer<'_, RING_SLOTS>, report_all: bool) -> Result<(), Stop> {
+fn stage_next(c: &Consumer<'_, RING_SLOTS>) -> Result<(), Stop> {
     // SAFETY: the drain token is held (`c`): this CPU alone touches the stage.
     let buf = unsafe { &mut *STAGE.buf.get() };
-    let losses = c.take_losses(report_all);
+    let losses = c.take_losses();
     let (level, len) = if losses != Losses::default() {
         (Level::Warn as u8, loss_report(losses, buf))
     } else {
@@ -294,7 +305,7 @@ pub fn flush() {
     // Since when nothing moved, and why.
     let mut waiting_since: Option<(Stop, u64)> = None;
     loop {
-        let (stop, moved) = drain(&c, true);
+        let (stop, moved) = drain(&c, u32::MAX);
         if stop == Stop::Idle {
             break;
         }

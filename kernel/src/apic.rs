@@ -28,8 +28,13 @@ const ICR_DELIVERY_INIT: u32 = 0b101 << 8;
 const ICR_DELIVERY_STARTUP: u32 = 0b110 << 8;
 const ICR_DELIVERY_PENDING: u32 = 1 << 12;
 const ICR_LEVEL_ASSERT: u32 = 1 << 14;
-/// SVR: APIC software enable, spurious vector 0xff (SDM Vol. 3A 11.9).
-const SVR_ENABLE: u32 = 1 << 8 | crate::idt::SPURIOUS_VECTOR as u32;
+/// The wake-up IPI an idle AP halts for (smp.rs); priority class 15, so the
+/// task priority an AP keeps while it works (CR8 = 15) holds it pending.
+pub const WAKE_VECTOR: u8 = 0xf0;
+/// The local APIC's spurious-interrupt vector (SVR[7:0]).
+pub const SPURIOUS_VECTOR: u8 = 0xff;
+/// SVR: APIC software enable, the spurious vector (SDM Vol. 3A 11.9).
+const SVR_ENABLE: u32 = 1 << 8 | SPURIOUS_VECTOR as u32;
 
 const MODE_NONE: u8 = 0;
 const MODE_XAPIC: u8 = 1;

@@ -14,12 +14,6 @@ extern "C" {
     fn spurious_stub();
 }
 
-/// The wake-up IPI an idle AP halts for (smp.rs); priority class 15, so the
-/// task priority an AP keeps while it works (CR8 = 15) holds it pending.
-pub const WAKE_VECTOR: u8 = 0xf0;
-/// The local APIC's spurious-interrupt vector (SVR[7:0], apic.rs).
-pub const SPURIOUS_VECTOR: u8 = 0xff;
-
 /// The wake-up IPI: acknowledge it; the AP's idle loop does the rest.
 #[no_mangle]
 extern "C" fn wake_interrupt() {
@@ -68,8 +62,8 @@ impl Idt {
         Idt(core::array::from_fn(|vector| {
             let addr = match vector {
                 0..32 => stubs[vector],
-                v if v == WAKE_VECTOR as usize => wake_stub as *const () as u64,
-                v if v == SPURIOUS_VECTOR as usize => spurious_stub as *const () as u64,
+                v if v == crate::apic::WAKE_VECTOR as usize => wake_stub as *const () as u64,
+                v if v == crate::apic::SPURIOUS_VECTOR as usize => spurious_stub as *const () as u64,
                 _ => return NOT_PRESENT,
             };
             let ist = match vector {

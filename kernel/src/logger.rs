@@ -184,6 +184,19 @@ pub fn poll() {
 /// FIFO loads (up to 16 bytes each) one `poll` may do.
 const POLL_BUDGET: u32 = 64;
 
+/// `tsc::wait_until`, draining the log meanwhile: how the boot CPU waits.
+pub fn wait_until(us: u64, mut done: impl FnMut() -> bool) -> bool {
+    crate::tsc::wait_until(us, || {
+        poll();
+        done()
+    })
+}
+
+/// Wait `us` microseconds, draining the log meanwhile.
+pub fn delay_us(us: u64) {
+    wait_until(us, || false);
+}
+
 /// Give the drain token back if this CPU holds it (a CPU about to park).
 pub fn release_if_held() {
     RING.release_if_held(my_id());

@@ -159,7 +159,7 @@ fn start_application_processors(boot: &bootinfo::BootInfo, reserved: &[Range], b
     }
     let to_start = plan.iter().filter(|p| matches!(p.plan, Plan::Boot | Plan::Start)).count() as u64;
     let vmx = bsp.own().feature_ecx & (1 << 5) != 0;
-    let heap = memory::size_for(to_start, vmx);
+    let heap = memory::size_for(to_start, pcb::PER_CPU_BYTES, vmx);
     info!(
         "memory: heap {:#x}-{:#x} ({} KiB) for {to_start} processors{}",
         heap.start,

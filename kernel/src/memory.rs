@@ -14,14 +14,13 @@ use linked_list_allocator::Heap;
 
 pub const PAGE_SIZE: usize = 4096;
 
-/// What the heap must hold. `base`: the MADT, the start plan, options, the
-/// trampoline table and what else the boot CPU allocates once. `per_cpu`: a
-/// PCB with its kernel and IST stacks. `per_cpu_vmx`: VMXON region, VMCSs,
-/// 256 KiB of guest memory, EPT and guest page tables, I/O and MSR bitmaps,
-/// the exit stack and the bench guest's samples (measured in Bochs: 320 KiB
-/// a CPU, 400 KiB with guest=bench).
-pub const BUDGET: HeapBudget =
-    HeapBudget { base: 1 << 20, per_cpu: crate::pcb::PER_CPU_BYTES + 8192, per_cpu_vmx: 448 << 10 };
+/// The heap's first part: the MADT, the start plan, options, the trampoline
+/// table and what else the boot CPU allocates once.
+const BASE: u64 = 1 << 20;
+/// Per CPU with VMX: VMXON region, VMCSs, 256 KiB of guest memory, EPT and
+/// guest page tables, I/O and MSR bitmaps, the exit stack and the bench
+/// guest's samples (measured in Bochs: 320 KiB a CPU, 400 KiB with guest=bench).
+const PER_CPU_VMX: u64 = 448 << 10;
 /// Growth on demand goes in steps of at least this much.
 const GROW_STEP: u64 = 1 << 20;
 
@@ -64,23 +63,25 @@ unsafe impl GlobalAlloc for GrowingHeap {
     }
 }
 
-/// Set up the heap with `BUDGET.base` bytes at the start of the chosen
+/// Set up the heap with `BASE` bytes at the start of the chosen
 /// stretch; returns that range and the end of the stretch it may grow to.
 pub fn init(available: &[Range], reserved: &[Range]) -> Option<(Range, u64)> {
     let stretch = memmap::choose_heap(available, reserved, crate::boot::IDENTITY_MAPPED, u64::MAX)?;
-    let initial = Range::new(stretch.start, stretch.start + BUDGET.base.min(stretch.len()));
+    let initial = Range::new(stretch.start, stretch.start + BASE.min(stretch.len()));
     HEAP.limit.store(stretch.end, Ordering::Release);
     // SAFETY: the range is available RAM, identity-mapped, and overlaps nothing in use.
     unsafe { HEAP.heap.lock().init(initial.start as *mut u8, initial.len() as usize) };
     Some((initial, stretch.end))
 }
 
-/// Grow the heap to what `cpus` processors need (with VMX or without) and
-/// return its range; growth past this is on demand (see `grown`).
-pub fn size_for(cpus: u64, vmx: bool) -> Range {
+/// Grow the heap to what `cpus` processors need, `per_cpu` bytes each (a
+/// PCB and its stacks) and their VMX memory when `vmx`, and return its range;
+/// growth past this is on demand (see `usage`).
+pub fn size_for(cpus: u64, per_cpu: u64, vmx: bool) -> Range {
+    let budget = HeapBudget { base: BASE, per_cpu, per_cpu_vmx: PER_CPU_VMX };
     let mut heap = HEAP.heap.lock();
     let start = heap.bottom() as u64;
-    let want = (start + BUDGET.need(cpus, vmx)).min(HEAP.limit.load(Ordering::Acquire));
+    let want = (start + budget.need(cpus, vmx)).min(HEAP.limit.load(Ordering::Acquire));
     let top = heap.top() as u64;
     if want > top {
         // SAFETY: [top, want) is inside the free stretch chosen at `init`, unused, identity-mapped.

@@ -318,8 +318,9 @@ pub fn new_ap(processor_index: u32, apic_id: u32) -> &'static Pcb {
     pcb
 }
 
-/// Heap bytes one processor's PCB and stacks take (for the heap estimate).
-pub const PER_CPU_BYTES: u64 = (core::mem::size_of::<Pcb>() + KERNEL_STACK_SIZE + 3 * IST_STACK_SIZE) as u64;
+/// Heap bytes one processor's PCB and stacks take (for the heap estimate),
+/// with room for the allocator's alignment.
+pub const PER_CPU_BYTES: u64 = (core::mem::size_of::<Pcb>() + KERNEL_STACK_SIZE + 3 * IST_STACK_SIZE + 8192) as u64;
 
 /// On the CPU the PCB belongs to: load its GDT, TSS and IDT, point GS at it,
 /// and fill in what only this CPU can tell (CPUID). Touches nothing shared.

@@ -82,14 +82,14 @@ pub fn end() -> ! {
         log::warn!("log: {lost} lines lost in this run (the log ring was full; see the `log:` lines above)");
     }
     if grown > 0 {
-        log::warn!("memory: the heap grew {} KiB past its estimate (memory::BUDGET)", grown / 1024);
+        log::warn!("memory: the heap grew {} KiB past its estimate (memory::size_for)", grown / 1024);
     }
     let counts = counts();
     let result = counts.result();
     // Everything logged so far goes out first, then the SUMMARY behind it.
-    crate::serial::flush();
-    crate::serial::write_line(format_args!("{counts}"));
-    crate::serial::flush();
+    crate::logger::flush();
+    crate::logger::raw_line(format_args!("{counts}"));
+    crate::logger::flush();
     let exit = OPTIONS.get().map_or(ExitMode::Halt, |o| o.exit);
     match exit {
         ExitMode::Qemu => {
@@ -105,9 +105,9 @@ pub fn end() -> ! {
         ExitMode::Halt => {}
     }
     if exit != ExitMode::Halt {
-        crate::tsc::delay_us(100_000);
+        crate::logger::delay_us(100_000);
         log::warn!("exit={exit:?} did not end the emulator: halting every CPU instead");
-        crate::serial::flush();
+        crate::logger::flush();
     }
     let me = pcb::this_cpu_index();
     for p in pcb::all().filter(|p| p.processor_index != me && p.has(CPU_STATUS_ONLINE)) {

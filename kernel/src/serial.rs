@@ -84,15 +84,3 @@ pub unsafe fn transmitter_empty() -> bool {
     // SAFETY: as in `try_send`.
     unsafe { (*PORT.0.get()).lsr().contains(LSR::TRANSMITTER_EMPTY) }
 }
-
-/// Drain the log to COM1 now (see `logger::flush`): before the SUMMARY, before
-/// handing the machine to an OS, and on every failure path.
-pub fn flush() {
-    crate::logger::flush();
-}
-
-/// Put a line without the `[cpuN] LEVEL` prefix (the SUMMARY) into the log,
-/// behind every line already there; it goes out even while quiet.
-pub fn write_line(args: core::fmt::Arguments) {
-    crate::logger::raw_line(args);
-}

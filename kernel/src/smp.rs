@@ -20,9 +20,8 @@
 //! waiting CPUs leave the host's cores to the others. While it works, its task
 //! priority (CR8 = 15) holds a wake-up IPI pending, so none reaches a guest.
 
-use crate::idt::WAKE_VECTOR;
 use crate::pcb::{self, Pcb, Work, CPU_STATUS_ONLINE, CPU_STATUS_UNRESPONSIVE, CPU_STATUS_VMX_ROOT_REACHED};
-use crate::{apic, run, tsc};
+use crate::{apic, logger, run, tsc};
 use alloc::vec::Vec;
 use ap_trampoline::{ApSlot, FarPtr32, Gdtr32, TrampolineParams};
 use core::sync::atomic::{AtomicU32, Ordering};
@@ -120,17 +119,17 @@ pub fn start_aps(plan: &[Processor], trampoline_page: u64) -> Started {
         apic::send_init(s.apic_id);
     }
     if init_delay > 0 {
-        tsc::delay_us(init_delay);
+        logger::delay_us(init_delay);
     }
     let sipi_targets = || slots.iter().enumerate().filter(|(k, _)| Some(*k) != silent).map(|(_, s)| s);
     for s in sipi_targets() {
         apic::send_startup(s.apic_id, vector);
     }
-    tsc::wait_until(startup::SIPI_DELAY_US, || sipi_targets().all(|s| s.arrived.load(Ordering::Acquire) != 0));
+    logger::wait_until(startup::SIPI_DELAY_US, || sipi_targets().all(|s| s.arrived.load(Ordering::Acquire) != 0));
     for s in sipi_targets().filter(|s| s.arrived.load(Ordering::Acquire) == 0) {
         apic::send_startup(s.apic_id, vector);
     }
-    tsc::wait_until(deadline_us, || slots.iter().all(|s| s.claim.load(Ordering::Acquire) != CLAIM_OPEN));
+    logger::wait_until(deadline_us, || slots.iter().all(|s| s.claim.load(Ordering::Acquire) != CLAIM_OPEN));
     let last_check_in = tsc::rdtsc();
 
     let mut started = Started { online: 1, failed: 0, micros: tsc::ticks_to_micros(last_check_in - begin) };
@@ -273,13 +272,13 @@ pub fn run_on_all(stage: &str, bsp: &Pcb, work: Work) {
     let aps = || pcb::all().filter(|p| !p.is_bsp && p.has(CPU_STATUS_ONLINE) && !p.has(CPU_STATUS_UNRESPONSIVE));
     for ap in aps() {
         ap.mailbox.post(work, generation);
-        apic::send_fixed(ap.apic_id(), WAKE_VECTOR);
+        apic::send_fixed(ap.apic_id(), apic::WAKE_VECTOR);
     }
     work(bsp);
     bsp.mailbox.finish(generation);
     for ap in aps() {
         let done = || ap.mailbox.is_done(generation);
-        if !tsc::wait_until(STAGE_TIMEOUT_US, done) {
+        if !logger::wait_until(STAGE_TIMEOUT_US, done) {
             error!(
                 "smp: cpu{} (APIC ID {}) did not finish stage `{stage}` within {} s",
                 ap.processor_index,

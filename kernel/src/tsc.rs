@@ -155,17 +155,7 @@ pub fn ticks_to_micros(ticks: u64) -> u64 {
     }
 }
 
-/// Wait `us` microseconds, draining the log meanwhile.
-pub fn delay_us(us: u64) {
-    let end = rdtsc() + micros_to_ticks(us);
-    while rdtsc() < end {
-        crate::logger::poll();
-        core::hint::spin_loop();
-    }
-}
-
-/// Spin until `done()` or `us` microseconds pass, draining the log
-/// meanwhile; true if done.
+/// Spin until `done()` or `us` microseconds pass; true if done.
 pub fn wait_until(us: u64, mut done: impl FnMut() -> bool) -> bool {
     let end = rdtsc() + timeout_ticks(us);
     loop {
@@ -175,7 +165,6 @@ pub fn wait_until(us: u64, mut done: impl FnMut() -> bool) -> bool {
         if rdtsc() >= end {
             return done();
         }
-        crate::logger::poll();
         core::hint::spin_loop();
     }
 }

@@ -6,7 +6,7 @@
 //! Linux's smp_quirk_init_udelay decides) a SIPI to every AP, and 200 us later
 //! a second SIPI to each AP that has not reached the trampoline yet (SDM Vol.
 //! 3A §9.4.4.1 "Typical BSP Initialization Sequence"; a processor that left
-//! wait-for-SIPI ignores another SIPI, §9.4.4.2). Each AP finds its own slot
+//! wait-for-SIPI ignores another SIPI, ibid.). Each AP finds its own slot
 //! from its APIC ID, so none waits for another.
 //!
 //! An AP checks in by a compare-exchange on its slot's `claim`; at the

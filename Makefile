@@ -2,7 +2,7 @@
 # make run    build and boot in the best engine (ENGINE=qemu|qemu-kvm|bochs, CPUS=N, MODEL=..., CMDLINE=...);
 #             GUEST=linux boots Debian's kernel and a busybox initramfs after the run (LINUX_CMDLINE=...)
 # make test   host unit tests + boot tests (QEMU and Bochs)
-# make bench  the CPUID exit round trip in Bochs
+# make bench  figures in Bochs: the CPUID exit round trip, AP bring-up, entry to VMX root
 # make lint   rustfmt and clippy, warnings are errors (CI runs it before `make test`)
 # Every target installs what it needs first (scripts/install-deps).
 
@@ -72,6 +72,7 @@ test: deps unit boottest
 # outside `unsafe` blocks and `unsafe` blocks without a SAFETY comment.
 lint: deps
 	$(CARGO) fmt --all -- --check
+	scripts/module-cycles kernel/src hvlogic/src ap-trampoline/src boottests/src
 	$(CARGO) clippy -p kernel -p ap-trampoline --release --target x86_64-unknown-none -- -D warnings
 	$(CARGO) clippy -p kernel --release --target x86_64-unknown-none --features enable-vmx-inside-smx -- -D warnings
 	$(CARGO) clippy -p hvlogic -p boottests --all-targets -- -D warnings

@@ -37,7 +37,7 @@ fn linux_boot(engine: Boot, extra: &str) -> (Boot, String) {
     let (vmlinuz, initrd) = guest_files();
     let version = kernel_version(&vmlinuz);
     let cmdline = format!("{LINUX_CMDLINE} {extra}");
-    (engine.module(&vmlinuz, cmdline.trim_end()).module(&initrd, "initrd").mem(512), version)
+    (engine.module(&vmlinuz, cmdline.trim_end()).module(&initrd, "initrd").memory(512), version)
 }
 
 /// Lines the hypervisor wrote between two line indices (its `[cpuN]` prefix).
@@ -193,7 +193,7 @@ fn refused_like(name: &str, modules: &[(PathBuf, &str)], start: &str, end: &str)
     for (file, string) in modules {
         boot = boot.module(file, string);
     }
-    let log = boot.mem(512).run();
+    let log = boot.memory(512).run();
     let errors = log.lines_starting(&format!("[cpu0] ERROR {start}"));
     if errors.len() != 1 || !errors[0].ends_with(end) {
         log.fail(&format!("expected one ERROR line `{start}...{end}`, found {errors:?}"));

@@ -32,6 +32,12 @@ pub enum Inject {
     ApUd2,
     /// Send the last application processor INIT but no SIPI: an AP that never answers.
     ApNoSipi,
+    /// The last application processor reaches the kernel but checks in only
+    /// after the boot CPU's deadline: a late AP, withdrawn with INIT.
+    ApLate,
+    /// The boot CPU writes twice the log ring's size without draining: the ring
+    /// fills and its loss is reported.
+    LogFlood,
     /// Launch the guest with RFLAGS bit 1 clear: VM entry fails on guest state.
     EntryBadGuest,
     /// Launch the guest with a CR3-target count above the CPU's limit: VMLAUNCH
@@ -152,9 +158,11 @@ impl Options {
                     "vmxon-twice" => Inject::VmxonTwice,
                     "ap-ud2" => Inject::ApUd2,
                     "ap-no-sipi" => Inject::ApNoSipi,
+                    "ap-late" => Inject::ApLate,
+                    "log-flood" => Inject::LogFlood,
                     "entry-bad-guest" => Inject::EntryBadGuest,
                     "entry-bad-control" => Inject::EntryBadControl,
-                    _ => return Err("inject is one of ud2, ap-ud2, ap-no-sipi, fc-locked-off, vmxon-twice, entry-bad-guest, entry-bad-control"),
+                    _ => return Err("inject is one of ud2, ap-ud2, ap-no-sipi, ap-late, log-flood, fc-locked-off, vmxon-twice, entry-bad-guest, entry-bad-control"),
                 })
             }
             ("maxcpus", Some(v)) => match v.parse::<u32>() {
@@ -216,6 +224,8 @@ mod tests {
         assert_eq!(Options::parse("inject=fc-locked-off").inject, Some(Inject::FcLockedOff));
         assert_eq!(Options::parse("inject=ap-ud2").inject, Some(Inject::ApUd2));
         assert_eq!(Options::parse("inject=ap-no-sipi").inject, Some(Inject::ApNoSipi));
+        assert_eq!(Options::parse("inject=ap-late").inject, Some(Inject::ApLate));
+        assert_eq!(Options::parse("inject=log-flood").inject, Some(Inject::LogFlood));
         assert_eq!(Options::parse("inject=entry-bad-guest").inject, Some(Inject::EntryBadGuest));
         assert_eq!(Options::parse("inject=entry-bad-control").inject, Some(Inject::EntryBadControl));
         assert_eq!(Options::parse("exit=qemu").exit, ExitMode::Qemu);

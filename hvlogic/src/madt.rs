@@ -25,6 +25,8 @@ pub enum Plan {
     Start,
     /// Enabled, but beyond `maxcpus`: counted, not started.
     CappedByMaxcpus,
+    /// Enabled, but beyond the most processors this kernel runs: counted, not started.
+    BeyondLimit,
     /// Enabled, but its APIC ID does not fit xAPIC's 8-bit destination.
     Unreachable,
     /// Disabled but online-capable (can be brought up later): reported, not started.
@@ -38,9 +40,17 @@ pub struct Processor {
 }
 
 /// The start plan: the boot CPU first, then every other enabled processor in
-/// table order, each APIC ID once. Entries neither enabled nor online-capable
-/// are left out (firmware lists absent sockets that way).
-pub fn plan(entries: &[ProcessorEntry], bsp_apic_id: u32, x2apic_mode: bool, maxcpus: Option<u32>) -> Vec<Processor> {
+/// table order, each APIC ID once, at most `limit` in all. Entries neither
+/// enabled nor online-capable are left out (firmware lists absent sockets that
+/// way). The processor index of a started CPU is its place among `Boot` and
+/// `Start` entries.
+pub fn plan(
+    entries: &[ProcessorEntry],
+    bsp_apic_id: u32,
+    x2apic_mode: bool,
+    maxcpus: Option<u32>,
+    limit: u32,
+) -> Vec<Processor> {
     let mut out = Vec::new();
     out.push(Processor { apic_id: bsp_apic_id, plan: Plan::Boot });
     let mut started = 1u32;
@@ -53,6 +63,8 @@ pub fn plan(entries: &[ProcessorEntry], bsp_apic_id: u32, x2apic_mode: bool, max
                 Plan::Unreachable
             } else if maxcpus.is_some_and(|m| started >= m) {
                 Plan::CappedByMaxcpus
+            } else if started >= limit {
+                Plan::BeyondLimit
             } else {
                 started += 1;
                 Plan::Start
@@ -87,7 +99,7 @@ mod tests {
     #[test]
     fn boot_cpu_first_then_enabled_in_table_order() {
         let e = [lapic(0, 1), lapic(2, 1), lapic(1, 1), lapic(3, 0), lapic(4, 2)];
-        let p = plan(&e, 0, false, None);
+        let p = plan(&e, 0, false, None, 256);
         let got: Vec<_> = p.iter().map(|p| (p.apic_id, p.plan)).collect();
         assert_eq!(got, vec![(0, Plan::Boot), (2, Plan::Start), (1, Plan::Start), (4, Plan::OnlineCapable)]);
         assert_eq!(enumerated(&p), 3);
@@ -95,7 +107,7 @@ mod tests {
 
     #[test]
     fn boot_cpu_need_not_be_first_in_the_table() {
-        let p = plan(&[lapic(0, 1), lapic(1, 1)], 1, false, None);
+        let p = plan(&[lapic(0, 1), lapic(1, 1)], 1, false, None, 256);
         assert_eq!(p[0], Processor { apic_id: 1, plan: Plan::Boot });
         assert_eq!(p[1], Processor { apic_id: 0, plan: Plan::Start });
     }
@@ -103,21 +115,35 @@ mod tests {
     #[test]
     fn maxcpus_counts_the_boot_cpu() {
         let e: Vec<_> = (0..4).map(|i| lapic(i, 1)).collect();
-        let p = plan(&e, 0, false, Some(2));
+        let p = plan(&e, 0, false, Some(2), 256);
         let plans: Vec<_> = p.iter().map(|p| p.plan).collect();
         assert_eq!(plans, [Plan::Boot, Plan::Start, Plan::CappedByMaxcpus, Plan::CappedByMaxcpus]);
         assert_eq!(enumerated(&p), 4);
-        let p = plan(&e, 0, false, Some(1));
+        let p = plan(&e, 0, false, Some(1), 256);
         assert!(p[1..].iter().all(|p| p.plan == Plan::CappedByMaxcpus));
     }
 
     #[test]
     fn x2apic_ids_need_x2apic_mode_and_duplicates_are_dropped() {
         let e = [lapic(0, 1), x2(0, 1), x2(300, 1), x2(301, 0)];
-        let p = plan(&e, 0, false, None);
+        let p = plan(&e, 0, false, None, 256);
         assert_eq!(p.len(), 2);
         assert_eq!(p[1], Processor { apic_id: 300, plan: Plan::Unreachable });
-        let p = plan(&e, 0, true, None);
+        let p = plan(&e, 0, true, None, 256);
         assert_eq!(p[1], Processor { apic_id: 300, plan: Plan::Start });
+    }
+
+    #[test]
+    fn at_most_limit_processors_are_started_the_rest_counted() {
+        let e: Vec<_> = (0..300).map(|i| x2(i, 1)).collect();
+        let p = plan(&e, 0, true, None, 256);
+        assert_eq!(p.iter().filter(|p| matches!(p.plan, Plan::Boot | Plan::Start)).count(), 256);
+        assert_eq!(p.iter().filter(|p| p.plan == Plan::BeyondLimit).count(), 44);
+        assert_eq!(p[255], Processor { apic_id: 255, plan: Plan::Start });
+        assert_eq!(p[256], Processor { apic_id: 256, plan: Plan::BeyondLimit });
+        assert_eq!(enumerated(&p), 300);
+        // maxcpus below the limit wins.
+        let p = plan(&e, 0, true, Some(3), 256);
+        assert_eq!(p.iter().filter(|p| p.plan == Plan::CappedByMaxcpus).count(), 297);
     }
 }

@@ -96,6 +96,24 @@ pub fn choose_low_pages(available: &[Range], reserved: &[Range], count: u64) -> 
     })
 }
 
+/// How much heap a run needs: a fixed part, the per-CPU part of every started
+/// processor (PCB, stacks), and the VMX part of each (VMXON region, VMCSs,
+/// guest memory, EPT, bitmaps) when the CPU has VMX.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct HeapBudget {
+    pub base: u64,
+    pub per_cpu: u64,
+    pub per_cpu_vmx: u64,
+}
+
+impl HeapBudget {
+    /// Bytes for `cpus` processors, rounded up to 64 KiB.
+    pub const fn need(&self, cpus: u64, vmx: bool) -> u64 {
+        let per_cpu = self.per_cpu + if vmx { self.per_cpu_vmx } else { 0 };
+        align_up(self.base + per_cpu * cpus, 64 << 10)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -156,5 +174,14 @@ mod tests {
         let trampoline = Range::new(0x9_d000, 0x9_e000);
         assert_eq!(choose_low_pages(&avail, &[trampoline], 3), Some(0x9_a000));
         assert_eq!(choose_low_pages(&[Range::new(0x1000, 0x3000)], &[], 3), None);
+    }
+
+    #[test]
+    fn heap_need_grows_with_the_cpus_and_with_vmx() {
+        let b = HeapBudget { base: 1 << 20, per_cpu: 120 << 10, per_cpu_vmx: 400 << 10 };
+        assert_eq!(b.need(1, false), (1 << 20) + (128 << 10));
+        assert_eq!(b.need(255, false), align_up((1 << 20) + 255 * (120 << 10), 64 << 10));
+        assert!(b.need(4, true) > b.need(4, false) + 4 * (400 << 10) - (64 << 10));
+        assert_eq!(b.need(4, true) % (64 << 10), 0);
     }
 }

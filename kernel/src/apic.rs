@@ -22,13 +22,19 @@ const XAPIC_ICR_LOW: u64 = 0x300;
 const XAPIC_ICR_HIGH: u64 = 0x310;
 
 /// ICR fields (SDM Vol. 3A 11.6.1, Figure 11-12).
+const ICR_DELIVERY_FIXED: u32 = 0b000 << 8;
 const ICR_DELIVERY_NMI: u32 = 0b100 << 8;
 const ICR_DELIVERY_INIT: u32 = 0b101 << 8;
 const ICR_DELIVERY_STARTUP: u32 = 0b110 << 8;
 const ICR_DELIVERY_PENDING: u32 = 1 << 12;
 const ICR_LEVEL_ASSERT: u32 = 1 << 14;
-/// SVR: APIC software enable, spurious vector 0xff (SDM Vol. 3A 11.9).
-const SVR_ENABLE: u32 = 1 << 8 | 0xff;
+/// The wake-up IPI an idle AP halts for (smp.rs); priority class 15, so the
+/// task priority an AP keeps while it works (CR8 = 15) holds it pending.
+pub const WAKE_VECTOR: u8 = 0xf0;
+/// The local APIC's spurious-interrupt vector (SVR[7:0]).
+pub const SPURIOUS_VECTOR: u8 = 0xff;
+/// SVR: APIC software enable, the spurious vector (SDM Vol. 3A 11.9).
+const SVR_ENABLE: u32 = 1 << 8 | SPURIOUS_VECTOR as u32;
 
 const MODE_NONE: u8 = 0;
 const MODE_XAPIC: u8 = 1;
@@ -65,7 +71,8 @@ fn mask_legacy_pics() {
 /// hypervisor, and no APIC has to go back through the disabled state, which
 /// some implementations (Bochs, P6-family CPUs) do not leave until reset
 /// (SDM Vol. 3A §11.4.3 "Enabling or Disabling the Local APIC").
-pub fn init_bsp(keep_firmware_mode: bool) -> Mode {
+/// Returns the mode, and IA32_APIC_BASE as firmware left it.
+pub fn init_bsp(keep_firmware_mode: bool) -> (Mode, u64) {
     mask_legacy_pics();
     // SAFETY: IA32_APIC_BASE exists on every CPU with a local APIC (CPUID.01H:EDX[9]).
     let firmware = unsafe { rdmsr(IA32_APIC_BASE) };
@@ -74,14 +81,14 @@ pub fn init_bsp(keep_firmware_mode: bool) -> Mode {
     XAPIC_BASE.store(firmware & APIC_BASE_ADDR_MASK, Ordering::Relaxed);
     MODE.store(mode, Ordering::Release);
     init_this_cpu();
-    mode_now().expect("mode just set")
+    (mode_now().expect("mode just set"), firmware)
 }
 
-/// Put this CPU's local APIC in the run's mode and software-enable it; note
-/// the mode firmware left it in (`restore_firmware_mode`).
-pub fn init_this_cpu() {
+/// Put this CPU's local APIC in the run's mode and software-enable it;
+/// returns IA32_APIC_BASE as it was (for `restore_firmware_mode`).
+pub fn init_this_cpu() -> u64 {
     // SAFETY: IA32_APIC_BASE exists on every CPU with a local APIC.
-    crate::pcb::this_cpu().own().firmware_apic_base = unsafe { rdmsr(IA32_APIC_BASE) };
+    let before = unsafe { rdmsr(IA32_APIC_BASE) };
     // SAFETY: enabling the APIC (EN) and then x2APIC (EXTD) is the architectural
     // order (SDM Vol. 3A 11.12.5); the SVR write only enables the APIC.
     unsafe {
@@ -97,6 +104,7 @@ pub fn init_this_cpu() {
         }
     }
     write_svr(SVR_ENABLE);
+    before
 }
 
 /// Give this CPU's local APIC back in the mode firmware left it, before an OS
@@ -104,8 +112,7 @@ pub fn init_this_cpu() {
 /// From x2APIC mode the way back to xAPIC mode goes through the disabled
 /// state (SDM Vol. 3A §11.12.5 "x2APIC State Transitions"), which also
 /// resets the APIC's registers, as firmware's INIT would have.
-pub fn restore_firmware_mode() {
-    let firmware = crate::pcb::this_cpu().own().firmware_apic_base;
+pub fn restore_firmware_mode(firmware: u64) {
     // SAFETY: IA32_APIC_BASE exists; the writes follow the allowed transitions:
     // x2APIC -> disabled -> xAPIC (or the unchanged value).
     unsafe {
@@ -195,6 +202,18 @@ pub fn send_init(apic_id: u32) {
 /// Start-up IPI: the AP starts in real mode at `page << 12`.
 pub fn send_startup(apic_id: u32, page: u8) {
     send_ipi(apic_id, ICR_DELIVERY_STARTUP | ICR_LEVEL_ASSERT | page as u32);
+}
+
+/// A fixed interrupt with `vector` to one processor (the wake-up IPI).
+pub fn send_fixed(apic_id: u32, vector: u8) {
+    send_ipi(apic_id, ICR_DELIVERY_FIXED | ICR_LEVEL_ASSERT | vector as u32);
+}
+
+/// Set this CPU's task-priority class (CR8 = TPR[7:4], SDM Vol. 3A §11.8.3.1):
+/// the local APIC holds back every interrupt whose vector's class is not above it.
+pub fn set_task_priority(class: u8) {
+    // SAFETY: MOV to CR8 only changes which interrupts the local APIC presents.
+    unsafe { core::arch::asm!("mov cr8, {}", in(reg) class as u64 & 0xf, options(nostack, preserves_flags)) };
 }
 
 /// NMI to one processor (used to halt the others when the run ends). Never

@@ -12,6 +12,8 @@ extern "C" {
     pub static boot_pdpt: u8;
     /// The boot GDT, also loaded by the AP trampoline.
     pub static BOOT_GDT: [u64; 4];
+    /// The TSC when `_start` ran (boot.s).
+    static boot_entry_tsc: u64;
     static __kernel_start: u8;
     static __kernel_end: u8;
 }
@@ -25,6 +27,12 @@ pub fn kernel_image() -> hvlogic::memmap::Range {
     // SAFETY: linker-script symbols; only their addresses are taken.
     let (start, end) = unsafe { (&__kernel_start as *const u8 as u64, &__kernel_end as *const u8 as u64) };
     hvlogic::memmap::Range::new(start, end)
+}
+
+/// The TSC at the kernel's first instruction.
+pub fn entry_tsc() -> u64 {
+    // SAFETY: written once by boot.s before any Rust code runs; only read afterwards.
+    unsafe { core::ptr::read_volatile(&raw const boot_entry_tsc) }
 }
 
 /// CR3 value of the boot page tables (also used by every AP).

@@ -44,15 +44,20 @@ mb2_header_end:
 _start:
     cli
     cld
+    mov     %eax, %esi
+    rdtsc                                   # the kernel's entry, for `bench: vmx-root`
+    mov     %eax, boot_entry_tsc
+    mov     %edx, boot_entry_tsc + 4
     mov     $boot_stack_top, %esp
 
-    # Zero .bss (page tables, stack, statics) before anything uses it.
-    mov     %eax, %esi
+    # Zero .bss (page tables, stack, log ring, statics) before anything uses
+    # it; the linker script aligns both ends to 4 KiB.
     mov     $__bss_start, %edi
     mov     $__bss_end, %ecx
     sub     %edi, %ecx
+    shr     $2, %ecx
     xor     %eax, %eax
-    rep stosb
+    rep stosl
     mov     %esi, %eax
 
     call    com1_init32
@@ -176,6 +181,13 @@ BOOT_GDT_END:
 boot_gdt_ptr:
     .short BOOT_GDT_END - BOOT_GDT - 1
     .quad BOOT_GDT
+
+# Outside .bss, which is zeroed after the TSC is read.
+.section .data.boot, "aw"
+.balign 8
+.global boot_entry_tsc
+boot_entry_tsc:
+    .quad 0
 
 # ------------------------------------------------------------------------
 .section .bss.boot, "aw", @nobits

@@ -88,6 +88,39 @@ exception_common:
     add     $16, %rsp               # vector and error code
     iretq
 
+# The wake-up IPI (WAKE_VECTOR): an idle AP halts with interrupts on and this
+# interrupt ends the HLT. The stub saves the registers the C ABI may clobber,
+# writes EOI (Rust `wake_interrupt`) and returns. Entry leaves RSP 8 mod 16
+# after the 5-word frame; nine pushes make it 16-aligned for the call.
+.global wake_stub
+wake_stub:
+    push    %rax
+    push    %rcx
+    push    %rdx
+    push    %rsi
+    push    %rdi
+    push    %r8
+    push    %r9
+    push    %r10
+    push    %r11
+    cld
+    call    wake_interrupt
+    pop     %r11
+    pop     %r10
+    pop     %r9
+    pop     %r8
+    pop     %rdi
+    pop     %rsi
+    pop     %rdx
+    pop     %rcx
+    pop     %rax
+    iretq
+
+# The APIC's spurious vector (SVR = 0xff): no EOI (SDM Vol. 3A §11.9).
+.global spurious_stub
+spurious_stub:
+    iretq
+
 .section .rodata.exceptions, "a"
 .balign 8
 .global EXCEPTION_STUBS

@@ -10,6 +10,14 @@ core::arch::global_asm!(include_str!("exceptions.s"), options(att_syntax));
 
 extern "C" {
     static EXCEPTION_STUBS: [u64; 32];
+    fn wake_stub();
+    fn spurious_stub();
+}
+
+/// The wake-up IPI: acknowledge it; the AP's idle loop does the rest.
+#[no_mangle]
+extern "C" fn wake_interrupt() {
+    crate::apic::end_of_interrupt();
 }
 
 /// Interrupt-stack-table slots (TSS.IST1..3, SDM Vol. 3A 7.14.5): the
@@ -18,10 +26,11 @@ pub const IST_DOUBLE_FAULT: u16 = 0;
 pub const IST_NMI: u16 = 1;
 pub const IST_MACHINE_CHECK: u16 = 2;
 
-/// The per-CPU IDT: all 256 vectors, the 32 exceptions present. Interrupts
-/// stay masked on the host; a stray vector above 31 finds a not-present gate
-/// and is reported as #NP naming it (after a VM exit the IDTR limit is 0xFFFF,
-/// SDM Vol. 3C 28.5.2, so the table must cover every vector).
+/// The per-CPU IDT: all 256 vectors; the 32 exceptions, the wake-up IPI and
+/// the spurious vector present. Interrupts are only ever on while an idle AP
+/// halts; a stray vector finds a not-present gate and is reported as #NP
+/// naming it (after a VM exit the IDTR limit is 0xFFFF, SDM Vol. 3C 28.5.2, so
+/// the table must cover every vector).
 #[repr(C, align(16))]
 pub struct Idt([IdtGate; 256]);
 
@@ -51,16 +60,18 @@ impl Idt {
         // SAFETY: EXCEPTION_STUBS is a read-only table emitted by exceptions.s.
         let stubs = unsafe { &EXCEPTION_STUBS };
         Idt(core::array::from_fn(|vector| {
-            if vector >= 32 {
-                return NOT_PRESENT;
-            }
+            let addr = match vector {
+                0..32 => stubs[vector],
+                v if v == crate::apic::WAKE_VECTOR as usize => wake_stub as *const () as u64,
+                v if v == crate::apic::SPURIOUS_VECTOR as usize => spurious_stub as *const () as u64,
+                _ => return NOT_PRESENT,
+            };
             let ist = match vector {
                 2 => IST_NMI + 1,
                 8 => IST_DOUBLE_FAULT + 1,
                 18 => IST_MACHINE_CHECK + 1,
                 _ => 0,
             };
-            let addr = stubs[vector];
             IdtGate {
                 offset_low: addr as u16,
                 selector: code_selector,

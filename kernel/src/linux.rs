@@ -250,6 +250,7 @@ struct Gdtr {
 /// Hand the machine to Linux without the hypervisor (VMX is off on every CPU
 /// and the application processors wait for SIPI).
 pub fn enter_native(h: &Handoff) -> ! {
+    crate::apic::set_task_priority(0);
     let gdtr = Gdtr { limit: h.gdt_limit, base: h.gdt };
     // SAFETY: the kernel, zero page, command line and GDT are in place (load);
     // this CPU is out of VMX operation; nothing of this kernel runs after it.

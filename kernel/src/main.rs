@@ -84,24 +84,28 @@ extern "C" fn kernel_main(boot_info_addr: usize) -> ! {
         count += 1;
     }
     let reserved = &reserved[..count];
-    let Some(heap) = memory::init(boot.available(), reserved) else {
+    let Some((heap, heap_limit)) = memory::init(boot.available(), reserved) else {
         run::fail_and_end("memory: no free memory above 1 MiB for the heap");
     };
     info!(
-        "memory: kernel {:#x}-{:#x}, boot info {:#x}-{:#x}, heap {:#x}-{:#x} ({} KiB)",
+        "memory: kernel {:#x}-{:#x}, boot info {:#x}-{:#x}, heap {:#x}-{:#x} ({} KiB, grows by need up to {:#x})",
         image.start,
         image.end,
         boot.range.start,
         boot.range.end,
         heap.start,
         heap.end,
-        heap.len() / 1024
+        heap.len() / 1024,
+        heap_limit
     );
 
     let options = run::OPTIONS.call_once(|| Options::parse(boot.cmdline));
     logger::set_level(options.loglevel);
     for w in &options.warnings {
         warn!("{w}");
+    }
+    if options.inject == Some(Inject::LogFlood) {
+        logger::inject_flood();
     }
     if options.inject == Some(Inject::Ud2) {
         info!("inject: executing UD2 on purpose");
@@ -110,12 +114,13 @@ extern "C" fn kernel_main(boot_info_addr: usize) -> ! {
     }
 
     match tsc::calibrate() {
-        Some((hz, source)) => info!("tsc: {} kHz (from {source:?})", hz / 1000),
+        Some(calibration) => info!("tsc: {calibration}"),
         None => run::fail_and_end("tsc: no PIT answered and CPUID leaves 0x15/0x16 give no frequency"),
     }
 
     // Per-CPU PCB: the boot CPU's, with its local APIC.
-    let mode = apic::init_bsp(os.is_some());
+    let (mode, firmware_apic_base) = apic::init_bsp(os.is_some());
+    bsp.own().firmware_apic_base = firmware_apic_base;
     bsp.set_apic_id(apic::id());
     bsp.own().x2apic = mode == apic::Mode::X2Apic;
     match mode {
@@ -134,6 +139,7 @@ extern "C" fn kernel_main(boot_info_addr: usize) -> ! {
 
     // VMX root operation on every CPU.
     smp::run_on_all("vmx-enter", bsp, vmx::enter);
+    smp::report_vmx_root_bench();
 
     // A guest on every CPU in VMX root, all at once; the boot CPU gathers them.
     smp::run_on_all("guest", bsp, vmx::run_guest);
@@ -141,8 +147,7 @@ extern "C" fn kernel_main(boot_info_addr: usize) -> ! {
     // The OS, if there is one; otherwise every CPU leaves VMX operation and
     // the run ends with the summary.
     if let Some(os) = &os {
-        let hypervisor = [image, heap, boot.range];
-        hand_off(os, &boot, bsp, &hypervisor, power, options);
+        hand_off(os, &boot, bsp, image, power, options);
     }
     smp::run_on_all("vmx-leave", bsp, vmx::leave);
     run::end()
@@ -156,7 +161,7 @@ fn hand_off(
     os: &linux::Plan,
     boot: &bootinfo::BootInfo,
     bsp: &'static pcb::Pcb,
-    hypervisor: &[Range],
+    image: Range,
     power: Ports,
     options: &Options,
 ) {
@@ -164,6 +169,11 @@ fn hand_off(
         error!("linux: no handoff: the run failed");
         return;
     }
+    // The hypervisor's RAM: its image, the heap (stopped from growing, with
+    // room for the OS guest's EPT and every CPU's VMCS), the boot information.
+    let online = pcb::all().filter(|p| p.has(CPU_STATUS_ONLINE)).count();
+    let heap = memory::freeze(OS_SETUP_BYTES + online as u64 * OS_PER_CPU_BYTES);
+    let hypervisor = &[image, heap, boot.range];
     let guest = match (options.linux, vmx::os_unsupported(bsp)) {
         (LinuxMode::Native, _) => {
             info!("linux: runs natively (linux=native)");
@@ -193,7 +203,6 @@ fn hand_off(
         hypervisor[2].start,
         hypervisor[2].end
     );
-    let online = pcb::all().filter(|p| p.has(CPU_STATUS_ONLINE)).count();
     if guest {
         let top = boot.areas().iter().map(|a| a.range.end).max().unwrap_or(0);
         vmx::prepare_os(bsp, hypervisor, power, top);
@@ -211,7 +220,7 @@ fn hand_off(
         }
     } else {
         smp::run_on_all("vmx-leave", bsp, vmx::leave);
-        smp::run_on_all("apic-restore", bsp, |_| apic::restore_firmware_mode());
+        smp::run_on_all("apic-restore", bsp, |p| apic::restore_firmware_mode(p.own().firmware_apic_base));
         // As firmware leaves them: every AP in wait-for-SIPI, for the OS to start.
         for ap in pcb::all().filter(|p| !p.is_bsp && p.has(CPU_STATUS_ONLINE)) {
             apic::send_init(ap.apic_id());
@@ -231,6 +240,11 @@ fn hand_off(
 
 /// How long an AP may take to set up its VMCS and enter the OS guest.
 const OS_ARM_TIMEOUT_US: u64 = 2_000_000;
+/// Heap kept for setting up the OS guest: its EPT (the identity map's tables:
+/// with 2 MiB leaves up to 512 GiB, 2 MiB of tables) and bitmaps, and what each
+/// CPU allocates for it (VMCS, vCPU, exit stack).
+const OS_SETUP_BYTES: u64 = 4 << 20;
+const OS_PER_CPU_BYTES: u64 = 64 << 10;
 
 /// Start the processors the MADT lists; returns the FADT's power ports.
 fn start_application_processors(
@@ -249,7 +263,7 @@ fn start_application_processors(
             return Ports::default();
         }
     };
-    let plan = madt::plan(&entries, bsp.apic_id(), bsp.own().x2apic, options.maxcpus);
+    let plan = madt::plan(&entries, bsp.apic_id(), bsp.own().x2apic, options.maxcpus, pcb::MAX_CPUS as u32);
     let enumerated = madt::enumerated(&plan);
     run::CPUS_ENUMERATED.store(enumerated, core::sync::atomic::Ordering::Release);
     for p in &plan {
@@ -258,6 +272,9 @@ fn start_application_processors(
             Plan::CappedByMaxcpus => {
                 info!("smp: APIC ID {} not started (maxcpus={})", p.apic_id, options.maxcpus.unwrap_or(0))
             }
+            Plan::BeyondLimit => {
+                warn!("smp: APIC ID {} not started: this kernel runs at most {} processors", p.apic_id, pcb::MAX_CPUS)
+            }
             Plan::Unreachable => {
                 error!("smp: APIC ID {} needs x2APIC mode, which this CPU lacks: not started", p.apic_id);
                 run::mark_failed();
@@ -265,7 +282,17 @@ fn start_application_processors(
             Plan::Boot | Plan::Start => {}
         }
     }
-    if !plan.iter().any(|p| p.plan == Plan::Start) {
+    let to_start = plan.iter().filter(|p| matches!(p.plan, Plan::Boot | Plan::Start)).count() as u64;
+    let vmx = bsp.own().feature_ecx & (1 << 5) != 0;
+    let heap = memory::size_for(to_start, pcb::PER_CPU_BYTES, vmx);
+    info!(
+        "memory: heap {:#x}-{:#x} ({} KiB) for {to_start} processors{}",
+        heap.start,
+        heap.end,
+        heap.len() / 1024,
+        if vmx { " with VMX" } else { "" }
+    );
+    if to_start == 1 {
         return power;
     }
     let Some(page) = hvlogic::memmap::choose_trampoline_page(boot.available(), reserved) else {
@@ -279,6 +306,7 @@ fn start_application_processors(
         "smp: {} of {} processors online ({} failed); AP bring-up took {} us",
         started.online, enumerated, started.failed, started.micros
     );
+    info!("bench: ap-bringup cpus={} us={}", started.online, started.micros);
     power
 }
 

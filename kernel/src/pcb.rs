@@ -10,7 +10,7 @@ use alloc::boxed::Box;
 use core::arch::asm;
 use core::cell::{RefCell, RefMut, UnsafeCell};
 use core::mem::{offset_of, MaybeUninit};
-use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use hvlogic::vmx_global::VmxGlobalData;
 use x86_64::instructions::segmentation::{Segment, CS, DS, ES, SS};
 use x86_64::instructions::tables::load_tss;
@@ -24,7 +24,7 @@ const CPUID_01_EDX_MCE: u32 = 1 << 7;
 const CR4_MCE: u64 = 1 << 6;
 
 /// Most logical processors this kernel starts (more are counted, not started).
-pub const MAX_CPUS: usize = 64;
+pub const MAX_CPUS: usize = 256;
 
 /// `ProcessorStatus` flags.
 pub const CPU_STATUS_ONLINE: u32 = 1 << 0;
@@ -121,11 +121,18 @@ pub struct Mailbox {
     work: AtomicUsize,
     request: AtomicU32,
     done: AtomicU32,
+    /// TSC when the last request was finished.
+    done_tsc: AtomicU64,
 }
 
 impl Mailbox {
     pub const fn new() -> Mailbox {
-        Mailbox { work: AtomicUsize::new(0), request: AtomicU32::new(0), done: AtomicU32::new(0) }
+        Mailbox {
+            work: AtomicUsize::new(0),
+            request: AtomicU32::new(0),
+            done: AtomicU32::new(0),
+            done_tsc: AtomicU64::new(0),
+        }
     }
 
     /// Post `work` as request `generation` (the boot CPU).
@@ -147,7 +154,13 @@ impl Mailbox {
 
     /// Report request `generation` done (the owning CPU).
     pub fn finish(&self, generation: u32) {
+        self.done_tsc.store(crate::tsc::rdtsc(), Ordering::Release);
         self.done.store(generation, Ordering::Release);
+    }
+
+    /// The TSC when the last finished request ended.
+    pub fn done_tsc(&self) -> u64 {
+        self.done_tsc.load(Ordering::Acquire)
     }
 
     pub fn is_done(&self, generation: u32) -> bool {
@@ -155,7 +168,8 @@ impl Mailbox {
     }
 }
 
-/// All PCBs by processor index, published as each CPU comes up.
+/// All PCBs by processor index, published by the boot CPU as it builds them
+/// (before the CPU runs); whether a CPU is up is its CPU_STATUS_ONLINE flag.
 static PCBS: [AtomicPtr<Pcb>; MAX_CPUS] = [const { AtomicPtr::new(core::ptr::null_mut()) }; MAX_CPUS];
 
 /// The boot CPU's PCB and IST stacks live in .bss: they are needed before the heap.
@@ -218,16 +232,13 @@ pub fn get(index: u32) -> Option<&'static Pcb> {
     unsafe { p.as_ref() }
 }
 
-/// Withdraw processor `index` (an AP that did not check in and was sent INIT).
-pub fn unpublish(index: u32) {
-    if let Some(slot) = PCBS.get(index as usize) {
-        slot.store(core::ptr::null_mut(), Ordering::Release);
-    }
+/// Every published PCB, by processor index (online or not: check the status).
+pub fn all() -> impl Iterator<Item = &'static Pcb> {
+    (0..MAX_CPUS as u32).filter_map(get)
 }
 
-/// Every published PCB, by processor index.
-pub fn all() -> impl Iterator<Item = &'static Pcb> {
-    (0..MAX_CPUS as u32).map_while(get)
+fn publish(pcb: &'static Pcb) {
+    PCBS[pcb.processor_index as usize].store(pcb.base as *mut Pcb, Ordering::Release);
 }
 
 impl Pcb {
@@ -314,21 +325,29 @@ pub fn init_bsp() -> &'static Pcb {
     let tops = [0, 1, 2].map(|i| ist + (i + 1) * IST_STACK_SIZE as u64);
     // SAFETY: runs once, on the boot CPU, before anything reads BSP_PCB.
     let slot = unsafe { &mut *BSP_PCB.0.get() };
-    activate(Pcb::build(slot, 0, true, stack_top, tops))
+    let pcb = activate(Pcb::build(slot, 0, true, stack_top, tops));
+    publish(pcb);
+    pcb
 }
 
 /// Build an application processor's PCB and stacks on the boot CPU, before
-/// its SIPI; the AP activates it itself.
+/// its SIPI, and publish it; the AP activates it itself.
 pub fn new_ap(processor_index: u32, apic_id: u32) -> &'static Pcb {
+    assert!((processor_index as usize) < MAX_CPUS);
     let kernel_stack = crate::memory::alloc_stack(KERNEL_STACK_SIZE);
     let tops = [0; 3].map(|_| crate::memory::alloc_stack(IST_STACK_SIZE));
     let pcb = Pcb::build(Box::leak(Box::new_uninit()), processor_index, false, kernel_stack, tops);
     pcb.set_apic_id(apic_id);
+    publish(pcb);
     pcb
 }
 
+/// Heap bytes one processor's PCB and stacks take (for the heap estimate),
+/// with room for the allocator's alignment.
+pub const PER_CPU_BYTES: u64 = (core::mem::size_of::<Pcb>() + KERNEL_STACK_SIZE + 3 * IST_STACK_SIZE + 8192) as u64;
+
 /// On the CPU the PCB belongs to: load its GDT, TSS and IDT, point GS at it,
-/// fill in what only this CPU can tell (CPUID), and publish it.
+/// and fill in what only this CPU can tell (CPUID). Touches nothing shared.
 pub fn activate(pcb: &'static Pcb) -> &'static Pcb {
     // SAFETY: the GDT, TSS and IDT are 'static and never change after this (the
     // CPU itself sets the TSS busy bit); the selectors index the descriptors
@@ -356,6 +375,6 @@ pub fn activate(pcb: &'static Pcb) -> &'static Pcb {
         // SAFETY: CPUID says the CPU has machine-check exceptions, so the bit exists.
         unsafe { x86_64::registers::control::Cr4::write_raw(x86_64::registers::control::Cr4::read_raw() | CR4_MCE) };
     }
-    PCBS[pcb.processor_index as usize].store(pcb.base as *mut Pcb, Ordering::Release);
+    drop(own);
     pcb
 }

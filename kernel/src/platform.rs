@@ -33,11 +33,11 @@ pub fn port_out(port: u16, size: u8, value: u32) {
 /// RST_CPU), then the keyboard controller's reset pulse, then a triple fault.
 pub fn reset() -> ! {
     port_out(RESET_CONTROL_PORT, 1, 0x02);
-    crate::tsc::delay_us(50);
+    crate::logger::delay_us(50);
     port_out(RESET_CONTROL_PORT, 1, 0x06);
-    crate::tsc::delay_us(50_000);
+    crate::logger::delay_us(50_000);
     port_out(KBC_COMMAND_PORT, 1, 0xfe);
-    crate::tsc::delay_us(50_000);
+    crate::logger::delay_us(50_000);
     triple_fault()
 }
 

@@ -63,12 +63,30 @@ pub fn counts() -> Counts {
     c
 }
 
-/// Print the SUMMARY line (once: later calls return the first result).
+/// Print the SUMMARY line (once: later calls return the first result),
+/// behind everything logged so far, with the heap's and the log's own
+/// accounting just before it.
 pub fn summary() -> RunResult {
     *SUMMARY_PRINTED.call_once(|| {
+        let (heap, used, grown) = crate::memory::usage();
+        log::debug!(
+            "memory: heap {:#x}-{:#x}, {} KiB of {} KiB in use",
+            heap.start,
+            heap.end,
+            used / 1024,
+            heap.len() / 1024
+        );
+        let lost = crate::logger::lost_total();
+        if lost > 0 {
+            log::warn!("log: {lost} lines lost in this run (the log ring was full; see the `log:` lines above)");
+        }
+        if grown > 0 {
+            log::warn!("memory: the heap grew {} KiB past its estimate (memory::size_for)", grown / 1024);
+        }
         let counts = counts();
-        crate::serial::write_line(format_args!("{counts}"));
-        crate::serial::flush();
+        crate::logger::flush();
+        crate::logger::raw_line(format_args!("{counts}"));
+        crate::logger::flush();
         counts.result()
     })
 }
@@ -77,8 +95,8 @@ pub fn summary() -> RunResult {
 /// (COM1 is the OS's), and a failure ends with GUEST-END.
 pub fn handed_off(os: &'static str) {
     HANDED_OFF.call_once(|| os);
-    crate::serial::flush();
-    crate::logger::set_quiet(true);
+    crate::logger::flush();
+    crate::serial::set_quiet(true);
 }
 
 /// How the OS ended.
@@ -108,27 +126,26 @@ pub fn guest_end(how: How) -> bool {
     if GUEST_ENDED.swap(true, Ordering::AcqRel) {
         return false;
     }
-    crate::logger::reclaim_com1();
     let os = HANDED_OFF.get().copied().unwrap_or("none");
     let cpus: alloc::vec::Vec<&pcb::Pcb> = pcb::all().filter(|p| p.has(CPU_STATUS_OS)).collect();
     let per_cpu = |p: &pcb::Pcb, r: usize| p.exits[r].load(Ordering::Relaxed) as u64;
     let total: u64 = cpus.iter().map(|p| (0..EXIT_REASONS).map(|r| per_cpu(p, r)).sum::<u64>()).sum();
-    crate::serial::write_line(format_args!("GUEST-END os={os} how={} exits={total}", how.as_str()));
+    crate::logger::raw_line(format_args!("GUEST-END os={os} how={} exits={total}", how.as_str()));
     let mut line = alloc::string::String::new();
     let _ = write!(line, "  {:<34}", "VM exits by reason");
     for p in &cpus {
         let _ = write!(line, " {:>10}", alloc::format!("cpu{}", p.processor_index));
     }
-    crate::serial::write_line(format_args!("{line}"));
+    crate::logger::raw_line(format_args!("{line}"));
     for r in (0..EXIT_REASONS).filter(|&r| cpus.iter().any(|p| per_cpu(p, r) != 0)) {
         line.clear();
         let _ = write!(line, "  {:>2} {:<31}", r, ExitReason(r as u32).name());
         for p in &cpus {
             let _ = write!(line, " {:>10}", per_cpu(p, r));
         }
-        crate::serial::write_line(format_args!("{line}"));
+        crate::logger::raw_line(format_args!("{line}"));
     }
-    crate::serial::flush();
+    crate::logger::flush();
     true
 }
 
@@ -175,8 +192,9 @@ fn finish(result: RunResult) -> ! {
         ExitMode::Halt => {}
     }
     if exit != ExitMode::Halt {
-        crate::tsc::delay_us(100_000);
+        crate::logger::delay_us(100_000);
         log::warn!("exit={exit:?} did not end the emulator: halting every CPU instead");
+        crate::logger::flush();
     }
     stop_other_cpus();
     park()
@@ -199,8 +217,8 @@ fn stop_other_cpus() {
 /// Stop this CPU for good: leave VMX operation if in it, then halt with
 /// interrupts off (only NMI, INIT or reset wake it; the NMI handler parks again).
 pub fn park() -> ! {
-    // A CPU parked in the middle of a line must not keep COM1 from the others.
-    crate::serial::release_if_held();
+    // A CPU parked while draining the log must not keep the others from it.
+    crate::logger::release_if_held();
     if pcb::has_pcb() && pcb::this_cpu().has(CPU_STATUS_VMXON) {
         crate::vmx::leave_for_park();
     }

@@ -1,100 +1,103 @@
 //! COM1, the console of every run: a 16550 driven through the `uart_16550`
-//! crate, which polls LSR before each byte (Bochs models the FIFO, so a driver
-//! that does not poll loses bytes).
+//! crate, used through its 16-byte transmit FIFO (up to 16 bytes each time
+//! LSR.THRE says the FIFO is empty).
 //!
-//! One lock serialises whole lines across CPUs. It is re-entrant per CPU, so an
-//! exception raised while this CPU is in the middle of a line can still report.
+//! Nothing here waits for another CPU and nothing holds a lock: CPUs never
+//! write to COM1 themselves. They put lines into the log ring (logger.rs), and
+//! the one CPU holding the ring's drain token moves them here; that token is
+//! what serialises access to the UART.
+//!
+//! `set_quiet(true)` (for the time an OS owns the machine) keeps only ERROR
+//! lines (and the SUMMARY) going to COM1; every line still reaches the other
+//! sinks, and `set_quiet(false)` restores the full log.
 
 use core::cell::UnsafeCell;
-use core::fmt;
-use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use core::sync::atomic::{AtomicBool, Ordering};
 use uart_16550::backend::PioBackend;
 use uart_16550::spec::registers::LSR;
 use uart_16550::{BaudRate, Config, Uart16550};
 
 const COM1: u16 = 0x3f8;
 
-struct Com1 {
-    /// 0 = free, else the owning CPU's index + 1.
-    owner: AtomicU32,
-    present: AtomicBool,
-    uart: UnsafeCell<Uart16550<PioBackend>>,
-}
+struct Com1(UnsafeCell<Uart16550<PioBackend>>);
 
-// SAFETY: `uart` is only touched by the CPU that holds `owner`.
+// SAFETY: the UART is only touched by `init` (the boot CPU, before any other CPU
+// runs) and by the holder of the log ring's drain token (see the unsafe fns).
 unsafe impl Sync for Com1 {}
 
-static PORT: Com1 = Com1 {
-    owner: AtomicU32::new(0),
-    present: AtomicBool::new(false),
+static PORT: Com1 = Com1(UnsafeCell::new(
     // SAFETY: 0x3f8..0x3ff are COM1's registers on every PC; only this module uses them.
-    uart: UnsafeCell::new(match unsafe { Uart16550::new_port(COM1) } {
+    match unsafe { Uart16550::new_port(COM1) } {
         Ok(uart) => uart,
         Err(_) => panic!("COM1 base port"),
-    }),
-};
+    },
+));
+static PRESENT: AtomicBool = AtomicBool::new(false);
+static QUIET: AtomicBool = AtomicBool::new(false);
+/// COM1 was programmed again for a line after the handoff.
+static RECLAIMED: AtomicBool = AtomicBool::new(false);
 
-/// Program COM1 for 115200 8N1 with the FIFO on and no interrupts.
+/// Program COM1 for 115200 8N1 with the FIFO on and no interrupts. The boot
+/// CPU calls it once, before any other CPU runs.
 pub fn init() {
-    with(|uart| {
+    // SAFETY: only the boot CPU runs yet, and nothing drains the log before this.
+    let uart = unsafe { &mut *PORT.0.get() };
+    let config = Config { baud_rate: BaudRate::Baud115200, ..Config::DEFAULT };
+    PRESENT.store(uart.init(config).is_ok(), Ordering::Release);
+}
+
+/// Only ERROR lines (and the SUMMARY) go to COM1 while quiet: for the time an
+/// OS owns the machine and its serial port. Lines still reach the other sinks.
+pub fn set_quiet(quiet: bool) {
+    QUIET.store(quiet, Ordering::Release);
+}
+
+pub fn is_quiet() -> bool {
+    QUIET.load(Ordering::Acquire)
+}
+
+/// Whether COM1 answered at `init` and has not been given up on.
+pub fn present() -> bool {
+    PRESENT.load(Ordering::Acquire)
+}
+
+/// Stop writing to a COM1 that stopped taking bytes (its FIFO never emptied
+/// in time): the log must never hang the machine.
+pub fn give_up() {
+    PRESENT.store(false, Ordering::Release);
+}
+
+/// After a handoff the OS has programmed COM1 its own way (FIFO off, another
+/// divisor, interrupts on), and this driver's 16-byte writes would overrun
+/// it: the first line that goes out while quiet (a fatal error, GUEST-END)
+/// programs it back, once. The OS is ending by then.
+///
+/// # Safety
+/// Only the holder of the log ring's drain token may call this.
+pub unsafe fn reclaim_after_handoff() {
+    if is_quiet() && !RECLAIMED.swap(true, Ordering::AcqRel) {
+        // SAFETY: the caller holds the drain token, which serialises the UART.
+        let uart = unsafe { &mut *PORT.0.get() };
         let config = Config { baud_rate: BaudRate::Baud115200, ..Config::DEFAULT };
-        let present = uart.init(config).is_ok();
-        PORT.present.store(present, Ordering::Relaxed);
-    });
-}
-
-/// Run `f` with COM1 held by this CPU.
-fn with<R>(f: impl FnOnce(&mut Uart16550<PioBackend>) -> R) -> R {
-    let me = crate::pcb::this_cpu_index() + 1;
-    let nested = PORT.owner.load(Ordering::Acquire) == me;
-    if !nested {
-        while PORT.owner.compare_exchange_weak(0, me, Ordering::Acquire, Ordering::Relaxed).is_err() {
-            core::hint::spin_loop();
-        }
-    }
-    // SAFETY: this CPU owns the port (taken above, or held further up this CPU's stack,
-    // in which case the outer user is suspended by the exception that brought us here).
-    let r = f(unsafe { &mut *PORT.uart.get() });
-    if !nested {
-        PORT.owner.store(0, Ordering::Release);
-    }
-    r
-}
-
-/// Give up COM1 if this CPU holds it (a CPU about to park for good).
-pub fn release_if_held() {
-    let me = crate::pcb::this_cpu_index() + 1;
-    let _ = PORT.owner.compare_exchange(me, 0, Ordering::Release, Ordering::Relaxed);
-}
-
-/// Wait until the last byte has left the transmitter (LSR.TEMT), so an
-/// emulator shut down right after sees the whole log.
-pub fn flush() {
-    with(|uart| {
-        if PORT.present.load(Ordering::Relaxed) {
-            while !uart.lsr().contains(LSR::TRANSMITTER_EMPTY) {
-                core::hint::spin_loop();
-            }
-        }
-    });
-}
-
-struct Writer<'a>(&'a mut Uart16550<PioBackend>);
-
-impl fmt::Write for Writer<'_> {
-    fn write_str(&mut self, s: &str) -> fmt::Result {
-        if PORT.present.load(Ordering::Relaxed) {
-            self.0.send_bytes_exact(s.as_bytes());
-        }
-        Ok(())
+        PRESENT.store(uart.init(config).is_ok(), Ordering::Release);
     }
 }
 
-/// Write one line (CR LF appended) while holding the port.
-pub fn write_line(args: fmt::Arguments) {
-    with(|uart| {
-        let mut w = Writer(uart);
-        let _ = fmt::write(&mut w, args);
-        let _ = fmt::Write::write_str(&mut w, "\r\n");
-    });
+/// Write up to 16 bytes of `bytes` if the transmit FIFO is empty; never waits.
+/// Returns how many were written (0: the FIFO is still busy).
+///
+/// # Safety
+/// Only the holder of the log ring's drain token may call this.
+pub unsafe fn try_send(bytes: &[u8]) -> usize {
+    // SAFETY: the caller holds the drain token, which serialises the UART.
+    unsafe { (*PORT.0.get()).send_bytes(bytes) }
+}
+
+/// Whether the last byte has left the transmitter (LSR.TEMT).
+///
+/// # Safety
+/// As for `try_send`.
+pub unsafe fn transmitter_empty() -> bool {
+    // SAFETY: as in `try_send`.
+    unsafe { (*PORT.0.get()).lsr().contains(LSR::TRANSMITTER_EMPTY) }
 }

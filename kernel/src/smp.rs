@@ -1,24 +1,51 @@
-//! Waking the application processors (INIT-SIPI-SIPI through the real-mode
-//! trampoline, SDM Vol. 3A 9.4.4 "MP Initialization Example") and handing
-//! them work.
+//! Waking the application processors, all at once, and handing them work.
 //!
-//! APs start one at a time, each on its own stack with its own PCB: the boot
-//! CPU fills the trampoline's parameter block, sends INIT, waits 10 ms, sends
-//! SIPI, waits 200 us, sends the second SIPI, then waits up to 100 ms for the
-//! AP to check in. One at a time, because they share the parameter block.
+//! The boot CPU builds every AP's PCB and stack first and lists them, by APIC
+//! ID, in a table the trampoline reads (ap_trampoline::ApSlot). Then INIT goes
+//! to every AP, then (after 10 ms only on CPU families that need it, as
+//! Linux's smp_quirk_init_udelay decides) a SIPI to every AP, and 200 us later
+//! a second SIPI to each AP that has not reached the trampoline yet (SDM Vol.
+//! 3A §9.4.4.1 "Typical BSP Initialization Sequence"; a processor that left
+//! wait-for-SIPI ignores another SIPI, ibid.). Each AP finds its own slot
+//! from its APIC ID, so none waits for another.
+//!
+//! An AP checks in by a compare-exchange on its slot's `claim`; at the
+//! deadline (10 s, as Linux) the boot CPU withdraws every AP that has not, by
+//! the same compare-exchange, then sends it INIT. Exactly one side wins, so a
+//! late AP either counts as online or stops before it touched anything shared
+//! (it has logged nothing, holds nothing); the count cannot go wrong and
+//! nothing is left locked.
+//!
+//! Between pieces of work an AP halts (`sti; hlt`) until a wake-up IPI, so
+//! waiting CPUs leave the host's cores to the others. While it works, its task
+//! priority (CR8 = 15) holds a wake-up IPI pending, so none reaches a guest.
 
-use crate::pcb::{self, Pcb, Work, CPU_STATUS_ONLINE, CPU_STATUS_UNRESPONSIVE};
-use crate::{apic, run, tsc};
-use ap_trampoline::{Gdtr32, TrampolineParams};
+use crate::pcb::{self, Pcb, Work, CPU_STATUS_ONLINE, CPU_STATUS_UNRESPONSIVE, CPU_STATUS_VMX_ROOT_REACHED};
+use crate::{apic, logger, run, tsc};
+use alloc::vec::Vec;
+use ap_trampoline::{ApSlot, FarPtr32, Gdtr32, TrampolineParams};
 use core::sync::atomic::{AtomicU32, Ordering};
 use hvlogic::cmdline::Inject;
 use hvlogic::madt::{Plan, Processor};
+use hvlogic::startup::{self, Vendor};
 use log::{error, info, warn};
 
-/// How long an AP has to check in after its SIPIs.
-const CHECK_IN_TIMEOUT_US: u64 = 100_000;
 /// How long a stage may take on one CPU before the boot CPU reports it.
 const STAGE_TIMEOUT_US: u64 = 30_000_000;
+/// The check-in deadline under inject=ap-late and ap-no-sipi, so their tests stay quick.
+const INJECTED_DEADLINE_US: u64 = 2_000_000;
+
+/// `ApSlot::claim`: who decided about this AP.
+const CLAIM_OPEN: u32 = 0;
+const CLAIM_CHECKED_IN: u32 = 1;
+const CLAIM_WITHDRAWN: u32 = 2;
+
+/// Task priority while a CPU works (every vector held back) and while it idles.
+const TPR_WORKING: u8 = 15;
+const TPR_IDLE: u8 = 0;
+
+/// The APs of this run, by processor index - 1.
+static SLOTS: spin::Once<&'static [ApSlot]> = spin::Once::new();
 
 /// Result of bringing up the APs.
 pub struct Started {
@@ -27,98 +54,161 @@ pub struct Started {
     pub micros: u64,
 }
 
-/// Start every processor the plan says to start.
+fn slot_of(pcb: &Pcb) -> Option<&'static ApSlot> {
+    SLOTS.get()?.get((pcb.processor_index as usize).checked_sub(1)?)
+}
+
+/// Start every processor the plan says to start, all at once.
 pub fn start_aps(plan: &[Processor], trampoline_page: u64) -> Started {
     let image = ap_trampoline::image();
     assert!(
         image.len() <= ap_trampoline::PAGE_SIZE && trampoline_page < 0x10_0000 && trampoline_page.is_multiple_of(4096)
     );
+    // PCBs, stacks and the table the trampoline searches, before any SIPI.
+    let starts: Vec<&Processor> = plan.iter().filter(|p| p.plan == Plan::Start).collect();
+    let table: Vec<ApSlot> = starts
+        .iter()
+        .enumerate()
+        .map(|(k, p)| {
+            let ap = pcb::new_ap(k as u32 + 1, p.apic_id);
+            ApSlot {
+                apic_id: p.apic_id,
+                arrived: AtomicU32::new(0),
+                pcb: ap as *const Pcb as u64,
+                stack_top: ap.kernel_stack_top,
+                claim: AtomicU32::new(CLAIM_OPEN),
+            }
+        })
+        .collect();
+    let slots: &'static [ApSlot] = table.leak();
+    SLOTS.call_once(|| slots);
+
     // SAFETY: the page is free memory below 1 MiB chosen from the memory map,
     // identity-mapped, and used by nothing else; the image fits in it.
     unsafe { core::ptr::copy_nonoverlapping(image.as_ptr(), trampoline_page as *mut u8, image.len()) };
-    let params = (trampoline_page as usize + ap_trampoline::params_offset()) as *mut TrampolineParams;
     // SAFETY: BOOT_GDT is a 'static table emitted by boot.s.
     let gdt = unsafe { &crate::boot::BOOT_GDT };
-    let gdtr = Gdtr32 { limit: (core::mem::size_of_val(gdt) - 1) as u16, base: gdt.as_ptr() as u32 };
-
-    // inject=ap-no-sipi: the last AP to start gets no SIPI.
-    let silent_ap = match run::options().inject {
-        Some(Inject::ApNoSipi) => plan.iter().rfind(|p| p.plan == Plan::Start).map(|p| p.apic_id),
-        _ => None,
+    let params = TrampolineParams {
+        gdtr: Gdtr32 { limit: (core::mem::size_of_val(gdt) - 1) as u16, base: gdt.as_ptr() as u32 },
+        to_pm32: FarPtr32 { offset: (trampoline_page as usize + ap_trampoline::pm32_offset()) as u32, selector: 0x18 },
+        to_lm64: FarPtr32 { offset: (trampoline_page as usize + ap_trampoline::lm64_offset()) as u32, selector: 0x08 },
+        cr3: crate::boot::boot_cr3(),
+        entry: ap_entry as *const () as u64,
+        table: slots.as_ptr() as u64,
+        count: slots.len() as u64,
     };
+    let at = (trampoline_page as usize + ap_trampoline::params_offset()) as *mut TrampolineParams;
+    // SAFETY: the parameter block lies inside the trampoline page; no AP runs yet.
+    unsafe { at.write_volatile(params) };
+
+    let inject = run::options().inject;
+    // inject=ap-no-sipi: the last AP gets INIT but no SIPI.
+    let silent = (inject == Some(Inject::ApNoSipi)).then(|| slots.len() - 1);
+    if let Some(k) = silent {
+        info!("inject: no SIPI for APIC ID {}, as if it never answered", slots[k].apic_id);
+    }
+    let deadline_us = match inject {
+        Some(Inject::ApNoSipi | Inject::ApLate) => INJECTED_DEADLINE_US,
+        _ => startup::CHECK_IN_DEADLINE_US,
+    };
+    let vector = (trampoline_page >> 12) as u8;
+    let init_delay = init_delay_us();
+
     let begin = tsc::rdtsc();
-    let mut started = Started { online: 1, failed: 0, micros: 0 };
-    let mut index = 1u32;
-    for p in plan.iter().filter(|p| p.plan == Plan::Start) {
-        if index as usize >= pcb::MAX_CPUS {
-            warn!("smp: more than {} processors: APIC ID {} and later are not started", pcb::MAX_CPUS, p.apic_id);
-            break;
-        }
-        let ap = pcb::new_ap(index, p.apic_id);
-        let fill = TrampolineParams {
-            gdtr,
-            cr3: crate::boot::boot_cr3(),
-            stack_top: ap.kernel_stack_top,
-            entry: ap_entry as *const () as u64,
-            arg: ap as *const Pcb as u64,
-            cpu_index: index as u64,
-        };
-        // SAFETY: the parameter block lies inside the trampoline page; no AP reads it
-        // until the SIPI below.
-        unsafe { params.write_volatile(fill) };
-        let silent = silent_ap == Some(p.apic_id);
-        if silent {
-            info!("inject: no SIPI for APIC ID {}, as if it never answered", p.apic_id);
-        }
-        if wake(p.apic_id, trampoline_page, ap, !silent) {
-            started.online += 1;
-            index += 1;
-        } else {
-            error!(
-                "smp: AP with APIC ID {} did not answer INIT-SIPI-SIPI within {} ms; going on without it",
-                p.apic_id,
-                CHECK_IN_TIMEOUT_US / 1000
-            );
-            // Put it back into wait-for-SIPI, so it cannot wake later on stale
-            // parameters; then forget it, even if it checked in at the last moment.
-            apic::send_init(p.apic_id);
-            tsc::delay_us(10_000);
-            pcb::unpublish(index);
-            ap.clear(CPU_STATUS_ONLINE);
-            started.failed += 1;
-            run::mark_failed();
+    for s in slots {
+        apic::send_init(s.apic_id);
+    }
+    if init_delay > 0 {
+        logger::delay_us(init_delay);
+    }
+    let sipi_targets = || slots.iter().enumerate().filter(|(k, _)| Some(*k) != silent).map(|(_, s)| s);
+    for s in sipi_targets() {
+        apic::send_startup(s.apic_id, vector);
+    }
+    logger::wait_until(startup::SIPI_DELAY_US, || sipi_targets().all(|s| s.arrived.load(Ordering::Acquire) != 0));
+    for s in sipi_targets().filter(|s| s.arrived.load(Ordering::Acquire) == 0) {
+        apic::send_startup(s.apic_id, vector);
+    }
+    logger::wait_until(deadline_us, || slots.iter().all(|s| s.claim.load(Ordering::Acquire) != CLAIM_OPEN));
+    let last_check_in = tsc::rdtsc();
+
+    let mut started = Started { online: 1, failed: 0, micros: tsc::ticks_to_micros(last_check_in - begin) };
+    for s in slots {
+        // SAFETY: `pcb` points at the 'static PCB built above.
+        let ap = unsafe { &*(s.pcb as *const Pcb) };
+        match s.claim.compare_exchange(CLAIM_OPEN, CLAIM_WITHDRAWN, Ordering::AcqRel, Ordering::Acquire) {
+            Err(CLAIM_CHECKED_IN) => {
+                ap.set(CPU_STATUS_ONLINE);
+                started.online += 1;
+            }
+            _ => {
+                // Withdrawn: it will not check in now; INIT puts it back into
+                // wait-for-SIPI, whatever it was doing.
+                apic::send_init(s.apic_id);
+                let seen = if s.arrived.load(Ordering::Acquire) != 0 {
+                    "reached the trampoline but did not check in"
+                } else {
+                    "did not answer INIT-SIPI-SIPI"
+                };
+                error!(
+                    "smp: AP with APIC ID {} {seen} within {} ms; withdrawn with INIT, going on without it",
+                    s.apic_id,
+                    deadline_us / 1000
+                );
+                started.failed += 1;
+                run::mark_failed();
+            }
         }
     }
-    started.micros = tsc::ticks_to_micros(tsc::rdtsc() - begin);
     started
 }
 
-/// INIT, 10 ms, SIPI, 200 us, SIPI (SDM Vol. 3A 9.4.4.1: a processor that
-/// already left wait-for-SIPI ignores the second one); true once the AP checked in.
-fn wake(apic_id: u32, page: u64, ap: &Pcb, sipi: bool) -> bool {
-    let vector = (page >> 12) as u8;
-    apic::send_init(apic_id);
-    tsc::delay_us(10_000);
-    if sipi {
-        apic::send_startup(apic_id, vector);
-        tsc::delay_us(200);
-        apic::send_startup(apic_id, vector);
+/// The INIT-to-SIPI delay this CPU family needs (0 or the SDM's 10 ms).
+fn init_delay_us() -> u64 {
+    let v = raw_cpuid::cpuid!(0);
+    let vendor = Vendor::from_cpuid0(v.ebx, v.edx, v.ecx);
+    let family = startup::display_family(raw_cpuid::cpuid!(1).eax);
+    let needed = startup::init_delay_needed(vendor, family);
+    info!(
+        "smp: {vendor:?} family {family:#x}: {}",
+        if needed { "10 ms from INIT to SIPI" } else { "no INIT-to-SIPI delay (as Linux)" }
+    );
+    if needed {
+        startup::INIT_DELAY_US
+    } else {
+        0
     }
-    tsc::wait_until(CHECK_IN_TIMEOUT_US, || ap.has(CPU_STATUS_ONLINE))
 }
 
-/// Where each AP arrives in Rust from the trampoline, on its own stack.
-extern "C" fn ap_entry(pcb: *const Pcb, cpu_index: u64) -> ! {
+/// Where each AP arrives in Rust from the trampoline, on its own stack, with
+/// the APIC ID it read.
+extern "C" fn ap_entry(pcb: *const Pcb, apic_id_seen: u64) -> ! {
     // SAFETY: the boot CPU built this PCB for this AP alone and passed it
-    // through the parameter block; it is 'static.
+    // through the slot the trampoline found by APIC ID; it is 'static.
     let pcb = pcb::activate(unsafe { &*pcb });
-    apic::init_this_cpu();
-    if pcb.processor_index as u64 != cpu_index {
-        run::fail_and_end(format_args!("smp: trampoline says cpu{cpu_index}, the PCB says cpu{}", pcb.processor_index));
+    pcb.own().firmware_apic_base = apic::init_this_cpu();
+    apic::set_task_priority(TPR_WORKING);
+    let Some(slot) = slot_of(pcb) else { stop_silently() };
+    if run::options().inject == Some(Inject::ApLate)
+        && SLOTS.get().is_some_and(|s| s.len() == pcb.processor_index as usize)
+    {
+        // The last AP waits, reading its slot only (no log, no drain), until
+        // the boot CPU has given up on it.
+        let begin = tsc::rdtsc();
+        while slot.claim.load(Ordering::Acquire) == CLAIM_OPEN
+            && tsc::rdtsc() - begin < tsc::timeout_ticks(2 * INJECTED_DEADLINE_US)
+        {
+            core::hint::spin_loop();
+        }
     }
+    if slot.claim.compare_exchange(CLAIM_OPEN, CLAIM_CHECKED_IN, Ordering::AcqRel, Ordering::Acquire).is_err() {
+        // Withdrawn before it checked in: INIT is on its way. Touch nothing shared.
+        stop_silently();
+    }
+    pcb.set(CPU_STATUS_ONLINE);
     let id = apic::id();
-    if id != pcb.apic_id() {
-        warn!("smp: expected APIC ID {} but this AP has {id}", pcb.apic_id());
+    if id != pcb.apic_id() || id as u64 != apic_id_seen {
+        warn!("smp: expected APIC ID {} but this AP has {id} (the trampoline read {apic_id_seen})", pcb.apic_id());
         pcb.set_apic_id(id);
     }
     let initial_apic_id = {
@@ -126,7 +216,6 @@ extern "C" fn ap_entry(pcb: *const Pcb, cpu_index: u64) -> ! {
         own.x2apic = matches!(apic::mode_now(), Some(apic::Mode::X2Apic));
         own.initial_apic_id
     };
-    pcb.set(CPU_STATUS_ONLINE);
     info!("online: cpu{} APIC ID {} (initial APIC ID {initial_apic_id})", pcb.processor_index, pcb.apic_id());
     if pcb.processor_index == 1 && run::options().inject == Some(Inject::ApUd2) {
         info!("inject: executing UD2 on purpose");
@@ -136,7 +225,16 @@ extern "C" fn ap_entry(pcb: *const Pcb, cpu_index: u64) -> ! {
     serve(pcb)
 }
 
-/// An AP's life after check-in: run each piece of work the boot CPU sends.
+/// Halt for good without a word: an AP that lost its check-in to the deadline.
+fn stop_silently() -> ! {
+    loop {
+        x86_64::instructions::interrupts::disable();
+        x86_64::instructions::hlt();
+    }
+}
+
+/// An AP's life after check-in: run each piece of work the boot CPU sends,
+/// halted in between.
 fn serve(pcb: &Pcb) -> ! {
     let mut seen = 0;
     loop {
@@ -146,9 +244,23 @@ fn serve(pcb: &Pcb) -> ! {
                 work(pcb);
                 pcb.mailbox.finish(generation);
             }
-            None => core::hint::spin_loop(),
+            None => idle(pcb, seen),
         }
     }
+}
+
+/// Halt until the wake-up IPI. CR8 = 0 lets it through; with interrupts still
+/// off, one that is already pending waits for STI, and STI's one-instruction
+/// shadow means it is taken in the HLT, ending it: no wake-up is lost
+/// (SDM Vol. 2B, STI). Back to CR8 = 15 before any work.
+fn idle(pcb: &Pcb, seen: u32) {
+    apic::set_task_priority(TPR_IDLE);
+    if pcb.mailbox.take(seen).is_none() {
+        // SAFETY: interrupts are on only for the HLT; the IDT has a gate for the
+        // wake-up vector and for the spurious vector, the only ones that can come.
+        unsafe { core::arch::asm!("sti", "hlt", "cli", options(nomem, nostack)) };
+    }
+    apic::set_task_priority(TPR_WORKING);
 }
 
 static GENERATION: AtomicU32 = AtomicU32::new(0);
@@ -164,6 +276,7 @@ pub fn post_to_aps(work: Work) -> impl Iterator<Item = &'static Pcb> {
     let generation = GENERATION.fetch_add(1, Ordering::AcqRel) + 1;
     for ap in serving_aps() {
         ap.mailbox.post(work, generation);
+        apic::send_fixed(ap.apic_id(), apic::WAKE_VECTOR);
     }
     serving_aps()
 }
@@ -175,11 +288,13 @@ pub fn run_on_all(stage: &str, bsp: &Pcb, work: Work) {
     let aps = serving_aps;
     for ap in aps() {
         ap.mailbox.post(work, generation);
+        apic::send_fixed(ap.apic_id(), apic::WAKE_VECTOR);
     }
     work(bsp);
+    bsp.mailbox.finish(generation);
     for ap in aps() {
         let done = || ap.mailbox.is_done(generation);
-        if !tsc::wait_until(STAGE_TIMEOUT_US, done) {
+        if !logger::wait_until(STAGE_TIMEOUT_US, done) {
             error!(
                 "smp: cpu{} (APIC ID {}) did not finish stage `{stage}` within {} s",
                 ap.processor_index,
@@ -188,5 +303,15 @@ pub fn run_on_all(stage: &str, bsp: &Pcb, work: Work) {
             );
             ap.set(CPU_STATUS_UNRESPONSIVE);
         }
+    }
+}
+
+/// `bench: vmx-root ticks=N`: TSC ticks from the kernel's entry to the end of
+/// the last CPU's `vmx-enter` stage (it reached VMX root just before), when
+/// any CPU reached VMX root.
+pub fn report_vmx_root_bench() {
+    let last = pcb::all().filter(|p| p.has(CPU_STATUS_VMX_ROOT_REACHED)).map(|p| p.mailbox.done_tsc()).max();
+    if let Some(last) = last {
+        info!("bench: vmx-root ticks={}", last.saturating_sub(crate::boot::entry_tsc()));
     }
 }

@@ -1,80 +1,135 @@
-//! Time from the TSC, calibrated against the PIT (channel 2, as Linux does),
-//! or from CPUID leaf 0x15/0x16 on machines without a working PIT.
+//! Time from the TSC. Its frequency comes from CPUID leaf 0x15/0x16 where the
+//! CPU gives it (checked against a ~1% PIT count, since emulators report a
+//! real CPU's leaves); otherwise it is counted against PIT channel 2 (as
+//! Linux does) only for as long as it takes to know it within 0.1%, and that
+//! bound is logged.
 
 use core::sync::atomic::{AtomicU64, Ordering};
+use hvlogic::tsc_freq::{self, Calibration, PitSample, Source};
 use x86_64::instructions::port::Port;
 
 static TSC_HZ: AtomicU64 = AtomicU64::new(0);
 
-/// The 8254 PIT input clock (Hz).
-const PIT_HZ: u64 = 1_193_182;
-/// 10 ms of PIT ticks: the calibration window.
-const PIT_COUNT: u64 = PIT_HZ / 100;
-/// Give up on the PIT after this many TSC ticks: 20 ms even at 10 GHz.
+/// Stop the PIT count once the error bound is this small (parts per million)...
+const TARGET_PPM: u64 = 1000;
+/// ... or, to check a CPUID frequency, this small.
+const CHECK_PPM: u64 = 10_000;
+/// ... or after this many PIT ticks (~50 ms), before the 16-bit counter wraps.
+const MAX_PIT_TICKS: u16 = 60_000;
+/// Give up on the PIT if it has not moved after this many TSC ticks (20 ms even at 10 GHz).
 const NO_PIT_TICKS: u64 = 200_000_000;
-
-#[derive(Clone, Copy, Debug)]
-pub enum Source {
-    Pit,
-    Cpuid15,
-    Cpuid16,
-}
 
 pub fn rdtsc() -> u64 {
     // SAFETY: RDTSC is always available in long mode on x86-64 CPUs (CR4.TSD=0 at CPL 0).
     unsafe { core::arch::x86_64::_rdtsc() }
 }
 
-/// Measure the TSC frequency once; returns (Hz, source).
-pub fn calibrate() -> Option<(u64, Source)> {
-    let (hz, src) = pit_calibrate().map(|hz| (hz, Source::Pit)).or_else(cpuid_frequency)?;
-    TSC_HZ.store(hz, Ordering::Release);
-    Some((hz, src))
-}
-
-/// Count TSC ticks across 10 ms of PIT channel 2 in mode 0 (interrupt on
-/// terminal count); its OUT line shows in port 0x61 bit 5.
-fn pit_calibrate() -> Option<u64> {
-    let mut port61 = Port::<u8>::new(0x61);
-    let mut mode = Port::<u8>::new(0x43);
-    let mut ch2 = Port::<u8>::new(0x42);
-    // SAFETY: PC system control port and PIT channel 2 (the speaker timer); the
-    // speaker output stays disabled (bit 1 clear), only the gate (bit 0) is raised.
-    let ticks = unsafe {
-        let v = port61.read();
-        port61.write((v & !0x02) | 0x01);
-        mode.write(0b1011_0000); // channel 2, lobyte/hibyte, mode 0, binary
-        ch2.write(PIT_COUNT as u8);
-        ch2.write((PIT_COUNT >> 8) as u8);
-        let start = rdtsc();
-        while port61.read() & 0x20 == 0 {
-            if rdtsc() - start > NO_PIT_TICKS {
-                return None; // no PIT answering
-            }
-        }
-        rdtsc() - start
+/// Find the TSC frequency once.
+pub fn calibrate() -> Option<Calibration> {
+    let cpuid = cpuid_frequency();
+    let Some(mut pit) = PitCount::start() else {
+        // No PIT answering: the CPUID value unchecked, if there is one.
+        let (hz, source) = cpuid?;
+        return Some(store(Calibration { hz, source, rejected: None, checked: false }));
     };
-    (ticks > 1000).then(|| ticks * PIT_HZ / PIT_COUNT)
+    let mut rejected = None;
+    if let Some((hz, source)) = cpuid {
+        // A coarse count is enough to tell whether CPUID names this TSC's rate.
+        match pit.until(CHECK_PPM) {
+            Some((pit_hz, Source::Pit { error_ppm, .. })) if !tsc_freq::cpuid_agrees(hz, pit_hz, error_ppm) => {
+                rejected = Some((hz, source));
+            }
+            check => return Some(store(Calibration { hz, source, rejected, checked: check.is_some() })),
+        }
+    }
+    // The same count goes on until it is precise enough.
+    let (hz, source) = pit.until(TARGET_PPM)?;
+    Some(store(Calibration { hz, source, rejected, checked: false }))
 }
 
-/// CPUID.15H: TSC = crystal * EBX / EAX, when all three are given;
-/// else CPUID.16H:EAX, the processor base frequency in MHz.
+fn store(c: Calibration) -> Calibration {
+    TSC_HZ.store(c.hz, Ordering::Release);
+    c
+}
+
 fn cpuid_frequency() -> Option<(u64, Source)> {
     let max = raw_cpuid::cpuid!(0).eax;
-    if max >= 0x15 {
-        let r = raw_cpuid::cpuid!(0x15);
-        if r.eax != 0 && r.ebx != 0 && r.ecx != 0 {
-            return Some((r.ecx as u64 * r.ebx as u64 / r.eax as u64, Source::Cpuid15));
-        }
-    }
-    if max >= 0x16 {
-        let mhz = raw_cpuid::cpuid!(0x16).eax & 0xffff;
-        if mhz != 0 {
-            return Some((mhz as u64 * 1_000_000, Source::Cpuid16));
-        }
-    }
-    None
+    let leaf15 = (max >= 0x15).then(|| raw_cpuid::cpuid!(0x15)).map(|r| (r.eax, r.ebx, r.ecx));
+    let leaf16 = (max >= 0x16).then(|| raw_cpuid::cpuid!(0x16).eax);
+    tsc_freq::from_cpuid(leaf15, leaf16)
 }
+
+/// PIT channel 2 counting down from 0xFFFF in mode 0, compared with the TSC
+/// by reading the counter directly (latch command) between two RDTSCs.
+struct PitCount {
+    mode: Port<u8>,
+    ch2: Port<u8>,
+    begin: u64,
+    first: PitSample,
+}
+
+impl PitCount {
+    /// Start the count; None if the PIT does not move (no PIT answering).
+    fn start() -> Option<PitCount> {
+        let mut port61 = Port::<u8>::new(0x61);
+        let mut pit = PitCount { mode: Port::new(0x43), ch2: Port::new(0x42), begin: rdtsc(), first: EMPTY };
+        // SAFETY: PC system control port and PIT channel 2 (the speaker timer); the
+        // speaker output stays disabled (bit 1 clear), only the gate (bit 0) is raised.
+        unsafe {
+            let v = port61.read();
+            port61.write((v & !0x02) | 0x01);
+            pit.mode.write(0b1011_0000); // channel 2, lobyte/hibyte, mode 0, binary
+            pit.ch2.write(0xff);
+            pit.ch2.write(0xff);
+        }
+        // The count loads on the next PIT clock: start from the first change seen.
+        let before = pit.sample();
+        loop {
+            let s = pit.sample();
+            if s.count != before.count {
+                pit.first = s;
+                return Some(pit);
+            }
+            if rdtsc() - pit.begin > NO_PIT_TICKS {
+                return None;
+            }
+        }
+    }
+
+    fn sample(&mut self) -> PitSample {
+        let tsc_before = rdtsc();
+        // SAFETY: the 8254 mode/command port and channel 2's data port: latch, then low and high byte.
+        let count = unsafe {
+            self.mode.write(0b1000_0000); // channel 2, counter latch
+            let lo = self.ch2.read();
+            let hi = self.ch2.read();
+            u16::from_le_bytes([lo, hi])
+        };
+        PitSample { tsc_before, tsc_after: rdtsc(), count }
+    }
+
+    /// Count on until the estimate is within `target_ppm` (or the counter is
+    /// about to wrap); the best estimate so far.
+    fn until(&mut self, target_ppm: u64) -> Option<(u64, Source)> {
+        let mut best = None;
+        loop {
+            let now = self.sample();
+            let pit_ticks = self.first.count.wrapping_sub(now.count);
+            if let Some((hz, ppm)) = tsc_freq::pit_estimate(self.first, now) {
+                best = Some((hz, Source::Pit { pit_ticks: pit_ticks as u64, error_ppm: ppm }));
+                if ppm <= target_ppm {
+                    break;
+                }
+            }
+            if pit_ticks >= MAX_PIT_TICKS || rdtsc() - self.begin > NO_PIT_TICKS {
+                break;
+            }
+        }
+        best.filter(|(hz, _)| *hz > 1_000_000)
+    }
+}
+
+const EMPTY: PitSample = PitSample { tsc_before: 0, tsc_after: 0, count: 0 };
 
 pub fn hz() -> u64 {
     TSC_HZ.load(Ordering::Acquire)
@@ -84,6 +139,15 @@ pub fn micros_to_ticks(us: u64) -> u64 {
     hz() / 1_000_000 * us + hz() % 1_000_000 * us / 1_000_000
 }
 
+/// TSC ticks for a timeout of `us`: before calibration, assume 10 GHz, so a
+/// timeout is never shorter than asked.
+pub fn timeout_ticks(us: u64) -> u64 {
+    match hz() {
+        0 => us.saturating_mul(10_000),
+        _ => micros_to_ticks(us),
+    }
+}
+
 pub fn ticks_to_micros(ticks: u64) -> u64 {
     match hz() {
         0 => 0,
@@ -91,16 +155,9 @@ pub fn ticks_to_micros(ticks: u64) -> u64 {
     }
 }
 
-pub fn delay_us(us: u64) {
-    let end = rdtsc() + micros_to_ticks(us);
-    while rdtsc() < end {
-        core::hint::spin_loop();
-    }
-}
-
 /// Spin until `done()` or `us` microseconds pass; true if done.
 pub fn wait_until(us: u64, mut done: impl FnMut() -> bool) -> bool {
-    let end = rdtsc() + micros_to_ticks(us);
+    let end = rdtsc() + timeout_ticks(us);
     loop {
         if done() {
             return true;

@@ -104,8 +104,10 @@ pub fn prepare(bsp: &Pcb, holes: &[Range], ports: Ports, memory_top: u64) {
 #[allow(clippy::mut_from_ref)]
 fn set_up(pcb: &'static Pcb) -> Result<&'static mut OsVcpu, VmcsError> {
     let d: VmxGlobalData = pcb.own().vmx;
-    // The OS finds this CPU's local APIC as firmware left it.
-    crate::apic::restore_firmware_mode();
+    // The OS finds this CPU's local APIC as firmware left it: its mode, and a
+    // task priority of 0 (the hypervisor raises it while a CPU works).
+    crate::apic::restore_firmware_mode(pcb.own().firmware_apic_base);
+    crate::apic::set_task_priority(0);
     let shared = SHARED.get().expect("os_guest::prepare runs first");
     enable_host_xsave();
     super::load_new_vmcs(&d).map_err(VmcsError::Load)?;

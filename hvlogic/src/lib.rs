@@ -15,6 +15,7 @@ pub mod fixed;
 pub mod guest_plan;
 pub mod madt;
 pub mod memmap;
+pub mod screen;
 pub mod summary;
 pub mod vm_error;
 pub mod vmx_global;

@@ -1,4 +1,5 @@
-//! The `log` backend: one `[cpuN] LEVEL message` line per record on COM1.
+//! The `log` backend: one `[cpuN] LEVEL message` line per record on COM1
+//! and on the screen console.
 
 use core::sync::atomic::{AtomicUsize, Ordering};
 use log::{Level, LevelFilter, Log, Metadata, Record};
@@ -16,7 +17,11 @@ impl Log for SerialLogger {
     fn log(&self, record: &Record) {
         if self.enabled(record.metadata()) {
             let cpu = crate::pcb::this_cpu_index();
-            crate::serial::write_line(format_args!("[cpu{cpu}] {:<5} {}", record.level(), record.args()));
+            if crate::console::serial_enabled() {
+                crate::serial::write_line(format_args!("[cpu{cpu}] {:<5} {}", record.level(), record.args()));
+            }
+            let style = hvlogic::screen::Style::Log;
+            crate::console::line(style, format_args!("[cpu{cpu}] {:<5} {}", record.level(), record.args()));
         }
     }
 

@@ -12,6 +12,7 @@ mod acpi_tables;
 mod apic;
 mod boot;
 mod bootinfo;
+mod console;
 mod exceptions;
 mod idt;
 mod logger;
@@ -48,6 +49,7 @@ extern "C" fn kernel_main(boot_info_addr: usize) -> ! {
         Ok(boot) => boot,
         Err(e) => run::fail_and_end(e),
     };
+    console::init(boot.framebuffer);
     info!("boot: hypervisor {VERSION}, loaded by {}, command line `{}`", boot.bootloader, boot.cmdline);
     for m in boot.modules() {
         info!("boot: module {:#x}-{:#x} `{}`", m.range.start, m.range.end, m.cmdline);
@@ -83,6 +85,7 @@ extern "C" fn kernel_main(boot_info_addr: usize) -> ! {
 
     let options = run::OPTIONS.call_once(|| Options::parse(boot.cmdline));
     logger::set_level(options.loglevel);
+    console::start(options.console);
     for w in &options.warnings {
         warn!("{w}");
     }

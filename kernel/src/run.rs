@@ -71,7 +71,8 @@ pub fn end() -> ! {
     }
     let counts = counts();
     let result = counts.result();
-    crate::serial::write_line(format_args!("{counts}"));
+    crate::console::report();
+    crate::console::summary(&counts);
     crate::serial::flush();
     let exit = OPTIONS.get().map_or(ExitMode::Halt, |o| o.exit);
     match exit {
@@ -103,6 +104,7 @@ pub fn end() -> ! {
 pub fn park() -> ! {
     // A CPU parked in the middle of a line must not keep COM1 from the others.
     crate::serial::release_if_held();
+    crate::console::release_if_held();
     if pcb::has_pcb() && pcb::this_cpu().has(CPU_STATUS_VMXON) {
         crate::vmx::leave_for_park();
     }

@@ -343,6 +343,13 @@ impl Style {
     }
 }
 
+/// How many cells of `row` must be drawn to show it over `shown`: up to the last
+/// cell that is not blank in either (the rest is blank on both).
+pub fn extent(row: &[Cell], shown: &[Cell]) -> usize {
+    let used = |cells: &[Cell]| cells.iter().rposition(|c| *c != Cell::BLANK).map_or(0, |i| i + 1);
+    used(row).max(used(shown)).min(row.len())
+}
+
 /// One character cell: a printable ASCII byte and its style.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Cell {
@@ -402,7 +409,7 @@ impl<const N: usize> Grid<N> {
     /// Set the size (cut to the storage) and the scroll step (1..=rows), and clear.
     pub fn resize(&mut self, cols: usize, rows: usize, step: usize) {
         self.cols = cols.min(N);
-        self.rows = if self.cols == 0 { 0 } else { rows.min(N / self.cols) };
+        self.rows = N.checked_div(self.cols).map_or(0, |fit| rows.min(fit));
         self.step = step.clamp(1, self.rows.max(1));
         // fill, not a new array: N cells would be built on the (small) kernel stack.
         self.cells.fill(Cell::BLANK);
@@ -501,14 +508,14 @@ impl<const N: usize> Grid<N> {
         self.shown.fill(Cell::BLANK);
     }
 
-    /// Call `draw(row, cells)` for every row whose cells differ from what the
-    /// screen shows, then take them as shown. Returns the number of rows drawn.
-    pub fn sync(&mut self, mut draw: impl FnMut(usize, &[Cell])) -> usize {
+    /// Call `draw(row, cells, shown)` for every row whose cells differ from what
+    /// the screen shows (`shown`), then take them as shown. Returns the number of rows drawn.
+    pub fn sync(&mut self, mut draw: impl FnMut(usize, &[Cell], &[Cell])) -> usize {
         let mut drawn = 0;
         for r in 0..self.rows {
             let range = r * self.cols..(r + 1) * self.cols;
             if self.cells[range.clone()] != self.shown[range.clone()] {
-                draw(r, &self.cells[range.clone()]);
+                draw(r, &self.cells[range.clone()], &self.shown[range.clone()]);
                 self.shown[range.clone()].copy_from_slice(&self.cells[range]);
                 drawn += 1;
             }
@@ -777,15 +784,16 @@ mod tests {
         let mut g = Grid::<64>::new();
         g.resize(8, 4, 1);
         let mut drawn = Vec::new();
-        assert_eq!(g.sync(|r, _| drawn.push(r)), 0, "a blank grid on a cleared screen");
+        assert_eq!(g.sync(|r, _, _| drawn.push(r)), 0, "a blank grid on a cleared screen");
         line(&mut g, Style::Log, "a");
         line(&mut g, Style::Log, "b");
-        g.sync(|r, _| drawn.push(r));
+        g.sync(|r, _, _| drawn.push(r));
         assert_eq!(drawn, [0, 1]);
         drawn.clear();
         line(&mut g, Style::Log, "c");
-        g.sync(|r, cells| {
+        g.sync(|r, cells, shown| {
             assert_eq!(cells[0].ch, b'c');
+            assert_eq!(extent(cells, shown), 1);
             drawn.push(r)
         });
         assert_eq!(drawn, [2]);
@@ -793,20 +801,38 @@ mod tests {
         line(&mut g, Style::Log, "d");
         line(&mut g, Style::Log, "e");
         drawn.clear();
-        g.sync(|r, _| drawn.push(r));
+        g.sync(|r, _, _| drawn.push(r));
         assert_eq!(drawn, [0, 1, 2, 3]);
         // After the screen is cleared, every row with text is drawn again.
         g.screen_cleared();
         drawn.clear();
-        g.sync(|r, _| drawn.push(r));
+        g.sync(|r, _, _| drawn.push(r));
         assert_eq!(drawn, [0, 1, 2, 3]);
+    }
+
+    #[test]
+    fn the_extent_covers_old_and_new_text() {
+        let mut g = Grid::<64>::new();
+        g.resize(8, 2, 1);
+        line(&mut g, Style::Log, "long one");
+        line(&mut g, Style::Log, "x");
+        g.sync(|_, _, _| {});
+        line(&mut g, Style::Log, "ab");
+        let mut seen = Vec::new();
+        g.sync(|r, cells, shown| seen.push((r, extent(cells, shown))));
+        assert_eq!(seen, [(0, 8), (1, 2)], "scrolled: row 0 clears 'long one', row 1 draws 'ab'");
+        line(&mut g, Style::Fail, "S");
+        seen.clear();
+        g.sync(|r, cells, shown| seen.push((r, extent(cells, shown))));
+        assert_eq!(seen, [(0, 2), (1, 8)], "a band row is drawn across");
+        assert_eq!(extent(&[Cell::BLANK; 4], &[Cell::BLANK; 4]), 0);
     }
 
     #[test]
     fn an_unsized_grid_keeps_nothing() {
         let mut g = Grid::<16>::new();
         line(&mut g, Style::Log, "lost");
-        assert_eq!(g.sync(|_, _| panic!("nothing to draw")), 0);
+        assert_eq!(g.sync(|_, _, _| panic!("nothing to draw")), 0);
         g.resize(100, 100, 1);
         assert_eq!((g.cols(), g.rows()), (16, 1), "cut to the storage");
     }

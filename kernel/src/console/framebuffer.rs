@@ -8,7 +8,7 @@
 //! are slow). Every write goes through `PixelSurface::span`, which clips to the
 //! framebuffer the boot loader described.
 
-use hvlogic::screen::{choose_cell, Cell, Layout, PixelSurface, Rgb, STYLES};
+use hvlogic::screen::{choose_cell, extent, Cell, Layout, PixelSurface, Rgb, STYLES};
 use noto_sans_mono_bitmap::{get_raster, get_raster_width, FontWeight, RasterHeight};
 
 /// The font sizes built in (Cargo features of the crate), small to large.
@@ -69,11 +69,12 @@ impl Painter {
         }
     }
 
-    /// Draw one row of the grid through the line buffer.
-    pub fn draw_row(&self, line: &mut Line, row: usize, cells: &[Cell]) {
+    /// Draw one row of the grid through the line buffer, over what the screen
+    /// shows there (`shown`): only up to the last cell with text in either.
+    pub fn draw_row(&self, line: &mut Line, row: usize, cells: &[Cell], shown: &[Cell]) {
         let Layout { cell_w, cell_h, .. } = self.layout;
         let bpp = self.surface.bytes_per_pixel;
-        let cells = &cells[..cells.len().min(self.layout.cols)];
+        let cells = &cells[..extent(cells, shown).min(self.layout.cols)];
         let (x0, y0) = self.layout.origin(0, row);
         let used = cells.len() * cell_w * bpp;
         for py in 0..cell_h {

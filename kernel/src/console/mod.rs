@@ -63,8 +63,8 @@ impl Backend {
     fn draw(&mut self, grid: &mut Grid<MAX_CELLS>, line: &mut framebuffer::Line) {
         match self {
             Backend::None => 0,
-            Backend::Pixels(p) => grid.sync(|row, cells| p.draw_row(line, row, cells)),
-            Backend::Text(t) => grid.sync(|row, cells| t.draw_row(row, cells)),
+            Backend::Pixels(p) => grid.sync(|row, cells, shown| p.draw_row(line, row, cells, shown)),
+            Backend::Text(t) => grid.sync(|row, cells, _| t.draw_row(row, cells)),
         };
     }
 }

@@ -39,6 +39,12 @@ pub struct Boot {
     gfxpayload: Option<&'static str>,
 }
 
+/// GRUB 2.06 in Bochs 2.7 (no EDID, so 640x480) picks a 640x480x8 VBE mode
+/// for the kernel's framebuffer request and then crashes before it starts the
+/// kernel (EIP=3 on GRUB's own stack). Bochs boots keep VGA text mode; the
+/// Makefile's `run` does the same.
+pub const BOCHS_GFXPAYLOAD: &str = "text";
+
 pub fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
 }
@@ -61,9 +67,11 @@ impl Boot {
         }
     }
 
-    /// Bochs with the given CPU model, one CPU.
+    /// Bochs with the given CPU model, one CPU. GRUB stays in text mode
+    /// (`BOCHS_GFXPAYLOAD`).
     pub fn bochs(name: &str, model: &'static str) -> Boot {
-        Boot { engine: Engine::Bochs, model, timeout: Duration::from_secs(400), ..Boot::qemu(name) }
+        let gfxpayload = Some(BOCHS_GFXPAYLOAD);
+        Boot { engine: Engine::Bochs, model, timeout: Duration::from_secs(400), gfxpayload, ..Boot::qemu(name) }
     }
 
     pub fn cpus(mut self, n: u32) -> Boot {

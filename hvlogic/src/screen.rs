@@ -684,6 +684,64 @@ mod tests {
         assert_eq!(Layout::new(&tiny, 7, 16, 256, 128, 16384), None);
     }
 
+    /// Whatever size, depth and pitch the tag says: every byte the console
+    /// writes (as the kernel's painter computes it: one span per pixel row of
+    /// each cell row, and each text cell's 2 bytes) lies inside the framebuffer.
+    #[test]
+    fn no_write_leaves_the_framebuffer_whatever_the_tag_says() {
+        let cells = [(7, 16), (9, 20), (11, 24), (14, 32)];
+        let mut checked = 0;
+        for width in [1u32, 6, 7, 8, 100, 639, 640, 800, 1023, 1280, 1920, 4096, 5000] {
+            for height in [1u32, 15, 16, 17, 200, 480, 767, 1080, 3000] {
+                for (bpp, kind) in [(15, RGB555), (16, RGB565), (24, RGB32), (32, RGB32)] {
+                    let row = width as usize * (bpp as usize).div_ceil(8);
+                    for pitch in [row, row + 1, row + 64, row * 2] {
+                        let f = fb(width, height, bpp, pitch as u32, kind);
+                        let Ok(Surface::Pixels(p)) = f.validate(LIMIT) else { panic!("{f:?}") };
+                        for (cw, ch) in cells {
+                            let Some(l) = Layout::new(&p, cw, ch, 256, 128, 16384) else { continue };
+                            for r in 0..l.rows {
+                                let (x0, y0) = l.origin(0, r);
+                                for py in 0..ch {
+                                    let (off, bytes) = p.span(x0, y0 + py, l.cols * cw).expect("row on screen");
+                                    assert!(off + bytes <= p.len && bytes <= 16384, "{f:?} cell {cw}x{ch} row {r}");
+                                    checked += 1;
+                                }
+                            }
+                        }
+                        // The clear: every pixel row, edge to edge.
+                        for y in 0..p.height {
+                            let (off, bytes) = p.span(0, y, p.width).unwrap();
+                            assert!(off + bytes <= p.len);
+                        }
+                        // A pitch shorter than the row is refused, not drawn.
+                        let short = Framebuffer { pitch: row as u32 - 1, ..f };
+                        assert!(matches!(short.validate(LIMIT), Err(FbError::Pitch { .. })));
+                    }
+                }
+            }
+        }
+        assert!(checked > 100_000);
+        for (cols, rows, pitch) in [(80u32, 25u32, 160u32), (80, 50, 160), (132, 43, 264), (40, 25, 100), (1, 1, 2)] {
+            let f = Framebuffer {
+                address: 0xb8000,
+                pitch,
+                width: cols,
+                height: rows,
+                bpp: 16,
+                kind: FramebufferKind::EgaText,
+            };
+            let Ok(Surface::Text(t)) = f.validate(LIMIT) else { panic!("{f:?}") };
+            for r in 0..t.rows.min(128) {
+                for c in 0..t.cols.min(256) {
+                    assert!(t.offset(c, r).unwrap() + 2 <= t.len);
+                }
+            }
+            assert_eq!(t.offset(t.cols, 0), None);
+            assert_eq!(t.offset(0, t.rows), None);
+        }
+    }
+
     #[test]
     fn the_cell_grows_with_the_screen() {
         let cells = [(7, 16), (9, 20), (11, 24), (14, 32)];
@@ -709,6 +767,14 @@ mod tests {
         };
         assert_eq!(pixels(fb(8, 8, 32, 32, bgr)).pack(LIGHT_GREEN), 0x0055_ff55);
         assert_eq!(pixels(fb(8, 8, 24, 24, bgr)).pack(Rgb(1, 2, 3)), 0x0003_0201);
+        // No value has bits beyond the pixel's depth (the bytes past it are not written).
+        for (bpp, kind) in [(15, RGB555), (16, RGB565), (24, RGB32), (32, bgr)] {
+            let p = pixels(fb(8, 8, bpp, 32, kind));
+            for v in [0u8, 1, 127, 128, 254, 255] {
+                let px = p.pack(Rgb(v, v, v)) as u64;
+                assert_eq!(px >> bpp, 0, "{bpp} bpp, channel {v}");
+            }
+        }
     }
 
     #[test]

@@ -65,6 +65,26 @@ pub enum LinuxMode {
     Native,
 }
 
+/// Where the log and the SUMMARY line go (`console=`).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum ConsoleMode {
+    /// COM1 only; the screen is left as the boot loader left it.
+    Serial,
+    /// The screen only (COM1 carries what was logged before the command line was read).
+    Screen,
+    /// Both (the default).
+    Both,
+}
+
+impl ConsoleMode {
+    pub fn serial(self) -> bool {
+        self != ConsoleMode::Screen
+    }
+    pub fn screen(self) -> bool {
+        self != ConsoleMode::Serial
+    }
+}
+
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
 pub enum LogLevel {
     Error = 1,
@@ -85,6 +105,7 @@ pub struct Options {
     pub vmxcap: bool,
     pub guest: GuestKind,
     pub linux: LinuxMode,
+    pub console: ConsoleMode,
     /// Words that were not understood, with the reason, for the log.
     pub warnings: Vec<Warning>,
 }
@@ -111,6 +132,7 @@ impl Default for Options {
             vmxcap: false,
             guest: GuestKind::Normal,
             linux: LinuxMode::Guest,
+            console: ConsoleMode::Both,
             warnings: Vec::new(),
         }
     }
@@ -184,8 +206,16 @@ impl Options {
                     _ => return Err("linux is one of guest, native"),
                 }
             }
+            ("console", Some(v)) => {
+                self.console = match v {
+                    "serial" => ConsoleMode::Serial,
+                    "screen" => ConsoleMode::Screen,
+                    "both" => ConsoleMode::Both,
+                    _ => return Err("console is one of serial, screen, both"),
+                }
+            }
             ("vmxcap", None) => self.vmxcap = true,
-            ("loglevel" | "exit" | "inject" | "maxcpus" | "guest" | "linux", None) => {
+            ("loglevel" | "exit" | "inject" | "maxcpus" | "guest" | "linux" | "console", None) => {
                 return Err("this option needs a value (key=value)")
             }
             ("vmxcap", Some(_)) => return Err("vmxcap takes no value"),
@@ -247,6 +277,21 @@ mod tests {
             alloc::format!("{}", o.warnings[1]),
             "command line: `exit=reboot` ignored: exit is one of halt, qemu, bochs"
         );
+    }
+
+    #[test]
+    fn console_mode() {
+        assert_eq!(Options::parse("").console, ConsoleMode::Both);
+        assert_eq!(Options::parse("console=serial").console, ConsoleMode::Serial);
+        assert_eq!(Options::parse("console=screen").console, ConsoleMode::Screen);
+        assert_eq!(Options::parse("console=screen console=both").console, ConsoleMode::Both);
+        let bad = Options::parse("console=vga console");
+        assert_eq!(bad.console, ConsoleMode::Both);
+        assert_eq!(bad.warnings[0].reason, "console is one of serial, screen, both");
+        assert_eq!(bad.warnings[1].reason, "this option needs a value (key=value)");
+        assert!(ConsoleMode::Both.serial() && ConsoleMode::Both.screen());
+        assert!(ConsoleMode::Serial.serial() && !ConsoleMode::Serial.screen());
+        assert!(!ConsoleMode::Screen.serial() && ConsoleMode::Screen.screen());
     }
 
     #[test]

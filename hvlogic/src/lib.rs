@@ -21,6 +21,7 @@ pub mod memmap;
 pub mod mtrr;
 pub mod os_guest;
 pub mod power;
+pub mod screen;
 pub mod startup;
 pub mod summary;
 pub mod tsc_freq;

@@ -7,6 +7,7 @@
 .set MB2_MAGIC,        0xe85250d6     # header magic (spec 3.1.1)
 .set MB2_ARCH_I386,    0
 .set MB2_BOOT_MAGIC,   0x36d76289     # EAX on entry
+.set MB2_TAG_OPTIONAL, 1              # header tag flags bit 0 (spec 3.1.3)
 .set COM1,             0x3f8
 
 # ------------------------------------------------------------------------
@@ -29,8 +30,18 @@ mb2_info_request:
     .long 15                # ACPI new RSDP (ACPI 2.0+)
 mb2_info_request_end:
 
-    # No framebuffer tag: the console is COM1 and asking for a framebuffer
-    # would make GRUB leave VGA text mode on BIOS machines.
+    # Framebuffer tag (spec 3.1.10): the screen console. Width, height and
+    # depth 0 say "no preference" (GRUB picks its `auto` mode); flag bit 0
+    # (spec 3.1.3: optional) lets GRUB boot us anyway, in EGA text mode
+    # (framebuffer type 2) or with no framebuffer at all.
+    .balign 8
+mb2_framebuffer:
+    .short 5, MB2_TAG_OPTIONAL
+    .long mb2_framebuffer_end - mb2_framebuffer
+    .long 0                 # width
+    .long 0                 # height
+    .long 0                 # depth
+mb2_framebuffer_end:
 
     .balign 8
     .short 0, 0             # end tag

@@ -3,6 +3,7 @@
 
 use core::fmt;
 use hvlogic::memmap::{MemoryArea, Range};
+pub use hvlogic::screen::{Field, Framebuffer, FramebufferKind};
 use multiboot2::{BootInformation, BootInformationHeader, MemoryAreaType};
 
 /// Most memory-map entries kept.
@@ -44,6 +45,9 @@ pub struct BootInfo {
     pub rsdp_bytes: Option<&'static [u8]>,
     modules: [Option<Module>; MAX_MODULES],
     pub bootloader: &'static str,
+    /// The framebuffer tag (type 8) as the boot loader wrote it, unchecked
+    /// (`Framebuffer::validate`); None without one.
+    pub framebuffer: Option<Framebuffer>,
 }
 
 /// Why the boot information cannot be used.
@@ -112,6 +116,7 @@ pub fn parse(addr: usize) -> Result<BootInfo, BootInfoError> {
         rsdp_bytes: None,
         modules: [None; MAX_MODULES],
         bootloader,
+        framebuffer: framebuffer(mbi),
     };
     let mmap = mbi.memory_map_tag().ok_or(BootInfoError::NoMemoryMap)?;
     for area in mmap.memory_areas() {
@@ -143,6 +148,34 @@ pub fn parse(addr: usize) -> Result<BootInfo, BootInfoError> {
         *slot = Some(Module { range, cmdline: m.cmdline().unwrap_or("") });
     }
     Ok(info)
+}
+
+/// The framebuffer info tag (Multiboot2 spec 3.6.12), copied out.
+fn framebuffer(mbi: &BootInformation) -> Option<Framebuffer> {
+    use multiboot2::{FramebufferTag, FramebufferType};
+    let tag = mbi.get_tag::<FramebufferTag>()?;
+    let kind = match tag.buffer_type() {
+        Ok(FramebufferType::Indexed { palette }) => FramebufferKind::Indexed { colours: palette.len() as u16 },
+        Ok(FramebufferType::RGB { red, green, blue }) => {
+            let field = |f: multiboot2::FramebufferField| Field { position: f.position, size: f.size };
+            FramebufferKind::Rgb { red: field(red), green: field(green), blue: field(blue) }
+        }
+        Ok(FramebufferType::Text) => FramebufferKind::EgaText,
+        // The crate keeps the number to itself: framebuffer_type is the byte at
+        // offset 29 of the tag (after type, size, address, pitch, width, height, bpp).
+        Err(_) => {
+            // SAFETY: the tag's fixed part (32 bytes) is inside the boot information.
+            FramebufferKind::Unknown(unsafe { *(tag as *const FramebufferTag as *const u8).add(29) })
+        }
+    };
+    Some(Framebuffer {
+        address: tag.address(),
+        pitch: tag.pitch(),
+        width: tag.width(),
+        height: tag.height(),
+        bpp: tag.bpp(),
+        kind,
+    })
 }
 
 /// The `len` bytes after a tag's 8-byte header.

@@ -139,9 +139,8 @@ pub fn set_level(level: hvlogic::cmdline::LogLevel) {
     MAX.store(filter as usize, Ordering::Relaxed);
 }
 
-/// Add a sink for finished lines (issue 12's screen console, say). False when
-/// all slots are taken.
-#[allow(dead_code, reason = "the screen console (issue 12) plugs in here")]
+/// Add a sink for finished lines (the screen console). False when all slots
+/// are taken.
 pub fn add_sink(sink: Sink) -> bool {
     SINKS.iter().any(|s| s.compare_exchange(0, sink as usize, Ordering::AcqRel, Ordering::Relaxed).is_ok())
 }
@@ -276,7 +275,8 @@ fn stage_next(c: &Consumer<'_, RING_SLOTS>) -> Result<(), Stop> {
             f(level, text);
         }
     }
-    let to_com1 = !crate::serial::is_quiet() || matches!(level, None | Some(Level::Error));
+    let to_com1 =
+        crate::console::serial_enabled() && (!crate::serial::is_quiet() || matches!(level, None | Some(Level::Error)));
     if to_com1 {
         // SAFETY: the drain token is held (`c`).
         unsafe { crate::serial::reclaim_after_handoff() };

@@ -12,6 +12,7 @@ mod acpi_tables;
 mod apic;
 mod boot;
 mod bootinfo;
+mod console;
 mod exceptions;
 mod idt;
 mod linux;
@@ -52,6 +53,8 @@ extern "C" fn kernel_main(boot_info_addr: usize) -> ! {
         Ok(boot) => boot,
         Err(e) => run::fail_and_end(e),
     };
+    console::init(boot.framebuffer);
+    logger::add_sink(console::sink);
     info!("boot: hypervisor {VERSION}, loaded by {}, command line `{}`", boot.bootloader, boot.cmdline);
     for m in boot.modules() {
         info!("boot: module {:#x}-{:#x} `{}`", m.range.start, m.range.end, m.cmdline);
@@ -101,6 +104,7 @@ extern "C" fn kernel_main(boot_info_addr: usize) -> ! {
 
     let options = run::OPTIONS.call_once(|| Options::parse(boot.cmdline));
     logger::set_level(options.loglevel);
+    console::start(options.console);
     for w in &options.warnings {
         warn!("{w}");
     }
@@ -185,7 +189,7 @@ fn hand_off(
         }
         (LinuxMode::Guest, None) => true,
     };
-    let handoff = match linux::load(os, boot, hypervisor, None) {
+    let handoff = match linux::load(os, boot, hypervisor, boot.framebuffer.and_then(linux::screen_info)) {
         Ok(h) => h,
         Err(e) => {
             error!("linux: {e}; no handoff");

@@ -53,3 +53,36 @@ pub fn identity_map(start: u64, len: u64) -> Result<(), PagingError> {
     }
     Ok(())
 }
+
+/// Page-level cache disable (bit 4) in a page-directory entry. With PWT (bit 3)
+/// clear it selects PAT entry 2, which is UC- from reset on (SDM Vol. 3A,
+/// "Programming the PAT": the power-up PAT; this kernel never reprograms it).
+const PCD: u64 = 1 << 4;
+
+/// Identity-map a device's memory (a framebuffer) and make every 2 MiB page
+/// covering it UC- instead of write-back: an MTRR that makes it WC still wins
+/// (SDM Vol. 3A, the table of effective memory types: UC- with MTRR WC is WC),
+/// and one that wrongly says WB no longer lets writes sit in the cache where the
+/// device never sees them. Neighbours in the same 2 MiB pages become UC- too,
+/// which only costs speed. Runs on the boot CPU before the APs start (they load
+/// the same tables afterwards).
+pub fn identity_map_device(start: u64, len: u64) -> Result<(), PagingError> {
+    identity_map(start, len)?;
+    // SAFETY: the address of the boot PDPT (boot.s).
+    let pdpt = unsafe { &crate::boot::boot_pdpt as *const u8 as *mut u64 };
+    let end = start + len;
+    let mut page = start & !(TWO_MIB - 1);
+    while page < end {
+        // SAFETY: identity_map just made the PDPT entry and the 2 MiB entry present
+        // (page < end <= LIMIT); the tables are only written by this code, on this CPU.
+        unsafe {
+            let pdpte = pdpt.add((page >> 30) as usize);
+            let pde = ((*pdpte & ADDRESS_MASK) as *mut u64).add(((page >> 21) & 0x1ff) as usize);
+            *pde |= PCD;
+        }
+        // The entry was present and may be cached in the TLB (SDM Vol. 3A 5.10.4.1).
+        x86_64::instructions::tlb::flush(x86_64::VirtAddr::new(page));
+        page += TWO_MIB;
+    }
+    Ok(())
+}

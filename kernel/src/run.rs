@@ -84,6 +84,7 @@ pub fn summary() -> RunResult {
             log::warn!("memory: the heap grew {} KiB past its estimate (memory::size_for)", grown / 1024);
         }
         let counts = counts();
+        crate::console::report();
         crate::logger::flush();
         crate::logger::raw_line(format_args!("{counts}"));
         crate::logger::flush();
@@ -219,6 +220,7 @@ fn stop_other_cpus() {
 pub fn park() -> ! {
     // A CPU parked while draining the log must not keep the others from it.
     crate::logger::release_if_held();
+    crate::console::release_if_held();
     if pcb::has_pcb() && pcb::this_cpu().has(CPU_STATUS_VMXON) {
         crate::vmx::leave_for_park();
     }

@@ -1,6 +1,7 @@
 //! Extending the boot identity map past 4 GiB, for the rare firmware that
-//! puts ACPI tables there. Runs on the boot CPU before any AP starts, so no
-//! other CPU is using the tables being changed.
+//! puts ACPI tables there, and for an OS guest's page tables there. Entries
+//! are only ever added (a new translation: nothing stale can be cached), one
+//! CPU at a time.
 
 use crate::memory;
 
@@ -29,8 +30,13 @@ impl core::fmt::Display for PagingError {
     }
 }
 
+/// Serialises changes to the shared page tables (the OS guest's exit
+/// handlers may map on any CPU; nothing else runs while it is held).
+static MAPPING: spin::Mutex<()> = spin::Mutex::new(());
+
 /// Identity-map `[start, start + len)` with 2 MiB pages where it is not mapped yet.
 pub fn identity_map(start: u64, len: u64) -> Result<(), PagingError> {
+    let _serialized = MAPPING.lock();
     let end = start.checked_add(len).filter(|&e| e <= LIMIT).ok_or(PagingError::BeyondLimit { start, len })?;
     // SAFETY: the address of the boot PDPT (boot.s).
     let pdpt = unsafe { &crate::boot::boot_pdpt as *const u8 as *mut u64 };
@@ -85,4 +91,16 @@ pub fn identity_map_device(start: u64, len: u64) -> Result<(), PagingError> {
         page += TWO_MIB;
     }
     Ok(())
+}
+
+/// Read 8 bytes of physical memory (a guest's page tables or code: an OS
+/// guest's guest-physical addresses are physical), mapping it first when it
+/// lies above what is mapped; 0 where it cannot be mapped.
+pub fn read_phys_u64(address: u64) -> u64 {
+    let address = address & !7;
+    if address + 8 > crate::boot::IDENTITY_MAPPED && identity_map(address, 8).is_err() {
+        return 0;
+    }
+    // SAFETY: identity-mapped (above), 8-byte aligned, and RAM or MMIO the guest itself reads.
+    unsafe { core::ptr::read_volatile(address as *const u64) }
 }

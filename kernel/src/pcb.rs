@@ -43,6 +43,8 @@ pub const CPU_STATUS_UNRESPONSIVE: u32 = 1 << 5;
 /// This CPU runs the OS guest (or waits in it for a SIPI): its VM exits are
 /// counted, NMIs that reach the host are the OS's, and INIT stops it.
 pub const CPU_STATUS_OS: u32 = 1 << 7;
+/// This CPU's OS guest waits for a SIPI (the OS's INITs to it are dropped).
+pub const CPU_STATUS_OS_WAITING: u32 = 1 << 8;
 
 /// Basic exit reasons counted per CPU (SDM Vol. 3C Appendix C names 0-77).
 pub const EXIT_REASONS: usize = 80;

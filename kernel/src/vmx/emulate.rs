@@ -44,23 +44,30 @@ pub fn cpuid(regs: &mut GuestRegs, processor_index: u32, hidden: Hidden) {
 /// Interruptibility state: blocking by STI and by MOV SS (SDM Vol. 3C
 /// §25.4.2, Table 25-3).
 const BLOCKING_BY_STI_OR_MOV_SS: u64 = 0b11;
+/// Blocking by SMI: VM entry requires it 0 outside SMM (SDM Vol. 3C
+/// §27.3.1.5), where these guests always run. Bochs 2.7 reports it set after
+/// a wait-for-SIPI state (its SIPI exit leaves SMIs masked), so it is cleared
+/// with the others.
+const BLOCKING_BY_SMI: u64 = 1 << 2;
 
 /// Step over the instruction that exited (its length from the VMCS, SDM Vol.
 /// 3C §28.2.5). Blocking by STI and by MOV SS lasts one instruction: skipping
 /// the instruction ends it too.
 #[inline(always)]
 pub fn skip_instruction() -> Result<(), VmcsError> {
+    // SAFETY: this CPU's VMCS is current during every VM exit; the field exists.
+    advance(unsafe { vmread_unchecked(ro::VMEXIT_INSTRUCTION_LEN) })
+}
+
+/// Step over `len` bytes of instruction (for exits whose instruction length
+/// the VMCS does not give, the hypervisor decoded it).
+#[inline(always)]
+pub fn advance(len: u64) -> Result<(), VmcsError> {
     // SAFETY: this CPU's VMCS is current during every VM exit; the fields exist.
-    let (len, rip, blocking) = unsafe {
-        (
-            vmread_unchecked(ro::VMEXIT_INSTRUCTION_LEN),
-            vmread_unchecked(guest::RIP),
-            vmread_unchecked(guest::INTERRUPTIBILITY_STATE),
-        )
-    };
+    let (rip, blocking) = unsafe { (vmread_unchecked(guest::RIP), vmread_unchecked(guest::INTERRUPTIBILITY_STATE)) };
     vmcs::write(guest::RIP, rip + len)?;
-    if blocking & BLOCKING_BY_STI_OR_MOV_SS != 0 {
-        vmcs::write(guest::INTERRUPTIBILITY_STATE, blocking & !BLOCKING_BY_STI_OR_MOV_SS)?;
+    if blocking & (BLOCKING_BY_STI_OR_MOV_SS | BLOCKING_BY_SMI) != 0 {
+        vmcs::write(guest::INTERRUPTIBILITY_STATE, blocking & !(BLOCKING_BY_STI_OR_MOV_SS | BLOCKING_BY_SMI))?;
     }
     Ok(())
 }
@@ -69,11 +76,32 @@ pub fn skip_instruction() -> Result<(), VmcsError> {
 /// set, the skipped instruction would have raised a single-step #DB, so it is
 /// made pending (pending debug exceptions BS, SDM Vol. 3C §25.4.2).
 pub fn skip_instruction_traced() -> Result<(), VmcsError> {
+    skip_instruction()?;
+    single_step_trap()
+}
+
+/// `advance` for a guest that may be single-stepping (see `skip_instruction_traced`).
+pub fn advance_traced(len: u64) -> Result<(), VmcsError> {
+    advance(len)?;
+    single_step_trap()
+}
+
+/// The single-step #DB the emulated instruction would have raised, made pending.
+fn single_step_trap() -> Result<(), VmcsError> {
     const RFLAGS_TF: u64 = 1 << 8;
     const PENDING_BS: u64 = 1 << 14;
-    skip_instruction()?;
     if vmcs::read(guest::RFLAGS) & RFLAGS_TF != 0 {
         vmcs::write(guest::PENDING_DBG_EXCEPTIONS, vmcs::read(guest::PENDING_DBG_EXCEPTIONS) | PENDING_BS)?;
+    }
+    Ok(())
+}
+
+/// Clear blocking by SMI if the CPU reported it (see BLOCKING_BY_SMI), before
+/// resuming a guest after an exit that did not step over an instruction.
+pub fn clear_smi_blocking() -> Result<(), VmcsError> {
+    let blocking = vmcs::read(guest::INTERRUPTIBILITY_STATE);
+    if blocking & BLOCKING_BY_SMI != 0 {
+        vmcs::write(guest::INTERRUPTIBILITY_STATE, blocking & !BLOCKING_BY_SMI)?;
     }
     Ok(())
 }

@@ -31,6 +31,9 @@ pub struct Identity<'a> {
     pub holes: &'a [Range],
     /// One page the guest may read and write in place of a hole.
     pub blank: u64,
+    /// Pages mapped 1:1 but read-only, so the guest's writes exit (the local
+    /// APIC's page: its INIT IPIs are filtered, os_vcpu.rs).
+    pub write_protected: &'a [u64],
     pub mtrrs: &'a Mtrrs,
     /// EPT may map 1 GiB pages (IA32_VMX_EPT_VPID_CAP[17]).
     pub pages_1g: bool,
@@ -101,7 +104,8 @@ fn fill(table: u64, base: u64, order: u32, id: &Identity, counts: &mut [u64; 3])
         if order == 12 {
             let hole = id.holes.iter().any(|h| h.start <= addr && addr < h.end);
             let (target, kind) = if hole { (id.blank, mtrr::WB) } else { (addr, page_type(id, addr, 12)) };
-            *e = target | RWX | (kind as u64) << MEMORY_TYPE_SHIFT;
+            let permissions = if id.write_protected.contains(&addr) { READ | EXECUTE } else { RWX };
+            *e = target | permissions | (kind as u64) << MEMORY_TYPE_SHIFT;
             counts[2] += 1;
             continue;
         }
@@ -109,7 +113,11 @@ fn fill(table: u64, base: u64, order: u32, id: &Identity, counts: &mut [u64; 3])
         let large_ok = (order == 21 || id.pages_1g) && addr + size <= id.limit;
         let uniform = id.mtrrs.block_type(addr, order);
         match uniform {
-            Some(kind) if large_ok && !id.holes.iter().any(|h| h.overlaps(&block)) => {
+            Some(kind)
+                if large_ok
+                    && !id.holes.iter().any(|h| h.overlaps(&block))
+                    && !id.write_protected.iter().any(|&p| block.start <= p && p < block.end) =>
+            {
                 *e = addr | RWX | LARGE | (kind as u64) << MEMORY_TYPE_SHIFT;
                 counts[if order == 30 { 0 } else { 1 }] += 1;
             }

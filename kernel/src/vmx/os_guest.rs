@@ -26,6 +26,8 @@ use x86::vmx::vmcs::{control as ctl, guest};
 /// What every CPU's VMCS for the OS points at.
 struct Shared {
     eptp: u64,
+    /// The xAPIC register page, write-protected in EPT.
+    apic_page: u64,
     msr_bitmap: u64,
     io_bitmaps: [u64; 2],
     ports: Ports,
@@ -36,6 +38,8 @@ static SHARED: Once<Shared> = Once::new();
 /// MSRs whose reads and writes exit: IA32_FEATURE_CONTROL and the VMX
 /// capability MSRs (IA32_VMX_BASIC .. IA32_VMX_VMFUNC): VMX is hidden.
 const TRAPPED_MSRS: [core::ops::RangeInclusive<u32>; 2] = [0x3a..=0x3a, 0x480..=0x491];
+/// MSRs whose writes alone exit: the x2APIC ICR (the OS's INIT IPIs are filtered).
+const WRITE_TRAPPED_MSRS: [u32; 1] = [hvlogic::icr::X2APIC_ICR_MSR];
 
 /// Why this CPU cannot host the OS as a guest, if it cannot (the OS then
 /// boots natively): VMX root operation on every CPU, and what the OS guest
@@ -70,7 +74,11 @@ pub fn prepare(bsp: &Pcb, holes: &[Range], ports: Ports, memory_top: u64) {
     // the memory map's extent (at least 4 GiB, for the MMIO below it).
     let limit = if pages_1g { 1u64 << maxphyaddr.min(48) } else { memory_top.max(1 << 32).next_multiple_of(1 << 30) };
     let blank = memory::alloc_pages(1).as_ptr() as u64;
-    let (ept, leaves) = Ept::identity(&Identity { limit, holes, blank, mtrrs: &mtrrs, pages_1g });
+    // SAFETY: IA32_APIC_BASE exists on every CPU with a local APIC.
+    let apic_page = unsafe { x86::msr::rdmsr(x86::msr::IA32_APIC_BASE) } & 0x000f_ffff_ffff_f000;
+    let write_protected = [apic_page];
+    let (ept, leaves) =
+        Ept::identity(&Identity { limit, holes, blank, write_protected: &write_protected, mtrrs: &mtrrs, pages_1g });
     info!(
         "os guest: EPT maps {} GiB 1:1 ({} 1 GiB, {} 2 MiB, {} 4 KiB leaves; memory types from the MTRRs); the hypervisor's {} ranges read as a blank page",
         limit >> 30,
@@ -86,6 +94,9 @@ pub fn prepare(bsp: &Pcb, holes: &[Range], ports: Ports, memory_top: u64) {
             msr[base + index as usize / 8] |= 1 << (index % 8);
         }
     }
+    for index in WRITE_TRAPPED_MSRS {
+        msr[2048 + index as usize / 8] |= 1 << (index % 8);
+    }
     let io = memory::alloc_pages(2);
     for port in ports.trapped() {
         io[port as usize / 8] |= 1 << (port % 8);
@@ -93,6 +104,7 @@ pub fn prepare(bsp: &Pcb, holes: &[Range], ports: Ports, memory_top: u64) {
     let io_a = io.as_ptr() as u64;
     SHARED.call_once(|| Shared {
         eptp: ept.eptp(d.ept_memory_type),
+        apic_page,
         msr_bitmap: msr.as_ptr() as u64,
         io_bitmaps: [io_a, io_a + memory::PAGE_SIZE as u64],
         ports,
@@ -144,6 +156,7 @@ fn set_up(pcb: &'static Pcb) -> Result<&'static mut OsVcpu, VmcsError> {
         cr4_hidden,
         xcr0_supported,
         ports: shared.ports,
+        apic_page: shared.apic_page,
         started_by_sipi: None,
         stale_inits: 0,
     };

@@ -9,13 +9,15 @@ use super::emulate::{self, inject, inject_gp, UD};
 use super::instructions::vmread_unchecked;
 use super::vcpu::{Vcpu, RESUME};
 use super::vmcs::{self, VmcsError, AR_CODE_16, AR_DATA_16, AR_TSS_BUSY_32, AR_UNUSABLE};
-use crate::pcb::Pcb;
+use crate::pcb::{Pcb, CPU_STATUS_OS_WAITING};
 use crate::run::{self, How};
 use hvlogic::controls::entry;
 use hvlogic::cr::{self, Outcome};
 use hvlogic::exit_qual::{CrAccess, CrAccessKind, IoAccess};
 use hvlogic::exit_reason::{basic, ExitReason};
 use hvlogic::fixed::Fixed;
+use hvlogic::guest_mem::{self, Paging, Source, Store};
+use hvlogic::icr;
 use hvlogic::os_guest::Hidden;
 use hvlogic::power::{Ports, Request};
 use log::error;
@@ -33,6 +35,8 @@ pub struct Os {
     /// CPUID.(EAX=0DH,ECX=0):EDX:EAX, the XCR0 bits the CPU supports.
     pub xcr0_supported: u64,
     pub ports: Ports,
+    /// The xAPIC register page (write-protected in EPT).
+    pub apic_page: u64,
     /// The vector of the SIPI that started this CPU, until its first exit
     /// other than INIT, and how many INITs blocked during wait-for-SIPI were
     /// consumed since.
@@ -63,6 +67,8 @@ enum Fatal {
     Sleep(u8),
     /// String I/O to a trapped port.
     StringIo(IoAccess),
+    /// A write to the APIC page by an instruction this hypervisor does not decode.
+    Undecodable(u64),
 }
 
 impl From<VmcsError> for Fatal {
@@ -85,7 +91,7 @@ pub extern "C" fn dispatch(vcpu: &mut OsVcpu) -> u64 {
         emulate::cpuid(&mut vcpu.regs, vcpu.processor_index, vcpu.guest.hidden);
         emulate::skip_instruction_traced().map_err(Fatal::from)
     } else {
-        handle(vcpu, ExitReason(reason))
+        handle(vcpu, ExitReason(reason)).and_then(|()| Ok(emulate::clear_smi_blocking()?))
     };
     match done.and_then(|()| deliver_pending_nmi(vcpu)) {
         Ok(()) => RESUME,
@@ -106,6 +112,7 @@ fn handle(vcpu: &mut OsVcpu, reason: ExitReason) -> Result<(), Fatal> {
         basic::TRIPLE_FAULT => triple_fault(),
         basic::CR_ACCESS => cr_access(vcpu, CrAccess::decode(qualification)),
         basic::RDMSR | basic::WRMSR => msr(vcpu, reason.basic() == basic::WRMSR),
+        basic::EPT_VIOLATION => ept_violation(vcpu, qualification),
         basic::IO_INSTRUCTION => io(vcpu, IoAccess::decode(qualification)),
         basic::XSETBV => xsetbv(vcpu),
         // Hidden from the guest: on a CPU without VMX or SMX these raise #UD.
@@ -206,6 +213,11 @@ fn start_up(vcpu: &mut OsVcpu, vector: u8) -> Result<(), Fatal> {
 /// The guest as INIT leaves a processor: registers and VMCS state, in `activity`.
 pub fn reset_to_init(vcpu: &mut OsVcpu, activity: u64) -> Result<(), VmcsError> {
     write_init_state(&vcpu.guest, activity)?;
+    if activity == WAIT_FOR_SIPI {
+        vcpu.guest.pcb.set(CPU_STATUS_OS_WAITING);
+    } else {
+        vcpu.guest.pcb.clear(CPU_STATUS_OS_WAITING);
+    }
     vcpu.regs = Default::default();
     // EDX holds the processor signature after INIT (SDM Vol. 3A §10.1.2).
     vcpu.regs.rdx = raw_cpuid::cpuid!(1).eax as u64;
@@ -326,12 +338,83 @@ fn load_guest_pdptes() -> Result<(), VmcsError> {
 /// does); the VMX capability MSRs do not exist for a guest without VMX (#GP).
 fn msr(vcpu: &mut OsVcpu, write: bool) -> Result<(), Fatal> {
     let index = vcpu.regs.rcx as u32;
+    if write && index == icr::X2APIC_ICR_MSR {
+        let value = (vcpu.regs.rdx << 32) | (vcpu.regs.rax & 0xffff_ffff);
+        if forward_ipi(value as u32, (value >> 32) as u32) {
+            // SAFETY: the x2APIC ICR exists (the guest's APIC is in x2APIC mode, or
+            // the WRMSR would have faulted before exiting); the OS asked for this IPI.
+            unsafe { x86::msr::wrmsr(icr::X2APIC_ICR_MSR, value) };
+        }
+        return Ok(emulate::skip_instruction_traced()?);
+    }
     if !write && index == hvlogic::feature_control::IA32_FEATURE_CONTROL {
         vcpu.regs.rax = FEATURE_CONTROL_LOCKED_OFF;
         vcpu.regs.rdx = 0;
         return Ok(emulate::skip_instruction_traced()?);
     }
     Ok(inject_gp()?)
+}
+
+/// Whether an IPI the OS sends goes out. An INIT to a processor whose OS
+/// guest waits for its SIPI is dropped: natively it would leave that
+/// processor where it is, in wait-for-SIPI, and in VMX non-root operation an
+/// INIT there is blocked and would strike after the SIPI (SDM Vol. 3C
+/// §26.2), or, on Bochs 2.7, stay pending for good (its INIT exit does not
+/// clear it). Everything else goes out as the OS wrote it.
+fn forward_ipi(low: u32, dest: u32) -> bool {
+    match icr::decode(low, dest) {
+        icr::Ipi::Init { dest } => !crate::pcb::all().any(|p| p.apic_id() == dest && p.has(CPU_STATUS_OS_WAITING)),
+        icr::Ipi::Startup { .. } | icr::Ipi::Other => true,
+    }
+}
+
+/// An EPT violation: a write to the local APIC's page (write-protected so
+/// that the OS's INIT IPIs can be seen), emulated; anything else cannot be
+/// handled (the identity map covers all memory).
+fn ept_violation(vcpu: &mut OsVcpu, qualification: u64) -> Result<(), Fatal> {
+    const WRITE: u64 = 1 << 1;
+    let gpa = vmcs::read(ro::GUEST_PHYSICAL_ADDR_FULL);
+    if gpa & !0xfff != vcpu.guest.apic_page || qualification & WRITE == 0 {
+        return Err(Fatal::Unhandled(ExitReason(basic::EPT_VIOLATION as u32)));
+    }
+    let store = decode_guest_store().ok_or(Fatal::Undecodable(gpa))?;
+    let value = match store.source {
+        Source::Register(n) => vcpu.regs.get(n) as u32,
+        Source::Immediate(v) => v,
+    };
+    if store.size != 4 {
+        return Err(Fatal::Undecodable(gpa));
+    }
+    let apic = |offset: u64| (vcpu.guest.apic_page + offset) as *mut u32;
+    let offset = gpa & 0xfff & !3;
+    // SAFETY: the local APIC's registers, identity-mapped (uncached by the
+    // MTRRs); the OS wrote this register of its own APIC.
+    let forward = offset != icr::XAPIC_ICR_LOW
+        || forward_ipi(value, icr::xapic_destination(unsafe { core::ptr::read_volatile(apic(icr::XAPIC_ICR_HIGH)) }));
+    if forward {
+        // SAFETY: as above.
+        unsafe { core::ptr::write_volatile(apic(offset), value) };
+    }
+    Ok(emulate::advance_traced(store.len as u64)?)
+}
+
+/// The store instruction at the guest's RIP, read through its own page tables.
+fn decode_guest_store() -> Option<Store> {
+    const CS_L: u64 = 1 << 13;
+    let paging = Paging {
+        cr0: vmcs::read(guest::CR0),
+        cr3: vmcs::read(guest::CR3),
+        cr4: vmcs::read(guest::CR4),
+        efer: vmcs::read(guest::IA32_EFER_FULL),
+    };
+    let long = paging.efer & cr::EFER_LMA != 0 && vmcs::read(guest::CS_ACCESS_RIGHTS) & CS_L != 0;
+    let linear = vmcs::read(guest::CS_BASE).wrapping_add(vmcs::read(guest::RIP));
+    let mut code = [0u8; 15];
+    for (i, byte) in code.iter_mut().enumerate() {
+        let physical = guest_mem::translate(&paging, linear + i as u64, &mut |a| crate::paging::read_phys_u64(a))?;
+        *byte = crate::paging::read_phys_u64(physical & !7).to_le_bytes()[(physical & 7) as usize];
+    }
+    guest_mem::decode_store(&code, long)
 }
 
 /// The trapped ports: the PM1 control blocks, 0xCF9, the keyboard controller's
@@ -392,6 +475,10 @@ fn fail(vcpu: &mut OsVcpu, reason: ExitReason, fatal: Fatal) -> ! {
         Fatal::EntryFailure(r) => super::dump::entry_failure(r, qualification),
         Fatal::Sleep(typ) => error!("os guest: sleep state SLP_TYP={typ} requested; only S5 (poweroff) is supported"),
         Fatal::StringIo(q) => error!("os guest: string I/O to a trapped port ({q}) is not emulated"),
+        Fatal::Undecodable(gpa) => error!(
+            "os guest: a write to the local APIC at {gpa:#x} by an instruction this hypervisor does not decode (RIP {:#x})",
+            vmcs::read(guest::RIP)
+        ),
     }
     let _ = reason;
     super::dump::guest_state(&vcpu.regs, vcpu.exits, log::Level::Error);

@@ -20,7 +20,15 @@ pub fn init(available: &[Range], reserved: &[Range]) -> Option<Range> {
     let heap = memmap::choose_heap(available, reserved, crate::boot::IDENTITY_MAPPED, HEAP_MAX)?;
     // SAFETY: the range is available RAM, identity-mapped, and overlaps nothing in use.
     unsafe { HEAP.lock().init(heap.start as *mut u8, heap.len() as usize) };
+    HEAP_RANGE.call_once(|| heap);
     Some(heap)
+}
+
+static HEAP_RANGE: spin::Once<Range> = spin::Once::new();
+
+/// The heap's range, once `init` ran: RAM this kernel owns and may read.
+pub fn heap_range() -> Option<Range> {
+    HEAP_RANGE.get().copied()
 }
 
 /// `count` zeroed, 4 KiB-aligned pages for the whole run. Identity mapping

@@ -23,6 +23,7 @@ pub fn vm_instruction_failure(instruction: &str, r: u64) {
         read(ctl::VMEXIT_CONTROLS),
         read(ctl::VMENTRY_CONTROLS)
     );
+    super::snapshot::explain_failure();
 }
 
 /// A VM exit with bit 31 set: VM entry failed while loading guest state (SDM Vol. 3C 27.8).
@@ -33,6 +34,7 @@ pub fn entry_failure(reason: ExitReason, qualification: u64) {
         reason.basic(),
         entry_failure_qualification(reason.basic(), qualification)
     );
+    super::snapshot::explain_failure();
 }
 
 /// Detail of how the guest ended, appended to the report line.

@@ -357,6 +357,9 @@ impl Launch<'_> {
             return Err(SetupError { what: "INVVPID before launch failed", field: 0, error: None });
         }
         let resuming = vcpu.launched;
+        if run::options().vmcheck && !resuming {
+            super::snapshot::vmcheck();
+        }
         // SAFETY: the VMCS is current and complete; vcpu is 'static with its exit stack.
         let r = unsafe { vm_run(vcpu as *mut Vcpu as *mut core::ffi::c_void, resuming as u64) };
         // An exit means VM entry succeeded once: the VMCS is "launched" (SDM Vol.

@@ -7,6 +7,7 @@ mod exits;
 mod guest;
 mod instructions;
 mod layout;
+mod snapshot;
 mod vmcs;
 mod vmxcap;
 

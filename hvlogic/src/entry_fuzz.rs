@@ -96,7 +96,14 @@ impl Mutation {
     pub fn iter(&self) -> impl Iterator<Item = (u32, u64)> + '_ {
         self.changes[..self.len].iter().copied()
     }
+    /// Add a change; the value is cut to the field's width as VMWRITE does
+    /// (SDM Vol. 3C §25.11.2: bits 14:13 of the encoding give the width).
     fn push(&mut self, field: u32, value: u64) {
+        let value = match (field >> 13) & 3 {
+            0 => value & 0xffff,
+            2 => value & 0xffff_ffff,
+            _ => value,
+        };
         if let Some(c) = self.changes[..self.len].iter_mut().find(|c| c.0 == field) {
             c.1 = value;
         } else if self.len < 3 {
@@ -246,6 +253,43 @@ pub const TARGETS: &[u32] = &[
     GUEST_PDPTE1,
 ];
 
+/// Fields that rules combine: a mutation draws from one group 40% of the time.
+pub const GROUPS: &[&[u32]] = &[
+    // Non-register state and event injection (§27.2.1.3, §27.3.1.5).
+    &[
+        GUEST_ACTIVITY_STATE,
+        GUEST_INTERRUPTIBILITY,
+        GUEST_RFLAGS,
+        GUEST_PENDING_DBG_EXCEPTIONS,
+        ENTRY_INTERRUPTION_INFO,
+        ENTRY_EXCEPTION_ERROR_CODE,
+        ENTRY_INSTRUCTION_LENGTH,
+        GUEST_SS_AR,
+        GUEST_IA32_DEBUGCTL,
+        PIN_BASED_CONTROLS,
+    ],
+    // Modes: IA-32e, paging, PAE, virtual-8086 (§27.3.1.1, §27.3.1.4, §27.3.1.6).
+    &[ENTRY_CONTROLS, GUEST_IA32_EFER, GUEST_CR0, GUEST_CR4, GUEST_CS_AR, GUEST_RFLAGS, GUEST_RIP, GUEST_PDPTE0, GUEST_PDPTE1],
+    // Segments (§27.3.1.2).
+    &[
+        GUEST_CS_SELECTOR,
+        GUEST_CS_AR,
+        GUEST_SS_SELECTOR,
+        GUEST_SS_AR,
+        GUEST_DS_SELECTOR,
+        GUEST_DS_AR,
+        GUEST_DS_LIMIT,
+        GUEST_LDTR_AR,
+        GUEST_LDTR_SELECTOR,
+        GUEST_TR_AR,
+        GUEST_TR_LIMIT,
+    ],
+    // Controls and the structures they enable (§27.2.1.1).
+    &[PIN_BASED_CONTROLS, PRIMARY_PROC_CONTROLS, SECONDARY_PROC_CONTROLS, EXIT_CONTROLS, TPR_THRESHOLD, VM_FUNCTION_CONTROLS],
+    // MSR loading (§27.2.1.3, §27.4).
+    &[ENTRY_MSR_LOAD_COUNT, ENTRY_MSR_LOAD_ADDR],
+];
+
 /// Fields whose mutation is executed only when the checker says VMfailValid:
 /// the host state (a VM exit loads it, so a wrong value that passes could
 /// break the host) and the VM-exit MSR areas (a VM exit writes and loads them).
@@ -270,10 +314,12 @@ impl Mutator<'_> {
     pub fn mutate(&self, rng: &mut Rng) -> Mutation {
         let mut m = Mutation::default();
         let n = 1 + rng.below(3) as usize;
+        // Often the fields of one group: the rules that need two changes at once.
+        let pool = if rng.chance(40) { rng.pick(GROUPS) } else { TARGETS };
         let mut tries = 0;
         while m.len < n && tries < 20 {
             tries += 1;
-            let field = rng.pick(TARGETS);
+            let field = rng.pick(pool);
             if !self.base.has(field) {
                 continue;
             }
@@ -514,6 +560,8 @@ fn pick_bit(bits: u64, rng: &mut Rng) -> u64 {
 pub struct Policy {
     /// The CPU has EPT in use: the guest's memory is confined by it.
     pub ept: bool,
+    /// The CPU supports the monitor trap flag (so event type 7 is defined).
+    pub mtf: bool,
 }
 
 /// Why a mutation is not executed.
@@ -525,6 +573,10 @@ pub enum Refusal {
     MayNotStop,
     /// Without EPT, a guest that may run must keep the host-owned page tables.
     GuestPaging,
+    /// Event type 7 without MTF support: the SDM says VMfailValid, but Bochs
+    /// 2.7 lets it through and then stops the emulator ("unsupported event
+    /// injection type 7").
+    OtherEventWithoutMtf,
 }
 
 impl Policy {
@@ -544,6 +596,10 @@ impl Policy {
         }
         if verdict.enters() && !stops_at_once(after) {
             return Err(Refusal::MayNotStop);
+        }
+        let info = after.get(ENTRY_INTERRUPTION_INFO);
+        if !self.mtf && info & (1 << 31) != 0 && (info >> 8) & 7 == 7 {
+            return Err(Refusal::OtherEventWithoutMtf);
         }
         if !self.ept && !fails_early && m.iter().any(|(f, _)| matches!(f, GUEST_CR0 | GUEST_CR3 | GUEST_CR4)) {
             return Err(Refusal::GuestPaging);
@@ -665,12 +721,17 @@ mod tests {
         assert_eq!(m.len, 2);
         assert_eq!(std::format!("{}", m.describe(&b)), "guest CR0=0x33 (was 0x1000), host RIP=0x0 (was 0x1000)");
         assert_eq!(m.apply(&b).get(GUEST_CR0), 0x33);
+        let mut w = Mutation::default();
+        w.push(VPID, 0x1_0001);
+        w.push(CR3_TARGET_COUNT, 0x1_0000_0005);
+        w.push(GUEST_RIP, 1 << 40);
+        assert_eq!(&w.changes, &[(VPID, 1), (CR3_TARGET_COUNT, 5), (GUEST_RIP, 1 << 40)], "cut to the field width");
     }
 
     #[test]
     fn policy_refuses_what_could_hurt_the_host_or_not_stop() {
         let b = base();
-        let p = Policy { ept: true };
+        let p = Policy { ept: true, mtf: true };
         let mut host = Mutation::default();
         host.push(HOST_RIP, 0);
         let enters = Verdict::Enters;
@@ -694,7 +755,12 @@ mod tests {
         let mut cr3 = Mutation::default();
         cr3.push(GUEST_CR3, 0x9000);
         assert_eq!(p.allows(&cr3, &cr3.apply(&b), &enters), Ok(()));
-        assert_eq!(Policy { ept: false }.allows(&cr3, &cr3.apply(&b), &enters), Err(Refusal::GuestPaging));
+        assert_eq!(Policy { ept: false, mtf: true }.allows(&cr3, &cr3.apply(&b), &enters), Err(Refusal::GuestPaging));
+        let mut other = Mutation::default();
+        other.push(ENTRY_INTERRUPTION_INFO, 0x8000_0700);
+        let no_mtf = Policy { ept: true, mtf: false };
+        assert_eq!(no_mtf.allows(&other, &other.apply(&b), &fails), Err(Refusal::OtherEventWithoutMtf));
+        assert_eq!(p.allows(&other, &other.apply(&b), &enters), Ok(()));
         assert!(host_side(HOST_CR3) && fields::kind(HOST_CR3) == KIND_HOST && !host_side(GUEST_CR3));
     }
 

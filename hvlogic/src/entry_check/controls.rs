@@ -328,13 +328,13 @@ fn msr_area_ok(c: &Ctx, addr: u64, count: u64) -> bool {
     count == 0 || (addr & 0xf == 0 && c.within_width(addr) && c.within_width(addr.wrapping_add(count * 16 - 1)))
 }
 
-pub(crate) fn check(c: &Ctx, out: &mut Out) {
+pub(crate) fn check(c: &Ctx, out: &mut Out<'_>) {
     execution(c, out);
     exit_controls(c, out);
     entry_controls(c, out);
 }
 
-fn execution(c: &Ctx, out: &mut Out) {
+fn execution(c: &Ctx, out: &mut Out<'_>) {
     let caps = c.caps;
     out.check(allowed(c.pin, caps.pin_based_ctls), &PIN_RESERVED, "");
     out.check(allowed(c.proc1, caps.processor_based_ctls), &PROC_RESERVED, "");
@@ -444,7 +444,7 @@ fn execution(c: &Ctx, out: &mut Out) {
     }
 }
 
-fn exit_controls(c: &Ctx, out: &mut Out) {
+fn exit_controls(c: &Ctx, out: &mut Out<'_>) {
     out.check(allowed(c.exit, c.caps.exit_ctls), &EXIT_RESERVED, "");
     if !c.pin_has(pin::PREEMPTION_TIMER) {
         out.check(!c.exit_has(exit::SAVE_PREEMPTION_TIMER), &EXIT_SAVE_TIMER, "");
@@ -455,7 +455,7 @@ fn exit_controls(c: &Ctx, out: &mut Out) {
     out.check(msr_area_ok(c, load.0, load.1), &EXIT_MSR_LOAD, "");
 }
 
-fn entry_controls(c: &Ctx, out: &mut Out) {
+fn entry_controls(c: &Ctx, out: &mut Out<'_>) {
     out.check(allowed(c.entry, c.caps.entry_ctls), &ENTRY_RESERVED, "");
     if let Some(e) = c.injected_event() {
         event(c, e, out);
@@ -468,7 +468,7 @@ fn entry_controls(c: &Ctx, out: &mut Out) {
 }
 
 /// The VM-entry interruption-information checks (SDM §27.2.1.3, Table 25-17).
-fn event(c: &Ctx, e: Event, out: &mut Out) {
+fn event(c: &Ctx, e: Event, out: &mut Out<'_>) {
     let mtf = crate::controls::can_set(c.caps.processor_based_ctls, proc1::MONITOR_TRAP_FLAG);
     let kind = e.kind();
     let vector = e.vector();

@@ -225,21 +225,21 @@ pub const LINK_POINTER_NONE: u64 = u64::MAX;
 /// PAE PDPTE reserved bits below bit 12: 2:1 and 8:5 (SDM Vol. 3A §5.4.1, Table 5-8).
 pub const PDPTE_LOW_RESERVED: u64 = 0x1e6;
 
-pub(crate) fn check(c: &Ctx, out: &mut Out) {
+pub(crate) fn check(c: &Ctx, out: &mut Out<'_>) {
     descriptor_tables(c, out);
     rip_rflags(c, out);
     non_register(c, out);
     pdptes(c, out);
 }
 
-fn descriptor_tables(c: &Ctx, out: &mut Out) {
+fn descriptor_tables(c: &Ctx, out: &mut Out<'_>) {
     out.check(c.canonical(c.get(enc::GUEST_GDTR_BASE)), &DT_CANONICAL, "GDTR");
     out.check(c.canonical(c.get(enc::GUEST_IDTR_BASE)), &DT_CANONICAL, "IDTR");
     out.check(c.get(enc::GUEST_GDTR_LIMIT) >> 16 == 0, &DT_LIMIT, "GDTR");
     out.check(c.get(enc::GUEST_IDTR_LIMIT) >> 16 == 0, &DT_LIMIT, "IDTR");
 }
 
-fn rip_rflags(c: &Ctx, out: &mut Out) {
+fn rip_rflags(c: &Ctx, out: &mut Out<'_>) {
     let rip = c.get(enc::GUEST_RIP);
     let long = c.ia32e_guest() && c.get(enc::GUEST_CS_AR) & (1 << 13) != 0;
     if long {
@@ -258,7 +258,7 @@ fn rip_rflags(c: &Ctx, out: &mut Out) {
     }
 }
 
-fn non_register(c: &Ctx, out: &mut Out) {
+fn non_register(c: &Ctx, out: &mut Out<'_>) {
     let activity = c.get(enc::GUEST_ACTIVITY_STATE);
     let intr = c.get(enc::GUEST_INTERRUPTIBILITY);
     let rflags = c.get(enc::GUEST_RFLAGS);
@@ -350,7 +350,7 @@ fn non_register(c: &Ctx, out: &mut Out) {
 }
 
 /// PAE paging's four PDPTEs: from the VMCS with EPT, else from guest CR3.
-fn pdptes(c: &Ctx, out: &mut Out) {
+fn pdptes(c: &Ctx, out: &mut Out<'_>) {
     let cr0 = c.get(enc::GUEST_CR0);
     let cr4 = c.get(enc::GUEST_CR4);
     if cr0 & CR0_PG == 0 || cr4 & CR4_PAE == 0 || c.ia32e_guest() {

@@ -120,7 +120,7 @@ pub const CR0_WP: u64 = 1 << 16;
 pub const CR0_PG: u64 = 1 << 31;
 pub const CR4_CET: u64 = 1 << 23;
 
-pub(crate) fn check(c: &Ctx, out: &mut Out) {
+pub(crate) fn check(c: &Ctx, out: &mut Out<'_>) {
     let caps = c.caps;
     let cr0 = c.get(enc::GUEST_CR0);
     let cr4 = c.get(enc::GUEST_CR4);

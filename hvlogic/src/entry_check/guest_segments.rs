@@ -212,7 +212,7 @@ impl Seg {
     }
 }
 
-pub(crate) fn check(c: &Ctx, out: &mut Out) {
+pub(crate) fn check(c: &Ctx, out: &mut Out<'_>) {
     use enc::*;
     let cs = Seg::read(c, "CS", GUEST_CS_SELECTOR, GUEST_CS_BASE, GUEST_CS_LIMIT, GUEST_CS_AR);
     let ss = Seg::read(c, "SS", GUEST_SS_SELECTOR, GUEST_SS_BASE, GUEST_SS_LIMIT, GUEST_SS_AR);

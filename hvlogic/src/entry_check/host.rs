@@ -145,7 +145,7 @@ pub const EFER_LMA: u64 = 1 << 10;
 pub const CR4_PAE: u64 = 1 << 5;
 pub const CR4_PCIDE: u64 = 1 << 17;
 
-pub(crate) fn check(c: &Ctx, out: &mut Out) {
+pub(crate) fn check(c: &Ctx, out: &mut Out<'_>) {
     let caps = c.caps;
     let cr4 = c.get(enc::HOST_CR4);
     out.check(fixed_ok(c.get(enc::HOST_CR0), caps.cr0_fixed0, caps.cr0_fixed1), &CR0_FIXED, "");

@@ -35,7 +35,7 @@ impl Env {
             0x1234 => Some(false),
             _ => None,
         };
-        check(&Input { vmcs: &self.v, caps: &self.caps, cpu: self.cpu, memory: &read, msr_writable: &writable })
+        check(&Input { vmcs: &self.v, caps: &self.caps, cpu: self.cpu, memory: &read, msr_writable: &writable, skip: &[] })
     }
 }
 

@@ -191,6 +191,9 @@ impl Vcpu {
 
 /// Stage work: launch this CPU's guest, run it to its end, report.
 pub fn run(pcb: &Pcb) {
+    if let Some(n) = run::options().entryfuzz {
+        return super::entry_fuzz::run(pcb, n, run::options().seed);
+    }
     if !pcb.has(CPU_STATUS_VMXON) {
         return;
     }

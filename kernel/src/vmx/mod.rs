@@ -2,6 +2,7 @@
 
 mod dump;
 mod enter;
+mod entry_fuzz;
 mod ept;
 mod exits;
 mod guest;

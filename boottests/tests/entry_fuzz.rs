@@ -35,7 +35,9 @@ fn fuzz(name: &str, model: &'static str, n: u32, seed: u64, min_rules: u32) -> L
     log.assert_no_exception();
     let (agree, known, disagree) = result(&log, n, seed);
     if disagree != 0 || agree + known != n {
-        log.fail(&format!("agree={agree} known={known} disagree={disagree}: every mutation must agree or be a known departure"));
+        log.fail(&format!(
+            "agree={agree} known={known} disagree={disagree}: every mutation must agree or be a known departure"
+        ));
     }
     if known * 20 > n {
         log.fail("known departures are more than 5% of the mutations");

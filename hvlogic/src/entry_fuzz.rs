@@ -269,7 +269,17 @@ pub const GROUPS: &[&[u32]] = &[
         PIN_BASED_CONTROLS,
     ],
     // Modes: IA-32e, paging, PAE, virtual-8086 (§27.3.1.1, §27.3.1.4, §27.3.1.6).
-    &[ENTRY_CONTROLS, GUEST_IA32_EFER, GUEST_CR0, GUEST_CR4, GUEST_CS_AR, GUEST_RFLAGS, GUEST_RIP, GUEST_PDPTE0, GUEST_PDPTE1],
+    &[
+        ENTRY_CONTROLS,
+        GUEST_IA32_EFER,
+        GUEST_CR0,
+        GUEST_CR4,
+        GUEST_CS_AR,
+        GUEST_RFLAGS,
+        GUEST_RIP,
+        GUEST_PDPTE0,
+        GUEST_PDPTE1,
+    ],
     // Segments (§27.3.1.2).
     &[
         GUEST_CS_SELECTOR,
@@ -285,7 +295,14 @@ pub const GROUPS: &[&[u32]] = &[
         GUEST_TR_LIMIT,
     ],
     // Controls and the structures they enable (§27.2.1.1).
-    &[PIN_BASED_CONTROLS, PRIMARY_PROC_CONTROLS, SECONDARY_PROC_CONTROLS, EXIT_CONTROLS, TPR_THRESHOLD, VM_FUNCTION_CONTROLS],
+    &[
+        PIN_BASED_CONTROLS,
+        PRIMARY_PROC_CONTROLS,
+        SECONDARY_PROC_CONTROLS,
+        EXIT_CONTROLS,
+        TPR_THRESHOLD,
+        VM_FUNCTION_CONTROLS,
+    ],
     // MSR loading (§27.2.1.3, §27.4).
     &[ENTRY_MSR_LOAD_COUNT, ENTRY_MSR_LOAD_ADDR],
 ];

@@ -9,6 +9,9 @@ use super::verdict::{Outcome, Verdict};
 use super::{Stage, Violation};
 use alloc::vec::Vec;
 
+/// A check Bochs makes that the SDM does not, on the VMCS.
+pub type ExtraCheck = fn(&Snapshot) -> bool;
+
 /// One known departure.
 #[derive(Debug)]
 pub struct Departure {
@@ -20,7 +23,7 @@ pub struct Departure {
     pub reports_as: Option<(&'static str, Stage)>,
     /// A check Bochs makes that the SDM does not: when it holds, Bochs fails
     /// the entry at that stage.
-    pub adds: Option<(fn(&Snapshot) -> bool, Stage)>,
+    pub adds: Option<(ExtraCheck, Stage)>,
     /// The SDM's words Bochs departs from.
     pub sdm: &'static str,
     /// What Bochs does instead.
@@ -286,7 +289,10 @@ mod tests {
         assert_eq!(explain(&[v("guest.activity.event")], &entered).map(|d| d.id), Some("bochs.hlt_events"));
         assert!(explain(&[v("guest.activity.event")], &q0).is_none(), "the SDM verdict: nothing to explain");
         assert!(explain(&[v("guest.rflags.reserved")], &entered).is_none());
-        assert_eq!(explain(&[v("guest.interruptibility.nmi_sti")], &q0).map(|d| d.id), Some("bochs.nmi_sti_qualification"));
+        assert_eq!(
+            explain(&[v("guest.interruptibility.nmi_sti")], &q0).map(|d| d.id),
+            Some("bochs.nmi_sti_qualification")
+        );
         assert!(explain(&[v("guest.interruptibility.nmi_sti")], &entered).is_none());
         // Two departures at once.
         let both = [v("guest.activity.event"), v("guest.pending_debug.bs_set")];

@@ -35,7 +35,14 @@ impl Env {
             0x1234 => Some(false),
             _ => None,
         };
-        check(&Input { vmcs: &self.v, caps: &self.caps, cpu: self.cpu, memory: &read, msr_writable: &writable, skip: &[] })
+        check(&Input {
+            vmcs: &self.v,
+            caps: &self.caps,
+            cpu: self.cpu,
+            memory: &read,
+            msr_writable: &writable,
+            skip: &[],
+        })
     }
 }
 

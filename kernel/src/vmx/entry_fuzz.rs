@@ -137,7 +137,10 @@ fn build(pcb: &Pcb, slot: u64) -> Result<(u64, Policy, Places, bool), SetupError
         let own = pcb.own();
         (own.vmx, own.vmxon_region)
     };
-    let mode = GuestMode::choose(d.ept_usable(), hvlogic::controls::can_set(d.processor_based_ctls2, proc2::UNRESTRICTED_GUEST));
+    let mode = GuestMode::choose(
+        d.ept_usable(),
+        hvlogic::controls::can_set(d.processor_based_ctls2, proc2::UNRESTRICTED_GUEST),
+    );
     let vpid = d.invvpid_type().map(|_| pcb.processor_index as u16 + 1);
     let controls = vmcs::choose_controls(&d, mode, vpid.is_some())?;
     let timer = controls.pin & pin::PREEMPTION_TIMER != 0;
@@ -170,7 +173,8 @@ fn build(pcb: &Pcb, slot: u64) -> Result<(u64, Policy, Places, bool), SetupError
         cr3 = pd;
     }
 
-    let vmcs = super::load_new_vmcs(&d).map_err(|e| SetupError { what: "VMCLEAR/VMPTRLD", field: 0, error: Some(e) })?;
+    let vmcs =
+        super::load_new_vmcs(&d).map_err(|e| SetupError { what: "VMCLEAR/VMPTRLD", field: 0, error: Some(e) })?;
     vmcs::write_controls(&controls)?;
     let io = memory::alloc_pages(2);
     io.fill(0xff);
@@ -197,7 +201,9 @@ fn build(pcb: &Pcb, slot: u64) -> Result<(u64, Policy, Places, bool), SetupError
         write(enc::PRIMARY_PROC_CONTROLS, (controls.proc1 | window) as u64)?;
         write(enc::GUEST_RFLAGS, 0x202)?;
     } else {
-        return Err(setup_error("neither a VMX-preemption timer nor interrupt-window exiting: no way to stop a guest at once"));
+        return Err(setup_error(
+            "neither a VMX-preemption timer nor interrupt-window exiting: no way to stop a guest at once",
+        ));
     }
 
     let revision = hvlogic::vmx_global::basic::revision_id(d.vmx_basic) as u64;
@@ -320,8 +326,11 @@ fn fuzz(pcb: &Pcb, n: u32, seed: Option<u64>) -> Result<bool, SetupError> {
     let relaunch = || -> Result<(), SetupError> {
         // SAFETY: in VMX root operation; the VMCS is this CPU's. VMCLEAR makes it
         // "clear" again so the next VMLAUNCH is allowed; the data stays.
-        unsafe { vmclear(vmcs_address).and_then(|()| vmptrld(vmcs_address)) }
-            .map_err(|e| SetupError { what: "VMCLEAR/VMPTRLD between mutations", field: 0, error: Some(e) })
+        unsafe { vmclear(vmcs_address).and_then(|()| vmptrld(vmcs_address)) }.map_err(|e| SetupError {
+            what: "VMCLEAR/VMPTRLD between mutations",
+            field: 0,
+            error: Some(e),
+        })
     };
     let first = execute(slot);
     relaunch()?;
@@ -375,7 +384,9 @@ fn fuzz(pcb: &Pcb, n: u32, seed: Option<u64>) -> Result<bool, SetupError> {
         }
         if verdict.agrees(&outcome) {
             t.agree += 1;
-        } else if let Some(d) = departures::explain(&violations, &outcome, &after, &|skip: &[&str]| snapshot::check_skipping(&after, &caps, facts, skip)) {
+        } else if let Some(d) = departures::explain(&violations, &outcome, &after, &|skip: &[&str]| {
+            snapshot::check_skipping(&after, &caps, facts, skip)
+        }) {
             t.known += 1;
             match known_by.iter_mut().find(|(id, _)| *id == d.id) {
                 Some(k) => k.1 += 1,
@@ -406,7 +417,11 @@ fn fuzz(pcb: &Pcb, n: u32, seed: Option<u64>) -> Result<bool, SetupError> {
     let mut same = true;
     for (field, value) in base.iter() {
         if fields::kind(field) != fields::KIND_READ_ONLY && end.get(field) != value {
-            error!("entry-fuzz: {} is {:#x} after the run, {value:#x} before", fields::name(field).unwrap_or("?"), end.get(field));
+            error!(
+                "entry-fuzz: {} is {:#x} after the run, {value:#x} before",
+                fields::name(field).unwrap_or("?"),
+                end.get(field)
+            );
             same = false;
         }
     }
@@ -430,10 +445,7 @@ fn fuzz(pcb: &Pcb, n: u32, seed: Option<u64>) -> Result<bool, SetupError> {
     for (id, count) in &known_by {
         info!("entry-fuzz: known Bochs departure {id}: {count}");
     }
-    info!(
-        "entry-fuzz: mutations={n} agree={} known={} disagree={} seed={seed}",
-        t.agree, t.known, t.disagree
-    );
+    info!("entry-fuzz: mutations={n} agree={} known={} disagree={} seed={seed}", t.agree, t.known, t.disagree);
     if t.disagree > 0 {
         error!("entry-fuzz: {} disagreement(s) between the checker and the CPU", t.disagree);
     }
@@ -474,4 +486,3 @@ impl core::fmt::Display for Ids<'_> {
         Ok(())
     }
 }
-

@@ -614,6 +614,12 @@ impl Policy {
         if verdict.enters() && !stops_at_once(after) {
             return Err(Refusal::MayNotStop);
         }
+        // A predicted guest-state or MSR-loading failure that the CPU enters
+        // anyway (a departure) must stop too: without the timer only the
+        // interrupt window can stop it, and not from HLT (Bochs never wakes).
+        if !fails_early && !timer_stops(after) && !stops_at_once(after) {
+            return Err(Refusal::MayNotStop);
+        }
         let info = after.get(ENTRY_INTERRUPTION_INFO);
         if !self.mtf && info & (1 << 31) != 0 && (info >> 8) & 7 == 7 {
             return Err(Refusal::OtherEventWithoutMtf);
@@ -623,6 +629,11 @@ impl Policy {
         }
         Ok(())
     }
+}
+
+/// The VMX-preemption timer is active with value 0.
+pub fn timer_stops(v: &Snapshot) -> bool {
+    v.get(PIN_BASED_CONTROLS) as u32 & pin::PREEMPTION_TIMER != 0 && v.get(PREEMPTION_TIMER_VALUE) == 0
 }
 
 /// A guest entered with this VMCS takes a VM exit before its first instruction.
@@ -764,7 +775,11 @@ mod tests {
         let mut hlt = Mutation::default();
         hlt.push(GUEST_ACTIVITY_STATE, 1);
         assert_eq!(p.allows(&hlt, &hlt.apply(&b), &enters), Err(Refusal::MayNotStop));
-        assert_eq!(p.allows(&hlt, &hlt.apply(&b), &guest_fail), Ok(()));
+        assert_eq!(p.allows(&hlt, &hlt.apply(&b), &guest_fail), Ok(()), "the timer stops it even in HLT");
+        let mut hlt_no_timer = hlt;
+        hlt_no_timer.push(PIN_BASED_CONTROLS, 0);
+        assert_eq!(p.allows(&hlt_no_timer, &hlt_no_timer.apply(&b), &guest_fail), Err(Refusal::MayNotStop));
+        assert_eq!(p.allows(&hlt_no_timer, &hlt_no_timer.apply(&b), &fails), Ok(()));
         let mut no_timer = Mutation::default();
         no_timer.push(PIN_BASED_CONTROLS, 0);
         assert_eq!(p.allows(&no_timer, &no_timer.apply(&b), &enters), Err(Refusal::MayNotStop));

@@ -60,7 +60,7 @@ pub fn facts(maxphyaddr: u32) -> CpuFacts {
 /// of RAM; None elsewhere, so no device register is ever read.
 pub fn read_physical(address: u64) -> Option<u64> {
     let in_heap = crate::memory::heap_range().is_some_and(|h| address >= h.start && address + 8 <= h.end);
-    if !(in_heap || address + 8 <= 0xa_0000) || address % 8 != 0 {
+    if !(in_heap || address + 8 <= 0xa_0000) || !address.is_multiple_of(8) {
         return None;
     }
     // SAFETY: identity-mapped RAM (the heap or conventional memory), 8-byte aligned.

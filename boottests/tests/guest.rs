@@ -119,9 +119,34 @@ fn entry_failure_on_guest_state_is_explained() {
     log.assert_no_exception();
     log.assert_line("[cpu0] INFO  inject: guest RFLAGS bit 1 cleared (it must be 1, SDM Vol. 3C 27.3.1.4)");
     log.assert_line("[cpu0] ERROR VM entry failed: VM-entry failure: invalid guest state (exit reason 33 with bit 31 set), exit qualification 0x0: a guest-state check failed (no further detail)");
+    // The software checker names the rule, and only that one.
+    log.assert_line("[cpu0] ERROR entry check guest.rflags.reserved: Guest RFLAGS bits 63:22, 15, 5 and 3 must be 0 and bit 1 must be 1 (SDM Vol. 3C §27.3.1.4 \"Checks on Guest RIP, RFLAGS, and SSP\")");
+    log.assert_line("[cpu0] ERROR entry check: 1 rule broken, the checker predicts exit 33 qualification 0");
     log.assert_line("[cpu0] ERROR guest failed: VM-entry failure");
     log.assert_count("[cpu0] ERROR   guest RIP=0xfff0 ", 1);
     log.assert_line("[cpu0] INFO  vmxoff ok, CR4.VMXE cleared");
+    log.assert_summary(1, 1, 1, 0, "FAIL");
+}
+
+#[test]
+fn vmcheck_passes_the_proof_guest_on_every_model() {
+    for (name, model) in
+        [("bochs-vmcheck-lynnfield", "corei5_lynnfield_750"), ("bochs-vmcheck-penryn", "core2_penryn_t9600")]
+    {
+        let log = Boot::bochs(name, model).cmdline("vmcheck").run();
+        log.assert_no_exception();
+        log.assert_line("[cpu0] INFO  vmcheck: the VMCS passes every entry check");
+        log.assert_summary(1, 1, 1, 1, "PASS");
+    }
+}
+
+#[test]
+fn vmcheck_names_the_broken_rule_before_vmlaunch() {
+    let log =
+        Boot::bochs("bochs-vmcheck-bad-guest", "corei7_skylake_x").cmdline("vmcheck inject=entry-bad-guest").run();
+    log.assert_no_exception();
+    log.assert_line("[cpu0] ERROR vmcheck: entry check guest.rflags.reserved: Guest RFLAGS bits 63:22, 15, 5 and 3 must be 0 and bit 1 must be 1 (SDM Vol. 3C §27.3.1.4 \"Checks on Guest RIP, RFLAGS, and SSP\")");
+    log.assert_line("[cpu0] ERROR vmcheck: 1 rule broken, the checker predicts exit 33 qualification 0");
     log.assert_summary(1, 1, 1, 0, "FAIL");
 }
 
@@ -131,6 +156,8 @@ fn entry_failure_on_controls_is_explained() {
     log.assert_no_exception();
     log.assert_line("[cpu0] ERROR VM entry failed: VMLAUNCH: VMfailValid (ZF=1), VM-instruction error 7: VM entry with invalid control field(s)");
     log.assert_count("[cpu0] ERROR   controls: pin 0x", 1);
+    log.assert_line("[cpu0] ERROR entry check ctl.cr3_target_count: The CR3-target count must not be greater than the number IA32_VMX_MISC[24:16] reports (4) (SDM Vol. 3C §27.2.1.1 \"VM-Execution Control Fields\")");
+    log.assert_line("[cpu0] ERROR entry check: 1 rule broken, the checker predicts VMfailValid error 7");
     log.assert_line("[cpu0] ERROR guest failed: VM-entry failure");
     log.assert_summary(1, 1, 1, 0, "FAIL");
 }

@@ -106,6 +106,12 @@ pub struct Options {
     pub guest: GuestKind,
     pub linux: LinuxMode,
     pub console: ConsoleMode,
+    /// Run the VM-entry checker before every VMLAUNCH (`vmcheck`).
+    pub vmcheck: bool,
+    /// Instead of the guest, this many entry-fuzz mutations per CPU (`entryfuzz=N`).
+    pub entryfuzz: Option<u32>,
+    /// The entry fuzzer's seed (`seed=S`, decimal or 0x hex); random when absent.
+    pub seed: Option<u64>,
     /// Words that were not understood, with the reason, for the log.
     pub warnings: Vec<Warning>,
 }
@@ -133,6 +139,9 @@ impl Default for Options {
             guest: GuestKind::Normal,
             linux: LinuxMode::Guest,
             console: ConsoleMode::Both,
+            vmcheck: false,
+            entryfuzz: None,
+            seed: None,
             warnings: Vec::new(),
         }
     }
@@ -215,10 +224,22 @@ impl Options {
                 }
             }
             ("vmxcap", None) => self.vmxcap = true,
-            ("loglevel" | "exit" | "inject" | "maxcpus" | "guest" | "linux" | "console", None) => {
+            ("vmcheck", None) => self.vmcheck = true,
+            ("entryfuzz", Some(v)) => match v.parse::<u32>() {
+                Ok(n) if n >= 1 => self.entryfuzz = Some(n),
+                _ => return Err("entryfuzz takes a number of mutations of at least 1"),
+            },
+            ("seed", Some(v)) => {
+                let parsed = match v.strip_prefix("0x") {
+                    Some(hex) => u64::from_str_radix(hex, 16),
+                    None => v.parse::<u64>(),
+                };
+                self.seed = Some(parsed.map_err(|_| "seed takes a decimal or 0x-hex 64-bit number")?);
+            }
+            ("loglevel" | "exit" | "inject" | "maxcpus" | "guest" | "linux" | "console" | "entryfuzz" | "seed", None) => {
                 return Err("this option needs a value (key=value)")
             }
-            ("vmxcap", Some(_)) => return Err("vmxcap takes no value"),
+            ("vmxcap" | "vmcheck", Some(_)) => return Err("this flag takes no value"),
             _ => return Err("unknown option"),
         }
         Ok(())
@@ -292,6 +313,18 @@ mod tests {
         assert!(ConsoleMode::Both.serial() && ConsoleMode::Both.screen());
         assert!(ConsoleMode::Serial.serial() && !ConsoleMode::Serial.screen());
         assert!(!ConsoleMode::Screen.serial() && ConsoleMode::Screen.screen());
+    }
+
+    #[test]
+    fn entry_checker_options() {
+        let o = Options::parse("vmcheck entryfuzz=10000 seed=0x2a");
+        assert!(o.vmcheck);
+        assert_eq!((o.entryfuzz, o.seed), (Some(10000), Some(42)));
+        assert_eq!(Options::parse("seed=18446744073709551615").seed, Some(u64::MAX));
+        let bad = Options::parse("entryfuzz=0 entryfuzz=x seed=0xg seed vmcheck=1");
+        let words: Vec<&str> = bad.warnings.iter().map(|w| w.word.as_str()).collect();
+        assert_eq!(words, ["entryfuzz=0", "entryfuzz=x", "seed=0xg", "seed", "vmcheck=1"]);
+        assert_eq!((bad.entryfuzz, bad.seed, bad.vmcheck), (None, None, false));
     }
 
     #[test]

@@ -9,6 +9,8 @@ extern crate std;
 pub mod cmdline;
 pub mod controls;
 pub mod cr;
+pub mod entry_check;
+pub mod entry_fuzz;
 pub mod exit_qual;
 pub mod exit_reason;
 pub mod feature_control;

@@ -91,6 +91,12 @@ pub fn size_for(cpus: u64, per_cpu: u64, vmx: bool) -> Range {
     Range::new(start, heap.top() as u64)
 }
 
+/// The heap's range now (RAM this kernel owns and may read), once `init` ran.
+pub fn heap_range() -> Option<Range> {
+    let (range, _, _) = usage();
+    (!range.is_empty()).then_some(range)
+}
+
 /// The heap's range now, the bytes in use, and how much it grew on demand
 /// past `size_for`'s estimate.
 pub fn usage() -> (Range, u64, u64) {

@@ -20,6 +20,7 @@ pub fn vm_instruction_failure(instruction: &str, fail: VmFail) {
         read(ctl::VMEXIT_CONTROLS),
         read(ctl::VMENTRY_CONTROLS)
     );
+    super::snapshot::explain_failure();
 }
 
 /// A VM exit with bit 31 set: VM entry failed while loading guest state (SDM Vol. 3C 27.8).
@@ -30,6 +31,7 @@ pub fn entry_failure(reason: ExitReason, qualification: u64) {
         reason.basic(),
         entry_failure_qualification(reason.basic(), qualification)
     );
+    super::snapshot::explain_failure();
 }
 
 /// The guest's state from the VMCS and the saved registers.

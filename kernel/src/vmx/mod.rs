@@ -10,6 +10,7 @@
 mod dump;
 mod emulate;
 mod enter;
+mod entry_fuzz;
 mod ept;
 mod instructions;
 mod layout;
@@ -18,6 +19,7 @@ mod os_vcpu;
 mod proof_guest;
 mod proof_vcpu;
 mod proof_vmcs;
+mod snapshot;
 mod vcpu;
 mod vmcs;
 mod vmxcap;

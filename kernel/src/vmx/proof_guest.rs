@@ -66,6 +66,9 @@ const TIME_BUDGET_US: u64 = 250_000;
 
 /// Stage work: launch this CPU's guest, run it to its end, report.
 pub fn run(pcb: &Pcb) {
+    if let Some(n) = run::options().entryfuzz {
+        return super::entry_fuzz::run(pcb, n, run::options().seed);
+    }
     if !pcb.has(CPU_STATUS_VMXON) {
         return;
     }
@@ -207,6 +210,9 @@ impl Launch<'_> {
         // A fresh start: nothing the last launch cached under this VPID may survive.
         if !vcpu.flush_vpid() {
             return Err(VmcsError::Flush);
+        }
+        if run::options().vmcheck && !vcpu.launched {
+            super::snapshot::vmcheck();
         }
         if let Return::EntryFailed { instruction, fail } = vcpu.run() {
             dump::vm_instruction_failure(instruction, fail);

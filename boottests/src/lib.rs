@@ -41,6 +41,8 @@ pub struct Boot {
     modules: Vec<(PathBuf, String)>,
     /// Stop the emulator once this many lines start with this prefix.
     stop_after: Option<(String, usize)>,
+    /// Line prefixes whose first arrival on COM1 is timed (`Log::arrival`).
+    watch: Vec<String>,
     /// With `halt`: also save the screen through the monitor (`Log::screen`).
     screendump: bool,
     /// GRUB's `gfxpayload` (scripts/mkiso --gfxpayload): `text`, or WxHxD.
@@ -74,6 +76,7 @@ impl Boot {
             halt: false,
             modules: Vec::new(),
             stop_after: None,
+            watch: Vec::new(),
             screendump: false,
             gfxpayload: None,
         }
@@ -153,6 +156,13 @@ impl Boot {
         self
     }
 
+    /// Time when the first line starting with `prefix` reaches COM1 (wall
+    /// clock from the boot's start, seen by polling every 100 ms).
+    pub fn watch(mut self, prefix: &str) -> Boot {
+        self.watch.push(prefix.into());
+        self
+    }
+
     /// Where this scenario keeps its files (ISO, logs, patched modules).
     pub fn dir(&self) -> PathBuf {
         root().join("target/boottests").join(&self.name)
@@ -213,6 +223,7 @@ impl Boot {
         let started = Instant::now();
         let mut child = cmd.spawn().expect("scripts/boot");
         let mut halted_report = None;
+        let mut arrivals: Vec<(String, Duration)> = Vec::new();
         let mut screen = None;
         // With console=screen COM1 never sees the SUMMARY: the run is over when
         // every CPU has halted with interrupts off (only `run::park` does that).
@@ -243,6 +254,11 @@ impl Boot {
                 }
                 break (None, false);
             }
+            for prefix in &self.watch {
+                if !arrivals.iter().any(|(q, _)| q == prefix) && count_lines(&serial, prefix) > 0 {
+                    arrivals.push((prefix.clone(), started.elapsed()));
+                }
+            }
             if let Some((prefix, n)) = &self.stop_after {
                 if count_lines(&serial, prefix) >= *n {
                     std::thread::sleep(Duration::from_secs(1));
@@ -270,6 +286,7 @@ impl Boot {
             halted_report,
             screen,
             dir,
+            arrivals,
         }
     }
 }
@@ -364,9 +381,16 @@ pub struct Log {
     pub screen: Option<Result<Screen, String>>,
     /// Where this scenario's files are (ISO, COM1 log, screen pictures).
     pub dir: PathBuf,
+    /// When each watched line prefix first arrived (`Boot::watch`).
+    pub arrivals: Vec<(String, Duration)>,
 }
 
 impl Log {
+    /// When the first line starting with a watched `prefix` arrived.
+    pub fn arrival(&self, prefix: &str) -> Option<Duration> {
+        self.arrivals.iter().find(|(p, _)| p == prefix).map(|(_, t)| *t)
+    }
+
     /// Fail the test, showing the end of the log.
     pub fn fail(&self, msg: &str) -> ! {
         let tail = self.lines.len().saturating_sub(60);
@@ -437,7 +461,10 @@ impl Log {
         if s.to_string() != *line {
             self.fail(&format!("SUMMARY line is not in the exact format: {line}"));
         }
-        if let (Engine::Qemu, Some(code)) = (self.engine, self.exit_status) {
+        // A run that handed the machine to an OS ends as the OS ends it (QEMU exits 0 on
+        // an ACPI poweroff), not through `exit=`.
+        let handed_off = self.lines.iter().any(|l| l.contains("] INFO  handoff: "));
+        if let (Engine::Qemu, Some(code), false) = (self.engine, self.exit_status, handed_off) {
             let expected = match s.result.as_str() {
                 "PASS" => 33,
                 "NO_VMX" => 35,

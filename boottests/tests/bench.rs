@@ -90,3 +90,47 @@ fn screen_line() {
         println!("bench: screen us={per_line} ({mode}, {cpus} CPUs, QEMU TCG: {text})");
     }
 }
+
+/// `bench: linux-boot native=<ms> guest=<ms> ratio=<r> exits=<n>`: Debian's
+/// kernel in Bochs (`corei7_skylake_x`, 2 CPUs), natively (`linux=native`)
+/// and as the guest, the two runs one after the other; ms is wall-clock time
+/// from the `handoff:` line to the init's first line, as the harness sees them
+/// arrive on COM1 (polled every 100 ms; Bochs runs unthrottled, so this is
+/// emulation speed on this host, noisy under load); exits: GUEST-END's count.
+/// A second line gives Linux's own clock at its init (`/proc/uptime`, emulated
+/// seconds from Linux's timekeeping start), which host load does not change.
+#[test]
+#[ignore = "run by `make bench`"]
+fn linux_boot_native_and_guest() {
+    const HANDOFF: &str = "[cpu0] INFO  handoff: linux ";
+    const INIT: &str = "INIT: cpus=";
+    let dir = boottests::root().join("build/linux");
+    let run = |mode: &str| {
+        let log = Boot::bochs(&format!("bench-linux-{mode}"), "corei7_skylake_x")
+            .cpus(2)
+            .memory(512)
+            .module(dir.join("vmlinuz"), "linux console=ttyS0,115200")
+            .module(dir.join("initrd.img"), "initrd")
+            .cmdline(&format!("linux={mode}"))
+            .watch(HANDOFF)
+            .watch(INIT)
+            .timeout(std::time::Duration::from_secs(1500))
+            .run();
+        let (Some(from), Some(to)) = (log.arrival(HANDOFF), log.arrival(INIT)) else {
+            log.fail(&format!("linux={mode}: no handoff or no init line"));
+        };
+        let uptime =
+            log.lines_starting(INIT).first().and_then(|l| l.split("uptime=").nth(1)).unwrap_or("?").to_string();
+        (log, (to - from).as_millis(), uptime)
+    };
+    let (_, native, native_uptime) = run("native");
+    let (guest_log, guest, guest_uptime) = run("guest");
+    let exits = guest_log
+        .lines_starting("GUEST-END ")
+        .first()
+        .and_then(|l| l.split("exits=").nth(1))
+        .unwrap_or_else(|| guest_log.fail("no GUEST-END line"))
+        .to_string();
+    println!("bench: linux-boot native={native} guest={guest} ratio={:.2} exits={exits}", guest as f64 / native as f64);
+    println!("bench: linux-uptime-at-init native={native_uptime} guest={guest_uptime}");
+}

@@ -80,8 +80,9 @@ fn assert_linux_reached_init(log: &Log, version: &str, cpus: u32, how: &str) {
     }
 }
 
-/// The exit table after GUEST-END: one column per CPU, INIT and SIPI exits on
-/// every AP (Linux started it), and the counts add up to `exits=`.
+/// The exit table after GUEST-END: one column per CPU, a SIPI exit on every AP
+/// (Linux started it; its INITs to an AP waiting for SIPI are dropped, not
+/// exits), and the counts add up to `exits=`.
 fn assert_exit_table(log: &Log, cpus: u32, how: &str) {
     let at = position_starting(log, "GUEST-END ");
     let end = &log.lines[at];
@@ -108,10 +109,8 @@ fn assert_exit_table(log: &Log, cpus: u32, how: &str) {
         log.fail(&format!("the exit table adds up to {sum}, GUEST-END says {total}"));
     }
     for ap in 1..cpus as usize {
-        for (reason, name) in [(3, "INIT"), (4, "SIPI")] {
-            if by_reason.get(&reason).is_none_or(|c| c[ap] == 0) {
-                log.fail(&format!("cpu{ap} took no {name} exit: Linux did not start it through the hypervisor"));
-            }
+        if by_reason.get(&4).is_none_or(|c| c[ap] == 0) {
+            log.fail(&format!("cpu{ap} took no SIPI exit: Linux did not start it through the hypervisor"));
         }
     }
 }
@@ -147,17 +146,22 @@ fn linux_runs_as_the_guest_of_every_cpu_and_powers_off() {
     log.assert_line("INIT: poweroff");
 }
 
+/// One CPU: Bochs 2.7's debugger build, with several CPUs, stops its clock
+/// after a hardware reset issued by the CPU it is running (the reset zeroes the
+/// CPU's instruction count and dbg_main.cc's guard lets it run until it
+/// reaches the old count before time advances), so its BIOS fails the keyboard
+/// self-test ("Keyboard error:21") whenever Linux reboots from CPU 0.
 #[test]
 fn linux_guest_reboot_resets_the_machine_for_real() {
-    let (boot, version) = linux_boot(Boot::bochs("bochs-linux-reboot", "corei7_skylake_x").cpus(2), "hvend=reboot");
+    let (boot, version) = linux_boot(Boot::bochs("bochs-linux-reboot", "corei7_skylake_x").cpus(1), "hvend=reboot");
     // The reset is real: the machine boots GRUB and the hypervisor again.
     let log = boot.timeout(Duration::from_secs(1500)).stop_after("[cpu0] INFO  boot: hypervisor ", 2).run();
     if log.timed_out {
         log.fail("the machine did not come back after the reset");
     }
-    assert_linux_reached_init(&log, &version, 2, "guest");
+    assert_linux_reached_init(&log, &version, 1, "guest");
     log.assert_line("INIT: reboot");
-    assert_exit_table(&log, 2, "reset");
+    assert_exit_table(&log, 1, "reset");
     let end = position_starting(&log, "GUEST-END ");
     let again = log.lines.iter().rposition(|l| l.starts_with("[cpu0] INFO  boot: hypervisor ")).unwrap();
     if again < end {
@@ -169,8 +173,8 @@ fn linux_guest_reboot_resets_the_machine_for_real() {
 fn without_vmx_linux_boots_natively() {
     let (boot, version) = linux_boot(Boot::qemu("qemu-linux-native").machine("q35").cpus(2), "");
     let log = boot.run();
-    if log.timed_out {
-        log.fail("QEMU did not power off");
+    if log.timed_out || log.exit_status != Some(0) {
+        log.fail(&format!("QEMU did not power off (exit status {:?})", log.exit_status));
     }
     log.assert_summary(2, 2, 0, 0, "NO_VMX");
     log.assert_line("[cpu0] INFO  linux: runs natively, not as a guest: VMX is unavailable");

@@ -87,6 +87,8 @@ pub struct Store {
     pub size: u8,
     /// Instruction length in bytes.
     pub len: u8,
+    /// XCHG: the register also receives the memory's old value.
+    pub exchange: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -154,7 +156,7 @@ pub fn decode_store(code: &[u8], long_mode: bool) -> Option<Store> {
         }
         _ => return None,
     };
-    (i <= 15).then_some(Store { source, size, len: i as u8 })
+    (i <= 15).then_some(Store { source, size, len: i as u8, exchange: opcode == 0x87 })
 }
 
 #[cfg(test)]
@@ -165,29 +167,35 @@ mod tests {
     #[test]
     fn linux_apic_writes_decode() {
         // mov %eax,(%rdx)            89 02
-        assert_eq!(decode_store(&[0x89, 0x02], true), Some(Store { source: Source::Register(0), size: 4, len: 2 }));
+        assert_eq!(
+            decode_store(&[0x89, 0x02], true),
+            Some(Store { source: Source::Register(0), size: 4, len: 2, exchange: false })
+        );
         // mov %esi,0x300(%rax)       89 b0 00 03 00 00
         assert_eq!(
             decode_store(&[0x89, 0xb0, 0x00, 0x03, 0, 0], true),
-            Some(Store { source: Source::Register(6), size: 4, len: 6 })
+            Some(Store { source: Source::Register(6), size: 4, len: 6, exchange: false })
         );
         // mov %r9d,0x310(%rdi)       44 89 8f 10 03 00 00
         assert_eq!(
             decode_store(&[0x44, 0x89, 0x8f, 0x10, 0x03, 0, 0], true),
-            Some(Store { source: Source::Register(9), size: 4, len: 7 })
+            Some(Store { source: Source::Register(9), size: 4, len: 7, exchange: false })
         );
         // mov %ecx,-0xa03500(,%rax,1)? SIB with no base: 89 0c 05 <disp32>
         assert_eq!(
             decode_store(&[0x89, 0x0c, 0x05, 0, 0xcb, 0x5f, 0xff], true),
-            Some(Store { source: Source::Register(1), size: 4, len: 7 })
+            Some(Store { source: Source::Register(1), size: 4, len: 7, exchange: false })
         );
         // movl $0x0,0xb0(%rax)       c7 80 b0 00 00 00 00 00 00 00
         assert_eq!(
             decode_store(&[0xc7, 0x80, 0xb0, 0, 0, 0, 0, 0, 0, 0], true),
-            Some(Store { source: Source::Immediate(0), size: 4, len: 10 })
+            Some(Store { source: Source::Immediate(0), size: 4, len: 10, exchange: false })
         );
         // xchg %eax,(%rdx)           87 02
-        assert_eq!(decode_store(&[0x87, 0x02], true), Some(Store { source: Source::Register(0), size: 4, len: 2 }));
+        assert_eq!(
+            decode_store(&[0x87, 0x02], true),
+            Some(Store { source: Source::Register(0), size: 4, len: 2, exchange: true })
+        );
         // RIP-relative: mov %eax,0x1234(%rip)  89 05 34 12 00 00
         assert_eq!(decode_store(&[0x89, 0x05, 0x34, 0x12, 0, 0], true).unwrap().len, 6);
         // A 32-bit guest: mov %eax,0xfee00300  89 05 00 03 e0 fe

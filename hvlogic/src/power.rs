@@ -96,6 +96,18 @@ impl Ports {
     }
 }
 
+/// Whether a reset write is a cold (hardware) reset: 0xCF9 with SYS_RST
+/// (bit 1) and RST_CPU, or the FADT's reset register, which is the platform's
+/// own. The keyboard controller's pulse and 0xCF9 without SYS_RST only reset
+/// the processors (warm).
+pub fn is_cold_reset(ports: &Ports, port: u16, value: u64) -> bool {
+    const SYS_RST: u64 = 1 << 1;
+    match port {
+        RESET_CONTROL_PORT => value & (SYS_RST | RST_CPU) == SYS_RST | RST_CPU,
+        p => ports.reset.is_some_and(|(reset, _)| reset == p),
+    }
+}
+
 /// SLP_TYPa and SLP_TYPb of the \_S5 object in AML (a DSDT's body): the
 /// common form `Name (_S5, Package (n) { a, b, ... })`, elements as ZeroOp,
 /// OneOp or BytePrefix constants (ACPI 6.5 §20.2 "AML Grammar Definition").
@@ -163,6 +175,10 @@ mod tests {
         assert_eq!(p.classify(0x64, 1, 0xd1), Request::None);
         let q = Ports { reset: Some((0x92, 0x01)), ..bochs() };
         assert_eq!(q.classify(0x92, 1, 0x01), Request::Reset);
+        assert!(is_cold_reset(&p, 0xcf9, 0x06) && is_cold_reset(&p, 0xcf9, 0x0e));
+        assert!(!is_cold_reset(&p, 0xcf9, 0x04), "RST_CPU without SYS_RST is warm");
+        assert!(!is_cold_reset(&p, 0x64, 0xfe));
+        assert!(is_cold_reset(&q, 0x92, 0x01), "the FADT's reset register is the platform's");
         let trapped: alloc::vec::Vec<u16> = q.trapped().collect();
         assert_eq!(trapped, [0xb004, 0xb005, 0xcf9, 0x64, 0x92]);
     }

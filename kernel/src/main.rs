@@ -209,7 +209,7 @@ fn hand_off(
     );
     if guest {
         let top = boot.areas().iter().map(|a| a.range.end).max().unwrap_or(0);
-        vmx::prepare_os(bsp, hypervisor, power, top);
+        vmx::prepare_os(bsp, hypervisor, boot.available(), power, top);
         // Every AP goes into the OS guest, waiting for the OS's SIPI, before the OS starts.
         for ap in smp::post_to_aps(vmx::arm_os_ap) {
             let armed = || ap.has(pcb::CPU_STATUS_OS) || ap.has(pcb::CPU_STATUS_FAILED);

@@ -92,15 +92,3 @@ pub fn identity_map_device(start: u64, len: u64) -> Result<(), PagingError> {
     }
     Ok(())
 }
-
-/// Read 8 bytes of physical memory (a guest's page tables or code: an OS
-/// guest's guest-physical addresses are physical), mapping it first when it
-/// lies above what is mapped; 0 where it cannot be mapped.
-pub fn read_phys_u64(address: u64) -> u64 {
-    let address = address & !7;
-    if address + 8 > crate::boot::IDENTITY_MAPPED && identity_map(address, 8).is_err() {
-        return 0;
-    }
-    // SAFETY: identity-mapped (above), 8-byte aligned, and RAM or MMIO the guest itself reads.
-    unsafe { core::ptr::read_volatile(address as *const u64) }
-}

@@ -1,7 +1,7 @@
 //! The machine itself: port I/O on behalf of a guest, and resetting it the
 //! ways a PC can be reset.
 
-use hvlogic::power::{KBC_COMMAND_PORT, RESET_CONTROL_PORT};
+use hvlogic::power::{Ports, KBC_COMMAND_PORT, RESET_CONTROL_PORT};
 use x86_64::instructions::port::Port;
 
 /// IN of `size` bytes (1, 2 or 4) from `port`.
@@ -29,13 +29,19 @@ pub fn port_out(port: u16, size: u8, value: u32) {
     }
 }
 
-/// Reset the machine: the reset control register (0xCF9: SYS_RST, then
-/// RST_CPU), then the keyboard controller's reset pulse, then a triple fault.
-pub fn reset() -> ! {
+/// Reset the machine, the most thorough way first: the reset control
+/// register as a full reset (0xCF9: SYS_RST, then SYS_RST|RST_CPU|FULL_RST,
+/// Intel PCH datasheets), the FADT's reset register (ACPI 6.5 §4.8.3.6), the
+/// keyboard controller's reset pulse, and last a triple fault.
+pub fn reset(ports: &Ports) -> ! {
     port_out(RESET_CONTROL_PORT, 1, 0x02);
     crate::logger::delay_us(50);
-    port_out(RESET_CONTROL_PORT, 1, 0x06);
+    port_out(RESET_CONTROL_PORT, 1, 0x0e);
     crate::logger::delay_us(50_000);
+    if let Some((port, value)) = ports.reset {
+        port_out(port, 1, value as u32);
+        crate::logger::delay_us(50_000);
+    }
     port_out(KBC_COMMAND_PORT, 1, 0xfe);
     crate::logger::delay_us(50_000);
     triple_fault()

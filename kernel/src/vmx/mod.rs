@@ -15,6 +15,7 @@ mod ept;
 mod instructions;
 mod layout;
 mod os_guest;
+mod os_memory;
 mod os_vcpu;
 mod proof_guest;
 mod proof_vcpu;

@@ -5,6 +5,7 @@
 
 use super::ept::{Ept, Identity};
 use super::instructions::invept;
+use super::os_memory;
 use super::os_vcpu::{self, Os, OsVcpu, WAIT_FOR_SIPI};
 use super::vcpu::{Return, Vcpu};
 use super::vmcs::{self, Controls, Segment, VmcsError, AR_CODE_32, AR_DATA_32, AR_TSS_BUSY_32, AR_UNUSABLE, PAT_RESET};
@@ -12,7 +13,7 @@ use crate::linux::{Handoff, BOOT_CS, BOOT_DS};
 use crate::memory;
 use crate::pcb::{Pcb, CPU_STATUS_FAILED, CPU_STATUS_OS, CPU_STATUS_VMXON};
 use crate::run;
-use hvlogic::controls::{entry, exit};
+use hvlogic::controls::{entry, exit, proc2};
 use hvlogic::fixed::{cr0, cr4, Fixed};
 use hvlogic::memmap::Range;
 use hvlogic::mtrr::Mtrrs;
@@ -22,6 +23,9 @@ use hvlogic::vmx_global::{ept_vpid, VmxGlobalData};
 use log::{error, info};
 use spin::Once;
 use x86::vmx::vmcs::{control as ctl, guest};
+
+/// The XSS-exiting bitmap (SDM Vol. 3C Appendix B.2.1, encoding 202CH).
+const XSS_EXITING_BITMAP: u32 = 0x202c;
 
 /// What every CPU's VMCS for the OS points at.
 struct Shared {
@@ -36,10 +40,13 @@ struct Shared {
 static SHARED: Once<Shared> = Once::new();
 
 /// MSRs whose reads and writes exit: IA32_FEATURE_CONTROL and the VMX
-/// capability MSRs (IA32_VMX_BASIC .. IA32_VMX_VMFUNC): VMX is hidden.
-const TRAPPED_MSRS: [core::ops::RangeInclusive<u32>; 2] = [0x3a..=0x3a, 0x480..=0x491];
-/// MSRs whose writes alone exit: the x2APIC ICR (the OS's INIT IPIs are filtered).
-const WRITE_TRAPPED_MSRS: [u32; 1] = [hvlogic::icr::X2APIC_ICR_MSR];
+/// capability MSRs (IA32_VMX_BASIC .. IA32_VMX_EXIT_CTLS2, SDM Vol. 4 Table
+/// 2-2): VMX is hidden.
+const TRAPPED_MSRS: [core::ops::RangeInclusive<u32>; 2] = [0x3a..=0x3a, 0x480..=0x493];
+/// MSRs whose writes alone exit: the x2APIC ICR (the OS's INIT IPIs are
+/// filtered) and IA32_APIC_BASE (the APIC page must stay where EPT
+/// write-protects it).
+const WRITE_TRAPPED_MSRS: [u32; 2] = [hvlogic::icr::X2APIC_ICR_MSR, x86::msr::IA32_APIC_BASE];
 
 /// Why this CPU cannot host the OS as a guest, if it cannot (the OS then
 /// boots natively): VMX root operation on every CPU, and what the OS guest
@@ -56,9 +63,13 @@ pub fn unsupported(bsp: &Pcb) -> Option<&'static str> {
 }
 
 /// On the boot CPU, before any CPU launches the OS: the identity EPT with
-/// `holes` (the hypervisor's own RAM) mapped to a blank page, and the bitmaps.
-/// `memory_top` is the end of the highest memory-map entry.
-pub fn prepare(bsp: &Pcb, holes: &[Range], ports: Ports, memory_top: u64) {
+/// `holes` (the hypervisor's own RAM, rounded out to whole pages) mapped to a
+/// blank page, and the bitmaps. `ram` is the memory map's available RAM and
+/// `memory_top` the end of its highest entry.
+pub fn prepare(bsp: &Pcb, holes: &[Range], ram: &[Range], ports: Ports, memory_top: u64) {
+    let holes: alloc::vec::Vec<Range> =
+        holes.iter().map(|h| Range::new(h.start & !0xfff, h.end.next_multiple_of(0x1000))).collect();
+    let holes = &holes[..];
     let (d, maxphyaddr, mtrr) = {
         let own = bsp.own();
         (own.vmx, own.maxphyaddr, own.feature_edx & (1 << 12) != 0)
@@ -71,9 +82,12 @@ pub fn prepare(bsp: &Pcb, holes: &[Range], ports: Ports, memory_top: u64) {
     };
     let pages_1g = d.ept_vpid_cap & ept_vpid::PAGE_1G != 0;
     // With 1 GiB pages the whole physical address space costs little; without,
-    // the memory map's extent (at least 4 GiB, for the MMIO below it).
-    let limit = if pages_1g { 1u64 << maxphyaddr.min(48) } else { memory_top.max(1 << 32).next_multiple_of(1 << 30) };
+    // the memory map's extent and at least 64 GiB (or all of it, if less), for
+    // MMIO above RAM (64-bit PCI windows): 2 MiB of tables at most.
+    let physical = 1u64 << maxphyaddr.min(48);
+    let limit = if pages_1g { physical } else { memory_top.max(physical.min(64 << 30)).next_multiple_of(1 << 30) };
     let blank = memory::alloc_pages(1).as_ptr() as u64;
+    os_memory::set(holes, blank, ram);
     // SAFETY: IA32_APIC_BASE exists on every CPU with a local APIC.
     let apic_page = unsafe { x86::msr::rdmsr(x86::msr::IA32_APIC_BASE) } & 0x000f_ffff_ffff_f000;
     let write_protected = [apic_page];
@@ -132,6 +146,11 @@ fn set_up(pcb: &'static Pcb) -> Result<&'static mut OsVcpu, VmcsError> {
     vmcs::write(ctl::EPTP_FULL, shared.eptp)?;
     if let Some((id, _)) = vpid {
         vmcs::write(ctl::VPID, id as u64)?;
+    }
+    if c.proc2 & proc2::ENABLE_XSAVES_XRSTORS != 0 {
+        // XSAVES/XRSTORS exit for the components set here (SDM Vol. 3C
+        // §25.6.20): none; VMCLEAR does not promise a zero.
+        vmcs::write(XSS_EXITING_BITMAP, 0)?;
     }
     // CR0: the host owns what the fixed bits constrain, PE and PG excepted
     // (unrestricted guest, SDM Vol. 3C §27.3.1.1). CR4: the fixed bits, and

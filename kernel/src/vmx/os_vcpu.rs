@@ -7,6 +7,7 @@
 
 use super::emulate::{self, inject, inject_gp, UD};
 use super::instructions::vmread_unchecked;
+use super::os_memory;
 use super::vcpu::{Vcpu, RESUME};
 use super::vmcs::{self, VmcsError, AR_CODE_16, AR_DATA_16, AR_TSS_BUSY_32, AR_UNUSABLE};
 use crate::pcb::{Pcb, CPU_STATUS_OS_WAITING};
@@ -15,7 +16,7 @@ use hvlogic::controls::entry;
 use hvlogic::cr::{self, Outcome};
 use hvlogic::exit_qual::{CrAccess, CrAccessKind, IoAccess};
 use hvlogic::exit_reason::{basic, ExitReason};
-use hvlogic::fixed::Fixed;
+use hvlogic::fixed::{self, Fixed};
 use hvlogic::guest_mem::{self, Paging, Source, Store};
 use hvlogic::icr;
 use hvlogic::os_guest::Hidden;
@@ -69,7 +70,12 @@ enum Fatal {
     StringIo(IoAccess),
     /// A write to the APIC page by an instruction this hypervisor does not decode.
     Undecodable(u64),
+    /// The OS moved its local APIC (IA32_APIC_BASE with a new base).
+    ApicMoved(u64),
 }
+
+/// IA32_APIC_BASE bits 51:12, the APIC's register page (SDM Vol. 3A §11.4.4).
+const ADDRESS_MASK: u64 = 0x000f_ffff_ffff_f000;
 
 impl From<VmcsError> for Fatal {
     fn from(e: VmcsError) -> Fatal {
@@ -171,7 +177,7 @@ fn init_signal(vcpu: &mut OsVcpu) -> Result<(), Fatal> {
     }
     if vcpu.guest.pcb.is_bsp {
         run::guest_end(How::Reset);
-        crate::platform::reset();
+        crate::platform::reset(&vcpu.guest.ports);
     }
     // An INIT that arrives in the wait-for-SIPI state is blocked, not
     // dropped (SDM Vol. 3C §26.2: "If a logical processor is in the
@@ -212,7 +218,10 @@ fn start_up(vcpu: &mut OsVcpu, vector: u8) -> Result<(), Fatal> {
 
 /// The guest as INIT leaves a processor: registers and VMCS state, in `activity`.
 pub fn reset_to_init(vcpu: &mut OsVcpu, activity: u64) -> Result<(), VmcsError> {
-    write_init_state(&vcpu.guest, activity)?;
+    // CD and NW survive INIT: the guest's own, or (before it ever ran) this
+    // CPU's, which runs cached.
+    let cd_nw = if vcpu.launched { vmcs::read(ctl::CR0_READ_SHADOW) } else { 0 };
+    write_init_state(&vcpu.guest, activity, cd_nw)?;
     if activity == WAIT_FOR_SIPI {
         vcpu.guest.pcb.set(CPU_STATUS_OS_WAITING);
     } else {
@@ -226,12 +235,14 @@ pub fn reset_to_init(vcpu: &mut OsVcpu, activity: u64) -> Result<(), VmcsError> 
 }
 
 /// The state INIT leaves (SDM Vol. 3A §10.1.1, Table 10-1, "INIT" column):
-/// real mode at F000:FFF0 with CS base FFFF0000, CR0 60000010H (NE kept in
-/// the real register, hidden by the read shadow), everything else reset.
-pub fn write_init_state(os: &Os, activity: u64) -> Result<(), VmcsError> {
-    const CR0_AT_INIT: u64 = 0x6000_0010;
-    vmcs::write(guest::CR0, os.cr0_fixed.apply(CR0_AT_INIT).value)?;
-    vmcs::write(ctl::CR0_READ_SHADOW, CR0_AT_INIT)?;
+/// real mode at F000:FFF0 with CS base FFFF0000, CR0.ET set and CD/NW as
+/// `cd_nw` has them (NE kept in the real register, hidden by the read
+/// shadow), everything else reset.
+pub fn write_init_state(os: &Os, activity: u64, cd_nw: u64) -> Result<(), VmcsError> {
+    // "CD and NW unchanged, bit 4 set to 1, all other bits cleared" (Table 10-1, INIT).
+    let cr0 = 0x10 | (cd_nw & (fixed::cr0::CD | fixed::cr0::NW));
+    vmcs::write(guest::CR0, os.cr0_fixed.apply(cr0).value)?;
+    vmcs::write(ctl::CR0_READ_SHADOW, cr0)?;
     vmcs::write(guest::CR3, 0)?;
     vmcs::write(guest::CR4, os.cr4_fixed.apply(0).value)?;
     vmcs::write(ctl::CR4_READ_SHADOW, 0)?;
@@ -338,6 +349,18 @@ fn load_guest_pdptes() -> Result<(), VmcsError> {
 /// does); the VMX capability MSRs do not exist for a guest without VMX (#GP).
 fn msr(vcpu: &mut OsVcpu, write: bool) -> Result<(), Fatal> {
     let index = vcpu.regs.rcx as u32;
+    if write && index == x86::msr::IA32_APIC_BASE {
+        // Mode changes pass (xAPIC to x2APIC and back); the register page may
+        // not move, since EPT write-protects it where it is.
+        let value = (vcpu.regs.rdx << 32) | (vcpu.regs.rax & 0xffff_ffff);
+        if value & ADDRESS_MASK != vcpu.guest.apic_page {
+            return Err(Fatal::ApicMoved(value));
+        }
+        // SAFETY: the OS's own write of its APIC's mode bits; a value the CPU
+        // refuses faults here as it would in the guest: the OS asked for it.
+        unsafe { x86::msr::wrmsr(index, value) };
+        return Ok(emulate::skip_instruction_traced()?);
+    }
     if write && index == icr::X2APIC_ICR_MSR {
         let value = (vcpu.regs.rdx << 32) | (vcpu.regs.rax & 0xffff_ffff);
         if forward_ipi(value as u32, (value >> 32) as u32) {
@@ -361,10 +384,17 @@ fn msr(vcpu: &mut OsVcpu, write: bool) -> Result<(), Fatal> {
 /// INIT there is blocked and would strike after the SIPI (SDM Vol. 3C
 /// §26.2), or, on Bochs 2.7, stay pending for good (its INIT exit does not
 /// clear it). Everything else goes out as the OS wrote it.
+///
+/// INIT and SIPI to a processor the hypervisor did not start (online-capable,
+/// beyond `maxcpus=`, or beyond what it runs) are dropped too: that processor
+/// would run the OS natively, outside EPT, with VMX visible and the
+/// hypervisor's memory open to it. The OS reports it as not responding.
 fn forward_ipi(low: u32, dest: u32) -> bool {
+    let hosted = |dest: u32| crate::pcb::all().find(|p| p.apic_id() == dest && p.has(crate::pcb::CPU_STATUS_OS));
     match icr::decode(low, dest) {
-        icr::Ipi::Init { dest } => !crate::pcb::all().any(|p| p.apic_id() == dest && p.has(CPU_STATUS_OS_WAITING)),
-        icr::Ipi::Startup { .. } | icr::Ipi::Other => true,
+        icr::Ipi::Init { dest } => hosted(dest).is_some_and(|p| !p.has(CPU_STATUS_OS_WAITING)),
+        icr::Ipi::Startup { dest, .. } => hosted(dest).is_some(),
+        icr::Ipi::Other => true,
     }
 }
 
@@ -391,6 +421,12 @@ fn ept_violation(vcpu: &mut OsVcpu, qualification: u64) -> Result<(), Fatal> {
     // MTRRs); the OS wrote this register of its own APIC.
     let forward = offset != icr::XAPIC_ICR_LOW
         || forward_ipi(value, icr::xapic_destination(unsafe { core::ptr::read_volatile(apic(icr::XAPIC_ICR_HIGH)) }));
+    if let (true, Source::Register(n)) = (store.exchange, store.source) {
+        // XCHG also loads the register's old value into the register (32 bits: zero-extended).
+        // SAFETY: as above; a read of the register the OS is exchanging with.
+        let old = unsafe { core::ptr::read_volatile(apic(offset)) };
+        vcpu.regs.set(n, old as u64)?;
+    }
     if forward {
         // SAFETY: as above.
         unsafe { core::ptr::write_volatile(apic(offset), value) };
@@ -398,7 +434,8 @@ fn ept_violation(vcpu: &mut OsVcpu, qualification: u64) -> Result<(), Fatal> {
     Ok(emulate::advance_traced(store.len as u64)?)
 }
 
-/// The store instruction at the guest's RIP, read through its own page tables.
+/// The store instruction at the guest's RIP, read through its own page tables
+/// and the EPT view (os_memory): one walk per page the instruction touches.
 fn decode_guest_store() -> Option<Store> {
     const CS_L: u64 = 1 << 13;
     let paging = Paging {
@@ -409,10 +446,21 @@ fn decode_guest_store() -> Option<Store> {
     };
     let long = paging.efer & cr::EFER_LMA != 0 && vmcs::read(guest::CS_ACCESS_RIGHTS) & CS_L != 0;
     let linear = vmcs::read(guest::CS_BASE).wrapping_add(vmcs::read(guest::RIP));
+    let mut read = |gpa: u64| os_memory::read_u64(gpa).unwrap_or(0);
     let mut code = [0u8; 15];
+    let mut page: Option<(u64, u64)> = None; // (linear page, guest-physical page)
     for (i, byte) in code.iter_mut().enumerate() {
-        let physical = guest_mem::translate(&paging, linear + i as u64, &mut |a| crate::paging::read_phys_u64(a))?;
-        *byte = crate::paging::read_phys_u64(physical & !7).to_le_bytes()[(physical & 7) as usize];
+        let at = linear.wrapping_add(i as u64);
+        let physical_page = match page {
+            Some((l, p)) if l == at & !0xfff => p,
+            _ => {
+                let p = guest_mem::translate(&paging, at & !0xfff, &mut read)?;
+                page = Some((at & !0xfff, p));
+                p
+            }
+        };
+        let physical = physical_page | (at & 0xfff);
+        *byte = os_memory::read_u64(physical)?.to_le_bytes()[(physical & 7) as usize];
     }
     guest_mem::decode_store(&code, long)
 }
@@ -428,7 +476,9 @@ fn io(vcpu: &mut OsVcpu, q: IoAccess) -> Result<(), Fatal> {
     let mask = u64::MAX >> (64 - 8 * q.size as u32);
     if q.is_in {
         let value = crate::platform::port_in(q.port, q.size) as u64;
-        vcpu.regs.rax = (vcpu.regs.rax & !mask) | (value & mask);
+        // A 32-bit destination zero-extends into RAX (SDM Vol. 1 §3.4.1.1); 8
+        // and 16 bits leave the rest of the register alone.
+        vcpu.regs.rax = if q.size == 4 { value & mask } else { (vcpu.regs.rax & !mask) | (value & mask) };
         return Ok(emulate::skip_instruction_traced()?);
     }
     let value = vcpu.regs.rax & mask;
@@ -438,6 +488,17 @@ fn io(vcpu: &mut OsVcpu, q: IoAccess) -> Result<(), Fatal> {
         }
         Request::Reset => {
             run::guest_end(How::Reset);
+            // A cold reset the OS asked for (0xCF9 with SYS_RST, the FADT's
+            // reset register) is done as asked. A warm one (the keyboard
+            // controller's pulse, 0xCF9 without SYS_RST) reaches the
+            // processors as INIT, which VMX root operation blocks (SDM Vol. 3C
+            // §24.8 "Restrictions on VMX Operation"), and would keep
+            // IA32_FEATURE_CONTROL locked (only a power-on reset clears it,
+            // §24.7), which firmware that writes it unconditionally faults on
+            // (Bochs 2.7's BIOS does): it becomes a cold reset.
+            if !hvlogic::power::is_cold_reset(&vcpu.guest.ports, q.port, value) {
+                crate::platform::reset(&vcpu.guest.ports);
+            }
         }
         Request::Sleep(typ) => return Err(Fatal::Sleep(typ)),
         Request::None => {}
@@ -475,6 +536,10 @@ fn fail(vcpu: &mut OsVcpu, reason: ExitReason, fatal: Fatal) -> ! {
         Fatal::EntryFailure(r) => super::dump::entry_failure(r, qualification),
         Fatal::Sleep(typ) => error!("os guest: sleep state SLP_TYP={typ} requested; only S5 (poweroff) is supported"),
         Fatal::StringIo(q) => error!("os guest: string I/O to a trapped port ({q}) is not emulated"),
+        Fatal::ApicMoved(value) => error!(
+            "os guest: IA32_APIC_BASE written with {value:#x}: moving the local APIC from {:#x} is not supported",
+            vcpu.guest.apic_page
+        ),
         Fatal::Undecodable(gpa) => error!(
             "os guest: a write to the local APIC at {gpa:#x} by an instruction this hypervisor does not decode (RIP {:#x})",
             vmcs::read(guest::RIP)

@@ -94,9 +94,9 @@ extern "C" fn exception_dispatch(f: &ExceptionFrame) {
         crate::run::park();
     }
     // An NMI that reached the host while this CPU runs the OS guest was meant
-    // for the OS (NMIs do not exit): set it aside for the next VM entry.
+    // for the OS (NMIs do not exit): it goes back in on a VM entry.
     if vector == 2 && pcb::has_pcb() && pcb::this_cpu().has(pcb::CPU_STATUS_OS) {
-        pcb::this_cpu().nmi_pending.store(true, Ordering::Release);
+        crate::vmx::nmi_in_host(pcb::this_cpu());
         return;
     }
     let nested = pcb::has_pcb() && pcb::this_cpu().in_exception.swap(true, Ordering::AcqRel);

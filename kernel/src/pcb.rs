@@ -72,6 +72,9 @@ pub struct Pcb {
     pub in_exception: AtomicBool,
     /// An NMI for the OS guest reached the host; it is injected on the next VM entry.
     pub nmi_pending: AtomicBool,
+    /// The OS guest's VMCS may activate the VMX-preemption timer, which
+    /// brings a set-aside NMI back in (`vmx::os_vcpu::nmi_in_host`).
+    pub nmi_timer: AtomicBool,
     /// The OS guest's VM exits on this CPU by basic reason. Only this CPU
     /// writes them; the CPU that reports the end reads them.
     pub exits: [AtomicU32; EXIT_REASONS],
@@ -265,6 +268,7 @@ impl Pcb {
             status: AtomicU32::new(0),
             in_exception: AtomicBool::new(false),
             nmi_pending: AtomicBool::new(false),
+            nmi_timer: AtomicBool::new(false),
             exits: [const { AtomicU32::new(0) }; EXIT_REASONS],
             own: RefCell::new(Own::default()),
             kernel_stack_top,

@@ -29,6 +29,7 @@ pub use enter::{enter, leave};
 pub use os_guest::{
     arm_ap as arm_os_ap, launch_bsp as launch_os, prepare as prepare_os, unsupported as os_unsupported,
 };
+pub use os_vcpu::nmi_in_host;
 pub use proof_guest::run as run_guest;
 
 use hvlogic::vmx_global::{basic, VmxGlobalData};

@@ -13,7 +13,8 @@ use crate::linux::{Handoff, BOOT_CS, BOOT_DS};
 use crate::memory;
 use crate::pcb::{Pcb, CPU_STATUS_FAILED, CPU_STATUS_OS, CPU_STATUS_VMXON};
 use crate::run;
-use hvlogic::controls::{entry, exit, proc2};
+use core::sync::atomic::Ordering;
+use hvlogic::controls::{self, entry, exit, pin, proc2};
 use hvlogic::fixed::{cr0, cr4, Fixed};
 use hvlogic::memmap::Range;
 use hvlogic::mtrr::Mtrrs;
@@ -139,6 +140,7 @@ fn set_up(pcb: &'static Pcb) -> Result<&'static mut OsVcpu, VmcsError> {
     super::load_new_vmcs(&d).map_err(VmcsError::Load)?;
     let vpid = d.invvpid_type().map(|flush| (pcb.processor_index as u16 + 1, flush));
     let c = os_guest::controls(&d, vpid.is_some());
+    pcb.nmi_timer.store(controls::can_set(d.pin_based_ctls, pin::PREEMPTION_TIMER), Ordering::Release);
     vmcs::write_controls(&Controls { pin: c.pin, proc1: c.proc1, proc2: c.proc2, exit: c.exit, entry: c.entry })?;
     vmcs::write(ctl::MSR_BITMAPS_ADDR_FULL, shared.msr_bitmap)?;
     vmcs::write(ctl::IO_BITMAP_A_ADDR_FULL, shared.io_bitmaps[0])?;

@@ -12,7 +12,8 @@ use super::vcpu::{Vcpu, RESUME};
 use super::vmcs::{self, VmcsError, AR_CODE_16, AR_DATA_16, AR_TSS_BUSY_32, AR_UNUSABLE};
 use crate::pcb::{Pcb, CPU_STATUS_OS_WAITING};
 use crate::run::{self, How};
-use hvlogic::controls::entry;
+use core::sync::atomic::Ordering;
+use hvlogic::controls::{entry, pin};
 use hvlogic::cr::{self, Outcome};
 use hvlogic::exit_qual::{CrAccess, CrAccessKind, IoAccess};
 use hvlogic::exit_reason::{basic, ExitReason};
@@ -121,6 +122,7 @@ fn handle(vcpu: &mut OsVcpu, reason: ExitReason) -> Result<(), Fatal> {
         basic::EPT_VIOLATION => ept_violation(vcpu, qualification),
         basic::IO_INSTRUCTION => io(vcpu, IoAccess::decode(qualification)),
         basic::XSETBV => xsetbv(vcpu),
+        basic::PREEMPTION_TIMER => disarm_nmi_timer(),
         // Hidden from the guest: on a CPU without VMX or SMX these raise #UD.
         basic::GETSEC
         | basic::VMCALL
@@ -148,24 +150,68 @@ fn handle(vcpu: &mut OsVcpu, reason: ExitReason) -> Result<(), Fatal> {
     }
 }
 
+/// Interruptibility state (SDM Vol. 3C §25.4.2, Table 25-3).
+const BLOCKING_BY_STI: u64 = 1 << 0;
+const BLOCKING_BY_MOV_SS: u64 = 1 << 1;
+const BLOCKING_BY_NMI: u64 = 1 << 3;
+
+/// VMX-preemption timer units before a VM exit looks again at an NMI the
+/// guest was not ready for (the timer counts down at the TSC rate divided by
+/// 2^IA32_VMX_MISC[4:0], SDM Vol. 3C §26.5.1 "VMX-Preemption Timer").
+const NMI_RETRY: u64 = 1 << 10;
+
+/// An NMI reached the host while this CPU runs the OS guest: NMIs do not
+/// exit, so it arrived while an exit was handled, and it was meant for the
+/// OS. It is set aside for `deliver_pending_nmi`; where the CPU has the
+/// VMX-preemption timer, the timer is armed at 0 too, so that an NMI arriving
+/// after the exit handler last looked still makes the coming VM entry exit at
+/// once (before any guest instruction) and is delivered, not left until some
+/// later exit. Called from the NMI handler, on this CPU, with its VMCS current.
+pub fn nmi_in_host(pcb: &Pcb) {
+    pcb.nmi_pending.store(true, Ordering::Release);
+    if pcb.nmi_timer.load(Ordering::Acquire) {
+        // A VMWRITE to a field of the current VMCS does not fail; if it did,
+        // the NMI would still go in at the next exit.
+        let _ = arm_nmi_timer(0);
+    }
+}
+
+fn arm_nmi_timer(value: u64) -> Result<(), VmcsError> {
+    vmcs::write(guest::VMX_PREEMPTION_TIMER_VALUE, value)?;
+    let pin = vmcs::read(ctl::PINBASED_EXEC_CONTROLS);
+    vmcs::write(ctl::PINBASED_EXEC_CONTROLS, pin | pin::PREEMPTION_TIMER as u64)
+}
+
+/// The timer's exit: it only ever brings an NMI back (`deliver_pending_nmi` follows).
+fn disarm_nmi_timer() -> Result<(), Fatal> {
+    let pin = vmcs::read(ctl::PINBASED_EXEC_CONTROLS);
+    Ok(vmcs::write(ctl::PINBASED_EXEC_CONTROLS, pin & !(pin::PREEMPTION_TIMER as u64))?)
+}
+
 /// An NMI set aside by the host's NMI handler goes to the guest now, unless
-/// the guest blocks NMIs or another event is being injected (then it waits
-/// for the next exit).
+/// the guest cannot take one on this entry: it blocks NMIs, it is in a
+/// MOV-SS or STI shadow (an injected NMI fails VM entry under MOV SS, SDM
+/// Vol. 3C §27.3.1.5, and under STI on some processors, Bochs among them), or
+/// another event is being injected. Then it stays set aside and the
+/// VMX-preemption timer, where there is one, asks again soon. A CPU waiting
+/// for SIPI takes no NMI: one set aside for it is dropped.
 fn deliver_pending_nmi(vcpu: &mut OsVcpu) -> Result<(), Fatal> {
-    const BLOCKING_BY_NMI: u64 = 1 << 3;
     const VALID: u64 = 1 << 31;
     let pcb = vcpu.guest.pcb;
-    if !pcb.nmi_pending.swap(false, core::sync::atomic::Ordering::AcqRel) {
+    if !pcb.nmi_pending.swap(false, Ordering::AcqRel) || vmcs::read(guest::ACTIVITY_STATE) == WAIT_FOR_SIPI {
         return Ok(());
     }
-    let blocked = vmcs::read(guest::INTERRUPTIBILITY_STATE) & BLOCKING_BY_NMI != 0
-        || vmcs::read(ctl::VMENTRY_INTERRUPTION_INFO_FIELD) & VALID != 0
-        || vmcs::read(guest::ACTIVITY_STATE) == WAIT_FOR_SIPI;
-    if blocked {
-        pcb.nmi_pending.store(true, core::sync::atomic::Ordering::Release);
-        return Ok(());
+    let blocking = BLOCKING_BY_STI | BLOCKING_BY_MOV_SS | BLOCKING_BY_NMI;
+    let blocked = vmcs::read(guest::INTERRUPTIBILITY_STATE) & blocking != 0
+        || vmcs::read(ctl::VMENTRY_INTERRUPTION_INFO_FIELD) & VALID != 0;
+    if !blocked {
+        return Ok(emulate::inject_nmi()?);
     }
-    Ok(emulate::inject_nmi()?)
+    pcb.nmi_pending.store(true, Ordering::Release);
+    if pcb.nmi_timer.load(Ordering::Acquire) {
+        arm_nmi_timer(NMI_RETRY)?;
+    }
+    Ok(())
 }
 
 /// INIT: an application processor goes back to wait-for-SIPI in the INIT

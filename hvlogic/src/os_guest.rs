@@ -158,6 +158,15 @@ pub fn cpuid(leaf: u32, subleaf: u32, r: [u32; 4], hidden: Hidden) -> [u32; 4] {
     [a, b, c, d]
 }
 
+/// CPUID leaves that reach a guest exactly as the CPU answers them, whatever
+/// `Hidden` says: every leaf but those `cpuid` and `mirror_cr4` change (1, 7,
+/// 0DH, 80000001H) and the hypervisor's own range (40000000H-4FFFFFFFH).
+/// entry.s's CPUID fast path answers these without leaving assembly; its
+/// comparisons are this function's, in the same order.
+pub fn passes_through(leaf: u32) -> bool {
+    !matches!(leaf, 1 | 7 | 0xd | 0x8000_0001 | 0x4000_0000..=0x4fff_ffff)
+}
+
 const LEAF1_ECX_OSXSAVE: u32 = 1 << 27;
 const LEAF7_ECX_OSPKE: u32 = 1 << 4;
 const CR4_OSXSAVE: u64 = 1 << 18;
@@ -235,6 +244,39 @@ mod tests {
         assert_eq!(mirror_cr4(1, 0, [0, 0, 1, 0], CR4_OSXSAVE)[2], 1 | LEAF1_ECX_OSXSAVE);
         assert_eq!(mirror_cr4(7, 0, [0, 0, 0, 0], CR4_PKE)[2], LEAF7_ECX_OSPKE);
         assert_eq!(mirror_cr4(7, 1, [0, 0, 0, 0], CR4_PKE)[2], 0);
+    }
+
+    /// What entry.s's fast path relies on: a leaf that passes through comes
+    /// back unchanged whatever is hidden and whatever the guest's CR4.
+    #[test]
+    fn leaves_that_pass_through_are_unchanged() {
+        let all = Hidden { rdtscp: true, invpcid: true, xsaves: true, waitpkg: true };
+        let leaves = (0..0x40u32)
+            .chain(0x3fff_fff0..0x4000_0010)
+            .chain(0x4fff_fff0..0x5000_0010)
+            .chain(0x8000_0000..0x8000_0030)
+            .chain([u32::MAX]);
+        let mut passed = 0;
+        for leaf in leaves {
+            if !passes_through(leaf) {
+                continue;
+            }
+            passed += 1;
+            for subleaf in [0, 1, 2] {
+                for r in [[0; 4], [u32::MAX; 4], [0x1234_5678, 0x9abc_def0, 0x0f0f_0f0f, 0xf0f0_f0f0]] {
+                    for h in [Hidden::default(), all] {
+                        assert_eq!(cpuid(leaf, subleaf, r, h), r, "leaf {leaf:#x}.{subleaf}");
+                    }
+                    assert_eq!(mirror_cr4(leaf, subleaf, r, 0), r);
+                    assert_eq!(mirror_cr4(leaf, subleaf, r, u64::MAX), r);
+                }
+            }
+        }
+        assert!(passed > 100);
+        for leaf in [1, 7, 0xd, 0x8000_0001, 0x4000_0000, 0x4000_0001, 0x4fff_ffff] {
+            assert!(!passes_through(leaf), "{leaf:#x}");
+        }
+        assert!(passes_through(0) && passes_through(0x5000_0000) && passes_through(0x3fff_ffff));
     }
 
     #[test]

@@ -80,6 +80,58 @@ vm_entry_failed:
 
 .global vm_exit_stub
 vm_exit_stub:
+    # The CPUID fast path, for a vCPU that turned it on (a counter address in
+    # vcpu->fast_cpuid): a CPUID exit for a leaf that reaches the guest as the
+    # CPU answers it (hvlogic::os_guest::passes_through, same comparisons, same
+    # order), with no single-step trap due (RFLAGS.TF) and no blocking by STI,
+    # MOV SS or SMI to end or clear, is answered here: CPUID runs with the
+    # guest's own EAX and ECX and leaves its answer in the guest's registers,
+    # RIP steps over the instruction, and the guest resumes. RBX and RDX are the
+    # scratch registers, saved first so every other exit finds the guest's.
+    # Everything else goes on to the dispatcher, which handles CPUID the same way.
+    mov     %rbx, {REG_RBX}-{REGS_SIZE}(%rsp)
+    mov     %rdx, {REG_RDX}-{REGS_SIZE}(%rsp)
+    mov     {FAST_CPUID}-{REGS_SIZE}(%rsp), %rdx
+    test    %rdx, %rdx
+    jz      3f
+    mov     ${EXIT_REASON}, %ebx
+    vmread  %rbx, %rbx
+    cmp     ${BASIC_CPUID}, %ebx            # a CPUID exit, not a failed VM entry
+    jne     3f
+    cmp     $0x1, %eax
+    je      3f
+    cmp     $0x7, %eax
+    je      3f
+    cmp     $0xd, %eax
+    je      3f
+    cmp     $0x40000000, %eax
+    jb      4f
+    cmp     $0x80000001, %eax
+    je      3f
+    cmp     $0x50000000, %eax
+    jb      3f                              # the hypervisor's own leaves
+4:  mov     ${GUEST_RFLAGS}, %ebx
+    vmread  %rbx, %rbx
+    test    $0x100, %ebx                    # TF: a single-step #DB is due after CPUID
+    jnz     3f
+    mov     ${GUEST_INTERRUPTIBILITY}, %ebx
+    vmread  %rbx, %rbx
+    test    $0x7, %ebx                      # blocking by STI, MOV SS, SMI
+    jnz     3f
+    incl    (%rdx)                          # this vCPU's count of CPUID exits
+    incq    {EXITS}-{REGS_SIZE}(%rsp)
+    mov     ${GUEST_RIP}, %ebx
+    vmread  %rbx, %rdx
+    mov     ${EXIT_INSTRUCTION_LEN}, %ebx
+    vmread  %rbx, %rbx
+    add     %rbx, %rdx
+    mov     ${GUEST_RIP}, %ebx
+    vmwrite %rdx, %rbx
+    cpuid
+    vmresume
+    jmp     vm_entry_failed                 # (vcpu->regs holds the registers of the last slow exit)
+3:  mov     {REG_RBX}-{REGS_SIZE}(%rsp), %rbx
+    mov     {REG_RDX}-{REGS_SIZE}(%rsp), %rdx
     SAVE_GUEST_GPRS
     mov     %rsp, %rbx                      # RBX = vcpu (regs is its first field)
     mov     {EXIT_STACK_TOP}(%rbx), %rsp

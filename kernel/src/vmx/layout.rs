@@ -44,7 +44,7 @@ pub const KIND_HOSTILE: u32 = 2;
 pub const KIND_BENCH: u32 = 3;
 
 /// CPUID leaves the hypervisor answers (emulate.rs), which guest.s reads.
-pub use super::emulate::{CPUID_HV_BASE, CPUID_HV_CPU_INDEX};
+pub use super::emulate::CPUID_HV_CPU_INDEX;
 
 #[repr(C)]
 pub struct GuestParams {

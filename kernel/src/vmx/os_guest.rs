@@ -15,6 +15,7 @@ use crate::pcb::{Pcb, CPU_STATUS_FAILED, CPU_STATUS_OS, CPU_STATUS_VMXON};
 use crate::run;
 use core::sync::atomic::Ordering;
 use hvlogic::controls::{self, entry, exit, pin, proc2};
+use hvlogic::exit_reason::basic;
 use hvlogic::fixed::{cr0, cr4, Fixed};
 use hvlogic::memmap::Range;
 use hvlogic::mtrr::Mtrrs;
@@ -182,6 +183,12 @@ fn set_up(pcb: &'static Pcb) -> Result<&'static mut OsVcpu, VmcsError> {
         stale_inits: 0,
     };
     let vcpu = Vcpu::new(pcb.processor_index, vpid, os_vcpu::dispatch, os);
+    // A passed-through CPUID leaf needs nothing of the dispatcher but its
+    // count, where the VMX-preemption timer brings back the NMIs it would
+    // otherwise deliver at that exit (`os_vcpu::nmi_in_host`).
+    if pcb.nmi_timer.load(Ordering::Acquire) {
+        vcpu.enable_fast_cpuid(&pcb.exits[basic::CPUID as usize]);
+    }
     vmcs::write_host_state(pcb, c.exit, vcpu.host_rsp(), Vcpu::<Os>::host_rip())?;
     vmcs::write(guest::LINK_PTR_FULL, u64::MAX)?;
     if c.entry & entry::LOAD_PAT != 0 {

@@ -10,11 +10,13 @@ use super::vcpu::{Vcpu, RESUME, STOP};
 use super::vmcs;
 use crate::run;
 use alloc::vec::Vec;
+use core::sync::atomic::{AtomicU32, Ordering};
 use hvlogic::cmdline::GuestKind;
 use hvlogic::exit_qual::{CrAccess, CrAccessKind, Interruption, IoAccess};
 use hvlogic::exit_reason::{basic, ExitReason};
+use hvlogic::guest_plan::median_min;
 use hvlogic::guest_plan::{Ending, GuestMode};
-use hvlogic::os_guest::Hidden;
+use hvlogic::os_guest::{passes_through, Hidden};
 use log::{error, info, warn};
 use x86::vmx::vmcs::{guest, ro};
 
@@ -39,8 +41,12 @@ pub struct Proof {
     /// The guest's COM1 line being assembled.
     pub line: [u8; 120],
     pub line_len: usize,
-    /// Samples handed over by HC_REPORT_SAMPLES (allocated up front).
+    /// Samples handed over by HC_REPORT_SAMPLES (allocated up front), and
+    /// how many sets the bench guest reported.
     pub samples: Vec<u32>,
+    pub bench_reports: u32,
+    /// CPUID exits entry.s's fast path answered (`Vcpu::enable_fast_cpuid`).
+    pub fast_cpuids: &'static AtomicU32,
     /// The exit qualification and a value (GPA, CR value, port) of the exit
     /// that ended the guest, for the report.
     pub ending_qualification: u64,
@@ -60,6 +66,8 @@ impl Proof {
             line: [0; 120],
             line_len: 0,
             samples: Vec::with_capacity(if kind == GuestKind::Bench { BENCH_ITERATIONS as usize } else { 0 }),
+            bench_reports: 0,
+            fast_cpuids: alloc::boxed::Box::leak(alloc::boxed::Box::new(AtomicU32::new(0))),
             ending_qualification: 0,
             ending_value: 0,
         }
@@ -242,6 +250,9 @@ fn vmcall(vcpu: &mut ProofVcpu) -> u64 {
                         .samples
                         .extend(bytes.chunks_exact(4).map(|w| u32::from_le_bytes([w[0], w[1], w[2], w[3]])));
                     vcpu.regs.rax = HC_OK;
+                    if vcpu.guest.kind == GuestKind::Bench {
+                        report_bench(vcpu, vcpu.regs.rdx as u32);
+                    }
                 }
                 None => {
                     warn!("guest: VMCALL report-samples({b:#x}, {c}) refused: not inside guest memory, or more than {room} samples");
@@ -255,6 +266,19 @@ fn vmcall(vcpu: &mut ProofVcpu) -> u64 {
         }
     }
     next_instruction(vcpu)
+}
+
+/// `bench: cpuid-exit ...` for a leaf that passes through (the round trip
+/// through entry.s's fast path, where the CPU has it), `bench:
+/// cpuid-exit-adjusted ...` for one the dispatcher adjusts; with how many of
+/// the set's exits the fast path answered.
+fn report_bench(vcpu: &mut ProofVcpu, leaf: u32) {
+    let fast = vcpu.guest.fast_cpuids.swap(0, Ordering::Relaxed);
+    let name = if passes_through(leaf) { "cpuid-exit" } else { "cpuid-exit-adjusted" };
+    if let Some((median, min)) = median_min(&mut vcpu.guest.samples) {
+        info!("bench: {name} median={median} min={min} leaf={leaf:#x} fast-path={fast}");
+        vcpu.guest.bench_reports += 1;
+    }
 }
 
 fn rdmsr(vcpu: &mut ProofVcpu) -> u64 {

@@ -6,14 +6,25 @@
 use super::instructions::{invvpid, VmFail};
 use super::vmcs;
 use core::mem::{offset_of, size_of};
-use x86::vmx::vmcs::guest;
+use core::sync::atomic::AtomicU32;
+use x86::vmx::vmcs::{guest, ro};
 
 core::arch::global_asm!(
     include_str!("entry.s"),
     HOST_RSP_SAVE = const offset_of!(Vcpu<()>, host_rsp_save),
     EXIT_STACK_TOP = const offset_of!(Vcpu<()>, exit_stack_top),
     DISPATCH = const offset_of!(Vcpu<()>, dispatch),
+    FAST_CPUID = const offset_of!(Vcpu<()>, fast_cpuid),
+    EXITS = const offset_of!(Vcpu<()>, exits),
     REGS_SIZE = const size_of::<GuestRegs>(),
+    REG_RBX = const offset_of!(GuestRegs, rbx),
+    REG_RDX = const offset_of!(GuestRegs, rdx),
+    EXIT_REASON = const ro::EXIT_REASON,
+    EXIT_INSTRUCTION_LEN = const ro::VMEXIT_INSTRUCTION_LEN,
+    GUEST_RIP = const guest::RIP,
+    GUEST_RFLAGS = const guest::RFLAGS,
+    GUEST_INTERRUPTIBILITY = const guest::INTERRUPTIBILITY_STATE,
+    BASIC_CPUID = const hvlogic::exit_reason::basic::CPUID,
     options(att_syntax)
 );
 
@@ -102,6 +113,9 @@ pub struct Vcpu<G> {
     /// vm_run's own RSP while the guest runs.
     host_rsp_save: u64,
     dispatch: Dispatch<G>,
+    /// Where entry.s's CPUID fast path counts the exits it answers; null
+    /// while the fast path is off (`enable_fast_cpuid`).
+    fast_cpuid: *const AtomicU32,
     pub processor_index: u32,
     /// VM exits since the last launch.
     pub exits: u64,
@@ -130,12 +144,21 @@ impl<G> Vcpu<G> {
             exit_stack_top: crate::memory::alloc_stack(EXIT_STACK_SIZE),
             host_rsp_save: 0,
             dispatch,
+            fast_cpuid: core::ptr::null(),
             processor_index,
             exits: 0,
             launched: false,
             vpid,
             guest,
         }))
+    }
+
+    /// Let entry.s answer CPUID exits for leaves that pass through
+    /// unchanged, counting them in `count` and in `exits`, without calling
+    /// `dispatch`. Only for a guest whose handler would do exactly that for
+    /// such an exit, and that needs no other work on every exit.
+    pub fn enable_fast_cpuid(&mut self, count: &'static AtomicU32) {
+        self.fast_cpuid = count;
     }
 
     /// HOST_RSP: the end of `regs`, where vm_exit_stub starts pushing.

@@ -128,13 +128,17 @@ const LEAF7_ECX_WAITPKG: u32 = 1 << 5;
 const LEAF7_ECX_RDPID: u32 = 1 << 22;
 /// PCONFIG raises #UD unless "enable PCONFIG" is set, which this guest never gets.
 const LEAF7_EDX_PCONFIG: u32 = 1 << 18;
+/// Key Locker: leaf 19H's AESKLE follows CR4.KL, which the host's CPUID
+/// would report from the host's CR4 (as leaf 1's OSXSAVE does); hidden, so
+/// that leaf 19H can pass through.
+const LEAF7_ECX_KL: u32 = 1 << 23;
 const LEAF_D1_EAX_XSAVES: u32 = 1 << 3;
 const LEAF_80000001_EDX_RDTSCP: u32 = 1 << 27;
 
 /// What a guest sees of CPUID leaf `leaf`/`subleaf` whose real answer is
 /// `r` (EAX, EBX, ECX, EDX): VMX and SMX hidden (VMX instructions and GETSEC
 /// raise #UD in the guest), the hypervisor bit set, and every instruction in
-/// `hidden` hidden (RDPID goes with RDTSCP; PCONFIG is always hidden).
+/// `hidden` hidden (RDPID goes with RDTSCP; PCONFIG and Key Locker are always hidden).
 pub fn cpuid(leaf: u32, subleaf: u32, r: [u32; 4], hidden: Hidden) -> [u32; 4] {
     let [mut a, mut b, mut c, mut d] = r;
     match (leaf, subleaf) {
@@ -149,6 +153,7 @@ pub fn cpuid(leaf: u32, subleaf: u32, r: [u32; 4], hidden: Hidden) -> [u32; 4] {
             if hidden.rdtscp {
                 c &= !LEAF7_ECX_RDPID;
             }
+            c &= !LEAF7_ECX_KL;
             d &= !LEAF7_EDX_PCONFIG;
         }
         (0xd, 1) if hidden.xsaves => a &= !LEAF_D1_EAX_XSAVES,
@@ -285,10 +290,10 @@ mod tests {
         assert_eq!(cpuid(1, 0, [0x50654, 0, 0x7ffe_fbff, 0], h)[2], 0xfffe_fb9f);
         assert_eq!(
             cpuid(7, 0, [0, 0xffff_ffff, 0xffff_ffff, 0xffff_ffff], h)[1..],
-            [!LEAF7_EBX_INVPCID, !(LEAF7_ECX_WAITPKG | LEAF7_ECX_RDPID), !LEAF7_EDX_PCONFIG]
+            [!LEAF7_EBX_INVPCID, !(LEAF7_ECX_WAITPKG | LEAF7_ECX_RDPID | LEAF7_ECX_KL), !LEAF7_EDX_PCONFIG]
         );
         let only_pconfig = cpuid(7, 0, [0, 0xffff_ffff, 0xffff_ffff, 0xffff_ffff], Hidden::default());
-        assert_eq!(only_pconfig[1..], [0xffff_ffff, 0xffff_ffff, !LEAF7_EDX_PCONFIG]);
+        assert_eq!(only_pconfig[1..], [0xffff_ffff, !LEAF7_ECX_KL, !LEAF7_EDX_PCONFIG]);
         assert_eq!(cpuid(7, 1, [0, 0xffff_ffff, 0, 0], h)[1], 0xffff_ffff);
         assert_eq!(cpuid(0xd, 1, [0xf, 0, 0, 0], h)[0], 0x7);
         assert_eq!(cpuid(0x8000_0001, 0, [0, 0, 0, 0x2c10_0800], h)[3], 0x2410_0800);

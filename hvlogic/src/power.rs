@@ -11,8 +11,12 @@ pub const RESET_CONTROL_PORT: u16 = 0xcf9;
 /// 0xCF9 bit 2, RST_CPU: a 0-to-1 write starts the reset (bits 1 and 3 pick its kind).
 const RST_CPU: u64 = 1 << 2;
 pub const KBC_COMMAND_PORT: u16 = 0x64;
-/// 8042 "pulse output port" command with bit 0 (the CPU reset line) low.
-const KBC_PULSE_RESET: u64 = 0xfe;
+/// 8042 "pulse output port" commands F0H-FFH pulse the output-port bits whose
+/// command bits are 0; bit 0 is the CPU reset line (FEH is the usual one).
+const KBC_PULSE_MASK: u64 = 0xf1;
+const KBC_PULSE_RESET: u64 = 0xf0;
+/// System control port A: bit 0, "fast reset", also resets the processors only.
+const PORT_92: u16 = 0x92;
 const SLP_EN: u64 = 1 << 13;
 
 /// A PM1 control block: its I/O port and length in bytes (FADT PM1_CNT_LEN).
@@ -90,20 +94,21 @@ impl Ports {
         }
         match port {
             RESET_CONTROL_PORT if value & RST_CPU != 0 => Request::Reset,
-            KBC_COMMAND_PORT if value == KBC_PULSE_RESET => Request::Reset,
+            KBC_COMMAND_PORT if value & KBC_PULSE_MASK == KBC_PULSE_RESET => Request::Reset,
             _ => Request::None,
         }
     }
 }
 
-/// Whether a reset write is a cold (hardware) reset: 0xCF9 with SYS_RST
-/// (bit 1) and RST_CPU, or the FADT's reset register, which is the platform's
-/// own. The keyboard controller's pulse and 0xCF9 without SYS_RST only reset
-/// the processors (warm).
+/// Whether a reset write resets the platform (cold): 0xCF9 with SYS_RST
+/// (bit 1) and RST_CPU, or an FADT reset register elsewhere than the
+/// warm-reset ports. The keyboard controller's pulse, port 92H and 0xCF9
+/// without SYS_RST reset the processors only (warm: the chipset signals INIT).
 pub fn is_cold_reset(ports: &Ports, port: u16, value: u64) -> bool {
     const SYS_RST: u64 = 1 << 1;
     match port {
         RESET_CONTROL_PORT => value & (SYS_RST | RST_CPU) == SYS_RST | RST_CPU,
+        KBC_COMMAND_PORT | PORT_92 => false,
         p => ports.reset.is_some_and(|(reset, _)| reset == p),
     }
 }
@@ -172,13 +177,18 @@ mod tests {
         assert_eq!(p.classify(0xcf9, 1, 0x02), Request::None, "SYS_RST alone arms, does not reset");
         assert_eq!(p.classify(0xcf9, 1, 0x0e), Request::Reset);
         assert_eq!(p.classify(0x64, 1, 0xfe), Request::Reset);
+        assert_eq!(p.classify(0x64, 1, 0xf0), Request::Reset, "every pulse with bit 0 low");
+        assert_eq!(p.classify(0x64, 1, 0xff), Request::None, "a pulse of no line");
+        assert_eq!(p.classify(0x64, 1, 0xf1), Request::None, "bit 0 not pulsed");
         assert_eq!(p.classify(0x64, 1, 0xd1), Request::None);
         let q = Ports { reset: Some((0x92, 0x01)), ..bochs() };
         assert_eq!(q.classify(0x92, 1, 0x01), Request::Reset);
         assert!(is_cold_reset(&p, 0xcf9, 0x06) && is_cold_reset(&p, 0xcf9, 0x0e));
         assert!(!is_cold_reset(&p, 0xcf9, 0x04), "RST_CPU without SYS_RST is warm");
         assert!(!is_cold_reset(&p, 0x64, 0xfe));
-        assert!(is_cold_reset(&q, 0x92, 0x01), "the FADT's reset register is the platform's");
+        assert!(!is_cold_reset(&q, 0x92, 0x01), "port 92H resets the processors only");
+        let r = Ports { reset: Some((0xb2, 0x0f)), ..bochs() };
+        assert!(is_cold_reset(&r, 0xb2, 0x0f), "an FADT reset register elsewhere is the platform's");
         let trapped: alloc::vec::Vec<u16> = q.trapped().collect();
         assert_eq!(trapped, [0xb004, 0xb005, 0xcf9, 0x64, 0x92]);
     }

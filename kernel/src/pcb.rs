@@ -10,7 +10,7 @@ use alloc::boxed::Box;
 use core::arch::asm;
 use core::cell::{RefCell, RefMut, UnsafeCell};
 use core::mem::{offset_of, MaybeUninit};
-use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use hvlogic::vmx_global::VmxGlobalData;
 use x86_64::instructions::segmentation::{Segment, CS, DS, ES, SS};
 use x86_64::instructions::tables::load_tss;
@@ -70,8 +70,9 @@ pub struct Pcb {
     pub status: AtomicU32,
     /// Set while this CPU reports an exception, to catch a fault in the reporter.
     pub in_exception: AtomicBool,
-    /// An NMI for the OS guest reached the host; it is injected on the next VM entry.
-    pub nmi_pending: AtomicBool,
+    /// NMIs for the OS guest that reached the host and wait for a VM entry
+    /// (at most 2: one to deliver, one latched behind it, as a CPU holds them).
+    pub nmi_pending: AtomicU8,
     /// The OS guest's VMCS may activate the VMX-preemption timer, which
     /// brings a set-aside NMI back in (`vmx::os_vcpu::nmi_in_host`).
     pub nmi_timer: AtomicBool,
@@ -267,7 +268,7 @@ impl Pcb {
             is_bsp,
             status: AtomicU32::new(0),
             in_exception: AtomicBool::new(false),
-            nmi_pending: AtomicBool::new(false),
+            nmi_pending: AtomicU8::new(0),
             nmi_timer: AtomicBool::new(false),
             exits: [const { AtomicU32::new(0) }; EXIT_REASONS],
             own: RefCell::new(Own::default()),

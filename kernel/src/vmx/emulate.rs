@@ -59,8 +59,14 @@ pub fn skip_instruction() -> Result<(), VmcsError> {
     advance(unsafe { vmread_unchecked(ro::VMEXIT_INSTRUCTION_LEN) })
 }
 
+/// RFLAGS.RF: set, it suppresses the instruction breakpoint of the next
+/// instruction, and the processor clears it once an instruction completes
+/// (SDM Vol. 3B §18.3.1.1 "Instruction-Breakpoint Exception Condition").
+const RFLAGS_RF: u64 = 1 << 16;
+
 /// Step over `len` bytes of instruction (for exits whose instruction length
-/// the VMCS does not give, the hypervisor decoded it).
+/// the VMCS does not give, the hypervisor decoded it), and end what the
+/// instruction's completion ends: RFLAGS.RF, and blocking by STI and MOV SS.
 #[inline(always)]
 pub fn advance(len: u64) -> Result<(), VmcsError> {
     // SAFETY: this CPU's VMCS is current during every VM exit; the fields exist.
@@ -68,6 +74,11 @@ pub fn advance(len: u64) -> Result<(), VmcsError> {
     vmcs::write(guest::RIP, rip + len)?;
     if blocking & (BLOCKING_BY_STI_OR_MOV_SS | BLOCKING_BY_SMI) != 0 {
         vmcs::write(guest::INTERRUPTIBILITY_STATE, blocking & !(BLOCKING_BY_STI_OR_MOV_SS | BLOCKING_BY_SMI))?;
+    }
+    // SAFETY: as above.
+    let rflags = unsafe { vmread_unchecked(guest::RFLAGS) };
+    if rflags & RFLAGS_RF != 0 {
+        vmcs::write(guest::RFLAGS, rflags & !RFLAGS_RF)?;
     }
     Ok(())
 }
@@ -86,11 +97,15 @@ pub fn advance_traced(len: u64) -> Result<(), VmcsError> {
     single_step_trap()
 }
 
-/// The single-step #DB the emulated instruction would have raised, made pending.
+/// The single-step #DB the emulated instruction would have raised, made
+/// pending: with RFLAGS.TF set, unless IA32_DEBUGCTL.BTF asks for single steps
+/// on branches only (SDM Vol. 3B §18.4.3 "Single-Stepping on Branches"; no
+/// instruction this hypervisor emulates is a branch).
 fn single_step_trap() -> Result<(), VmcsError> {
     const RFLAGS_TF: u64 = 1 << 8;
+    const DEBUGCTL_BTF: u64 = 1 << 1;
     const PENDING_BS: u64 = 1 << 14;
-    if vmcs::read(guest::RFLAGS) & RFLAGS_TF != 0 {
+    if vmcs::read(guest::RFLAGS) & RFLAGS_TF != 0 && vmcs::read(guest::IA32_DEBUGCTL_FULL) & DEBUGCTL_BTF == 0 {
         vmcs::write(guest::PENDING_DBG_EXCEPTIONS, vmcs::read(guest::PENDING_DBG_EXCEPTIONS) | PENDING_BS)?;
     }
     Ok(())

@@ -83,8 +83,9 @@ vm_exit_stub:
     # The CPUID fast path, for a vCPU that turned it on (a counter address in
     # vcpu->fast_cpuid): a CPUID exit for a leaf that reaches the guest as the
     # CPU answers it (hvlogic::os_guest::passes_through, same comparisons, same
-    # order), with no single-step trap due (RFLAGS.TF) and no blocking by STI,
-    # MOV SS or SMI to end or clear, is answered here: CPUID runs with the
+    # order), with neither RFLAGS.TF (a single-step trap is due) nor RFLAGS.RF
+    # (CPUID's completion clears it) set and no blocking by STI, MOV SS or SMI
+    # to end or clear, is answered here: CPUID runs with the
     # guest's own EAX and ECX and leaves its answer in the guest's registers,
     # RIP steps over the instruction, and the guest resumes. RBX and RDX are the
     # scratch registers, saved first so every other exit finds the guest's.
@@ -112,7 +113,7 @@ vm_exit_stub:
     jb      3f                              # the hypervisor's own leaves
 4:  mov     ${GUEST_RFLAGS}, %ebx
     vmread  %rbx, %rbx
-    test    $0x100, %ebx                    # TF: a single-step #DB is due after CPUID
+    test    $0x10100, %ebx                  # RF, TF
     jnz     3f
     mov     ${GUEST_INTERRUPTIBILITY}, %ebx
     vmread  %rbx, %rbx
@@ -129,7 +130,9 @@ vm_exit_stub:
     vmwrite %rdx, %rbx
     cpuid
     vmresume
-    jmp     vm_entry_failed                 # (vcpu->regs holds the registers of the last slow exit)
+    SAVE_GUEST_GPRS                         # VM entry failed: the registers, for the report
+    lea     {REGS_SIZE}(%rsp), %rsp         # (LEA and PUSH keep the VMfail flags)
+    jmp     vm_entry_failed
 3:  mov     {REG_RBX}-{REGS_SIZE}(%rsp), %rbx
     mov     {REG_RDX}-{REGS_SIZE}(%rsp), %rdx
     SAVE_GUEST_GPRS

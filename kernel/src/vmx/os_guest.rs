@@ -141,7 +141,8 @@ fn set_up(pcb: &'static Pcb) -> Result<&'static mut OsVcpu, VmcsError> {
     super::load_new_vmcs(&d).map_err(VmcsError::Load)?;
     let vpid = d.invvpid_type().map(|flush| (pcb.processor_index as u16 + 1, flush));
     let c = os_guest::controls(&d, vpid.is_some());
-    pcb.nmi_timer.store(controls::can_set(d.pin_based_ctls, pin::PREEMPTION_TIMER), Ordering::Release);
+    let nmi_timer = controls::can_set(d.pin_based_ctls, pin::PREEMPTION_TIMER);
+    pcb.nmi_timer.store(nmi_timer, Ordering::Release);
     vmcs::write_controls(&Controls { pin: c.pin, proc1: c.proc1, proc2: c.proc2, exit: c.exit, entry: c.entry })?;
     vmcs::write(ctl::MSR_BITMAPS_ADDR_FULL, shared.msr_bitmap)?;
     vmcs::write(ctl::IO_BITMAP_A_ADDR_FULL, shared.io_bitmaps[0])?;
@@ -181,14 +182,14 @@ fn set_up(pcb: &'static Pcb) -> Result<&'static mut OsVcpu, VmcsError> {
         apic_page: shared.apic_page,
         started_by_sipi: None,
         stale_inits: 0,
+        // A passed-through CPUID leaf needs nothing of the dispatcher but its
+        // count, where the VMX-preemption timer brings back the NMIs it would
+        // otherwise deliver at that exit (`os_vcpu::nmi_in_host`).
+        fast_cpuids: nmi_timer.then_some(&pcb.exits[basic::CPUID as usize]),
+        nmi_retry: os_vcpu::NMI_RETRY_FIRST,
     };
     let vcpu = Vcpu::new(pcb.processor_index, vpid, os_vcpu::dispatch, os);
-    // A passed-through CPUID leaf needs nothing of the dispatcher but its
-    // count, where the VMX-preemption timer brings back the NMIs it would
-    // otherwise deliver at that exit (`os_vcpu::nmi_in_host`).
-    if pcb.nmi_timer.load(Ordering::Acquire) {
-        vcpu.enable_fast_cpuid(&pcb.exits[basic::CPUID as usize]);
-    }
+    vcpu.set_fast_cpuid(vcpu.guest.fast_cpuids);
     vmcs::write_host_state(pcb, c.exit, vcpu.host_rsp(), Vcpu::<Os>::host_rip())?;
     vmcs::write(guest::LINK_PTR_FULL, u64::MAX)?;
     if c.entry & entry::LOAD_PAT != 0 {

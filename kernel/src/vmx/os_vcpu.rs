@@ -12,7 +12,7 @@ use super::vcpu::{Vcpu, RESUME};
 use super::vmcs::{self, VmcsError, AR_CODE_16, AR_DATA_16, AR_TSS_BUSY_32, AR_UNUSABLE};
 use crate::pcb::{Pcb, CPU_STATUS_OS_WAITING};
 use crate::run::{self, How};
-use core::sync::atomic::Ordering;
+use core::sync::atomic::{AtomicU32, Ordering};
 use hvlogic::controls::{entry, pin};
 use hvlogic::cr::{self, Outcome};
 use hvlogic::exit_qual::{CrAccess, CrAccessKind, IoAccess};
@@ -44,6 +44,12 @@ pub struct Os {
     /// consumed since.
     pub started_by_sipi: Option<u8>,
     pub stale_inits: u32,
+    /// Where entry.s's CPUID fast path counts (this CPU's CPUID exits), or
+    /// None where it stays off; `deliver_pending_nmi` turns it off while an
+    /// NMI waits.
+    pub fast_cpuids: Option<&'static AtomicU32>,
+    /// The timer's next retry for a waiting NMI (`NMI_RETRY_FIRST` doubling).
+    pub nmi_retry: u64,
 }
 
 /// INITs an AP may find blocked from its wait-for-SIPI time (a bound, so a
@@ -91,6 +97,8 @@ pub extern "C" fn dispatch(vcpu: &mut OsVcpu) -> u64 {
     // SAFETY: this CPU's VMCS is current during every VM exit; the field exists.
     let reason = unsafe { vmread_unchecked(ro::EXIT_REASON) } as u32;
     vcpu.guest.pcb.count_exit(reason & 0xffff);
+    // (Exits the CPUID fast path answers never come here; `init_signal`
+    // also checks that the AP has not run an instruction since its SIPI.)
     if reason != basic::INIT_SIGNAL as u32 {
         vcpu.guest.started_by_sipi = None;
     }
@@ -122,7 +130,7 @@ fn handle(vcpu: &mut OsVcpu, reason: ExitReason) -> Result<(), Fatal> {
         basic::EPT_VIOLATION => ept_violation(vcpu, qualification),
         basic::IO_INSTRUCTION => io(vcpu, IoAccess::decode(qualification)),
         basic::XSETBV => xsetbv(vcpu),
-        basic::PREEMPTION_TIMER => disarm_nmi_timer(),
+        basic::PREEMPTION_TIMER => Ok(disarm_nmi_timer()?),
         // Hidden from the guest: on a CPU without VMX or SMX these raise #UD.
         basic::GETSEC
         | basic::VMCALL
@@ -156,19 +164,26 @@ const BLOCKING_BY_MOV_SS: u64 = 1 << 1;
 const BLOCKING_BY_NMI: u64 = 1 << 3;
 
 /// VMX-preemption timer units before a VM exit looks again at an NMI the
-/// guest was not ready for (the timer counts down at the TSC rate divided by
-/// 2^IA32_VMX_MISC[4:0], SDM Vol. 3C §26.5.1 "VMX-Preemption Timer").
-const NMI_RETRY: u64 = 1 << 10;
+/// guest was not ready for, doubling while it stays unready (a CPU halted
+/// with NMIs blocked is asked ever more rarely). The timer counts down at the
+/// TSC rate divided by 2^IA32_VMX_MISC[4:0], and only in C-states up to C2
+/// (SDM Vol. 3C §26.5.1 "VMX-Preemption Timer"): a guest in a deeper C-state
+/// gets the NMI when it wakes.
+pub const NMI_RETRY_FIRST: u64 = 1 << 10;
+const NMI_RETRY_MAX: u64 = 1 << 24;
+/// NMIs a CPU holds: one being delivered, one latched behind it.
+const NMI_HELD_MAX: u8 = 2;
 
 /// An NMI reached the host while this CPU runs the OS guest: NMIs do not
 /// exit, so it arrived while an exit was handled, and it was meant for the
 /// OS. It is set aside for `deliver_pending_nmi`; where the CPU has the
 /// VMX-preemption timer, the timer is armed at 0 too, so that an NMI arriving
 /// after the exit handler last looked still makes the coming VM entry exit at
-/// once (before any guest instruction) and is delivered, not left until some
-/// later exit. Called from the NMI handler, on this CPU, with its VMCS current.
+/// once (before any guest instruction, after any injected event) and is
+/// delivered, not left until some later exit. Called from the NMI handler,
+/// on this CPU, with its VMCS current.
 pub fn nmi_in_host(pcb: &Pcb) {
-    pcb.nmi_pending.store(true, Ordering::Release);
+    let _ = pcb.nmi_pending.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| Some((n + 1).min(NMI_HELD_MAX)));
     if pcb.nmi_timer.load(Ordering::Acquire) {
         // A VMWRITE to a field of the current VMCS does not fail; if it did,
         // the NMI would still go in at the next exit.
@@ -176,41 +191,71 @@ pub fn nmi_in_host(pcb: &Pcb) {
     }
 }
 
+/// Arm the timer (a read-modify-write of the pin-based controls that the NMI
+/// handler may interrupt; what it sets survives, and whatever is lost
+/// `deliver_pending_nmi`, which runs after, does again).
 fn arm_nmi_timer(value: u64) -> Result<(), VmcsError> {
     vmcs::write(guest::VMX_PREEMPTION_TIMER_VALUE, value)?;
     let pin = vmcs::read(ctl::PINBASED_EXEC_CONTROLS);
     vmcs::write(ctl::PINBASED_EXEC_CONTROLS, pin | pin::PREEMPTION_TIMER as u64)
 }
 
-/// The timer's exit: it only ever brings an NMI back (`deliver_pending_nmi` follows).
-fn disarm_nmi_timer() -> Result<(), Fatal> {
+/// The timer only ever brings NMIs back: off once none waits.
+fn disarm_nmi_timer() -> Result<(), VmcsError> {
     let pin = vmcs::read(ctl::PINBASED_EXEC_CONTROLS);
-    Ok(vmcs::write(ctl::PINBASED_EXEC_CONTROLS, pin & !(pin::PREEMPTION_TIMER as u64))?)
+    if pin & pin::PREEMPTION_TIMER as u64 != 0 {
+        vmcs::write(ctl::PINBASED_EXEC_CONTROLS, pin & !(pin::PREEMPTION_TIMER as u64))?;
+    }
+    Ok(())
 }
 
 /// An NMI set aside by the host's NMI handler goes to the guest now, unless
 /// the guest cannot take one on this entry: it blocks NMIs, it is in a
 /// MOV-SS or STI shadow (an injected NMI fails VM entry under MOV SS, SDM
 /// Vol. 3C §27.3.1.5, and under STI on some processors, Bochs among them), or
-/// another event is being injected. Then it stays set aside and the
-/// VMX-preemption timer, where there is one, asks again soon. A CPU waiting
-/// for SIPI takes no NMI: one set aside for it is dropped.
+/// another event is being injected. While one waits, the VMX-preemption timer
+/// (where there is one) asks again later, and every exit comes here: the
+/// CPUID fast path is off, as each of its VM entries would restart the
+/// timer's countdown. A CPU waiting for SIPI takes no NMI: those set aside
+/// for it are dropped.
 fn deliver_pending_nmi(vcpu: &mut OsVcpu) -> Result<(), Fatal> {
     const VALID: u64 = 1 << 31;
     let pcb = vcpu.guest.pcb;
-    if !pcb.nmi_pending.swap(false, Ordering::AcqRel) || vmcs::read(guest::ACTIVITY_STATE) == WAIT_FOR_SIPI {
+    if pcb.nmi_pending.load(Ordering::Acquire) == 0 {
         return Ok(());
+    }
+    if vmcs::read(guest::ACTIVITY_STATE) == WAIT_FOR_SIPI {
+        return Ok(drop_pending_nmis(vcpu)?);
     }
     let blocking = BLOCKING_BY_STI | BLOCKING_BY_MOV_SS | BLOCKING_BY_NMI;
     let blocked = vmcs::read(guest::INTERRUPTIBILITY_STATE) & blocking != 0
         || vmcs::read(ctl::VMENTRY_INTERRUPTION_INFO_FIELD) & VALID != 0;
     if !blocked {
-        return Ok(emulate::inject_nmi()?);
+        emulate::inject_nmi()?;
+        pcb.nmi_pending.fetch_sub(1, Ordering::AcqRel);
+        vcpu.guest.nmi_retry = NMI_RETRY_FIRST;
     }
-    pcb.nmi_pending.store(true, Ordering::Release);
+    let waiting = pcb.nmi_pending.load(Ordering::Acquire) != 0;
     if pcb.nmi_timer.load(Ordering::Acquire) {
-        arm_nmi_timer(NMI_RETRY)?;
+        if waiting {
+            arm_nmi_timer(vcpu.guest.nmi_retry)?;
+            vcpu.guest.nmi_retry = (vcpu.guest.nmi_retry * 2).min(NMI_RETRY_MAX);
+        } else {
+            disarm_nmi_timer()?;
+        }
     }
+    vcpu.set_fast_cpuid(if waiting { None } else { vcpu.guest.fast_cpuids });
+    Ok(())
+}
+
+/// Forget the NMIs set aside for this CPU (it waits for SIPI, or INIT reset it).
+fn drop_pending_nmis(vcpu: &mut OsVcpu) -> Result<(), VmcsError> {
+    vcpu.guest.pcb.nmi_pending.store(0, Ordering::Release);
+    vcpu.guest.nmi_retry = NMI_RETRY_FIRST;
+    if vcpu.guest.pcb.nmi_timer.load(Ordering::Acquire) {
+        disarm_nmi_timer()?;
+    }
+    vcpu.set_fast_cpuid(vcpu.guest.fast_cpuids);
     Ok(())
 }
 
@@ -277,7 +322,7 @@ pub fn reset_to_init(vcpu: &mut OsVcpu, activity: u64) -> Result<(), VmcsError> 
     // EDX holds the processor signature after INIT (SDM Vol. 3A §10.1.2).
     vcpu.regs.rdx = raw_cpuid::cpuid!(1).eax as u64;
     vcpu.flush_vpid();
-    Ok(())
+    drop_pending_nmis(vcpu)
 }
 
 /// The state INIT leaves (SDM Vol. 3A §10.1.1, Table 10-1, "INIT" column):
@@ -534,14 +579,14 @@ fn io(vcpu: &mut OsVcpu, q: IoAccess) -> Result<(), Fatal> {
         }
         Request::Reset => {
             run::guest_end(How::Reset);
-            // A cold reset the OS asked for (0xCF9 with SYS_RST, the FADT's
-            // reset register) is done as asked. A warm one (the keyboard
-            // controller's pulse, 0xCF9 without SYS_RST) reaches the
-            // processors as INIT, which VMX root operation blocks (SDM Vol. 3C
-            // §24.8 "Restrictions on VMX Operation"), and would keep
-            // IA32_FEATURE_CONTROL locked (only a power-on reset clears it,
-            // §24.7), which firmware that writes it unconditionally faults on
-            // (Bochs 2.7's BIOS does): it becomes a cold reset.
+            // A platform reset the OS asked for (0xCF9 with SYS_RST, the
+            // FADT's reset register) is done as asked. A warm one (the
+            // keyboard controller's pulse, port 92H, 0xCF9 without SYS_RST)
+            // reaches the processors as INIT, which VMX root operation blocks
+            // (SDM Vol. 3C §24.8 "Restrictions on VMX Operation"), and INIT
+            // leaves IA32_FEATURE_CONTROL locked for the firmware that runs
+            // next (which Bochs 2.7's BIOS does not survive): it becomes a
+            // full reset.
             if !hvlogic::power::is_cold_reset(&vcpu.guest.ports, q.port, value) {
                 crate::platform::reset(&vcpu.guest.ports);
             }

@@ -14,7 +14,7 @@ use crate::{run, tsc};
 use core::fmt;
 use core::mem::offset_of;
 use hvlogic::cmdline::{GuestKind, Inject};
-use hvlogic::controls::{pin, proc2};
+use hvlogic::controls::{exit, pin, proc2};
 use hvlogic::exit_qual::{CrAccess, EptViolation};
 use hvlogic::exit_reason::basic;
 use hvlogic::guest_plan::{Ending, GuestMode, HostileStep};
@@ -115,9 +115,10 @@ fn launch_all(pcb: &Pcb, kind: GuestKind) -> Result<bool, VmcsError> {
     let vcpu = Vcpu::new(pcb.processor_index, vpid, proof_vcpu::dispatch, Proof::new(mode, kind, mem, maxphyaddr));
     // The dispatcher answers a passed-through CPUID leaf with nothing else to
     // do; only the exit budget, which bounds a guest where no timer does,
-    // needs every exit to reach it.
-    if budget.is_some() {
-        vcpu.enable_fast_cpuid(vcpu.guest.fast_cpuids);
+    // needs every exit to reach it. The timer bounds it only if it is saved
+    // on exit: otherwise each VM entry starts it from the full budget again.
+    if budget.is_some() && controls.exit & exit::SAVE_PREEMPTION_TIMER != 0 {
+        vcpu.set_fast_cpuid(Some(vcpu.guest.fast_cpuids));
     }
     let launch = Launch { d: &d, controls, start, budget };
     let result = launch.configure(pcb, vcpu).and_then(|()| launch.run_to_end(vcpu));

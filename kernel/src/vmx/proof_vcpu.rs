@@ -45,7 +45,7 @@ pub struct Proof {
     /// how many sets the bench guest reported.
     pub samples: Vec<u32>,
     pub bench_reports: u32,
-    /// CPUID exits entry.s's fast path answered (`Vcpu::enable_fast_cpuid`).
+    /// CPUID exits entry.s's fast path answered (`Vcpu::set_fast_cpuid`).
     pub fast_cpuids: &'static AtomicU32,
     /// The exit qualification and a value (GPA, CR value, port) of the exit
     /// that ended the guest, for the report.

@@ -114,7 +114,7 @@ pub struct Vcpu<G> {
     host_rsp_save: u64,
     dispatch: Dispatch<G>,
     /// Where entry.s's CPUID fast path counts the exits it answers; null
-    /// while the fast path is off (`enable_fast_cpuid`).
+    /// while the fast path is off (`set_fast_cpuid`).
     fast_cpuid: *const AtomicU32,
     pub processor_index: u32,
     /// VM exits since the last launch.
@@ -153,12 +153,13 @@ impl<G> Vcpu<G> {
         }))
     }
 
-    /// Let entry.s answer CPUID exits for leaves that pass through
-    /// unchanged, counting them in `count` and in `exits`, without calling
-    /// `dispatch`. Only for a guest whose handler would do exactly that for
-    /// such an exit, and that needs no other work on every exit.
-    pub fn enable_fast_cpuid(&mut self, count: &'static AtomicU32) {
-        self.fast_cpuid = count;
+    /// With `Some(count)`, let entry.s answer CPUID exits for leaves that
+    /// pass through unchanged, counting them in `count` and in `exits`,
+    /// without calling `dispatch`; with None, every exit reaches `dispatch`.
+    /// Only for a guest whose handler would do exactly that for such an exit
+    /// and, while it is on, needs no other work at every exit.
+    pub fn set_fast_cpuid(&mut self, count: Option<&'static AtomicU32>) {
+        self.fast_cpuid = count.map_or(core::ptr::null(), |c| c as *const AtomicU32);
     }
 
     /// HOST_RSP: the end of `regs`, where vm_exit_stub starts pushing.

@@ -17,7 +17,6 @@ use hvlogic::linux::placement;
 use hvlogic::linux::roles::{self, RoleError};
 use hvlogic::linux::zeropage::{self, Params, ScreenInfo};
 use hvlogic::memmap::{self, Range};
-use hvlogic::screen::{Framebuffer, FramebufferKind};
 use log::{debug, info};
 
 core::arch::global_asm!(include_str!("linux_entry.s"), options(att_syntax));
@@ -239,31 +238,6 @@ pub fn load(
         gdt_limit: (core::mem::size_of_val(&GDT) - 1) as u16,
         version: plan.bz.version,
     })
-}
-
-/// What Linux needs to know to take over the screen GRUB left (its
-/// `screen_info`): a linear framebuffer with direct colour, or VGA text mode.
-/// Palette framebuffers are not handed on.
-pub fn screen_info(fb: Framebuffer) -> Option<ScreenInfo> {
-    match fb.kind {
-        FramebufferKind::Rgb { red, green, blue } => Some(ScreenInfo {
-            kind: zeropage::VIDEO_TYPE_VLFB,
-            width: fb.width as u16,
-            height: fb.height as u16,
-            depth: fb.bpp as u16,
-            base: fb.address,
-            pitch: fb.pitch as u16,
-            rgb: [(red.size, red.position), (green.size, green.position), (blue.size, blue.position)],
-            ..ScreenInfo::default()
-        }),
-        FramebufferKind::EgaText => Some(ScreenInfo {
-            kind: zeropage::VIDEO_TYPE_VGAC,
-            cols: fb.width as u8,
-            lines: fb.height as u8,
-            ..ScreenInfo::default()
-        }),
-        FramebufferKind::Indexed { .. } | FramebufferKind::Unknown(_) => None,
-    }
 }
 
 /// A GDTR image for LGDT in 64-bit mode: limit, then the 64-bit base.

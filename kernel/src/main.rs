@@ -28,6 +28,7 @@ mod tsc;
 mod vmx;
 
 use hvlogic::cmdline::{Inject, LinuxMode, Options};
+use hvlogic::linux::zeropage::ScreenInfo;
 use hvlogic::madt::{self, Plan};
 use hvlogic::memmap::Range;
 use hvlogic::power::Ports;
@@ -189,7 +190,7 @@ fn hand_off(
         }
         (LinuxMode::Guest, None) => true,
     };
-    let handoff = match linux::load(os, boot, hypervisor, boot.framebuffer.and_then(linux::screen_info)) {
+    let handoff = match linux::load(os, boot, hypervisor, boot.framebuffer.and_then(ScreenInfo::from_framebuffer)) {
         Ok(h) => h,
         Err(e) => {
             error!("linux: {e}; no handoff");

@@ -4,6 +4,7 @@
 
 use super::bzimage::{offset, BzImage, CAN_USE_HEAP, LOADER_UNDEFINED};
 use super::e820::Entry;
+use crate::screen::{Framebuffer, FramebufferKind};
 
 pub const SIZE: usize = 4096;
 /// Offsets in boot_params.
@@ -37,6 +38,34 @@ pub struct ScreenInfo {
 
 pub const VIDEO_TYPE_VGAC: u8 = 0x22;
 pub const VIDEO_TYPE_VLFB: u8 = 0x23;
+
+impl ScreenInfo {
+    /// What Linux needs to take over the screen the boot loader left: a
+    /// linear framebuffer with direct colour, or VGA text mode. None for a
+    /// palette framebuffer, and for one whose sizes do not fit screen_info's
+    /// fields (Linux would draw with wrong ones).
+    pub fn from_framebuffer(fb: Framebuffer) -> Option<ScreenInfo> {
+        match fb.kind {
+            FramebufferKind::Rgb { red, green, blue } => Some(ScreenInfo {
+                kind: VIDEO_TYPE_VLFB,
+                width: fb.width.try_into().ok()?,
+                height: fb.height.try_into().ok()?,
+                depth: fb.bpp as u16,
+                base: fb.address,
+                pitch: fb.pitch.try_into().ok()?,
+                rgb: [(red.size, red.position), (green.size, green.position), (blue.size, blue.position)],
+                ..ScreenInfo::default()
+            }),
+            FramebufferKind::EgaText => Some(ScreenInfo {
+                kind: VIDEO_TYPE_VGAC,
+                cols: fb.width.try_into().ok()?,
+                lines: fb.height.try_into().ok()?,
+                ..ScreenInfo::default()
+            }),
+            FramebufferKind::Indexed { .. } | FramebufferKind::Unknown(_) => None,
+        }
+    }
+}
 
 /// What goes into the zero page besides the kernel's own setup header.
 pub struct Params<'a> {
@@ -153,6 +182,33 @@ mod tests {
         assert_eq!(page[0x1ef], 0);
         assert!(page[0x26c..at::E820_TABLE].iter().all(|&b| b == 0));
         assert!(page[at::E820_TABLE + 40..].iter().all(|&b| b == 0));
+    }
+
+    #[test]
+    fn what_the_boot_loader_left_becomes_screen_info() {
+        use crate::screen::Field;
+        let rgb = FramebufferKind::Rgb {
+            red: Field { position: 16, size: 8 },
+            green: Field { position: 8, size: 8 },
+            blue: Field { position: 0, size: 8 },
+        };
+        let fb = Framebuffer { address: 0x1_fd00_0000, pitch: 5120, width: 1280, height: 800, bpp: 32, kind: rgb };
+        let s = ScreenInfo::from_framebuffer(fb).unwrap();
+        assert_eq!((s.kind, s.width, s.height, s.depth, s.pitch), (VIDEO_TYPE_VLFB, 1280, 800, 32, 5120));
+        assert_eq!((s.base, s.rgb), (0x1_fd00_0000, [(8, 16), (8, 8), (8, 0)]));
+        let text = Framebuffer {
+            address: 0xb8000,
+            pitch: 160,
+            width: 80,
+            height: 25,
+            bpp: 16,
+            kind: FramebufferKind::EgaText,
+        };
+        let t = ScreenInfo::from_framebuffer(text).unwrap();
+        assert_eq!((t.kind, t.cols, t.lines), (VIDEO_TYPE_VGAC, 80, 25));
+        assert_eq!(ScreenInfo::from_framebuffer(Framebuffer { pitch: 70_000, ..fb }), None, "pitch beyond u16");
+        let indexed = Framebuffer { kind: FramebufferKind::Indexed { colours: 256 }, bpp: 8, ..fb };
+        assert_eq!(ScreenInfo::from_framebuffer(indexed), None);
     }
 
     #[test]

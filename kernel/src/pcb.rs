@@ -83,7 +83,7 @@ pub struct Pcb {
     /// borrow flag, like the rest, is only touched by this CPU.
     own: RefCell<Own>,
     pub kernel_stack_top: u64,
-    /// Work sent by the boot CPU (the book sends it by IPI; we poll).
+    /// Work sent by the boot CPU (posted here, announced by a wake IPI).
     pub mailbox: Mailbox,
     pub gdt: GlobalDescriptorTable,
     pub tss: TaskStateSegment,
@@ -116,8 +116,9 @@ pub struct Own {
 // CPU (checked in `own()`).
 unsafe impl Sync for Pcb {}
 
-/// Work sent to a CPU by the boot CPU: a function it runs on its own PCB (the
-/// book sends work by IPI; this kernel's CPUs poll with interrupts off).
+/// Work sent to a CPU by the boot CPU: a function it runs on its own PCB. The
+/// boot CPU posts it here and sends a wake IPI (`apic::WAKE_VECTOR`); an idle
+/// AP halts until one arrives and then looks at its mailbox.
 pub type Work = fn(&Pcb);
 
 /// One CPU's mailbox: the boot CPU posts work under a new generation number;

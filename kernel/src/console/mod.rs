@@ -1,11 +1,11 @@
 //! The screen console: every log line and the SUMMARY on the screen GRUB left,
 //! for machines without a serial port.
 //!
-//! It is a sink of whole, finished lines (`line`): today the logger calls it
-//! right after COM1; once the log ring exists, the ring's drain can call it
-//! instead. Lines go into a grid of character cells (`hvlogic::screen::Grid`);
-//! only rows that changed are drawn, never read back from the screen, and the
-//! grid scrolls several rows at a time on a pixel screen, so a full redraw is rare.
+//! It is a sink of whole, finished lines (`line`): the log ring's drain calls
+//! it beside COM1 (`console::sink`, registered after `console::init`). Lines
+//! go into a grid of character cells (`hvlogic::screen::Grid`); only rows that
+//! changed are drawn, never read back from the screen, and the grid scrolls
+//! several rows at a time on a pixel screen, so a full redraw is rare.
 //!
 //! Until the command line is read (`start`), lines are only kept in the grid:
 //! with `console=serial` they are dropped and the screen is never touched;

@@ -1,12 +1,11 @@
 //! The five 32-bit VMX control fields, their bit names, and the
 //! allowed-0 / allowed-1 capability MSR logic.
 //!
-//! Bit definitions: SDM Vol. 3C §25.6.1 "Pin-Based VM-Execution Controls"
-//! (Table 25-5), §25.6.2 "Processor-Based VM-Execution Controls" (primary
-//! Table 25-6, secondary Table 25-7), §25.7.1 "VM-Exit Controls" (primary
-//! VM-exit controls, Table 25-13), §25.8.1 "VM-Entry Controls". Capability
-//! MSRs: SDM Vol. 3D §A.3 "VM-Execution Controls" to §A.5 "VM-Entry
-//! Controls".
+//! Bit definitions: SDM Vol. 3C §25.6.1 "Pin-Based VM-Execution Controls",
+//! §25.6.2 "Processor-Based VM-Execution Controls", §25.7.1 "VM-Exit
+//! Controls", §25.8.1 "VM-Entry Controls" (each set below names its table).
+//! Capability MSRs: SDM Vol. 3D §A.3 "VM-Execution Controls" to §A.5
+//! "VM-Entry Controls".
 
 /// One named bit of a control field.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]

@@ -1,6 +1,6 @@
 //! Decoding the exit qualification of the VM exits the hypervisor handles
-//! (SDM Vol. 3C §28.2.1 "Basic VM-Exit Information", Tables 28-3, 28-5 and
-//! 28-7) and of failed VM entries (SDM Vol. 3C §27.8 "VM-Entry Failures
+//! (SDM Vol. 3C §28.2.1 "Basic VM-Exit Information"; each decoder below names
+//! its table) and of failed VM entries (SDM Vol. 3C §27.8 "VM-Entry Failures
 //! During or After Loading Guest State").
 
 use core::fmt;

@@ -17,7 +17,8 @@
 use core::mem::{offset_of, size_of};
 use core::sync::atomic::AtomicU32;
 
-/// A 32-bit GDT pseudo-descriptor, as `lgdtl` reads it (SDM Vol. 3A §3.5.1).
+/// A 32-bit GDT pseudo-descriptor, as `lgdtl` reads it (SDM Vol. 3A §3.5.1
+/// "Segment Descriptor Tables").
 #[repr(C, packed)]
 #[derive(Clone, Copy, Default)]
 pub struct Gdtr32 {

@@ -1,5 +1,6 @@
 # AP start-up code. A SIPI starts an AP in real mode at CS:IP = VV00:0000,
-# where VV is the page number of the copy (SDM Vol. 3A §9.4.4, §11.6.1).
+# where VV is the page number of the copy (SDM Vol. 3A §9.4.4 "MP
+# Initialization Example", §11.6.1 "Interrupt Command Register (ICR)").
 # Every AP of the run executes this copy at the same time: no stack, no lock,
 # no write to the page; the far jumps go through pointers the boot CPU filled
 # in. The image lives in .rodata; only its copy below 1 MiB is executed.
@@ -28,8 +29,9 @@ ap_trampoline_start:
     mov     %cr0, %eax
     or      $1, %eax                    # CR0.PE
     mov     %eax, %cr0
-    # A far JMP right after the MOV to CR0 (SDM Vol. 3A §10.9.1); DS still
-    # has its real-mode base, so the pointer is read from this page.
+    # A far JMP right after the MOV to CR0 (SDM Vol. 3A §10.9.1 "Switching to
+    # Protected Mode"); DS still has its real-mode base, so the pointer is
+    # read from this page.
     ljmpl   *(P + {TO_PM32})
 
 .code32
@@ -54,7 +56,8 @@ ap_lm64:
     mov     %ebx, %r15d                 # R15 = this page (zero-extended)
 
     # This AP's APIC ID, as the MADT names it: the x2APIC ID MSR in x2APIC
-    # mode, else the xAPIC ID register (SDM Vol. 3A §11.4.6, §11.12.5.1).
+    # mode, else the xAPIC ID register (SDM Vol. 3A §11.4.6 "Local APIC ID",
+    # §11.12.5.1 "x2APIC States").
     xor     %r13d, %r13d                # 0: the APIC register is being tried
     mov     $0x1b, %ecx                 # IA32_APIC_BASE
     rdmsr

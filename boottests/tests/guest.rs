@@ -126,7 +126,7 @@ fn bench_guest_reports_its_figures() {
 fn entry_failure_on_guest_state_is_explained() {
     let log = Boot::bochs("bochs-entry-bad-guest", "corei7_skylake_x").cmdline("inject=entry-bad-guest").run();
     log.assert_no_exception();
-    log.assert_line("[cpu0] INFO  inject: guest RFLAGS bit 1 cleared (it must be 1, SDM Vol. 3C 27.3.1.4)");
+    log.assert_line("[cpu0] INFO  inject: guest RFLAGS bit 1 cleared (it must be 1, SDM Vol. 3C §27.3.1.4 \"Checks on Guest RIP, RFLAGS, and SSP\")");
     log.assert_line("[cpu0] ERROR VM entry failed: VM-entry failure: invalid guest state (exit reason 33 with bit 31 set), exit qualification 0x0: a guest-state check failed (no further detail)");
     // The software checker names the rule, and only that one.
     log.assert_line("[cpu0] ERROR entry check guest.rflags.reserved: Guest RFLAGS bits 63:22, 15, 5 and 3 must be 0 and bit 1 must be 1 (SDM Vol. 3C §27.3.1.4 \"Checks on Guest RIP, RFLAGS, and SSP\")");

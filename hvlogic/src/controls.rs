@@ -1,10 +1,11 @@
 //! The five 32-bit VMX control fields, their bit names, and the
 //! allowed-0 / allowed-1 capability MSR logic.
 //!
-//! Bit definitions: SDM Vol. 3C 25.6.1 (pin-based, Table 25-5), 25.6.2
-//! (primary Table 25-6, secondary Table 25-7 processor-based), 25.7.1
-//! (primary VM-exit controls, Table 25-13), 25.8.1 (VM-entry controls).
-//! Capability MSRs: SDM Vol. 3D Appendix A.3 - A.5.
+//! Bit definitions: SDM Vol. 3C §25.6.1 "Pin-Based VM-Execution Controls",
+//! §25.6.2 "Processor-Based VM-Execution Controls", §25.7.1 "VM-Exit
+//! Controls", §25.8.1 "VM-Entry Controls" (each set below names its table).
+//! Capability MSRs: SDM Vol. 3D §A.3 "VM-Execution Controls" to §A.5
+//! "VM-Entry Controls".
 
 /// One named bit of a control field.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -13,7 +14,8 @@ pub struct ControlBit {
     pub name: &'static str,
 }
 
-/// Pin-based VM-execution controls (SDM 25.6.1, Table 25-5).
+/// Pin-based VM-execution controls (SDM Vol. 3C Table 25-5 "Definitions of
+/// Pin-Based VM-Execution Controls").
 pub mod pin {
     pub const EXTERNAL_INTERRUPT_EXITING: u32 = 1 << 0;
     pub const NMI_EXITING: u32 = 1 << 3;
@@ -22,7 +24,8 @@ pub mod pin {
     pub const POSTED_INTERRUPTS: u32 = 1 << 7;
 }
 
-/// Primary processor-based VM-execution controls (SDM 25.6.2, Table 25-6).
+/// Primary processor-based VM-execution controls (SDM Vol. 3C Table 25-6
+/// "Definitions of Primary Processor-Based VM-Execution Controls").
 pub mod proc1 {
     pub const INTERRUPT_WINDOW_EXITING: u32 = 1 << 2;
     pub const USE_TSC_OFFSETTING: u32 = 1 << 3;
@@ -48,8 +51,9 @@ pub mod proc1 {
     pub const ACTIVATE_SECONDARY: u32 = 1 << 31;
 }
 
-/// Secondary processor-based VM-execution controls (SDM 25.6.2, Table 25-7).
-/// Bit 29 is not defined.
+/// Secondary processor-based VM-execution controls (SDM Vol. 3C Table 25-7
+/// "Definitions of Secondary Processor-Based VM-Execution Controls"). Bit 29
+/// is not defined.
 pub mod proc2 {
     pub const VIRTUALIZE_APIC_ACCESSES: u32 = 1 << 0;
     pub const ENABLE_EPT: u32 = 1 << 1;
@@ -84,7 +88,8 @@ pub mod proc2 {
     pub const INSTRUCTION_TIMEOUT: u32 = 1 << 31;
 }
 
-/// Primary VM-exit controls (SDM 25.7.1, Table 25-13).
+/// Primary VM-exit controls (SDM Vol. 3C Table 25-13 "Definitions of Primary
+/// VM-Exit Controls").
 pub mod exit {
     pub const SAVE_DEBUG_CONTROLS: u32 = 1 << 2;
     pub const HOST_ADDRESS_SPACE_SIZE: u32 = 1 << 9;
@@ -106,7 +111,7 @@ pub mod exit {
     pub const ACTIVATE_SECONDARY: u32 = 1 << 31;
 }
 
-/// VM-entry controls (SDM 25.8.1).
+/// VM-entry controls (SDM Vol. 3C §25.8.1 "VM-Entry Controls").
 pub mod entry {
     pub const LOAD_DEBUG_CONTROLS: u32 = 1 << 2;
     pub const IA32E_MODE_GUEST: u32 = 1 << 9;
@@ -130,7 +135,7 @@ const fn cb(mask: u32, name: &'static str) -> ControlBit {
     ControlBit { bit: mask.trailing_zeros() as u8, name }
 }
 
-/// SDM 25.6.1, Table 25-5.
+/// SDM Vol. 3C Table 25-5 "Definitions of Pin-Based VM-Execution Controls".
 pub const PIN_BASED: &[ControlBit] = &[
     cb(pin::EXTERNAL_INTERRUPT_EXITING, "external-interrupt exiting"),
     cb(pin::NMI_EXITING, "NMI exiting"),
@@ -139,7 +144,8 @@ pub const PIN_BASED: &[ControlBit] = &[
     cb(pin::POSTED_INTERRUPTS, "process posted interrupts"),
 ];
 
-/// SDM 25.6.2, Table 25-6.
+/// SDM Vol. 3C Table 25-6 "Definitions of Primary Processor-Based
+/// VM-Execution Controls".
 pub const PRIMARY_PROCBASED: &[ControlBit] = &[
     cb(proc1::INTERRUPT_WINDOW_EXITING, "interrupt-window exiting"),
     cb(proc1::USE_TSC_OFFSETTING, "use TSC offsetting"),
@@ -165,7 +171,8 @@ pub const PRIMARY_PROCBASED: &[ControlBit] = &[
     cb(proc1::ACTIVATE_SECONDARY, "activate secondary controls"),
 ];
 
-/// SDM 25.6.2, Table 25-7.
+/// SDM Vol. 3C Table 25-7 "Definitions of Secondary Processor-Based
+/// VM-Execution Controls".
 pub const SECONDARY_PROCBASED: &[ControlBit] = &[
     cb(proc2::VIRTUALIZE_APIC_ACCESSES, "virtualize APIC accesses"),
     cb(proc2::ENABLE_EPT, "enable EPT"),
@@ -200,7 +207,7 @@ pub const SECONDARY_PROCBASED: &[ControlBit] = &[
     cb(proc2::INSTRUCTION_TIMEOUT, "instruction timeout"),
 ];
 
-/// SDM 25.7.1, Table 25-13.
+/// SDM Vol. 3C Table 25-13 "Definitions of Primary VM-Exit Controls".
 pub const EXIT: &[ControlBit] = &[
     cb(exit::SAVE_DEBUG_CONTROLS, "save debug controls"),
     cb(exit::HOST_ADDRESS_SPACE_SIZE, "host address-space size"),
@@ -222,7 +229,7 @@ pub const EXIT: &[ControlBit] = &[
     cb(exit::ACTIVATE_SECONDARY, "activate secondary controls"),
 ];
 
-/// SDM 25.8.1.
+/// SDM Vol. 3C §25.8.1 "VM-Entry Controls".
 pub const ENTRY: &[ControlBit] = &[
     cb(entry::LOAD_DEBUG_CONTROLS, "load debug controls"),
     cb(entry::IA32E_MODE_GUEST, "IA-32e mode guest"),
@@ -288,14 +295,16 @@ pub fn names(control: Control, mask: u32) -> impl Iterator<Item = &'static str> 
     (0u8..32).filter(move |&b| mask & (1 << b) != 0).map(move |b| control.bit_name(b))
 }
 
-/// Allowed-0 settings, bits 31:0 of a capability MSR (SDM A.3.1):
-/// a 1 in bit X means control bit X must be 1.
+/// Allowed-0 settings, bits 31:0 of a capability MSR (SDM Vol. 3D §A.3.1
+/// "Pin-Based VM-Execution Controls"): a 1 in bit X means control bit X must
+/// be 1.
 pub fn allowed0(cap: u64) -> u32 {
     cap as u32
 }
 
-/// Allowed-1 settings, bits 63:32 of a capability MSR (SDM A.3.1):
-/// a 0 in bit X means control bit X must be 0.
+/// Allowed-1 settings, bits 63:32 of a capability MSR (SDM Vol. 3D §A.3.1
+/// "Pin-Based VM-Execution Controls"): a 0 in bit X means control bit X must
+/// be 0.
 pub fn allowed1(cap: u64) -> u32 {
     (cap >> 32) as u32
 }
@@ -321,8 +330,9 @@ pub struct Adjusted {
     pub forced: u32,
 }
 
-/// Fit `wanted` to capability MSR `cap` (SDM A.3.1; use the TRUE MSR when
-/// IA32_VMX_BASIC bit 55 is set, SDM A.2).
+/// Fit `wanted` to capability MSR `cap` (SDM Vol. 3D §A.3.1 "Pin-Based
+/// VM-Execution Controls"; use the TRUE MSR when IA32_VMX_BASIC bit 55 is
+/// set, SDM Vol. 3D §A.2 "Reserved Controls and Default Settings").
 pub fn adjust(wanted: u32, cap: u64) -> Adjusted {
     let (a0, a1) = (allowed0(cap), allowed1(cap));
     Adjusted { value: (wanted | a0) & a1, missing: wanted & !a1, forced: a0 & !wanted }

@@ -2,8 +2,8 @@
 //! through the guest/host mask changed): the checks the CPU would make, and
 //! the new register, read shadow and IA-32e state (SDM Vol. 3C §26.3 "Changes
 //! to Instruction Behavior in VMX Non-Root Operation"; the checks: SDM Vol. 2B
-//! "MOV—Move to/from Control Registers", Vol. 3A §2.5 "Control Registers",
-//! §10.8.5 "Initializing IA-32e Mode").
+//! "MOV—Move to/from Control Registers", SDM Vol. 3A §2.5 "Control
+//! Registers", §10.8.5 "Initializing IA-32e Mode").
 
 use crate::fixed::{cr0, cr4, Fixed};
 
@@ -39,7 +39,7 @@ pub enum Outcome {
 /// MOV to CR0 of `new`. `fixed` are the VMX fixed bits the real CR0 must
 /// keep (with PE and PG already freed under unrestricted guest).
 pub fn mov_to_cr0(s: &State, new: u64, fixed: Fixed) -> Outcome {
-    let new = new | CR0_ET; // ET is hardwired to 1 (SDM Vol. 3A §2.5)
+    let new = new | CR0_ET; // ET is hardwired to 1 (SDM Vol. 3A §2.5 "Control Registers")
     let pg = new & cr0::PG != 0;
     let was_pg = s.cr0 & cr0::PG != 0;
     let lma = s.efer & EFER_LMA != 0;

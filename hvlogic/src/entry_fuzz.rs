@@ -74,9 +74,9 @@ pub const MSR_AREA: [(u64, u64); 8] = [
     (0xc000_0101, 0),               // IA32_GS_BASE
 ];
 
-/// What WRMSR at CPL 0 does with the MSRs of `MSR_AREA` (SDM Vol. 4 Table
-/// 2-2: IA32_SYSENTER_ESP and _EIP take canonical addresses only); None
-/// for any other MSR.
+/// What WRMSR at CPL 0 does with the MSRs of `MSR_AREA` (SDM Vol. 4 Table 2-2
+/// "IA-32 Architectural MSRs": IA32_SYSENTER_ESP and _EIP take canonical
+/// addresses only); None for any other MSR.
 pub fn msr_writable(index: u32, value: u64) -> Option<bool> {
     match index {
         0x174 => Some(true),
@@ -97,7 +97,8 @@ impl Mutation {
         self.changes[..self.len].iter().copied()
     }
     /// Add a change; the value is cut to the field's width as VMWRITE does
-    /// (SDM Vol. 3C §25.11.2: bits 14:13 of the encoding give the width).
+    /// (SDM Vol. 3C §25.11.2 "VMREAD, VMWRITE, and Encodings of VMCS Fields":
+    /// bits 14:13 of the encoding give the width).
     fn push(&mut self, field: u32, value: u64) {
         let value = match (field >> 13) & 3 {
             0 => value & 0xffff,
@@ -255,7 +256,8 @@ pub const TARGETS: &[u32] = &[
 
 /// Fields that rules combine: a mutation draws from one group 40% of the time.
 pub const GROUPS: &[&[u32]] = &[
-    // Non-register state and event injection (§27.2.1.3, §27.3.1.5).
+    // Non-register state and event injection (SDM Vol. 3C §27.2.1.3 "VM-Entry
+    // Control Fields", §27.3.1.5 "Checks on Guest Non-Register State").
     &[
         GUEST_ACTIVITY_STATE,
         GUEST_INTERRUPTIBILITY,
@@ -268,7 +270,10 @@ pub const GROUPS: &[&[u32]] = &[
         GUEST_IA32_DEBUGCTL,
         PIN_BASED_CONTROLS,
     ],
-    // Modes: IA-32e, paging, PAE, virtual-8086 (§27.3.1.1, §27.3.1.4, §27.3.1.6).
+    // Modes: IA-32e, paging, PAE, virtual-8086 (SDM Vol. 3C §27.3.1.1 "Checks on
+    // Guest Control Registers, Debug Registers, and MSRs", §27.3.1.4 "Checks on
+    // Guest RIP, RFLAGS, and SSP", §27.3.1.6 "Checks on Guest
+    // Page-Directory-Pointer-Table Entries").
     &[
         ENTRY_CONTROLS,
         GUEST_IA32_EFER,
@@ -280,7 +285,7 @@ pub const GROUPS: &[&[u32]] = &[
         GUEST_PDPTE0,
         GUEST_PDPTE1,
     ],
-    // Segments (§27.3.1.2).
+    // Segments (SDM Vol. 3C §27.3.1.2 "Checks on Guest Segment Registers").
     &[
         GUEST_CS_SELECTOR,
         GUEST_CS_AR,
@@ -294,7 +299,8 @@ pub const GROUPS: &[&[u32]] = &[
         GUEST_TR_AR,
         GUEST_TR_LIMIT,
     ],
-    // Controls and the structures they enable (§27.2.1.1).
+    // Controls and the structures they enable (SDM Vol. 3C §27.2.1.1
+    // "VM-Execution Control Fields").
     &[
         PIN_BASED_CONTROLS,
         PRIMARY_PROC_CONTROLS,
@@ -303,7 +309,8 @@ pub const GROUPS: &[&[u32]] = &[
         TPR_THRESHOLD,
         VM_FUNCTION_CONTROLS,
     ],
-    // MSR loading (§27.2.1.3, §27.4).
+    // MSR loading (SDM Vol. 3C §27.2.1.3 "VM-Entry Control Fields", §27.4
+    // "Loading MSRs").
     &[ENTRY_MSR_LOAD_COUNT, ENTRY_MSR_LOAD_ADDR],
 ];
 
@@ -603,7 +610,8 @@ impl Policy {
     /// - when the checker says it enters, the guest stops before its first
     ///   instruction: the VMX-preemption timer active with value 0, or
     ///   interrupt-window exiting with RFLAGS.IF 1, no blocking and the
-    ///   active state (SDM Vol. 3C §26.5.1, §26.7.5);
+    ///   active state (SDM Vol. 3C §26.5.1 "VMX-Preemption Timer", §27.7.5
+    ///   "Interrupt-Window Exiting and Virtual-Interrupt Delivery");
     /// - without EPT, when the guest may run, CR0, CR3 and CR4 are unchanged
     ///   (the guest's paging is the host's protection).
     pub fn allows(&self, m: &Mutation, after: &Snapshot, verdict: &Verdict) -> Result<(), Refusal> {

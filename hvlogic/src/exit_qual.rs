@@ -1,10 +1,12 @@
 //! Decoding the exit qualification of the VM exits the hypervisor handles
-//! (SDM Vol. 3C 28.2.1, Tables 28-3, 28-5, 28-7) and of failed VM entries
-//! (SDM Vol. 3C 27.8).
+//! (SDM Vol. 3C §28.2.1 "Basic VM-Exit Information"; each decoder below names
+//! its table) and of failed VM entries (SDM Vol. 3C §27.8 "VM-Entry Failures
+//! During or After Loading Guest State").
 
 use core::fmt;
 
-/// I/O instruction (exit reason 30), SDM Table 28-5.
+/// I/O instruction (exit reason 30), SDM Vol. 3C Table 28-5 "Exit
+/// Qualification for I/O Instructions".
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub struct IoAccess {
     /// 1, 2 or 4 bytes.
@@ -42,7 +44,8 @@ impl fmt::Display for IoAccess {
     }
 }
 
-/// Control-register access (exit reason 28), SDM Table 28-3.
+/// Control-register access (exit reason 28), SDM Vol. 3C Table 28-3 "Exit
+/// Qualification for Control-Register Accesses".
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub struct CrAccess {
     pub cr: u8,
@@ -88,11 +91,13 @@ impl fmt::Display for CrAccess {
     }
 }
 
-/// Register numbering of the exit qualifications (SDM Table 28-3).
+/// Register numbering of the exit qualifications (SDM Vol. 3C Table 28-3
+/// "Exit Qualification for Control-Register Accesses").
 pub const GPR_NAMES: [&str; 16] =
     ["RAX", "RCX", "RDX", "RBX", "RSP", "RBP", "RSI", "RDI", "R8", "R9", "R10", "R11", "R12", "R13", "R14", "R15"];
 
-/// EPT violation (exit reason 48), SDM Table 28-7.
+/// EPT violation (exit reason 48), SDM Vol. 3C Table 28-7 "Exit
+/// Qualification for EPT Violations".
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub struct EptViolation(pub u64);
 
@@ -138,7 +143,8 @@ impl fmt::Display for EptViolation {
     }
 }
 
-/// What the exit qualification of a VM-entry failure means (SDM Vol. 3C 27.8).
+/// What the exit qualification of a VM-entry failure means (SDM Vol. 3C §27.8
+/// "VM-Entry Failures During or After Loading Guest State").
 pub fn entry_failure_qualification(basic_reason: u16, q: u64) -> &'static str {
     use crate::exit_reason::basic::{INVALID_GUEST_STATE, MACHINE_CHECK, MSR_LOADING};
     match (basic_reason, q) {
@@ -153,7 +159,9 @@ pub fn entry_failure_qualification(basic_reason: u16, q: u64) -> &'static str {
     }
 }
 
-/// VM-exit interruption information (SDM Vol. 3C 25.9.2, Table 25-19).
+/// VM-exit interruption information (SDM Vol. 3C §25.9.2 "Information for VM
+/// Exits Due to Vectored Events", Table 25-19 "Format of the VM-Exit
+/// Interruption-Information Field").
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub struct Interruption(pub u32);
 

@@ -1,11 +1,12 @@
 //! VM-exit reasons.
 //!
-//! Field format: SDM Vol. 3C 25.9.1 (exit-reason field of the VMCS) and
-//! 28.2.1 (basic VM-exit information). Basic exit-reason numbers:
-//! SDM Vol. 3D Appendix C, Table C-1 "Basic Exit Reasons".
+//! Field format: SDM Vol. 3C §25.9.1 "Basic VM-Exit Information" (the
+//! exit-reason field of the VMCS) and §28.2.1 "Basic VM-Exit Information"
+//! (what a VM exit stores there). Basic exit-reason numbers: SDM Vol. 3D
+//! Table C-1 "Basic Exit Reasons".
 
-/// Basic exit reasons (bits 15:0 of the exit-reason field), SDM Appendix C.
-/// Numbers 35, 38, 42, 82 and 83 are not assigned.
+/// Basic exit reasons (bits 15:0 of the exit-reason field), SDM Vol. 3D Table
+/// C-1 "Basic Exit Reasons". Numbers 35, 38, 42, 82 and 83 are not assigned.
 pub mod basic {
     pub const EXCEPTION_OR_NMI: u16 = 0;
     pub const EXTERNAL_INTERRUPT: u16 = 1;
@@ -97,7 +98,8 @@ pub mod basic {
     pub const WRMSRNS_IMM: u16 = 85;
 }
 
-/// Short human-readable name of a basic exit reason (SDM Appendix C).
+/// Short human-readable name of a basic exit reason (SDM Vol. 3D Table C-1
+/// "Basic Exit Reasons").
 pub fn name(basic: u16) -> &'static str {
     use basic::*;
     match basic {
@@ -186,7 +188,8 @@ pub fn name(basic: u16) -> &'static str {
     }
 }
 
-/// The 32-bit exit-reason VMCS field (SDM 25.9.1).
+/// The 32-bit exit-reason VMCS field (SDM Vol. 3C §25.9.1 "Basic VM-Exit
+/// Information").
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub struct ExitReason(pub u32);
 

@@ -1,5 +1,5 @@
 //! IA32_FEATURE_CONTROL (MSR 0x3A), as the seed describes it (SDM Vol. 3C
-//! 24.7 "Enabling and Entering VMX Operation"):
+//! §24.7 "Enabling and Entering VMX Operation"):
 //! bit 0 lock, bit 1 "enable VMX inside SMX", bit 2 "enable VMX outside SMX".
 //! VMXON raises #GP if the lock bit is 0, or if the bit for the current mode
 //! (inside or outside SMX) is 0; writing the MSR once locked raises #GP.

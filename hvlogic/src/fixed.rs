@@ -1,5 +1,6 @@
-//! CR0/CR4 fixed bits in VMX operation (SDM Vol. 3D A.7, A.8): a bit set in
-//! FIXED0 must be 1, a bit clear in FIXED1 must be 0.
+//! CR0/CR4 fixed bits in VMX operation (SDM Vol. 3D §A.7 "VMX-Fixed Bits in
+//! CR0", §A.8 "VMX-Fixed Bits in CR4"): a bit set in FIXED0 must be 1, a bit
+//! clear in FIXED1 must be 0.
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub struct Fixed {
@@ -45,7 +46,8 @@ impl Fixed {
     }
 }
 
-/// Control-register bits this code names (SDM Vol. 3A 2.5).
+/// Control-register bits this code names (SDM Vol. 3A §2.5 "Control
+/// Registers").
 pub mod cr0 {
     pub const PE: u64 = 1 << 0;
     pub const NE: u64 = 1 << 5;
@@ -61,7 +63,8 @@ pub mod cr4 {
 }
 
 /// Bits of a CR0 change that a running 64-bit host cannot accept: turning off
-/// protection or paging would leave long mode (SDM Vol. 3A 10.8.5).
+/// protection or paging would leave long mode (SDM Vol. 3A §10.8.5
+/// "Initializing IA-32e Mode").
 pub const fn cr0_refusals(adj: &Adjustment) -> u64 {
     adj.cleared & (cr0::PE | cr0::PG)
 }
@@ -74,7 +77,8 @@ pub const fn cr4_refusals(adj: &Adjustment, supported: u64) -> u64 {
 }
 
 /// CR4 bits this CPU implements, from CPUID.01H:ECX/EDX and CPUID.(EAX=07H,ECX=0):EBX/ECX
-/// (SDM Vol. 3A 2.5, Table "CR4 bits and the CPUID flags that enumerate them").
+/// (SDM Vol. 3A §2.5 "Control Registers": each CR4 bit and the CPUID flag that
+/// enumerates it).
 pub fn cr4_supported(leaf1_ecx: u32, leaf1_edx: u32, leaf7_ebx: u32, leaf7_ecx: u32) -> u64 {
     let bit = |reg: u32, n: u32| reg & (1 << n) != 0;
     let pairs: [(bool, u32); 21] = [

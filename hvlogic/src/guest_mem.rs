@@ -3,7 +3,7 @@
 //! memory-mapped device registers, for the writes a hypervisor must see (the
 //! local APIC's interrupt command register).
 //!
-//! Paging: SDM Vol. 3A §5.3 "32-Bit Paging", §5.4 "PAE Paging", §5.5
+//! Paging: SDM Vol. 3A §4.3 "32-Bit Paging", §4.4 "PAE Paging", §4.5
 //! "4-Level Paging and 5-Level Paging". Instruction format: SDM Vol. 2A §2.1
 //! "Instruction Format for Protected Mode, Real-Address Mode, and Virtual-8086
 //! Mode" and §2.2.1 "REX Prefixes".

@@ -8,8 +8,9 @@ use core::fmt;
 pub enum GuestMode {
     /// Unrestricted guest (with EPT): real mode, from the reset vector F000:FFF0.
     RealFromReset,
-    /// EPT without unrestricted guest: CR0.PE and CR0.PG must be 1 (SDM Vol. 3D A.7),
-    /// so 32-bit protected mode with paging, its page tables in guest memory.
+    /// EPT without unrestricted guest: CR0.PE and CR0.PG must be 1 (SDM Vol. 3D
+    /// §A.7 "VMX-Fixed Bits in CR0"), so 32-bit protected mode with paging, its
+    /// page tables in guest memory.
     ProtectedEpt,
     /// No EPT: 32-bit protected mode with paging on host-built page tables that
     /// only the hypervisor can change; guest-physical is host-physical.

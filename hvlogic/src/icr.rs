@@ -1,6 +1,7 @@
 //! The local APIC's interrupt command register, as a hypervisor that starts
 //! application processors for its guest must read it (SDM Vol. 3A §11.6.1
-//! "Interrupt Command Register (ICR)", Figure 11-12; x2APIC: §11.12.9, the
+//! "Interrupt Command Register (ICR)", Figure 11-12 "Interrupt Command
+//! Register (ICR)"; x2APIC: §11.12.9 "ICR Operation in x2APIC Mode", the
 //! destination in bits 63:32 of one 64-bit write).
 
 /// Offsets of the xAPIC ICR's two halves in the APIC page.

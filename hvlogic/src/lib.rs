@@ -1,5 +1,16 @@
 //! Hardware-independent logic of the hypervisor: decisions, masks, decoding and
 //! parsing that touch no register, so host `cargo test` covers them.
+//!
+//! Section, table and figure numbers follow the Intel 64 and IA-32
+//! Architectures Software Developer's Manual, order number 325462-081US
+//! (September 2023), the edition whose Vol. 3C numbers the VMX chapters 24
+//! to 31 (Chapter 27 "VM Entries", Chapter 31 "VMX Instruction Reference";
+//! later editions renumber them). Citations read `SDM Vol. 3C §27.3.1.5 "Checks on
+//! Guest Non-Register State"`, `SDM Vol. 3C Table 25-3 "Format of
+//! Interruptibility State"`, `SDM Vol. 3D §A.3.1 "Pin-Based VM-Execution
+//! Controls"`, `SDM Vol. 2A "CPUID—CPU Identification"` for an instruction's
+//! page, and `SDM Vol. 4 Table 2-2 "IA-32 Architectural MSRs"`; a comment
+//! that cites one section twice may shorten the second to `§27.3.1.5`.
 #![no_std]
 
 extern crate alloc;

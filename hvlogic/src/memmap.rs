@@ -78,9 +78,10 @@ pub fn choose_heap(available: &[Range], reserved: &[Range], limit: u64, max_len:
 }
 
 /// A free 4 KiB page below 1 MiB for the real-mode AP trampoline (the SIPI
-/// vector is a page number, SDM Vol. 3A §11.4.4.1), wholly inside available
-/// memory and clear of `reserved`. Page 0 (real-mode IVT and BIOS data) is never
-/// chosen. Picks the highest such page below 640 KiB.
+/// vector is a page number, SDM Vol. 3A §9.4.4.1 "Typical BSP Initialization
+/// Sequence"), wholly inside available memory and clear of `reserved`. Page 0
+/// (real-mode IVT and BIOS data) is never chosen. Picks the highest such page
+/// below 640 KiB.
 pub fn choose_trampoline_page(available: &[Range], reserved: &[Range]) -> Option<u64> {
     choose_low_pages(available, reserved, 1)
 }

@@ -1,22 +1,24 @@
-//! Memory types from the MTRRs (SDM Vol. 3A §13.11 "Memory Type Range
+//! Memory types from the MTRRs (SDM Vol. 3A §12.11 "Memory Type Range
 //! Registers (MTRRs)"), for the extended page tables of a pass-through guest:
 //! with EPT on, the guest's accesses take their memory type from EPT and the
 //! guest's PAT, not from the MTRRs (SDM Vol. 3C §29.3.7 "EPT and Memory
 //! Typing"), so EPT must carry what the MTRRs say for each range.
 
-/// Memory types (SDM Vol. 3A Table 13-8).
+/// Memory types (SDM Vol. 3A Table 12-8 "Memory Types That Can Be Encoded in
+/// MTRRs").
 pub const UC: u8 = 0;
 pub const WC: u8 = 1;
 pub const WT: u8 = 4;
 pub const WP: u8 = 5;
 pub const WB: u8 = 6;
 
-/// MSR numbers (SDM Vol. 4 Table 2-2).
+/// MSR numbers (SDM Vol. 4 Table 2-2 "IA-32 Architectural MSRs").
 pub mod msr {
     pub const IA32_MTRRCAP: u32 = 0xfe;
     pub const IA32_MTRR_DEF_TYPE: u32 = 0x2ff;
     pub const IA32_MTRR_PHYSBASE0: u32 = 0x200;
-    /// The 11 fixed-range MTRRs, in address order (SDM Vol. 3A §13.11.2.2).
+    /// The 11 fixed-range MTRRs, in address order (SDM Vol. 3A §12.11.2.2
+    /// "Fixed Range MTRRs").
     pub const FIXED: [u32; 11] = [0x250, 0x258, 0x259, 0x268, 0x269, 0x26a, 0x26b, 0x26c, 0x26d, 0x26e, 0x26f];
 }
 
@@ -94,7 +96,8 @@ impl Mtrrs {
     }
 
     /// The type of the fixed range holding `addr` (< 1 MiB): 8 ranges of
-    /// 64 KiB, then 16 of 16 KiB, then 64 of 4 KiB (SDM Vol. 3A Table 13-9).
+    /// 64 KiB, then 16 of 16 KiB, then 64 of 4 KiB (SDM Vol. 3A Table 12-9
+    /// "Address Mapping for Fixed-Range MTRRs").
     fn fixed_type(&self, addr: u64) -> u8 {
         let fixed = self.fixed.unwrap_or_default();
         let (msr, byte) = match addr {
@@ -146,7 +149,8 @@ impl Mtrrs {
                 None => t,
                 Some(m) if m == t => t,
                 // Overlaps: UC wins; WT and WB give WT; anything else is
-                // undefined (SDM Vol. 3A §13.11.4.1): take UC, the safe one.
+                // undefined (SDM Vol. 3A §12.11.4.1 "MTRR Precedences"): take
+                // UC, the safe one.
                 Some(_) if uc => UC,
                 Some(m) if wt && (m == WB || t == WB) => WT,
                 Some(_) => UC,

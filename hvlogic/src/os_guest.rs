@@ -11,7 +11,8 @@
 use crate::controls::{self, entry, exit, pin, proc1, proc2, Control};
 use crate::vmx_global::{ept_vpid, VmxGlobalData};
 
-/// IA32_VMX_MISC bit 8: the wait-for-SIPI activity state is supported (SDM Vol. 3D §A.6).
+/// IA32_VMX_MISC bit 8: the wait-for-SIPI activity state is supported (SDM Vol.
+/// 3D §A.6 "Miscellaneous Data").
 pub const MISC_WAIT_FOR_SIPI: u64 = 1 << 8;
 
 /// Why this CPU cannot host the OS as a guest, if it cannot.
@@ -53,8 +54,9 @@ pub fn missing(d: &VmxGlobalData) -> Option<&'static str> {
 }
 
 /// Instructions the guest has only when a secondary control enables them
-/// (else they raise #UD in VMX non-root operation, SDM Vol. 3C §26.3), so
-/// the CPUID bit is hidden where the control is not available.
+/// (else they raise #UD in VMX non-root operation, SDM Vol. 3C §26.3 "Changes
+/// to Instruction Behavior in VMX Non-Root Operation"), so the CPUID bit is
+/// hidden where the control is not available.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Hidden {
     pub rdtscp: bool,
@@ -116,7 +118,7 @@ pub fn controls(d: &VmxGlobalData, vpid: bool) -> Controls {
     }
 }
 
-/// CPUID bits (SDM Vol. 2A, CPUID).
+/// CPUID bits (SDM Vol. 2A "CPUID—CPU Identification").
 const LEAF1_ECX_VMX: u32 = 1 << 5;
 const LEAF1_ECX_SMX: u32 = 1 << 6;
 /// CPUID.01H:ECX[31], reserved by Intel for hypervisors to say they are there.
@@ -178,8 +180,9 @@ const CR4_OSXSAVE: u64 = 1 << 18;
 const CR4_PKE: u64 = 1 << 22;
 
 /// CPUID.01H:ECX.OSXSAVE and CPUID.(EAX=07H,ECX=0):ECX.OSPKE report CR4.OSXSAVE
-/// and CR4.PKE (SDM Vol. 2A, CPUID): a CPUID the host executes for a guest
-/// reports the host's CR4, so they are set from the guest's `cr4`.
+/// and CR4.PKE (SDM Vol. 2A "CPUID—CPU Identification"): a CPUID the host
+/// executes for a guest reports the host's CR4, so they are set from the
+/// guest's `cr4`.
 pub fn mirror_cr4(leaf: u32, subleaf: u32, r: [u32; 4], cr4: u64) -> [u32; 4] {
     let [a, b, mut c, d] = r;
     let bit = |on: bool, mask: u32, v: u32| if on { v | mask } else { v & !mask };

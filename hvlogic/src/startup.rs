@@ -33,7 +33,8 @@ impl Vendor {
 }
 
 /// The display family of CPUID.01H:EAX: the base family, plus the extended
-/// family when the base family is 0xF (SDM Vol. 2A, CPUID, Figure 3-6).
+/// family when the base family is 0xF (SDM Vol. 2A "CPUID—CPU Identification",
+/// Figure 3-6 "Version Information Returned by CPUID in EAX").
 pub fn display_family(eax: u32) -> u32 {
     let base = (eax >> 8) & 0xf;
     if base == 0xf {
@@ -48,9 +49,11 @@ pub fn init_delay_needed(vendor: Vendor, family: u32) -> bool {
     !matches!((vendor, family), (Vendor::Intel, 6..) | (Vendor::Amd, 0xf..) | (Vendor::Hygon, 0x18..))
 }
 
-/// The INIT-to-SIPI delay (SDM: 10 ms), where needed.
+/// The INIT-to-SIPI delay (10 ms, SDM Vol. 3A §9.4.4.1 "Typical BSP
+/// Initialization Sequence"), where needed.
 pub const INIT_DELAY_US: u64 = 10_000;
-/// Between the two SIPIs (SDM: 200 us).
+/// Between the two SIPIs (200 us, SDM Vol. 3A §9.4.4.1 "Typical BSP
+/// Initialization Sequence").
 pub const SIPI_DELAY_US: u64 = 200;
 /// How long an AP has to show its first sign of life and check in: Linux
 /// waits 10 s (smpboot.c, do_boot_cpu) before it gives up on a CPU.

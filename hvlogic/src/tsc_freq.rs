@@ -1,8 +1,9 @@
 //! The TSC frequency: from CPUID leaf 0x15 (the TSC/crystal ratio and the
 //! crystal frequency) or leaf 0x16 (the processor base frequency) where the CPU
-//! gives them (SDM Vol. 2A, CPUID; SDM Vol. 3B §19.7.3 "Determining the
-//! Processor Base Frequency"), else measured against the 8254 PIT, with an
-//! error bound computed from what the measurement could not see.
+//! gives them (SDM Vol. 2A "CPUID—CPU Identification"; SDM Vol. 3B §20.7.3
+//! "Determining the Processor Base Frequency"), else measured against the
+//! 8254 PIT, with an error bound computed from what the measurement could
+//! not see.
 
 /// The 8254 PIT input clock, Hz.
 pub const PIT_HZ: u64 = 1_193_182;

@@ -1,9 +1,11 @@
 //! VM-instruction error numbers, read from the VM-instruction error field
 //! (VMCS encoding 0x4400) after a VMX instruction fails with VMfailValid.
-//! SDM Vol. 3C 31.4, Table 31-1 "VM-Instruction Error Numbers".
+//! SDM Vol. 3C §31.4 "VM Instruction Error Numbers", Table 31-1
+//! "VM-Instruction Error Numbers".
 //! Numbers 14, 21 and 27 are not assigned in that table.
 
-/// Description of a VM-instruction error number (SDM 31.4).
+/// Description of a VM-instruction error number (SDM Vol. 3C Table 31-1
+/// "VM-Instruction Error Numbers").
 pub fn name(error: u32) -> &'static str {
     match error {
         1 => "VMCALL executed in VMX root operation",

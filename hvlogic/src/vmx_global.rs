@@ -8,7 +8,9 @@ use crate::vmx_msrs::VmxCapMsrs;
 
 pub use crate::vmx_msrs::{basic, ept_vpid, msr};
 
-/// Memory types (SDM Vol. 3A 13.3, 13.11, Table 13-8).
+/// Memory types (SDM Vol. 3A §12.3 "Methods of Caching Available", §12.11
+/// "Memory Type Range Registers (MTRRs)", Table 12-8 "Memory Types That Can Be
+/// Encoded in MTRRs").
 pub const MEMORY_TYPE_UC: u8 = 0;
 pub const MEMORY_TYPE_WB: u8 = 6;
 
@@ -55,7 +57,8 @@ impl VmxGlobalData {
     }
 
     /// EPT that this hypervisor can use: the control, 4-level page walks, and
-    /// an EPTP memory type of WB or UC (SDM Vol. 3D A.10).
+    /// an EPTP memory type of WB or UC (SDM Vol. 3D §A.10 "VPID and EPT
+    /// Capabilities").
     pub fn ept_usable(&self) -> bool {
         self.has_ept()
             && self.ept_vpid_cap & ept_vpid::PAGE_WALK_4 != 0
@@ -92,7 +95,8 @@ impl VmxGlobalData {
     }
 }
 
-/// INVEPT/INVVPID types (SDM Vol. 3C 31.3).
+/// INVEPT/INVVPID types (SDM Vol. 3C "INVEPT—Invalidate Translations Derived
+/// from EPT", "INVVPID—Invalidate Translations Based on VPID").
 pub const INV_SINGLE_CONTEXT: u64 = 1;
 pub const INV_ALL_CONTEXTS: u64 = 2;
 
@@ -100,7 +104,8 @@ pub const INV_ALL_CONTEXTS: u64 = 2;
 /// reading these MSRs on a CPU without VMX raises #GP.
 ///
 /// Steps 1-4 and the reads of step 5 are `VmxCapMsrs::read`, the one place
-/// that knows which capability MSR exists when (SDM Vol. 3D Appendix A):
+/// that knows which capability MSR exists when (SDM Vol. 3D Appendix A "VMX
+/// Capability Reporting Facility"):
 /// 1. IA32_VMX_BASIC .. IA32_VMX_VMCS_ENUM;
 /// 2. IA32_VMX_PROCBASED_CTLS2 when "activate secondary controls" may be 1;
 /// 3. IA32_VMX_EPT_VPID_CAP when EPT or VPID may be enabled (the book checks

@@ -1,11 +1,13 @@
 //! The VMX capability MSRs: their numbers, the fields of IA32_VMX_BASIC and
 //! IA32_VMX_EPT_VPID_CAP, and the one reading of all of them that knows which
-//! exists when (SDM Vol. 3D Appendix A). Both `get_vmx_global_data`
-//! (`vmx_global`) and the human-readable report (`vmxcap`) start from here.
+//! exists when (SDM Vol. 3D Appendix A "VMX Capability Reporting Facility").
+//! Both `get_vmx_global_data` (`vmx_global`) and the human-readable report
+//! (`vmxcap`) start from here.
 
 use crate::controls;
 
-/// VMX capability MSRs (SDM Vol. 3D Appendix A).
+/// VMX capability MSRs (SDM Vol. 3D Appendix A "VMX Capability Reporting
+/// Facility").
 pub mod msr {
     pub const IA32_VMX_BASIC: u32 = 0x480;
     pub const IA32_VMX_PINBASED_CTLS: u32 = 0x481;
@@ -27,7 +29,7 @@ pub mod msr {
     pub const IA32_VMX_VMFUNC: u32 = 0x491;
 }
 
-/// IA32_VMX_BASIC fields (SDM Vol. 3D A.1).
+/// IA32_VMX_BASIC fields (SDM Vol. 3D §A.1 "Basic VMX Information").
 pub mod basic {
     /// Bits 30:0: VMCS revision identifier.
     pub const fn revision_id(basic: u64) -> u32 {
@@ -51,7 +53,7 @@ pub mod basic {
     }
 }
 
-/// IA32_VMX_EPT_VPID_CAP bits (SDM Vol. 3D A.10).
+/// IA32_VMX_EPT_VPID_CAP bits (SDM Vol. 3D §A.10 "VPID and EPT Capabilities").
 pub mod ept_vpid {
     pub const PAGE_WALK_4: u64 = 1 << 6;
     pub const EPTP_UC: u64 = 1 << 8;
@@ -92,10 +94,13 @@ pub struct VmxCapMsrs {
 
 impl VmxCapMsrs {
     /// Read every capability MSR that exists, via `rdmsr(index)`. The caller
-    /// must first have checked CPUID.1:ECX.VMX[bit 5] (SDM A.1). Existence rules:
-    /// PROCBASED_CTLS2 iff primary allowed-1 bit 31 (A.3.3); EPT_VPID_CAP iff
-    /// secondary allowed-1 bit 1 or 5 (A.10); VMFUNC iff secondary allowed-1
-    /// bit 13 (A.11); TRUE_* iff IA32_VMX_BASIC bit 55 (A.1).
+    /// must first have checked CPUID.1:ECX.VMX[bit 5] (SDM Vol. 3D §A.1 "Basic
+    /// VMX Information"). Existence rules: PROCBASED_CTLS2 iff primary
+    /// allowed-1 bit 31 (SDM Vol. 3D §A.3.3 "Secondary Processor-Based
+    /// VM-Execution Controls"); EPT_VPID_CAP iff secondary allowed-1 bit 1 or 5
+    /// (SDM Vol. 3D §A.10 "VPID and EPT Capabilities"); VMFUNC iff secondary
+    /// allowed-1 bit 13 (SDM Vol. 3D §A.11 "VM Functions"); TRUE_* iff
+    /// IA32_VMX_BASIC bit 55 (§A.1).
     pub fn read(mut rdmsr: impl FnMut(u32) -> u64) -> Self {
         use msr::*;
         let basic = rdmsr(IA32_VMX_BASIC);

@@ -1,18 +1,23 @@
 //! Human-readable dump of the VMX capability MSRs, in the spirit of QEMU's
 //! `scripts/kvm/vmxcap`, for bring-up on real hardware.
 //!
-//! MSR layouts: SDM Vol. 3D Appendix A (A.1 basic, A.3-A.5 controls,
-//! A.6 misc, A.7/A.8 CR0/CR4 fixed bits, A.9 VMCS enumeration,
-//! A.10 EPT/VPID, A.11 VM functions). CR bit names: SDM Vol. 3A 2.5.
+//! MSR layouts: SDM Vol. 3D Appendix A "VMX Capability Reporting Facility"
+//! (§A.1 "Basic VMX Information", §A.3 "VM-Execution Controls" to §A.5
+//! "VM-Entry Controls", §A.6 "Miscellaneous Data", §A.7 "VMX-Fixed Bits in
+//! CR0", §A.8 "VMX-Fixed Bits in CR4", §A.9 "VMCS Enumeration", §A.10 "VPID
+//! and EPT Capabilities", §A.11 "VM Functions"). CR bit names: SDM Vol. 3A
+//! §2.5 "Control Registers".
 
 use crate::controls::{self, Control};
 use crate::vmx_msrs::basic;
 use core::fmt::{self, Write};
 
-/// Capability MSR numbers and the raw values (SDM Vol. 4 Table 2-2 and Vol. 3D Appendix A).
+/// Capability MSR numbers and the raw values (SDM Vol. 4 Table 2-2 "IA-32
+/// Architectural MSRs" and SDM Vol. 3D Appendix A "VMX Capability Reporting
+/// Facility").
 pub use crate::vmx_msrs::{msr, VmxCapMsrs};
 
-/// Architecturally named CR0 bits (SDM Vol. 3A 2.5).
+/// Architecturally named CR0 bits (SDM Vol. 3A §2.5 "Control Registers").
 pub const CR0_BITS: &[(u8, &str)] = &[
     (0, "PE"),
     (1, "MP"),
@@ -27,8 +32,8 @@ pub const CR0_BITS: &[(u8, &str)] = &[
     (31, "PG"),
 ];
 
-/// Architecturally named CR4 bits (SDM Vol. 3A 2.5). LASS (27) and FRED (32)
-/// are in the newest editions only.
+/// Architecturally named CR4 bits (SDM Vol. 3A §2.5 "Control Registers").
+/// LASS (27) and FRED (32) are in the newest editions only.
 pub const CR4_BITS: &[(u8, &str)] = &[
     (0, "VME"),
     (1, "PVI"),
@@ -134,7 +139,8 @@ fn not_available(out: &mut dyn Write, why: &str) -> fmt::Result {
     writeln!(out, "  not available ({why})")
 }
 
-/// Setting of one control bit per its capability MSR (SDM A.3.1).
+/// Setting of one control bit per its capability MSR (SDM Vol. 3D §A.3.1
+/// "Pin-Based VM-Execution Controls").
 fn control_setting(cap: u64, bit: u8) -> &'static str {
     let must1 = controls::allowed0(cap) >> bit & 1 != 0;
     let may1 = controls::allowed1(cap) >> bit & 1 != 0;
@@ -146,7 +152,8 @@ fn control_setting(cap: u64, bit: u8) -> &'static str {
     }
 }
 
-/// Setting of one CR bit per its FIXED0/FIXED1 MSRs (SDM A.7, A.8).
+/// Setting of one CR bit per its FIXED0/FIXED1 MSRs (SDM Vol. 3D §A.7
+/// "VMX-Fixed Bits in CR0", §A.8 "VMX-Fixed Bits in CR4").
 fn cr_setting(fixed0: u64, fixed1: u64, bit: u8) -> &'static str {
     match (has(fixed0, bit as u32), has(fixed1, bit as u32)) {
         (false, true) => "free",
@@ -167,35 +174,37 @@ struct ControlMsrs {
 const CONTROL_MSRS: [ControlMsrs; 5] = [
     ControlMsrs {
         control: Control::PinBased,
-        title: "Pin-based VM-execution controls (SDM A.3.1)",
+        title: "Pin-based VM-execution controls (SDM Vol. 3D §A.3.1 \"Pin-Based VM-Execution Controls\")",
         msr: ("IA32_VMX_PINBASED_CTLS", msr::IA32_VMX_PINBASED_CTLS),
         true_msr: Some(("IA32_VMX_TRUE_PINBASED_CTLS", msr::IA32_VMX_TRUE_PINBASED_CTLS)),
         absent_why: "",
     },
     ControlMsrs {
         control: Control::PrimaryProcBased,
-        title: "Primary processor-based VM-execution controls (SDM A.3.2)",
+        title: "Primary processor-based VM-execution controls \
+                (SDM Vol. 3D §A.3.2 \"Primary Processor-Based VM-Execution Controls\")",
         msr: ("IA32_VMX_PROCBASED_CTLS", msr::IA32_VMX_PROCBASED_CTLS),
         true_msr: Some(("IA32_VMX_TRUE_PROCBASED_CTLS", msr::IA32_VMX_TRUE_PROCBASED_CTLS)),
         absent_why: "",
     },
     ControlMsrs {
         control: Control::SecondaryProcBased,
-        title: "Secondary processor-based VM-execution controls (SDM A.3.3)",
+        title: "Secondary processor-based VM-execution controls \
+                (SDM Vol. 3D §A.3.3 \"Secondary Processor-Based VM-Execution Controls\")",
         msr: ("IA32_VMX_PROCBASED_CTLS2", msr::IA32_VMX_PROCBASED_CTLS2),
         true_msr: None,
         absent_why: "MSR absent: \"activate secondary controls\" cannot be set",
     },
     ControlMsrs {
         control: Control::Exit,
-        title: "VM-exit controls (SDM A.4)",
+        title: "VM-exit controls (SDM Vol. 3D §A.4 \"VM-Exit Controls\")",
         msr: ("IA32_VMX_EXIT_CTLS", msr::IA32_VMX_EXIT_CTLS),
         true_msr: Some(("IA32_VMX_TRUE_EXIT_CTLS", msr::IA32_VMX_TRUE_EXIT_CTLS)),
         absent_why: "",
     },
     ControlMsrs {
         control: Control::Entry,
-        title: "VM-entry controls (SDM A.5)",
+        title: "VM-entry controls (SDM Vol. 3D §A.5 \"VM-Entry Controls\")",
         msr: ("IA32_VMX_ENTRY_CTLS", msr::IA32_VMX_ENTRY_CTLS),
         true_msr: Some(("IA32_VMX_TRUE_ENTRY_CTLS", msr::IA32_VMX_TRUE_ENTRY_CTLS)),
         absent_why: "",
@@ -238,7 +247,7 @@ struct CrMsrs {
 
 const CR0_MSRS: CrMsrs = CrMsrs {
     cr: "CR0",
-    section: "A.7",
+    section: "Vol. 3D §A.7 \"VMX-Fixed Bits in CR0\"",
     names: CR0_BITS,
     fixed0: ("IA32_VMX_CR0_FIXED0", msr::IA32_VMX_CR0_FIXED0),
     fixed1: ("IA32_VMX_CR0_FIXED1", msr::IA32_VMX_CR0_FIXED1),
@@ -246,7 +255,7 @@ const CR0_MSRS: CrMsrs = CrMsrs {
 
 const CR4_MSRS: CrMsrs = CrMsrs {
     cr: "CR4",
-    section: "A.8",
+    section: "Vol. 3D §A.8 \"VMX-Fixed Bits in CR4\"",
     names: CR4_BITS,
     fixed0: ("IA32_VMX_CR4_FIXED0", msr::IA32_VMX_CR4_FIXED0),
     fixed1: ("IA32_VMX_CR4_FIXED1", msr::IA32_VMX_CR4_FIXED1),
@@ -269,9 +278,15 @@ fn write_cr(out: &mut dyn Write, c: &CrMsrs, fixed0: u64, fixed1: u64) -> fmt::R
 
 /// Write the whole decoded report.
 pub fn write_vmxcap(out: &mut dyn Write, m: &VmxCapMsrs) -> fmt::Result {
-    // Basic VMX information, SDM A.1.
     let b = m.basic;
-    header(out, "Basic VMX information (SDM A.1)", "IA32_VMX_BASIC", msr::IA32_VMX_BASIC, Some(b), "")?;
+    header(
+        out,
+        "Basic VMX information (SDM Vol. 3D §A.1 \"Basic VMX Information\")",
+        "IA32_VMX_BASIC",
+        msr::IA32_VMX_BASIC,
+        Some(b),
+        "",
+    )?;
     item(out, "VMCS revision identifier", basic::revision_id(b))?;
     item(out, "VMCS region size (bytes)", basic::region_size(b))?;
     flag(out, "physical addresses limited to 32 bits", b, 48)?;
@@ -287,7 +302,8 @@ pub fn write_vmxcap(out: &mut dyn Write, m: &VmxCapMsrs) -> fmt::Result {
     flag(out, "TRUE capability MSRs (IA32_VMX_TRUE_*_CTLS)", b, 55)?;
     flag(out, "VM entry: HW exception with or without error code", b, 56)?;
 
-    // The five control fields, SDM A.3-A.5.
+    // The five control fields, SDM Vol. 3D §A.3 "VM-Execution Controls" to
+    // §A.5 "VM-Entry Controls".
     let vals = [
         (Some(m.pin), m.true_pin),
         (Some(m.proc1), m.true_proc1),
@@ -299,9 +315,15 @@ pub fn write_vmxcap(out: &mut dyn Write, m: &VmxCapMsrs) -> fmt::Result {
         write_control(out, c, plain, true_v)?;
     }
 
-    // Miscellaneous data, SDM A.6.
     let v = m.misc;
-    header(out, "Miscellaneous data (SDM A.6)", "IA32_VMX_MISC", msr::IA32_VMX_MISC, Some(v), "")?;
+    header(
+        out,
+        "Miscellaneous data (SDM Vol. 3D §A.6 \"Miscellaneous Data\")",
+        "IA32_VMX_MISC",
+        msr::IA32_VMX_MISC,
+        Some(v),
+        "",
+    )?;
     item(out, "VMX-preemption timer rate", format_args!("TSC >> {}", bits(v, 0, 4)))?;
     flag(out, "store EFER.LMA into \"IA-32e mode guest\" on exit", v, 5)?;
     flag(out, "activity state: HLT", v, 6)?;
@@ -316,10 +338,9 @@ pub fn write_vmxcap(out: &mut dyn Write, m: &VmxCapMsrs) -> fmt::Result {
     flag(out, "inject event with instruction length 0", v, 30)?;
     item(out, "MSEG revision identifier", bits(v, 32, 63))?;
 
-    // VPID and EPT capabilities, SDM A.10.
     header(
         out,
-        "VPID and EPT capabilities (SDM A.10)",
+        "VPID and EPT capabilities (SDM Vol. 3D §A.10 \"VPID and EPT Capabilities\")",
         "IA32_VMX_EPT_VPID_CAP",
         msr::IA32_VMX_EPT_VPID_CAP,
         m.ept_vpid,
@@ -354,20 +375,35 @@ pub fn write_vmxcap(out: &mut dyn Write, m: &VmxCapMsrs) -> fmt::Result {
         }
     }
 
-    // VM functions, SDM A.11.
-    header(out, "VM functions (SDM A.11)", "IA32_VMX_VMFUNC", msr::IA32_VMX_VMFUNC, m.vmfunc, "")?;
+    header(
+        out,
+        "VM functions (SDM Vol. 3D §A.11 \"VM Functions\")",
+        "IA32_VMX_VMFUNC",
+        msr::IA32_VMX_VMFUNC,
+        m.vmfunc,
+        "",
+    )?;
     match m.vmfunc {
         None => not_available(out, "MSR absent: \"enable VM functions\" cannot be set")?,
         Some(v) => flag(out, "EPTP switching", v, 0)?,
     }
 
-    // CR0 / CR4 fixed bits, SDM A.7 / A.8.
     write_cr(out, &CR0_MSRS, m.cr0_fixed0, m.cr0_fixed1)?;
-    writeln!(out, "  note: with \"unrestricted guest\" = 1, guest CR0.PE and CR0.PG may be 0 (SDM 27.3.1.1)")?;
+    writeln!(
+        out,
+        "  note: with \"unrestricted guest\" = 1, guest CR0.PE and CR0.PG may be 0 (SDM Vol. 3C §27.3.1.1 \
+         \"Checks on Guest Control Registers, Debug Registers, and MSRs\")"
+    )?;
     write_cr(out, &CR4_MSRS, m.cr4_fixed0, m.cr4_fixed1)?;
 
-    // VMCS enumeration, SDM A.9.
-    header(out, "VMCS enumeration (SDM A.9)", "IA32_VMX_VMCS_ENUM", msr::IA32_VMX_VMCS_ENUM, Some(m.vmcs_enum), "")?;
+    header(
+        out,
+        "VMCS enumeration (SDM Vol. 3D §A.9 \"VMCS Enumeration\")",
+        "IA32_VMX_VMCS_ENUM",
+        msr::IA32_VMX_VMCS_ENUM,
+        Some(m.vmcs_enum),
+        "",
+    )?;
     item(out, "highest index in VMCS field encodings", bits(m.vmcs_enum, 1, 9))
 }
 
@@ -426,7 +462,10 @@ mod tests {
     #[test]
     fn basic_info() {
         let out = render(&skylake());
-        assert!(out.contains("Basic VMX information (SDM A.1) [IA32_VMX_BASIC 0x480] = 0x00da040000000004\n"));
+        assert!(out.contains(
+            "Basic VMX information (SDM Vol. 3D §A.1 \"Basic VMX Information\") \
+             [IA32_VMX_BASIC 0x480] = 0x00da040000000004\n"
+        ));
         let v = |l| value(&out, "Basic VMX", l);
         assert_eq!(v("VMCS revision identifier"), "4");
         assert_eq!(v("VMCS region size (bytes)"), "1024");
@@ -541,8 +580,9 @@ mod tests {
         let sections: Vec<&str> = out.lines().filter(|l| l.contains("not available")).collect();
         assert_eq!(sections.len(), 3, "{out}");
         assert!(out.contains(
-            "Secondary processor-based VM-execution controls (SDM A.3.3) \
-                              [IA32_VMX_PROCBASED_CTLS2 0x48B]\n  not available ("
+            "Secondary processor-based VM-execution controls \
+             (SDM Vol. 3D §A.3.3 \"Secondary Processor-Based VM-Execution Controls\") \
+             [IA32_VMX_PROCBASED_CTLS2 0x48B]\n  not available ("
         ));
         assert!(out.contains("[IA32_VMX_EPT_VPID_CAP 0x48C]\n  not available ("));
         assert!(out.contains("[IA32_VMX_VMFUNC 0x491]\n  not available ("));

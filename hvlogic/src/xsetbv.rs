@@ -2,9 +2,10 @@
 //! "Instructions That Cause VM Exits Unconditionally"), and the hypervisor
 //! executes it, so a value the CPU would refuse must become a #GP in the
 //! guest, never in the host. The rules: SDM Vol. 2C "XSETBV—Set Extended
-//! Control Register" and Vol. 1 §13.3 "Enabling the XSAVE Feature Set and
-//! XSAVE-Enabled Features". (CPL > 0 and CR4.OSXSAVE = 0 fault in the guest
-//! before the exit; SDM Vol. 3C §26.1.1.)
+//! Control Register" and SDM Vol. 1 §13.3 "Enabling the XSAVE Feature Set
+//! and XSAVE-Enabled Features". (CPL > 0 and CR4.OSXSAVE = 0 fault in the
+//! guest before the exit; SDM Vol. 3C §26.1.1 "Relative Priority of Faults
+//! and VM Exits".)
 
 /// XCR0 state components with rules between them.
 const X87: u64 = 1 << 0;

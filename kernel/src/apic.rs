@@ -4,24 +4,28 @@
 use core::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use x86::msr::{rdmsr, wrmsr, IA32_APIC_BASE};
 
-/// IA32_APIC_BASE bits (SDM Vol. 3A 11.4.4, 11.12.1).
+/// IA32_APIC_BASE bits (SDM Vol. 3A §11.4.4 "Local APIC Status and Location",
+/// §11.12.1 "Detecting and Enabling x2APIC Mode").
 const APIC_BASE_EXTD: u64 = 1 << 10;
 const APIC_BASE_EN: u64 = 1 << 11;
 const APIC_BASE_ADDR_MASK: u64 = 0x000f_ffff_ffff_f000;
 
-/// x2APIC MSRs (SDM Vol. 3A 11.12.1.2, Table 11-6).
+/// x2APIC MSRs (SDM Vol. 3A §11.12.1.2 "x2APIC Register Address Space", Table
+/// 11-6 "Local APIC Register Address Map Supported by x2APIC").
 const X2APIC_ID: u32 = 0x802;
 const X2APIC_EOI: u32 = 0x80b;
 const X2APIC_SVR: u32 = 0x80f;
 const X2APIC_ICR: u32 = 0x830;
-/// xAPIC register offsets (SDM Vol. 3A Table 11-1).
+/// xAPIC register offsets (SDM Vol. 3A Table 11-1 "Local APIC Register Address
+/// Map").
 const XAPIC_ID: u64 = 0x20;
 const XAPIC_EOI: u64 = 0xb0;
 const XAPIC_SVR: u64 = 0xf0;
 const XAPIC_ICR_LOW: u64 = 0x300;
 const XAPIC_ICR_HIGH: u64 = 0x310;
 
-/// ICR fields (SDM Vol. 3A 11.6.1, Figure 11-12).
+/// ICR fields (SDM Vol. 3A §11.6.1 "Interrupt Command Register (ICR)", Figure
+/// 11-12 "Interrupt Command Register (ICR)").
 const ICR_DELIVERY_FIXED: u32 = 0b000 << 8;
 const ICR_DELIVERY_NMI: u32 = 0b100 << 8;
 const ICR_DELIVERY_INIT: u32 = 0b101 << 8;
@@ -33,7 +37,8 @@ const ICR_LEVEL_ASSERT: u32 = 1 << 14;
 pub const WAKE_VECTOR: u8 = 0xf0;
 /// The local APIC's spurious-interrupt vector (SVR[7:0]).
 pub const SPURIOUS_VECTOR: u8 = 0xff;
-/// SVR: APIC software enable, the spurious vector (SDM Vol. 3A 11.9).
+/// SVR: APIC software enable, the spurious vector (SDM Vol. 3A §11.9 "Spurious
+/// Interrupt").
 const SVR_ENABLE: u32 = 1 << 8 | SPURIOUS_VECTOR as u32;
 
 const MODE_NONE: u8 = 0;
@@ -90,7 +95,8 @@ pub fn init_this_cpu() -> u64 {
     // SAFETY: IA32_APIC_BASE exists on every CPU with a local APIC.
     let before = unsafe { rdmsr(IA32_APIC_BASE) };
     // SAFETY: enabling the APIC (EN) and then x2APIC (EXTD) is the architectural
-    // order (SDM Vol. 3A 11.12.5); the SVR write only enables the APIC.
+    // order (SDM Vol. 3A §11.12.5 "x2APIC State Transitions"); the SVR write
+    // only enables the APIC.
     unsafe {
         let v = rdmsr(IA32_APIC_BASE);
         if v & APIC_BASE_EN == 0 {
@@ -209,8 +215,9 @@ pub fn send_fixed(apic_id: u32, vector: u8) {
     send_ipi(apic_id, ICR_DELIVERY_FIXED | ICR_LEVEL_ASSERT | vector as u32);
 }
 
-/// Set this CPU's task-priority class (CR8 = TPR[7:4], SDM Vol. 3A §11.8.3.1):
-/// the local APIC holds back every interrupt whose vector's class is not above it.
+/// Set this CPU's task-priority class (CR8 = TPR[7:4], SDM Vol. 3A §11.8.3.1
+/// "Task and Processor Priorities"): the local APIC holds back every interrupt
+/// whose vector's class is not above it.
 pub fn set_task_priority(class: u8) {
     // SAFETY: MOV to CR8 only changes which interrupts the local APIC presents.
     unsafe { core::arch::asm!("mov cr8, {}", in(reg) class as u64 & 0xf, options(nostack, preserves_flags)) };
@@ -223,7 +230,8 @@ pub fn send_nmi(apic_id: u32) {
     send_ipi(apic_id, ICR_DELIVERY_NMI | ICR_LEVEL_ASSERT);
 }
 
-/// Write EOI for an interrupt this CPU acknowledged (SDM Vol. 3A 11.8.5).
+/// Write EOI for an interrupt this CPU acknowledged (SDM Vol. 3A §11.8.5
+/// "Signaling Interrupt Servicing Completion").
 pub fn end_of_interrupt() {
     match mode_now() {
         // SAFETY: the x2APIC EOI MSR takes 0.

@@ -76,7 +76,8 @@ _start:
     jne     .Lbad_magic
     mov     %ebx, boot_info_phys
 
-    # Long mode present? CPUID.80000001H:EDX[29] (SDM Vol. 2A, CPUID).
+    # Long mode present? CPUID.80000001H:EDX[29] (SDM Vol. 2A "CPUID—CPU
+    # Identification").
     mov     $0x80000000, %eax
     cpuid
     cmp     $0x80000001, %eax
@@ -87,7 +88,8 @@ _start:
     jnc     .Lno_long_mode
 
     # Identity-map the first 4 GiB with 2 MiB pages: PML4[0] -> PDPT,
-    # PDPT[0..3] -> PD0..PD3, PDn[i] -> n GiB + i * 2 MiB (SDM Vol. 3A 5.5).
+    # PDPT[0..3] -> PD0..PD3, PDn[i] -> n GiB + i * 2 MiB (SDM Vol. 3A §4.5
+    # "4-Level Paging and 5-Level Paging").
     mov     $boot_pdpt, %eax
     or      $0x3, %eax                      # present | writable
     mov     %eax, boot_pml4

@@ -27,7 +27,7 @@ pub struct ExceptionFrame {
     pub rax: u64,
     pub vector: u64,
     pub error_code: u64,
-    // Pushed by the CPU (SDM Vol. 3A 7.14.2).
+    // Pushed by the CPU (SDM Vol. 3A §6.14.2 "64-Bit Mode Stack Frame").
     pub rip: u64,
     pub cs: u64,
     pub rflags: u64,
@@ -35,7 +35,8 @@ pub struct ExceptionFrame {
     pub ss: u64,
 }
 
-/// Mnemonic and name of each architectural vector (SDM Vol. 3A Table 7-1).
+/// Mnemonic and name of each architectural vector (SDM Vol. 3A Table 6-1
+/// "Protected-Mode Exceptions and Interrupts").
 const NAMES: [(&str, &str); 32] = [
     ("#DE", "divide error"),
     ("#DB", "debug"),
@@ -71,8 +72,8 @@ const NAMES: [(&str, &str); 32] = [
     ("#31", "reserved"),
 ];
 
-/// The selector error code of #TS, #NP, #SS and #GP (SDM Vol. 3A 7.13):
-/// bit 1 says it indexes the IDT, so a stray interrupt vector is named.
+/// The selector error code of #TS, #NP, #SS and #GP (SDM Vol. 3A §6.13 "Error
+/// Code"): bit 1 says it indexes the IDT, so a stray interrupt vector is named.
 struct SelectorError(usize, u64);
 
 impl core::fmt::Display for SelectorError {

@@ -1,8 +1,9 @@
 # The 32 exception vectors: each stub pushes a dummy error code where the CPU
-# pushes none (SDM Vol. 3A 7.13), then its vector, and joins the common path,
-# which saves the general registers and calls Rust `exception_dispatch`. That
-# reports and ends the run, except for an NMI meant for the OS guest, which it
-# only records: then it returns, and the stub restores and IRETs.
+# pushes none (SDM Vol. 3A §6.13 "Error Code"), then its vector, and joins the
+# common path, which saves the general registers and calls Rust
+# `exception_dispatch`. That reports and ends the run, except for an NMI meant
+# for the OS guest, which it only records: then it returns, and the stub
+# restores and IRETs.
 
 .macro EXC_NOERR v
 exc_stub_\v:
@@ -116,7 +117,8 @@ wake_stub:
     pop     %rax
     iretq
 
-# The APIC's spurious vector (SVR = 0xff): no EOI (SDM Vol. 3A §11.9).
+# The APIC's spurious vector (SVR = 0xff): no EOI (SDM Vol. 3A §11.9 "Spurious
+# Interrupt").
 .global spurious_stub
 spurious_stub:
     iretq

@@ -20,8 +20,9 @@ extern "C" fn wake_interrupt() {
     crate::apic::end_of_interrupt();
 }
 
-/// Interrupt-stack-table slots (TSS.IST1..3, SDM Vol. 3A 7.14.5): the
-/// exceptions that must report even on an overflowed or unusable stack.
+/// Interrupt-stack-table slots (TSS.IST1..3, SDM Vol. 3A §6.14.5 "Interrupt
+/// Stack Table"): the exceptions that must report even on an overflowed or
+/// unusable stack.
 pub const IST_DOUBLE_FAULT: u16 = 0;
 pub const IST_NMI: u16 = 1;
 pub const IST_MACHINE_CHECK: u16 = 2;
@@ -29,12 +30,14 @@ pub const IST_MACHINE_CHECK: u16 = 2;
 /// The per-CPU IDT: all 256 vectors; the 32 exceptions, the wake-up IPI and
 /// the spurious vector present. Interrupts are only ever on while an idle AP
 /// halts; a stray vector finds a not-present gate and is reported as #NP
-/// naming it (after a VM exit the IDTR limit is 0xFFFF, SDM Vol. 3C 28.5.2, so
-/// the table must cover every vector).
+/// naming it (after a VM exit the IDTR limit is 0xFFFF, SDM Vol. 3C §28.5.2
+/// "Loading Host Segment and Descriptor-Table Registers", so the table must
+/// cover every vector).
 #[repr(C, align(16))]
 pub struct Idt([IdtGate; 256]);
 
-/// A 64-bit interrupt gate (SDM Vol. 3A 7.14.1, Figure 7-8).
+/// A 64-bit interrupt gate (SDM Vol. 3A §6.14.1 "64-Bit Mode IDT", Figure 6-8
+/// "64-Bit IDT Gate Descriptors").
 #[repr(C)]
 #[derive(Clone, Copy)]
 struct IdtGate {

@@ -33,7 +33,8 @@ const CMDLINE_AT: u64 = 0x1000;
 const GDT_AT: u64 = 0x2000;
 const RSDP_AT: u64 = 0x2100;
 /// The boot protocol's GDT: null, a 64-bit code segment, __BOOT_CS (0x10)
-/// and __BOOT_DS (0x18), flat 4 GiB (SDM Vol. 3A §3.4.5 descriptor format).
+/// and __BOOT_DS (0x18), flat 4 GiB (the descriptor format of SDM Vol. 3A
+/// §3.4.5 "Segment Descriptors").
 const GDT: [u64; 4] = [0, 0x00af_9a00_0000_ffff, 0x00cf_9a00_0000_ffff, 0x00cf_9300_0000_ffff];
 pub const BOOT_CS: u16 = 0x10;
 pub const BOOT_DS: u16 = 0x18;

@@ -3,6 +3,15 @@
 //!
 //! The boot flow below reads in the order of the book's stages:
 //! boot info -> memory -> per-CPU PCB -> APs -> VMX -> guest -> summary.
+//!
+//! Section, table and figure numbers follow the Intel 64 and IA-32
+//! Architectures Software Developer's Manual, order number 325462-081US
+//! (September 2023), the edition whose Vol. 3C numbers the VMX chapters 24
+//! to 31 (Chapter 27 "VM Entries", Chapter 31 "VMX Instruction Reference";
+//! later editions renumber them). Citations read `SDM Vol. 3C §27.3.1.5 "Checks on
+//! Guest Non-Register State"` (tables and figures likewise, by number and
+//! title), `SDM Vol. 2A "CPUID—CPU Identification"` for an instruction's
+//! page, and `SDM Vol. 4 Table 2-2 "IA-32 Architectural MSRs"`.
 #![no_std]
 #![no_main]
 

@@ -8,7 +8,8 @@ use crate::memory;
 /// PML4[0] covers the first 512 GiB: as far as this kernel maps.
 pub const LIMIT: u64 = 512 << 30;
 const PRESENT_WRITABLE: u64 = 0x3;
-/// A 2 MiB page (PS) in a page-directory entry (SDM Vol. 3A Table 5-18).
+/// A 2 MiB page (PS) in a page-directory entry (SDM Vol. 3A Table 4-18 "Format
+/// of a Page-Directory Entry that Maps a 2-MByte Page").
 const LARGE_PAGE: u64 = 0x80;
 const TWO_MIB: u64 = 2 << 20;
 const ADDRESS_MASK: u64 = 0x000f_ffff_ffff_f000;
@@ -51,7 +52,8 @@ pub fn identity_map(start: u64, len: u64) -> Result<(), PagingError> {
             }
             let pde = ((*pdpte & ADDRESS_MASK) as *mut u64).add(((page >> 21) & 0x1ff) as usize);
             if *pde & 1 == 0 {
-                // A new translation: nothing stale can be cached for it (SDM Vol. 3A 5.10.2.3).
+                // A new translation: nothing stale can be cached for it (SDM
+                // Vol. 3A §4.10.2.3 "Details of TLB Use").
                 *pde = page | LARGE_PAGE | PRESENT_WRITABLE;
             }
         }
@@ -61,17 +63,19 @@ pub fn identity_map(start: u64, len: u64) -> Result<(), PagingError> {
 }
 
 /// Page-level cache disable (bit 4) in a page-directory entry. With PWT (bit 3)
-/// clear it selects PAT entry 2, which is UC- from reset on (SDM Vol. 3A,
-/// "Programming the PAT": the power-up PAT; this kernel never reprograms it).
+/// clear it selects PAT entry 2, which is UC- from reset on (SDM Vol. 3A
+/// §12.12.4 "Programming the PAT": the power-up PAT; this kernel never
+/// reprograms it).
 const PCD: u64 = 1 << 4;
 
 /// Identity-map a device's memory (a framebuffer) and make every 2 MiB page
 /// covering it UC- instead of write-back: an MTRR that makes it WC still wins
-/// (SDM Vol. 3A, the table of effective memory types: UC- with MTRR WC is WC),
-/// and one that wrongly says WB no longer lets writes sit in the cache where the
-/// device never sees them. Neighbours in the same 2 MiB pages become UC- too,
-/// which only costs speed. Runs on the boot CPU before the APs start (they load
-/// the same tables afterwards).
+/// (SDM Vol. 3A §12.5.2.2 "Selecting Memory Types for Pentium III and More
+/// Recent Processor Families": UC- with MTRR WC is WC), and one that wrongly
+/// says WB no longer lets writes sit in the cache where the device never sees
+/// them. Neighbours in the same 2 MiB pages become UC- too, which only costs
+/// speed. Runs on the boot CPU before the APs start (they load the same tables
+/// afterwards).
 pub fn identity_map_device(start: u64, len: u64) -> Result<(), PagingError> {
     identity_map(start, len)?;
     // SAFETY: the address of the boot PDPT (boot.s).
@@ -86,7 +90,9 @@ pub fn identity_map_device(start: u64, len: u64) -> Result<(), PagingError> {
             let pde = ((*pdpte & ADDRESS_MASK) as *mut u64).add(((page >> 21) & 0x1ff) as usize);
             *pde |= PCD;
         }
-        // The entry was present and may be cached in the TLB (SDM Vol. 3A 5.10.4.1).
+        // The entry was present and may be cached in the TLB (SDM Vol. 3A
+        // §4.10.4.1 "Operations that Invalidate TLBs and Paging-Structure
+        // Caches").
         x86_64::instructions::tlb::flush(x86_64::VirtAddr::new(page));
         page += TWO_MIB;
     }

@@ -46,7 +46,8 @@ pub const CPU_STATUS_OS: u32 = 1 << 7;
 /// This CPU's OS guest waits for a SIPI (the OS's INITs to it are dropped).
 pub const CPU_STATUS_OS_WAITING: u32 = 1 << 8;
 
-/// Basic exit reasons counted per CPU (SDM Vol. 3C Appendix C names 0-77).
+/// Basic exit reasons counted per CPU (SDM Vol. 3D Table C-1 "Basic Exit
+/// Reasons" names 0-77).
 pub const EXIT_REASONS: usize = 80;
 
 /// Selectors of every per-CPU GDT (the same as the boot GDT's code and data).
@@ -378,7 +379,8 @@ pub fn activate(pcb: &'static Pcb) -> &'static Pcb {
     own.feature_edx = leaf1.edx;
     own.maxphyaddr = raw_cpuid::cpuid!(0x8000_0008).eax & 0xff;
     // CR4.MCE: without it a machine check shuts the processor down (SDM Vol. 3A
-    // 17.1, interrupt 18) instead of reaching the #MC handler.
+    // §6.15 "Exception and Interrupt Reference", interrupt 18) instead of
+    // reaching the #MC handler.
     if leaf1.edx & CPUID_01_EDX_MCE != 0 {
         // SAFETY: CPUID says the CPU has machine-check exceptions, so the bit exists.
         unsafe { x86_64::registers::control::Cr4::write_raw(x86_64::registers::control::Cr4::read_raw() | CR4_MCE) };

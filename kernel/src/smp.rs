@@ -163,7 +163,8 @@ pub fn start_aps(plan: &[Processor], trampoline_page: u64) -> Started {
     started
 }
 
-/// The INIT-to-SIPI delay this CPU family needs (0 or the SDM's 10 ms).
+/// The INIT-to-SIPI delay this CPU family needs (0 or the 10 ms of SDM Vol. 3A
+/// §9.4.4.1 "Typical BSP Initialization Sequence").
 fn init_delay_us() -> u64 {
     let v = raw_cpuid::cpuid!(0);
     let vendor = Vendor::from_cpuid0(v.ebx, v.edx, v.ecx);
@@ -252,7 +253,7 @@ fn serve(pcb: &Pcb) -> ! {
 /// Halt until the wake-up IPI. CR8 = 0 lets it through; with interrupts still
 /// off, one that is already pending waits for STI, and STI's one-instruction
 /// shadow means it is taken in the HLT, ending it: no wake-up is lost
-/// (SDM Vol. 2B, STI). Back to CR8 = 15 before any work.
+/// (SDM Vol. 2B "STI—Set Interrupt Flag"). Back to CR8 = 15 before any work.
 fn idle(pcb: &Pcb, seen: u32) {
     apic::set_task_priority(TPR_IDLE);
     if pcb.mailbox.take(seen).is_none() {

@@ -291,14 +291,15 @@ pub static RULES: &[&Rule] = &[
     &ENTRY_DUAL_MONITOR,
 ];
 
-/// `value` has every bit allowed-0 (low half of `cap`) requires and none allowed-1 (high half) forbids (SDM Vol. 3D A.3).
+/// `value` has every bit allowed-0 (low half of `cap`) requires and none
+/// allowed-1 (high half) forbids (SDM Vol. 3D §A.3 "VM-Execution Controls").
 pub fn allowed(value: u32, cap: u64) -> bool {
     let must_be_1 = cap as u32;
     let may_be_1 = (cap >> 32) as u32;
     value & must_be_1 == must_be_1 && value & !may_be_1 == 0
 }
 
-/// IA32_VMX_MISC bits (SDM Vol. 3D A.6).
+/// IA32_VMX_MISC bits (SDM Vol. 3D §A.6 "Miscellaneous Data").
 pub mod misc {
     /// Bits 24:16: the number of CR3-target values supported.
     pub const fn cr3_targets(misc: u64) -> u64 {
@@ -315,15 +316,18 @@ pub mod misc {
     }
 }
 
-/// IA32_VMX_EPT_VPID_CAP bit 21: accessed and dirty flags for EPT (SDM Vol. 3D A.10).
+/// IA32_VMX_EPT_VPID_CAP bit 21: accessed and dirty flags for EPT (SDM Vol. 3D
+/// §A.10 "VPID and EPT Capabilities").
 pub const EPT_ACCESSED_DIRTY: u64 = 1 << 21;
 /// IA32_VMX_EPT_VPID_CAP bit 7: 5-level EPT page walks.
 pub const EPT_PAGE_WALK_5: u64 = 1 << 7;
-/// VM-function control bit 0: EPTP switching (SDM Vol. 3C §25.6.14).
+/// VM-function control bit 0: EPTP switching (SDM Vol. 3C §25.6.14 "VM-Function
+/// Controls").
 pub const VMFUNC_EPTP_SWITCHING: u64 = 1;
 
 /// An area of `count` 16-byte MSR entries at `addr`: 16-byte aligned, and its
-/// first and last byte within the physical-address width (SDM §27.2.1.2).
+/// first and last byte within the physical-address width (SDM Vol. 3C §27.2.1.2
+/// "VM-Exit Control Fields").
 fn msr_area_ok(c: &Ctx, addr: u64, count: u64) -> bool {
     count == 0 || (addr & 0xf == 0 && c.within_width(addr) && c.within_width(addr.wrapping_add(count * 16 - 1)))
 }
@@ -359,7 +363,8 @@ fn execution(c: &Ctx, out: &mut Out<'_>) {
             out.check(threshold & 0xffff_fff0 == 0, &TPR_THRESHOLD_RESERVED, "");
         }
         if !vid && !apic_accesses && c.page_address_ok(vapic) {
-            // VTPR is byte 80H of the virtual-APIC page (SDM Vol. 3C §30.1.1).
+            // VTPR is byte 80H of the virtual-APIC page (SDM Vol. 3C §30.1.1
+            // "Virtualized APIC Registers").
             if let Some(q) = (c.memory)(vapic + 0x80) {
                 out.check(threshold & 0xf <= (q & 0xff) >> 4, &TPR_THRESHOLD_VTPR, "");
             }
@@ -467,7 +472,9 @@ fn entry_controls(c: &Ctx, out: &mut Out<'_>) {
     out.check(!c.entry_has(entry::DEACTIVATE_DUAL_MONITOR), &ENTRY_DUAL_MONITOR, "");
 }
 
-/// The VM-entry interruption-information checks (SDM §27.2.1.3, Table 25-17).
+/// The VM-entry interruption-information checks (SDM Vol. 3C §27.2.1.3
+/// "VM-Entry Control Fields", Table 25-17 "Format of the VM-Entry
+/// Interruption-Information Field").
 fn event(c: &Ctx, e: Event, out: &mut Out<'_>) {
     let mtf = crate::controls::can_set(c.caps.processor_based_ctls, proc1::MONITOR_TRAP_FLAG);
     let kind = e.kind();

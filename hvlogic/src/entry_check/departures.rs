@@ -36,7 +36,7 @@ pub static BOCHS: &[Departure] = &[
         ignores: &["guest.activity.event"],
         reports_as: None,
         adds: None,
-        sdm: "SDM Vol. 3C §27.3.1.5: the injected event must not be one that would normally be blocked in the activity state; in HLT only external interrupts, NMIs, #DB, #MC and MTF may be injected",
+        sdm: "SDM Vol. 3C §27.3.1.5 \"Checks on Guest Non-Register State\": the injected event must not be one that would normally be blocked in the activity state; in HLT only external interrupts, NMIs, #DB, #MC and MTF may be injected",
         bochs: "checks the wait-for-SIPI and shutdown states only, so it enters HLT with any event",
     },
     Departure {
@@ -44,7 +44,7 @@ pub static BOCHS: &[Departure] = &[
         ignores: &["guest.pending_debug.bs_set", "guest.pending_debug.bs_clear"],
         reports_as: None,
         adds: None,
-        sdm: "SDM Vol. 3C §27.3.1.5: with blocking by STI or MOV SS or the HLT state, BS must be 1 if RFLAGS.TF is 1 and IA32_DEBUGCTL.BTF is 0, and 0 otherwise",
+        sdm: "SDM Vol. 3C §27.3.1.5 \"Checks on Guest Non-Register State\": with blocking by STI or MOV SS or the HLT state, BS must be 1 if RFLAGS.TF is 1 and IA32_DEBUGCTL.BTF is 0, and 0 otherwise",
         bochs: "checks only the reserved bits of the pending-debug-exceptions field",
     },
     Departure {
@@ -52,7 +52,7 @@ pub static BOCHS: &[Departure] = &[
         ignores: &[],
         reports_as: Some(("guest.interruptibility.nmi_sti", Stage::Guest)),
         adds: None,
-        sdm: "SDM Vol. 3C §27.8: exit qualification 3 means the VM entry failed on an attempt to inject an NMI into a guest blocking events by STI",
+        sdm: "SDM Vol. 3C §27.8 \"VM-Entry Failures During or After Loading Guest State\": exit qualification 3 means the VM entry failed on an attempt to inject an NMI into a guest blocking events by STI",
         bochs: "fails that entry with exit qualification 0",
     },
     Departure {
@@ -60,7 +60,7 @@ pub static BOCHS: &[Departure] = &[
         ignores: &["guest.debugctl.reserved"],
         reports_as: None,
         adds: None,
-        sdm: "SDM Vol. 3C §27.3.1.1: if \"load debug controls\" is 1, bits reserved in the IA32_DEBUGCTL MSR must be 0 in the field for that register",
+        sdm: "SDM Vol. 3C §27.3.1.1 \"Checks on Guest Control Registers, Debug Registers, and MSRs\": if \"load debug controls\" is 1, bits reserved in the IA32_DEBUGCTL MSR must be 0 in the field for that register",
         bochs: "loads the guest IA32_DEBUGCTL field without checking it",
     },
     Departure {
@@ -68,7 +68,7 @@ pub static BOCHS: &[Departure] = &[
         ignores: &[],
         reports_as: Some(("ctl.entry.smm", Stage::Guest)),
         adds: None,
-        sdm: "SDM Vol. 3C §27.2.1.3: the \"entry to SMM\" VM-entry control must be 0 if VM entry is not commencing in SMM (a control check: VMfailValid, error 7)",
+        sdm: "SDM Vol. 3C §27.2.1.3 \"VM-Entry Control Fields\": the \"entry to SMM\" VM-entry control must be 0 if VM entry is not commencing in SMM (a control check: VMfailValid, error 7)",
         bochs: "does not check the control; it fails such an entry later, on the guest's SMI blocking (exit reason 33)",
     },
     Departure {
@@ -76,7 +76,7 @@ pub static BOCHS: &[Departure] = &[
         ignores: &["guest.data.dpl"],
         reports_as: None,
         adds: Some((data_dpl_below_11, Stage::Guest)),
-        sdm: "SDM Vol. 3C §27.3.1.2: the DS, ES, FS, GS DPL cannot be less than the RPL if the register is usable, unrestricted guest is 0 and the type is in the range 0 - 11",
+        sdm: "SDM Vol. 3C §27.3.1.2 \"Checks on Guest Segment Registers\": the DS, ES, FS, GS DPL cannot be less than the RPL if the register is usable, unrestricted guest is 0 and the type is in the range 0 - 11",
         bochs: "applies the rule to types 0 - 10 only, so a readable non-conforming code segment (type 11) with DPL < RPL enters",
     },
     Departure {
@@ -84,7 +84,7 @@ pub static BOCHS: &[Departure] = &[
         ignores: &[],
         reports_as: None,
         adds: Some((tsc_multiplier_zero, Stage::Control)),
-        sdm: "SDM Vol. 3C §27.2.1.1 lists no check on the TSC multiplier",
+        sdm: "SDM Vol. 3C §27.2.1.1 \"VM-Execution Control Fields\" lists no check on the TSC multiplier",
         bochs: "fails VM entry with error 7 when \"use TSC scaling\" is 1 and the TSC multiplier is 0",
     },
     Departure {
@@ -92,7 +92,7 @@ pub static BOCHS: &[Departure] = &[
         ignores: &["msr_load.smm_only"],
         reports_as: None,
         adds: None,
-        sdm: "SDM Vol. 3C §27.4: VM entry fails if an MSR-load entry names an MSR that can be written only in SMM (IA32_SMM_MONITOR_CTL) and the entry is not in SMM",
+        sdm: "SDM Vol. 3C §27.4 \"Loading MSRs\": VM entry fails if an MSR-load entry names an MSR that can be written only in SMM (IA32_SMM_MONITOR_CTL) and the entry is not in SMM",
         bochs: "passes the entry to WRMSR, which (with its default ignore_bad_msrs) accepts it",
     },
     Departure {
@@ -100,7 +100,7 @@ pub static BOCHS: &[Departure] = &[
         ignores: &["msr_load.x2apic"],
         reports_as: None,
         adds: None,
-        sdm: "SDM Vol. 3C §27.4: VM entry fails if bits 31:8 of an MSR-load entry's index are 000008H (an x2APIC MSR)",
+        sdm: "SDM Vol. 3C §27.4 \"Loading MSRs\": VM entry fails if bits 31:8 of an MSR-load entry's index are 000008H (an x2APIC MSR)",
         bochs: "refuses the x2APIC range only on CPU models with x2APIC; elsewhere WRMSR accepts it",
     },
     Departure {
@@ -108,7 +108,7 @@ pub static BOCHS: &[Departure] = &[
         ignores: &["guest.cs.dpl"],
         reports_as: None,
         adds: Some((cs_rpl_dpl, Stage::Guest)),
-        sdm: "SDM Vol. 3C §27.3.1.2: for a non-conforming code segment (type 9 or 11) the CS DPL must equal the DPL in the access-rights field for SS; for a conforming one it cannot be greater than it",
+        sdm: "SDM Vol. 3C §27.3.1.2 \"Checks on Guest Segment Registers\": for a non-conforming code segment (type 9 or 11) the CS DPL must equal the DPL in the access-rights field for SS; for a conforming one it cannot be greater than it",
         bochs: "compares the CS DPL with the RPL of the CS selector instead (the rule of older SDM editions), also under unrestricted guest",
     },
 ];
@@ -277,7 +277,11 @@ mod tests {
             if let Some((id, _)) = d.reports_as {
                 assert!(rule(id).is_some(), "{}: {id}", d.id);
             }
+            // The citation form: SDM Vol. 3C §<number> "<title>".
+            let (number, title) = d.sdm["SDM Vol. 3C §".len()..].split_once(' ').unwrap_or_default();
             assert!(d.sdm.starts_with("SDM Vol. 3C §"), "{}", d.id);
+            assert!(number.split('.').all(|n| n.parse::<u32>().is_ok()), "{}", d.id);
+            assert!(title.starts_with('"') && title[1..].contains('"'), "{}", d.id);
         }
     }
 

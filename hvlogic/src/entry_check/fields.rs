@@ -8,13 +8,14 @@
 //! type (control, VM-exit information, guest state, host state), bits 14:13
 //! width (16-bit, 64-bit, 32-bit, natural).
 
-/// Field encodings, named as in the SDM's Appendix B.
+/// Field encodings, named as in SDM Vol. 3D Appendix B "Field Encoding in
+/// VMCS".
 pub mod enc {
-    // 16-bit control fields (B.1.1).
+    // SDM Vol. 3D §B.1.1 "16-Bit Control Fields".
     pub const VPID: u32 = 0x0000;
     pub const POSTED_INTR_NOTIFICATION_VECTOR: u32 = 0x0002;
     pub const EPTP_INDEX: u32 = 0x0004;
-    // 16-bit guest-state fields (B.1.2).
+    // SDM Vol. 3D §B.1.2 "16-Bit Guest-State Fields".
     pub const GUEST_ES_SELECTOR: u32 = 0x0800;
     pub const GUEST_CS_SELECTOR: u32 = 0x0802;
     pub const GUEST_SS_SELECTOR: u32 = 0x0804;
@@ -25,7 +26,7 @@ pub mod enc {
     pub const GUEST_TR_SELECTOR: u32 = 0x080e;
     pub const GUEST_INTERRUPT_STATUS: u32 = 0x0810;
     pub const PML_INDEX: u32 = 0x0812;
-    // 16-bit host-state fields (B.1.3).
+    // SDM Vol. 3D §B.1.3 "16-Bit Host-State Fields".
     pub const HOST_ES_SELECTOR: u32 = 0x0c00;
     pub const HOST_CS_SELECTOR: u32 = 0x0c02;
     pub const HOST_SS_SELECTOR: u32 = 0x0c04;
@@ -33,7 +34,7 @@ pub mod enc {
     pub const HOST_FS_SELECTOR: u32 = 0x0c08;
     pub const HOST_GS_SELECTOR: u32 = 0x0c0a;
     pub const HOST_TR_SELECTOR: u32 = 0x0c0c;
-    // 64-bit control fields (B.2.1).
+    // SDM Vol. 3D §B.2.1 "64-Bit Control Fields".
     pub const IO_BITMAP_A: u32 = 0x2000;
     pub const IO_BITMAP_B: u32 = 0x2002;
     pub const MSR_BITMAPS: u32 = 0x2004;
@@ -62,9 +63,9 @@ pub mod enc {
     pub const TSC_MULTIPLIER: u32 = 0x2032;
     pub const TERTIARY_PROC_CONTROLS: u32 = 0x2034;
     pub const ENCLV_EXITING_BITMAP: u32 = 0x2036;
-    // 64-bit read-only data field (B.2.2).
+    // SDM Vol. 3D §B.2.2 "64-Bit Read-Only Data Field".
     pub const GUEST_PHYSICAL_ADDR: u32 = 0x2400;
-    // 64-bit guest-state fields (B.2.3).
+    // SDM Vol. 3D §B.2.3 "64-Bit Guest-State Fields".
     pub const VMCS_LINK_POINTER: u32 = 0x2800;
     pub const GUEST_IA32_DEBUGCTL: u32 = 0x2802;
     pub const GUEST_IA32_PAT: u32 = 0x2804;
@@ -78,12 +79,12 @@ pub mod enc {
     pub const GUEST_IA32_RTIT_CTL: u32 = 0x2814;
     pub const GUEST_IA32_LBR_CTL: u32 = 0x2816;
     pub const GUEST_IA32_PKRS: u32 = 0x2818;
-    // 64-bit host-state fields (B.2.4).
+    // SDM Vol. 3D §B.2.4 "64-Bit Host-State Fields".
     pub const HOST_IA32_PAT: u32 = 0x2c00;
     pub const HOST_IA32_EFER: u32 = 0x2c02;
     pub const HOST_IA32_PERF_GLOBAL_CTRL: u32 = 0x2c04;
     pub const HOST_IA32_PKRS: u32 = 0x2c06;
-    // 32-bit control fields (B.3.1).
+    // SDM Vol. 3D §B.3.1 "32-Bit Control Fields".
     pub const PIN_BASED_CONTROLS: u32 = 0x4000;
     pub const PRIMARY_PROC_CONTROLS: u32 = 0x4002;
     pub const EXCEPTION_BITMAP: u32 = 0x4004;
@@ -102,7 +103,7 @@ pub mod enc {
     pub const SECONDARY_PROC_CONTROLS: u32 = 0x401e;
     pub const PLE_GAP: u32 = 0x4020;
     pub const PLE_WINDOW: u32 = 0x4022;
-    // 32-bit read-only data fields (B.3.2).
+    // SDM Vol. 3D §B.3.2 "32-Bit Read-Only Data Fields".
     pub const VM_INSTRUCTION_ERROR: u32 = 0x4400;
     pub const EXIT_REASON: u32 = 0x4402;
     pub const EXIT_INTERRUPTION_INFO: u32 = 0x4404;
@@ -111,7 +112,7 @@ pub mod enc {
     pub const IDT_VECTORING_ERROR_CODE: u32 = 0x440a;
     pub const EXIT_INSTRUCTION_LENGTH: u32 = 0x440c;
     pub const EXIT_INSTRUCTION_INFO: u32 = 0x440e;
-    // 32-bit guest-state fields (B.3.3).
+    // SDM Vol. 3D §B.3.3 "32-Bit Guest-State Fields".
     pub const GUEST_ES_LIMIT: u32 = 0x4800;
     pub const GUEST_CS_LIMIT: u32 = 0x4802;
     pub const GUEST_SS_LIMIT: u32 = 0x4804;
@@ -135,9 +136,9 @@ pub mod enc {
     pub const GUEST_SMBASE: u32 = 0x4828;
     pub const GUEST_IA32_SYSENTER_CS: u32 = 0x482a;
     pub const PREEMPTION_TIMER_VALUE: u32 = 0x482e;
-    // 32-bit host-state field (B.3.4).
+    // SDM Vol. 3D §B.3.4 "32-Bit Host-State Field".
     pub const HOST_IA32_SYSENTER_CS: u32 = 0x4c00;
-    // Natural-width control fields (B.4.1).
+    // SDM Vol. 3D §B.4.1 "Natural-Width Control Fields".
     pub const CR0_GUEST_HOST_MASK: u32 = 0x6000;
     pub const CR4_GUEST_HOST_MASK: u32 = 0x6002;
     pub const CR0_READ_SHADOW: u32 = 0x6004;
@@ -146,14 +147,14 @@ pub mod enc {
     pub const CR3_TARGET_VALUE1: u32 = 0x600a;
     pub const CR3_TARGET_VALUE2: u32 = 0x600c;
     pub const CR3_TARGET_VALUE3: u32 = 0x600e;
-    // Natural-width read-only data fields (B.4.2).
+    // SDM Vol. 3D §B.4.2 "Natural-Width Read-Only Data Fields".
     pub const EXIT_QUALIFICATION: u32 = 0x6400;
     pub const IO_RCX: u32 = 0x6402;
     pub const IO_RSI: u32 = 0x6404;
     pub const IO_RDI: u32 = 0x6406;
     pub const IO_RIP: u32 = 0x6408;
     pub const GUEST_LINEAR_ADDR: u32 = 0x640a;
-    // Natural-width guest-state fields (B.4.3).
+    // SDM Vol. 3D §B.4.3 "Natural-Width Guest-State Fields".
     pub const GUEST_CR0: u32 = 0x6800;
     pub const GUEST_CR3: u32 = 0x6802;
     pub const GUEST_CR4: u32 = 0x6804;
@@ -177,7 +178,7 @@ pub mod enc {
     pub const GUEST_IA32_S_CET: u32 = 0x6828;
     pub const GUEST_SSP: u32 = 0x682a;
     pub const GUEST_INTR_SSP_TABLE_ADDR: u32 = 0x682c;
-    // Natural-width host-state fields (B.4.4).
+    // SDM Vol. 3D §B.4.4 "Natural-Width Host-State Fields".
     pub const HOST_CR0: u32 = 0x6c00;
     pub const HOST_CR3: u32 = 0x6c02;
     pub const HOST_CR4: u32 = 0x6c04;
@@ -383,12 +384,14 @@ pub const FIELDS: &[Field] = &[
 /// Number of fields in `FIELDS`.
 pub const FIELD_COUNT: usize = FIELDS.len();
 
-/// Bits 9:1 of an encoding: the index IA32_VMX_VMCS_ENUM bounds (SDM Vol. 3D A.9).
+/// Bits 9:1 of an encoding: the index IA32_VMX_VMCS_ENUM bounds (SDM Vol. 3D
+/// §A.9 "VMCS Enumeration").
 pub const fn index(encoding: u32) -> u32 {
     (encoding >> 1) & 0x1ff
 }
 
-/// The highest index IA32_VMX_VMCS_ENUM reports (bits 9:1, SDM Vol. 3D A.9).
+/// The highest index IA32_VMX_VMCS_ENUM reports (bits 9:1, SDM Vol. 3D §A.9
+/// "VMCS Enumeration").
 pub const fn highest_index(vmcs_enum: u64) -> u32 {
     ((vmcs_enum >> 1) & 0x1ff) as u32
 }

@@ -3,7 +3,8 @@
 //! Guest Non-Register State" and §27.3.1.6 "Checks on Guest
 //! Page-Directory-Pointer-Table Entries". A failure is a VM exit with reason
 //! 33; its exit qualification is 2 for the PDPTEs, 3 for an NMI injected
-//! under blocking by STI and 4 for the VMCS link pointer (SDM §27.8).
+//! under blocking by STI and 4 for the VMCS link pointer (SDM Vol. 3C §27.8
+//! "VM-Entry Failures During or After Loading Guest State").
 
 use super::controls::misc;
 use super::fields::enc;
@@ -222,7 +223,9 @@ pub const PENDING_BS: u64 = 1 << 14;
 pub const PENDING_RTM_BIT: u64 = 1 << 16;
 pub const DEBUGCTL_BTF: u64 = 1 << 1;
 pub const LINK_POINTER_NONE: u64 = u64::MAX;
-/// PAE PDPTE reserved bits below bit 12: 2:1 and 8:5 (SDM Vol. 3A §5.4.1, Table 5-8).
+/// PAE PDPTE reserved bits below bit 12: 2:1 and 8:5 (SDM Vol. 3A §4.4.1 "PDPTE
+/// Registers", Table 4-8 "Format of a PAE Page-Directory-Pointer-Table Entry
+/// (PDPTE)").
 pub const PDPTE_LOW_RESERVED: u64 = 0x1e6;
 
 pub(crate) fn check(c: &Ctx, out: &mut Out<'_>) {
@@ -359,7 +362,7 @@ fn pdptes(c: &Ctx, out: &mut Out<'_>) {
     let entries: [Option<u64>; 4] = if c.proc2_has(proc2::ENABLE_EPT) {
         [enc::GUEST_PDPTE0, enc::GUEST_PDPTE1, enc::GUEST_PDPTE2, enc::GUEST_PDPTE3].map(|e| Some(c.get(e)))
     } else {
-        // Bits 31:5 of CR3 locate the PDPT (SDM Vol. 3A §5.4.1).
+        // Bits 31:5 of CR3 locate the PDPT (SDM Vol. 3A §4.4.1 "PDPTE Registers").
         let pdpt = c.get(enc::GUEST_CR3) & 0xffff_ffe0;
         [0u64, 8, 16, 24].map(|o| (c.memory)(pdpt + o))
     };

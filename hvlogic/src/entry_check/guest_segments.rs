@@ -1,8 +1,9 @@
 //! SDM Vol. 3C §27.3.1.2 "Checks on Guest Segment Registers": selectors,
 //! bases, limits and access rights, per mode (virtual-8086, protected,
 //! IA-32e; unrestricted guest). A failure is a VM exit with reason 33.
-//! Access-rights format: SDM Vol. 3C §25.4.1, Table 25-2 (type 3:0, S 4,
-//! DPL 6:5, P 7, L 13, D/B 14, G 15, unusable 16).
+//! Access-rights format: SDM Vol. 3C §25.4.1 "Guest Register State", Table
+//! 25-2 "Format of Access Rights" (type 3:0, S 4, DPL 6:5, P 7, L 13, D/B
+//! 14, G 15, unusable 16).
 
 use super::fields::enc;
 use super::{rule_def, Ctx, Out, Rule, SEC_GUEST_SEGMENTS as SEC};

@@ -130,12 +130,14 @@ pub static RULES: &[&Rule] = &[
     &HOST_SIZE_0,
 ];
 
-/// `v` has the bits FIXED0 sets and none FIXED1 clears (SDM Vol. 3D A.7, A.8).
+/// `v` has the bits FIXED0 sets and none FIXED1 clears (SDM Vol. 3D §A.7
+/// "VMX-Fixed Bits in CR0", §A.8 "VMX-Fixed Bits in CR4").
 pub fn fixed_ok(v: u64, fixed0: u64, fixed1: u64) -> bool {
     v & fixed0 == fixed0 && v & !fixed1 == 0
 }
 
-/// Every byte of a PAT value is a valid memory type (SDM Vol. 3A §13.12.2).
+/// Every byte of a PAT value is a valid memory type (SDM Vol. 3A §12.12.2
+/// "IA32_PAT MSR").
 pub fn pat_ok(pat: u64) -> bool {
     (0..8).all(|i| matches!((pat >> (i * 8)) & 0xff, 0 | 1 | 4 | 5 | 6 | 7))
 }
@@ -167,7 +169,7 @@ pub(crate) fn check(c: &Ctx, out: &mut Out<'_>) {
         out.check((efer & EFER_LMA != 0) == size && (efer & EFER_LME != 0) == size, &EFER_LMA_LME, "");
     }
 
-    // §27.2.3.
+    // SDM Vol. 3C §27.2.3 "Checks on Host Segment and Descriptor-Table Registers".
     for (e, name) in [
         (enc::HOST_ES_SELECTOR, "ES"),
         (enc::HOST_CS_SELECTOR, "CS"),
@@ -194,7 +196,7 @@ pub(crate) fn check(c: &Ctx, out: &mut Out<'_>) {
         out.check(c.canonical(c.get(e)), &BASE_CANONICAL, name);
     }
 
-    // §27.2.4.
+    // SDM Vol. 3C §27.2.4 "Checks Related to Address-Space Size".
     if c.cpu.ia32e_mode {
         out.check(size, &IA32E_HOST_SIZE, "");
     } else {

@@ -1,4 +1,4 @@
-//! A software VM-entry checker: the checks of SDM Vol. 3C chapter 27 "VM
+//! A software VM-entry checker: the checks of SDM Vol. 3C Chapter 27 "VM
 //! Entries" (§27.2 "Checks on VMX Controls and Host-State Area", §27.3
 //! "Checking and Loading Guest State", §27.4 "Loading MSRs"), as a pure
 //! function of a VMCS snapshot, the VMX capability MSRs and a few CPU facts.
@@ -6,14 +6,20 @@
 //! A real CPU says only "VMfailValid, error 7" or "exit reason 33"; `check`
 //! names every rule the VMCS breaks, each with a stable id and a one-line
 //! paraphrase of the SDM, and `Verdict` says what the CPU must do with it.
-//! Section numbers are those of the SDM edition this project cites
-//! throughout (chapter 25 "Virtual Machine Control Structures", chapter 27
-//! "VM Entries", chapter 31 "VMX Instruction Reference").
+//! Section numbers are those of the SDM edition the crate docs name, which
+//! this project cites throughout (Vol. 3C Chapter 25 "Virtual Machine
+//! Control Structures", Chapter 27 "VM Entries", Chapter 31 "VMX Instruction
+//! Reference").
 //!
 //! Files: `fields` (every field encoding, the snapshot), `controls`
-//! (§27.2.1), `host` (§27.2.2 - §27.2.4), `guest_regs` (§27.3.1.1),
-//! `guest_segments` (§27.3.1.2), `guest_other` (§27.3.1.3 - §27.3.1.6),
-//! `msr_load` (§27.4), `verdict` (what the CPU reports).
+//! (§27.2.1 "Checks on VMX Controls"), `host` (§27.2.2 "Checks on Host
+//! Control Registers, MSRs, and SSP" to §27.2.4 "Checks Related to
+//! Address-Space Size"), `guest_regs` (§27.3.1.1 "Checks on Guest Control
+//! Registers, Debug Registers, and MSRs"), `guest_segments` (§27.3.1.2
+//! "Checks on Guest Segment Registers"), `guest_other` (§27.3.1.3 "Checks on
+//! Guest Descriptor-Table Registers" to §27.3.1.6 "Checks on Guest
+//! Page-Directory-Pointer-Table Entries"), `msr_load` (§27.4), `verdict`
+//! (what the CPU reports).
 
 pub mod controls;
 pub mod departures;
@@ -68,7 +74,9 @@ pub const SEC_GUEST_PDPTES: Section =
     Section { number: "27.3.1.6", title: "Checks on Guest Page-Directory-Pointer-Table Entries" };
 pub const SEC_MSR_LOADING: Section = Section { number: "27.4", title: "Loading MSRs" };
 
-/// How the CPU reports a broken rule (SDM Vol. 3C §27.2, §27.8, Table 31-1).
+/// How the CPU reports a broken rule (SDM Vol. 3C §27.2 "Checks on VMX Controls
+/// and Host-State Area", §27.8 "VM-Entry Failures During or After Loading Guest
+/// State", Table 31-1 "VM-Instruction Error Numbers").
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Stage {
     /// VMfailValid, VM-instruction error 7 (invalid control fields).
@@ -144,8 +152,10 @@ pub struct CpuFacts {
 }
 
 impl CpuFacts {
-    /// IA32_EFER: SCE (0), LME (8), LMA (10), NXE (11), from CPUID.80000001H:EDX
-    /// bits 11 (SYSCALL), 29 (Intel 64) and 20 (XD) (SDM Vol. 3A §2.2.1, Table 2-1).
+    /// IA32_EFER: SCE (0), LME (8), LMA (10), NXE (11), from
+    /// CPUID.80000001H:EDX bits 11 (SYSCALL), 29 (Intel 64) and 20 (XD) (SDM
+    /// Vol. 3A §2.2.1 "Extended Feature Enable Register", Table 2-1 "IA32_EFER
+    /// MSR Information").
     pub fn efer_valid_from_cpuid(ext1_edx: u32) -> u64 {
         let mut v = 0;
         if ext1_edx & (1 << 11) != 0 {
@@ -160,9 +170,11 @@ impl CpuFacts {
         v
     }
 
-    /// IA32_PERF_GLOBAL_CTRL: one enable per general counter (CPUID.0AH:EAX[15:8])
-    /// in bits 0.., one per fixed counter (CPUID.0AH:EDX[4:0]) in bits 32..
-    /// (SDM Vol. 3B §20.2.2); none without architectural performance monitoring v2.
+    /// IA32_PERF_GLOBAL_CTRL: one enable per general counter
+    /// (CPUID.0AH:EAX[15:8]) in bits 0.., one per fixed counter
+    /// (CPUID.0AH:EDX[4:0]) in bits 32.. (SDM Vol. 3B §20.2.2 "Architectural
+    /// Performance Monitoring Version 2"); none without architectural
+    /// performance monitoring v2.
     pub fn perf_global_ctrl_valid_from_cpuid(leaf_a_eax: u32, leaf_a_edx: u32) -> u64 {
         if leaf_a_eax & 0xff < 2 {
             return 0;
@@ -174,10 +186,10 @@ impl CpuFacts {
     }
 }
 
-/// IA32_DEBUGCTL bits defined on processors with VMX (SDM Vol. 4 Table 2-2:
-/// LBR 0, BTF 1, TR 6, BTS 7, BTINT 8, BTS_OFF_OS 9, BTS_OFF_USR 10,
-/// FREEZE_LBRS_ON_PMI 11, FREEZE_PERFMON_ON_PMI 12, ENABLE_UNCORE_PMI 13,
-/// FREEZE_WHILE_SMM 14, RTM_DEBUG 15).
+/// IA32_DEBUGCTL bits defined on processors with VMX (SDM Vol. 4 Table 2-2
+/// "IA-32 Architectural MSRs": LBR 0, BTF 1, TR 6, BTS 7, BTINT 8, BTS_OFF_OS
+/// 9, BTS_OFF_USR 10, FREEZE_LBRS_ON_PMI 11, FREEZE_PERFMON_ON_PMI 12,
+/// ENABLE_UNCORE_PMI 13, FREEZE_WHILE_SMM 14, RTM_DEBUG 15).
 pub const DEBUGCTL_DEFINED: u64 = 0xffc3;
 
 /// Everything the checker looks at.
@@ -229,7 +241,8 @@ pub(crate) struct Ctx<'a> {
     pub pin: u32,
     pub proc1: u32,
     /// The secondary controls as the CPU sees them: 0 unless "activate
-    /// secondary controls" is 1 (SDM Vol. 3C §25.6.2).
+    /// secondary controls" is 1 (SDM Vol. 3C §25.6.2 "Processor-Based
+    /// VM-Execution Controls").
     pub proc2: u32,
     pub exit: u32,
     pub entry: u32,
@@ -279,7 +292,9 @@ impl Ctx<'_> {
     }
 }
 
-/// An event to inject (SDM Vol. 3C §25.8.3, Table 25-17).
+/// An event to inject (SDM Vol. 3C §25.8.3 "VM-Entry Controls for Event
+/// Injection", Table 25-17 "Format of the VM-Entry Interruption-Information
+/// Field").
 #[derive(Clone, Copy, Debug)]
 pub struct Event {
     pub info: u32,
@@ -332,7 +347,8 @@ pub fn check(input: &Input) -> Vec<Violation> {
     guest_regs::check(&ctx, &mut out);
     guest_segments::check(&ctx, &mut out);
     guest_other::check(&ctx, &mut out);
-    // MSR loading happens only once the guest state is loaded (SDM §27.4).
+    // MSR loading happens only once the guest state is loaded (SDM Vol. 3C
+    // §27.4 "Loading MSRs").
     if out.list.is_empty() {
         msr_load::check(&ctx, &mut out);
     }

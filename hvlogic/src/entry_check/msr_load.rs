@@ -1,8 +1,8 @@
 //! SDM Vol. 3C §27.4 "Loading MSRs": the VM-entry MSR-load area, entry by
 //! entry (16 bytes each: bits 31:0 the MSR index, 63:32 reserved, 127:64
-//! the value; SDM §25.8.2, Table 25-15). The first bad entry fails the VM
-//! entry with exit reason 34 and its index, counted from 1, as the exit
-//! qualification.
+//! the value; SDM Vol. 3C §25.8.2 "VM-Entry Controls for MSRs", Table 25-15
+//! "Format of an MSR Entry"). The first bad entry fails the VM entry with
+//! exit reason 34 and its index, counted from 1, as the exit qualification.
 
 use super::fields::enc;
 use super::{rule_def, Ctx, Out, Rule, Violation, SEC_MSR_LOADING as SEC};

@@ -300,7 +300,7 @@ fn dpl3_stack(e: &mut Env) {
 }
 
 cases! {
-    // §27.2.1.1
+    // SDM Vol. 3C §27.2.1.1 "VM-Execution Control Fields"
     pin_reserved: "ctl.pin.reserved", real, |e| { e.clear(PIN_BASED_CONTROLS, 2) }
     proc_reserved: "ctl.proc.reserved", real, |e| { e.clear(PRIMARY_PROC_CONTROLS, 2) }
     proc2_reserved: "ctl.proc2.reserved", real, |e| {
@@ -404,7 +404,7 @@ cases! {
         e.or(SECONDARY_PROC_CONTROLS, proc2::EPT_VIOLATION_VE as u64);
         e.set(VE_INFO_ADDR, 0x1c008);
     }
-    // §27.2.1.2
+    // SDM Vol. 3C §27.2.1.2 "VM-Exit Control Fields"
     exit_reserved: "ctl.exit.reserved", real, |e| { e.clear(EXIT_CONTROLS, 1) }
     exit_save_timer: "ctl.exit.save_preemption_timer", real, |e| {
         e.or(EXIT_CONTROLS, exit::SAVE_PREEMPTION_TIMER as u64);
@@ -418,7 +418,7 @@ cases! {
         e.set(EXIT_MSR_LOAD_COUNT, 2);
         e.set(EXIT_MSR_LOAD_ADDR, (1 << 40) - 16);
     }
-    // §27.2.1.3
+    // SDM Vol. 3C §27.2.1.3 "VM-Entry Control Fields"
     entry_reserved: "ctl.entry.reserved", real, |e| { e.clear(ENTRY_CONTROLS, 1) }
     event_type: "ctl.event.type", real, |e| { e.set(ENTRY_INTERRUPTION_INFO, 0x8000_0100) }
     event_type_mtf: "ctl.event.type", real, |e| {
@@ -456,7 +456,7 @@ cases! {
     entry_dual_monitor: "ctl.entry.deactivate_dual_monitor", real, |e| {
         e.or(ENTRY_CONTROLS, entry::DEACTIVATE_DUAL_MONITOR as u64)
     }
-    // §27.2.2
+    // SDM Vol. 3C §27.2.2 "Checks on Host Control Registers, MSRs, and SSP"
     host_cr0: "host.cr0.fixed", real, |e| { e.clear(HOST_CR0, 1 << 5) }
     host_cr4: "host.cr4.fixed", real, |e| { e.clear(HOST_CR4, 0x2000) }
     host_cr3: "host.cr3.width", real, |e| { e.set(HOST_CR3, 1 << 40) }
@@ -468,7 +468,7 @@ cases! {
     host_pat: "host.pat.memory_types", real, |e| { e.set(HOST_IA32_PAT, 0x0007_0406_0007_0402) }
     host_efer_reserved: "host.efer.reserved", real, |e| { e.or(HOST_IA32_EFER, 2) }
     host_efer_lma: "host.efer.lma_lme", real, |e| { e.clear(HOST_IA32_EFER, 0x400) }
-    // §27.2.3
+    // SDM Vol. 3C §27.2.3 "Checks on Host Segment and Descriptor-Table Registers"
     host_rpl_ti: "host.selector.rpl_ti", real, |e| { e.set(HOST_DS_SELECTOR, 0x13) }
     host_tr_ti: "host.selector.rpl_ti", real, |e| { e.set(HOST_TR_SELECTOR, 0x1c) }
     host_cs_null: "host.cs.null", real, |e| { e.set(HOST_CS_SELECTOR, 0) }
@@ -480,7 +480,7 @@ cases! {
         e.set(HOST_SS_SELECTOR, 0);
     }
     host_base: "host.base.canonical", real, |e| { e.set(HOST_GS_BASE, NONCANONICAL) }
-    // §27.2.4
+    // SDM Vol. 3C §27.2.4 "Checks Related to Address-Space Size"
     host_size: "host.address_space.size", real, |e| {
         e.clear(EXIT_CONTROLS, (exit::HOST_ADDRESS_SPACE_SIZE | exit::LOAD_EFER) as u64)
     }
@@ -492,7 +492,7 @@ cases! {
         e.clear(EXIT_CONTROLS, (exit::HOST_ADDRESS_SPACE_SIZE | exit::LOAD_EFER) as u64);
         e.or(HOST_CR4, 1 << 17);
     }
-    // §27.3.1.1
+    // SDM Vol. 3C §27.3.1.1 "Checks on Guest Control Registers, Debug Registers, and MSRs"
     guest_cr0: "guest.cr0.fixed", prot, |e| { e.clear(GUEST_CR0, 0x20) }
     guest_cr0_pe_without_ug: "guest.cr0.fixed", prot, |e| {
         e.clear(GUEST_CR0, 0x8000_0001);
@@ -526,7 +526,7 @@ cases! {
         e.or(ENTRY_CONTROLS, entry::LOAD_BNDCFGS as u64);
         e.set(GUEST_IA32_BNDCFGS, 4);
     }
-    // §27.3.1.2
+    // SDM Vol. 3C §27.3.1.2 "Checks on Guest Segment Registers"
     tr_ti: "guest.tr.ti", real, |e| { e.set(GUEST_TR_SELECTOR, 4) }
     ldtr_ti: "guest.ldtr.ti", real, |e| {
         e.set(GUEST_LDTR_AR, 0x82);
@@ -576,10 +576,10 @@ cases! {
     ldtr_p: "guest.ldtr.p", prot, |e| { e.set(GUEST_LDTR_AR, 0x02) }
     ldtr_reserved: "guest.ldtr.reserved", prot, |e| { e.set(GUEST_LDTR_AR, 0x182) }
     ldtr_g: "guest.ldtr.granularity", prot, |e| { e.set(GUEST_LDTR_AR, 0x8082) }
-    // §27.3.1.3
+    // SDM Vol. 3C §27.3.1.3 "Checks on Guest Descriptor-Table Registers"
     dt_canonical: "guest.gdtr_idtr.canonical", prot, |e| { e.set(GUEST_GDTR_BASE, NONCANONICAL) }
     dt_limit: "guest.gdtr_idtr.limit", prot, |e| { e.set(GUEST_IDTR_LIMIT, 0x1_0000) }
-    // §27.3.1.4
+    // SDM Vol. 3C §27.3.1.4 "Checks on Guest RIP, RFLAGS, and SSP"
     rip_high: "guest.rip.high", prot, |e| { e.set(GUEST_RIP, 1 << 32) }
     rip_high_compatibility: "guest.rip.high", long, |e| {
         e.set(GUEST_CS_AR, 0xc09b);
@@ -593,7 +593,7 @@ cases! {
         e.or(GUEST_RFLAGS, 1 << 17);
     }
     rflags_if: "guest.rflags.if_for_external_interrupt", real, |e| { e.set(ENTRY_INTERRUPTION_INFO, EXT_INT) }
-    // §27.3.1.5
+    // SDM Vol. 3C §27.3.1.5 "Checks on Guest Non-Register State"
     activity_state: "guest.activity.state", real, |e| { e.set(GUEST_ACTIVITY_STATE, 4) }
     activity_unsupported: "guest.activity.state", real, |e| {
         e.caps.misc &= !(1 << 8);
@@ -678,7 +678,7 @@ cases! {
         e.set(VMCS_LINK_POINTER, 0x21000);
     }
     link_current: "guest.link_pointer.current_vmcs", real, |e| { e.set(VMCS_LINK_POINTER, 0x22000) }
-    // §27.3.1.6
+    // SDM Vol. 3C §27.3.1.6 "Checks on Guest Page-Directory-Pointer-Table Entries"
     pdpte_fields: "guest.pdpte.reserved", prot, |e| {
         e.or(GUEST_CR4, 0x20);
         e.set(GUEST_PDPTE0, 0x3003);
@@ -692,7 +692,7 @@ cases! {
         e.mem.insert(0x3030, 0x4001 | (1 << 50));
         e.mem.insert(0x3038, 0);
     }
-    // §27.4
+    // SDM Vol. 3C §27.4 "Loading MSRs"
     msr_fs_base: "msr_load.fs_gs_base", real, |e| { msr_area(e, &[(0xc000_0100, 0)]) }
     msr_x2apic: "msr_load.x2apic", real, |e| { msr_area(e, &[(0x174, 0), (0x808, 0)]) }
     msr_smm: "msr_load.smm_only", real, |e| { msr_area(e, &[(0x9b, 0)]) }
@@ -779,7 +779,9 @@ fn violation_lines_name_the_rule_and_the_section() {
     );
     let mut e = real();
     e.set(HOST_DS_SELECTOR, 3);
-    assert!(e.run()[0].to_string().contains(" [DS] (SDM Vol. 3C §27.2.3 "));
+    assert!(e.run()[0]
+        .to_string()
+        .contains(" [DS] (SDM Vol. 3C §27.2.3 \"Checks on Host Segment and Descriptor-Table Registers\")"));
 }
 
 #[test]

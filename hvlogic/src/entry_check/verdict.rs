@@ -1,11 +1,13 @@
 //! What the CPU must do with a VMCS, from the checker's violations, and
-//! whether what it did agrees (SDM Vol. 3C §27.1 - §27.4, §27.8).
+//! whether what it did agrees (SDM Vol. 3C §27.1 "Basic VM-Entry Checks" to
+//! §27.4 "Loading MSRs", §27.8 "VM-Entry Failures During or After Loading
+//! Guest State").
 //!
-//! The SDM leaves the order of the checks within §27.2 open, so a VMCS with
-//! a control and a host-state error may give error 7 or 8; within the guest
-//! checks the exit qualification may likewise name any of the failed ones.
-//! The §27.2 checks come before the guest checks, and MSR loading (§27.4)
-//! after them.
+//! The SDM leaves the order of the checks within §27.2 "Checks on VMX
+//! Controls and Host-State Area" open, so a VMCS with a control and a
+//! host-state error may give error 7 or 8; within the guest checks the exit
+//! qualification may likewise name any of the failed ones. The §27.2 checks
+//! come before the guest checks, and MSR loading (§27.4) after them.
 
 use super::{Stage, Violation};
 use core::fmt;

@@ -23,7 +23,8 @@ pub fn vm_instruction_failure(instruction: &str, fail: VmFail) {
     super::snapshot::explain_failure();
 }
 
-/// A VM exit with bit 31 set: VM entry failed while loading guest state (SDM Vol. 3C 27.8).
+/// A VM exit with bit 31 set: VM entry failed while loading guest state (SDM
+/// Vol. 3C §27.8 "VM-Entry Failures During or After Loading Guest State").
 pub fn entry_failure(reason: ExitReason, qualification: u64) {
     error!(
         "VM entry failed: {} (exit reason {} with bit 31 set), exit qualification {qualification:#x}: {}",

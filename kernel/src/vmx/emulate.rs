@@ -8,7 +8,8 @@ use hvlogic::os_guest::{self, Hidden};
 use x86::vmx::vmcs::{control as ctl, guest, ro};
 
 /// CPUID leaves the hypervisor answers (0x40000000-0x4FFFFFFF are reserved
-/// for software by the SDM, Vol. 2A CPUID; every hypervisor uses them).
+/// for software by SDM Vol. 2A "CPUID—CPU Identification"; every hypervisor
+/// uses them).
 pub const CPUID_HV_BASE: u32 = 0x4000_0000;
 pub const CPUID_HV_CPU_INDEX: u32 = 0x4000_0001;
 /// "VMXbringupHV" in EBX, ECX, EDX.
@@ -42,17 +43,18 @@ pub fn cpuid(regs: &mut GuestRegs, processor_index: u32, hidden: Hidden) {
 }
 
 /// Interruptibility state: blocking by STI and by MOV SS (SDM Vol. 3C
-/// §25.4.2, Table 25-3).
+/// Table 25-3 "Format of Interruptibility State").
 const BLOCKING_BY_STI_OR_MOV_SS: u64 = 0b11;
-/// Blocking by SMI: VM entry requires it 0 outside SMM (SDM Vol. 3C
-/// §27.3.1.5), where these guests always run. Bochs 2.7 reports it set after
-/// a wait-for-SIPI state (its SIPI exit leaves SMIs masked), so it is cleared
-/// with the others.
+/// Blocking by SMI: VM entry requires it 0 outside SMM (SDM Vol. 3C §27.3.1.5
+/// "Checks on Guest Non-Register State"), where these guests always run.
+/// Bochs 2.7 reports it set after a wait-for-SIPI state (its SIPI exit leaves
+/// SMIs masked), so it is cleared with the others.
 const BLOCKING_BY_SMI: u64 = 1 << 2;
 
 /// Step over the instruction that exited (its length from the VMCS, SDM Vol.
-/// 3C §28.2.5). Blocking by STI and by MOV SS lasts one instruction: skipping
-/// the instruction ends it too.
+/// 3C §28.2.5 "Information for VM Exits Due to Instruction Execution").
+/// Blocking by STI and by MOV SS lasts one instruction: skipping the
+/// instruction ends it too.
 #[inline(always)]
 pub fn skip_instruction() -> Result<(), VmcsError> {
     // SAFETY: this CPU's VMCS is current during every VM exit; the field exists.
@@ -85,7 +87,8 @@ pub fn advance(len: u64) -> Result<(), VmcsError> {
 
 /// `skip_instruction` for a guest that may be single-stepping: with RFLAGS.TF
 /// set, the skipped instruction would have raised a single-step #DB, so it is
-/// made pending (pending debug exceptions BS, SDM Vol. 3C §25.4.2).
+/// made pending (pending debug exceptions BS, SDM Vol. 3C §25.4.2 "Guest
+/// Non-Register State").
 pub fn skip_instruction_traced() -> Result<(), VmcsError> {
     skip_instruction()?;
     single_step_trap()
@@ -121,12 +124,14 @@ pub fn clear_smi_blocking() -> Result<(), VmcsError> {
     Ok(())
 }
 
-/// Exception vectors injected into guests (SDM Vol. 3A Table 7-1).
+/// Exception vectors injected into guests (SDM Vol. 3A Table 6-1
+/// "Protected-Mode Exceptions and Interrupts").
 pub const UD: u8 = 6;
 pub const GP: u8 = 13;
 
 /// Inject hardware exception `vector` on the next VM entry (SDM Vol. 3C
-/// §25.8.3); the instruction is not skipped (a fault).
+/// §25.8.3 "VM-Entry Controls for Event Injection"); the instruction is not
+/// skipped (a fault).
 pub fn inject(vector: u8, error_code: Option<u32>) -> Result<(), VmcsError> {
     const VALID: u64 = 1 << 31;
     const HARDWARE_EXCEPTION: u64 = 3 << 8;
@@ -140,22 +145,25 @@ pub fn inject(vector: u8, error_code: Option<u32>) -> Result<(), VmcsError> {
 }
 
 /// #GP(0): with an error code in protected mode, without one in real mode
-/// (SDM Vol. 3C §27.2.1.3: a real-mode guest must not be given one).
+/// (SDM Vol. 3C §27.2.1.3 "VM-Entry Control Fields": a real-mode guest must
+/// not be given one).
 pub fn inject_gp() -> Result<(), VmcsError> {
     let protected = vmcs::read(guest::CR0) & 1 != 0;
     inject(GP, protected.then_some(0))
 }
 
-/// Inject an NMI on the next VM entry (SDM Vol. 3C §25.8.3, type 2).
+/// Inject an NMI on the next VM entry (SDM Vol. 3C §25.8.3 "VM-Entry Controls
+/// for Event Injection", type 2).
 pub fn inject_nmi() -> Result<(), VmcsError> {
     const VALID_NMI: u64 = 1 << 31 | 2 << 8 | 2;
     vmcs::write(ctl::VMENTRY_INTERRUPTION_INFO_FIELD, VALID_NMI)
 }
 
 /// After a VM exit caused by an NMI, NMIs stay blocked until the next IRET
-/// (SDM Vol. 3C §26.7.1 "NMI Blocking"... an NMI that causes a VM exit blocks
-/// later NMIs once the exit completes). The host took no NMI through its IDT,
-/// so it executes an IRET to itself to lift the blocking.
+/// (SDM Vol. 3C §28.1 "Architectural State Before a VM Exit": an NMI that
+/// causes a VM exit blocks later NMIs once the exit completes). The host took
+/// no NMI through its IDT, so it executes an IRET to itself to lift the
+/// blocking.
 pub fn unblock_nmis() {
     // SAFETY: builds an interrupt frame for the next instruction on the current
     // stack (SS, RSP, RFLAGS, CS, RIP) and returns to it with IRETQ.

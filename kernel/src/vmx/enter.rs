@@ -17,7 +17,8 @@ use log::{debug, error, info, warn};
 use x86::msr::{rdmsr, wrmsr, IA32_EFER};
 use x86_64::registers::control::{Cr0, Cr4};
 
-/// CPUID.01H:ECX (SDM Vol. 2A, Table 3-10).
+/// CPUID.01H:ECX (SDM Vol. 2A Table 3-10 "More on Feature Information Returned
+/// in the ECX Register").
 const CPUID_01_ECX_VMX: u32 = 1 << 5;
 const CPUID_01_ECX_SMX: u32 = 1 << 6;
 /// IA32_EFER.LMA: IA-32e mode active.
@@ -76,7 +77,8 @@ fn try_enter(pcb: &Pcb) -> Result<(), NotEntered> {
         Some(Inject::FcLockedOff) => inject_feature_control_locked_off(),
         _ => None,
     };
-    // SAFETY: IA32_FEATURE_CONTROL exists on every CPU with VMX or SMX (SDM Vol. 4 Table 2-2).
+    // SAFETY: IA32_FEATURE_CONTROL exists on every CPU with VMX or SMX (SDM Vol. 4 Table 2-2 "IA-32
+    // Architectural MSRs").
     let fc = simulated_fc.unwrap_or_else(|| unsafe { rdmsr(IA32_FEATURE_CONTROL) });
     let fc_now = match feature_control::decide(fc, smx, inside_smx) {
         Decision::Write(new) => {
@@ -179,7 +181,7 @@ fn log_global_data(d: &VmxGlobalData) {
 }
 
 /// 64-bit mode (IA32_EFER.LMA=1 and CS.L=1: not compatibility mode), not virtual-8086,
-/// CPL 0 (SDM Vol. 3C 31.3 "VMXON": #UD outside 64-bit/protected mode, #GP at CPL > 0).
+/// CPL 0 (SDM Vol. 3C "VMXON—Enter VMX Operation": #UD outside 64-bit/protected mode, #GP at CPL > 0).
 fn check_operating_mode() -> Result<(), NotEntered> {
     // SAFETY: IA32_EFER exists on every x86-64 CPU.
     let efer = unsafe { rdmsr(IA32_EFER) };
@@ -211,7 +213,7 @@ fn check_operating_mode() -> Result<(), NotEntered> {
 }
 
 /// CR0 = (CR0 | Cr0Fixed0) & Cr0Fixed1; CR4 = (CR4 | Cr4FixedMask | VMXE) & Cr4Fixed1
-/// (SDM Vol. 3C 24.8 "Restrictions on VMX Operation"), refusing changes a running
+/// (SDM Vol. 3C §24.8 "Restrictions on VMX Operation"), refusing changes a running
 /// 64-bit host cannot make, each by name.
 fn apply_fixed_bits(own: &Own) -> Result<(), NotEntered> {
     let d = &own.vmx;
@@ -270,7 +272,8 @@ fn apply_fixed_bits(own: &Own) -> Result<(), NotEntered> {
 }
 
 /// The VMXON region (`super::new_region`), checked against IA32_VMX_BASIC:
-/// its size, its memory type, and the physical-address width (SDM Vol. 3D A.1).
+/// its size, its memory type, and the physical-address width (SDM Vol. 3D §A.1
+/// "Basic VMX Information").
 fn vmxon_region(d: &VmxGlobalData, maxphyaddr: u32) -> Result<u64, NotEntered> {
     let size = basic::region_size(d.vmx_basic) as usize;
     if size == 0 || size > memory::PAGE_SIZE {
@@ -314,8 +317,9 @@ fn invalidate_ept_and_vpid(d: &VmxGlobalData) {
 }
 
 /// `inject=vmxon-twice`: VMXON again in VMX root operation. With a current VMCS
-/// the CPU reports VMfailValid, error 15 (SDM Vol. 3C 31.3 "VMXON"); without
-/// one it could only say VMfailInvalid, so one is made current first.
+/// the CPU reports VMfailValid, error 15 (SDM Vol. 3C "VMXON—Enter VMX
+/// Operation"); without one it could only say VMfailInvalid, so one is made
+/// current first.
 fn inject_vmxon_twice(own: &Own) {
     let vmcs = match super::load_new_vmcs(&own.vmx) {
         Ok(vmcs) => vmcs,
@@ -324,7 +328,8 @@ fn inject_vmxon_twice(own: &Own) {
             return;
         }
     };
-    // SAFETY: VMXON in VMX root operation fails without side effects (SDM 31.3).
+    // SAFETY: VMXON in VMX root operation fails without side effects (SDM Vol. 3C "VMXON—Enter VMX
+    // Operation").
     let second = unsafe { instructions::vmxon(own.vmxon_region) };
     match second {
         Err(e @ VmFail::Valid(_)) => info!("inject: second VMXON failed as the SDM says: {e}"),

@@ -143,7 +143,8 @@ fn page_with(words: &[u64]) -> u64 {
 
 /// 32-bit paging: a directory at `pd` whose entry 0 points at the table
 /// `pt_address` (as the guest sees it); the table at host address `pt` maps
-/// guest-linear [0, GUEST_MEM_SIZE) to `base` (SDM Vol. 3A §5.3).
+/// guest-linear [0, GUEST_MEM_SIZE) to `base` (SDM Vol. 3A §4.3 "32-Bit
+/// Paging").
 fn page_tables(pd: u64, pt: u64, pt_address: u64, base: u64) {
     // SAFETY: both are zeroed pages this module allocated (identity-mapped).
     unsafe {

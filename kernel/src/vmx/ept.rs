@@ -8,7 +8,8 @@ use crate::memory;
 use hvlogic::memmap::Range;
 use hvlogic::mtrr::{self, Mtrrs};
 
-/// EPT entry permission bits (SDM Vol. 3C Tables 29-1 to 29-6).
+/// EPT entry permission bits (the entry formats of SDM Vol. 3C §29.3.2 "EPT
+/// Translation Mechanism").
 pub const READ: u64 = 1 << 0;
 pub const WRITE: u64 = 1 << 1;
 pub const EXECUTE: u64 = 1 << 2;

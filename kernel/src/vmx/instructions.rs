@@ -1,5 +1,5 @@
 //! The VMX instructions, each with its outcome read from RFLAGS inside the same
-//! `asm!` block (SDM Vol. 3C 31.2 "Conventions": CF=1 VMfailInvalid, ZF=1
+//! `asm!` block (SDM Vol. 3C §31.2 "Conventions": CF=1 VMfailInvalid, ZF=1
 //! VMfailValid with the error number in the VM-instruction error field).
 //! Reading RFLAGS in a separate block, as some crates do, lets the compiler
 //! clobber the flags in between.
@@ -11,7 +11,8 @@ use x86::vmx::vmcs::ro::VM_INSTRUCTION_ERROR;
 pub enum VmFail {
     /// CF=1: no current VMCS to hold an error number.
     Invalid,
-    /// ZF=1: the VM-instruction error number (SDM Vol. 3C 31.4).
+    /// ZF=1: the VM-instruction error number (SDM Vol. 3C §31.4 "VM Instruction
+    /// Error Numbers").
     Valid(u32),
 }
 
@@ -106,7 +107,8 @@ pub unsafe fn vmread(field: u32) -> Result<u64, VmFail> {
 
 /// Read a field of the current VMCS without checking the outcome, for the
 /// exit fast path: VMREAD of a supported field with a current VMCS in VMX
-/// root operation cannot fail (SDM Vol. 3C 31.3 "VMREAD").
+/// root operation cannot fail (SDM Vol. 3C "VMREAD—Read Field from
+/// Virtual-Machine Control Structure").
 ///
 /// # Safety
 /// In VMX root operation with a current VMCS; `field` is a supported field.
@@ -149,13 +151,15 @@ macro_rules! invalidate {
 }
 
 invalidate!(
-    /// INVEPT (SDM Vol. 3C 31.3): descriptor = [EPTP, 0].
+    /// INVEPT (SDM Vol. 3C "INVEPT—Invalidate Translations Derived from
+    /// EPT"): descriptor = [EPTP, 0].
     ///
     /// # Safety
     /// In VMX root operation; the CPU supports INVEPT with this type.
     invept, "invept");
 invalidate!(
-    /// INVVPID (SDM Vol. 3C 31.3): descriptor = [VPID, linear address].
+    /// INVVPID (SDM Vol. 3C "INVVPID—Invalidate Translations Based on
+    /// VPID"): descriptor = [VPID, linear address].
     ///
     /// # Safety
     /// In VMX root operation; the CPU supports INVVPID with this type.

@@ -37,14 +37,16 @@ use instructions::VmFail;
 
 /// A VMXON region or VMCS: a zeroed 4 KiB page of write-back heap memory with
 /// the revision identifier in bits 30:0 of its first word and bit 31 clear
-/// (SDM Vol. 3C 25.2, 25.11.5). Returns its physical address.
+/// (SDM Vol. 3C §25.2 "Format of the VMCS Region", §25.11.5 "VMXON Region").
+/// Returns its physical address.
 fn new_region(d: &VmxGlobalData) -> u64 {
     let page = crate::memory::alloc_pages(1);
     page[..4].copy_from_slice(&basic::revision_id(d.vmx_basic).to_le_bytes());
     page.as_ptr() as u64
 }
 
-/// A fresh VMCS, cleared and made current (VMCLEAR, VMPTRLD; SDM Vol. 3C 25.11.3).
+/// A fresh VMCS, cleared and made current (VMCLEAR, VMPTRLD; SDM Vol. 3C
+/// §25.11.3 "Initializing a VMCS").
 fn load_new_vmcs(d: &VmxGlobalData) -> Result<u64, VmFail> {
     let vmcs = new_region(d);
     // SAFETY: in VMX root operation; a fresh region with the revision identifier.

@@ -26,7 +26,8 @@ use log::{error, info};
 use spin::Once;
 use x86::vmx::vmcs::{control as ctl, guest};
 
-/// The XSS-exiting bitmap (SDM Vol. 3C Appendix B.2.1, encoding 202CH).
+/// The XSS-exiting bitmap (SDM Vol. 3D §B.2.1 "64-Bit Control Fields",
+/// encoding 202CH).
 const XSS_EXITING_BITMAP: u32 = 0x202c;
 
 /// What every CPU's VMCS for the OS points at.
@@ -43,7 +44,7 @@ static SHARED: Once<Shared> = Once::new();
 
 /// MSRs whose reads and writes exit: IA32_FEATURE_CONTROL and the VMX
 /// capability MSRs (IA32_VMX_BASIC .. IA32_VMX_EXIT_CTLS2, SDM Vol. 4 Table
-/// 2-2): VMX is hidden.
+/// 2-2 "IA-32 Architectural MSRs"): VMX is hidden.
 const TRAPPED_MSRS: [core::ops::RangeInclusive<u32>; 2] = [0x3a..=0x3a, 0x480..=0x493];
 /// MSRs whose writes alone exit: the x2APIC ICR (the OS's INIT IPIs are
 /// filtered) and IA32_APIC_BASE (the APIC page must stay where EPT
@@ -105,7 +106,8 @@ pub fn prepare(bsp: &Pcb, holes: &[Range], ram: &[Range], ports: Ports, memory_t
     );
     let msr = memory::alloc_pages(1);
     for index in TRAPPED_MSRS.into_iter().flatten() {
-        // Read bitmap for low MSRs at 0, write bitmap for low MSRs at 2048 (SDM Vol. 3C §25.6.9).
+        // Read bitmap for low MSRs at 0, write bitmap for low MSRs at 2048 (SDM Vol. 3C §25.6.9
+        // "MSR-Bitmap Address").
         for base in [0, 2048] {
             msr[base + index as usize / 8] |= 1 << (index % 8);
         }
@@ -153,12 +155,14 @@ fn set_up(pcb: &'static Pcb) -> Result<&'static mut OsVcpu, VmcsError> {
     }
     if c.proc2 & proc2::ENABLE_XSAVES_XRSTORS != 0 {
         // XSAVES/XRSTORS exit for the components set here (SDM Vol. 3C
-        // §25.6.20): none; VMCLEAR does not promise a zero.
+        // §25.6.20 "XSS-Exiting Bitmap"): none; VMCLEAR does not promise a
+        // zero.
         vmcs::write(XSS_EXITING_BITMAP, 0)?;
     }
     // CR0: the host owns what the fixed bits constrain, PE and PG excepted
-    // (unrestricted guest, SDM Vol. 3C §27.3.1.1). CR4: the fixed bits, and
-    // VMXE and SMXE, which the guest may not set (VMX and SMX are hidden).
+    // (unrestricted guest, SDM Vol. 3C §27.3.1.1 "Checks on Guest Control
+    // Registers, Debug Registers, and MSRs"). CR4: the fixed bits, and VMXE
+    // and SMXE, which the guest may not set (VMX and SMX are hidden).
     let cr0_fixed = Fixed { fixed0: d.cr0_fixed0 & !(cr0::PE | cr0::PG), fixed1: d.cr0_fixed1 };
     let cr4_fixed = Fixed { fixed0: d.cr4_fixed0, fixed1: d.cr4_fixed1 };
     let cr4_hidden = cr4::VMXE | cr4::SMXE;
@@ -208,7 +212,8 @@ fn set_up(pcb: &'static Pcb) -> Result<&'static mut OsVcpu, VmcsError> {
 }
 
 /// XSETBV runs in the host on the guest's behalf, and needs CR4.OSXSAVE there
-/// (SDM Vol. 2C XSETBV: #UD without it). The host uses no XSAVE state itself.
+/// (SDM Vol. 2C "XSETBV—Set Extended Control Register": #UD without it). The
+/// host uses no XSAVE state itself.
 fn enable_host_xsave() {
     const CPUID_01_ECX_XSAVE: u32 = 1 << 26;
     const CR4_OSXSAVE: u64 = 1 << 18;

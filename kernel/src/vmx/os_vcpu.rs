@@ -58,7 +58,7 @@ const MAX_STALE_INITS: u32 = 4;
 
 pub type OsVcpu = Vcpu<Os>;
 
-/// Activity states (SDM Vol. 3C §25.4.2, Table 25-3).
+/// Activity states (SDM Vol. 3C §25.4.2 "Guest Non-Register State").
 pub const ACTIVE: u64 = 0;
 pub const WAIT_FOR_SIPI: u64 = 3;
 /// What IA32_FEATURE_CONTROL reads as: locked, VMX off (VMX is hidden).
@@ -81,7 +81,8 @@ enum Fatal {
     ApicMoved(u64),
 }
 
-/// IA32_APIC_BASE bits 51:12, the APIC's register page (SDM Vol. 3A §11.4.4).
+/// IA32_APIC_BASE bits 51:12, the APIC's register page (SDM Vol. 3A §11.4.4
+/// "Local APIC Status and Location").
 const ADDRESS_MASK: u64 = 0x000f_ffff_ffff_f000;
 
 impl From<VmcsError> for Fatal {
@@ -158,7 +159,8 @@ fn handle(vcpu: &mut OsVcpu, reason: ExitReason) -> Result<(), Fatal> {
     }
 }
 
-/// Interruptibility state (SDM Vol. 3C §25.4.2, Table 25-3).
+/// Interruptibility state (SDM Vol. 3C Table 25-3 "Format of Interruptibility
+/// State").
 const BLOCKING_BY_STI: u64 = 1 << 0;
 const BLOCKING_BY_MOV_SS: u64 = 1 << 1;
 const BLOCKING_BY_NMI: u64 = 1 << 3;
@@ -212,12 +214,12 @@ fn disarm_nmi_timer() -> Result<(), VmcsError> {
 /// An NMI set aside by the host's NMI handler goes to the guest now, unless
 /// the guest cannot take one on this entry: it blocks NMIs, it is in a
 /// MOV-SS or STI shadow (an injected NMI fails VM entry under MOV SS, SDM
-/// Vol. 3C §27.3.1.5, and under STI on some processors, Bochs among them), or
-/// another event is being injected. While one waits, the VMX-preemption timer
-/// (where there is one) asks again later, and every exit comes here: the
-/// CPUID fast path is off, as each of its VM entries would restart the
-/// timer's countdown. A CPU waiting for SIPI takes no NMI: those set aside
-/// for it are dropped.
+/// Vol. 3C §27.3.1.5 "Checks on Guest Non-Register State", and under STI on
+/// some processors, Bochs among them), or another event is being injected.
+/// While one waits, the VMX-preemption timer (where there is one) asks again
+/// later, and every exit comes here: the CPUID fast path is off, as each of
+/// its VM entries would restart the timer's countdown. A CPU waiting for SIPI
+/// takes no NMI: those set aside for it are dropped.
 fn deliver_pending_nmi(vcpu: &mut OsVcpu) -> Result<(), Fatal> {
     const VALID: u64 = 1 << 31;
     let pcb = vcpu.guest.pcb;
@@ -261,7 +263,8 @@ fn drop_pending_nmis(vcpu: &mut OsVcpu) -> Result<(), VmcsError> {
 
 /// INIT: an application processor goes back to wait-for-SIPI in the INIT
 /// state (SDM Vol. 3C §26.2 "Other Causes of VM Exits": INIT signals exit;
-/// Vol. 3A §10.1.1 for the state). INIT to the boot CPU is a reset.
+/// SDM Vol. 3A §10.1.1 "Processor State After Reset" for the state). INIT to
+/// the boot CPU is a reset.
 fn init_signal(vcpu: &mut OsVcpu) -> Result<(), Fatal> {
     if run::is_ending() {
         run::park();
@@ -270,15 +273,15 @@ fn init_signal(vcpu: &mut OsVcpu) -> Result<(), Fatal> {
         run::guest_end(How::Reset);
         crate::platform::reset(&vcpu.guest.ports);
     }
-    // An INIT that arrives in the wait-for-SIPI state is blocked, not
-    // dropped (SDM Vol. 3C §26.2: "If a logical processor is in the
-    // wait-for-SIPI state, INIT signals are blocked"): the OS's INIT, sent
-    // while this CPU waited, exits only once its SIPI has started it, before
-    // its first instruction. Natively that INIT came first and the SIPI
-    // started the CPU after it, so it is consumed here and the CPU starts
-    // again as the SIPI said (the state this exit saved is not reused: Bochs
-    // reports blocking by SMI in it, which VM entry refuses).
-    // (Linux's INIT assert and INIT de-assert both arrive that way in Bochs.)
+    // An INIT that arrives in the wait-for-SIPI state is blocked, not dropped
+    // (SDM Vol. 3C §26.2 "Other Causes of VM Exits": "If a logical processor is
+    // in the wait-for-SIPI state, INIT signals are blocked"): the OS's INIT,
+    // sent while this CPU waited, exits only once its SIPI has started it,
+    // before its first instruction. Natively that INIT came first and the SIPI
+    // started the CPU after it, so it is consumed here and the CPU starts again
+    // as the SIPI said (the state this exit saved is not reused: Bochs reports
+    // blocking by SMI in it, which VM entry refuses). (Linux's INIT assert and
+    // INIT de-assert both arrive that way in Bochs.)
     if let Some(vector) = vcpu.guest.started_by_sipi {
         let untouched = vmcs::read(guest::RIP) == 0 && vmcs::read(guest::CS_SELECTOR) == (vector as u64) << 8;
         if untouched && vcpu.guest.stale_inits < MAX_STALE_INITS {
@@ -292,10 +295,11 @@ fn init_signal(vcpu: &mut OsVcpu) -> Result<(), Fatal> {
 }
 
 /// SIPI: the state INIT left, active, in real mode at vector:0000 (SDM Vol.
-/// 3A §9.4.4.1; the AP starts at physical 000VV000H). Written whole: the CPU
-/// need not have saved the wait-for-SIPI state as it was entered (Bochs,
-/// for one, reports blocking by SMI and NMI there, which VM entry refuses
-/// outside SMM, SDM Vol. 3C §27.3.1.5).
+/// 3A §9.4.4.1 "Typical BSP Initialization Sequence"; the AP starts at
+/// physical 000VV000H). Written whole: the CPU need not have saved the
+/// wait-for-SIPI state as it was entered (Bochs, for one, reports blocking by
+/// SMI and NMI there, which VM entry refuses outside SMM, SDM Vol. 3C
+/// §27.3.1.5 "Checks on Guest Non-Register State").
 fn start_up(vcpu: &mut OsVcpu, vector: u8) -> Result<(), Fatal> {
     reset_to_init(vcpu, ACTIVE)?;
     if vcpu.guest.started_by_sipi != Some(vector) {
@@ -319,18 +323,22 @@ pub fn reset_to_init(vcpu: &mut OsVcpu, activity: u64) -> Result<(), VmcsError> 
         vcpu.guest.pcb.clear(CPU_STATUS_OS_WAITING);
     }
     vcpu.regs = Default::default();
-    // EDX holds the processor signature after INIT (SDM Vol. 3A §10.1.2).
+    // EDX holds the processor signature after INIT (SDM Vol. 3A §10.1.3 "Model
+    // and Stepping Information").
     vcpu.regs.rdx = raw_cpuid::cpuid!(1).eax as u64;
     vcpu.flush_vpid();
     drop_pending_nmis(vcpu)
 }
 
-/// The state INIT leaves (SDM Vol. 3A §10.1.1, Table 10-1, "INIT" column):
+/// The state INIT leaves (SDM Vol. 3A Table 10-1 "IA-32 and Intel 64 Processor
+/// States Following Power-up, Reset, or INIT", "INIT" column):
 /// real mode at F000:FFF0 with CS base FFFF0000, CR0.ET set and CD/NW as
 /// `cd_nw` has them (NE kept in the real register, hidden by the read
 /// shadow), everything else reset.
 pub fn write_init_state(os: &Os, activity: u64, cd_nw: u64) -> Result<(), VmcsError> {
-    // "CD and NW unchanged, bit 4 set to 1, all other bits cleared" (Table 10-1, INIT).
+    // "CD and NW unchanged, bit 4 set to 1, all other bits cleared" (SDM Vol.
+    // 3A Table 10-1 "IA-32 and Intel 64 Processor States Following Power-up,
+    // Reset, or INIT", INIT column).
     let cr0 = 0x10 | (cd_nw & (fixed::cr0::CD | fixed::cr0::NW));
     vmcs::write(guest::CR0, os.cr0_fixed.apply(cr0).value)?;
     vmcs::write(ctl::CR0_READ_SHADOW, cr0)?;
@@ -421,7 +429,7 @@ fn cr_access(vcpu: &mut OsVcpu, q: CrAccess) -> Result<(), Fatal> {
 }
 
 /// PAE paging: the four PDPTEs at CR3 (bits 31:5) go into the VMCS, as the
-/// CPU loads them on a MOV to CR0/CR4 (SDM Vol. 3A §5.4.1 "PDPTE Registers").
+/// CPU loads them on a MOV to CR0/CR4 (SDM Vol. 3A §4.4.1 "PDPTE Registers").
 /// Guest-physical is host-physical for an OS guest.
 fn load_guest_pdptes() -> Result<(), VmcsError> {
     let base = vmcs::read(guest::CR3) & 0xffff_ffe0;
@@ -472,9 +480,9 @@ fn msr(vcpu: &mut OsVcpu, write: bool) -> Result<(), Fatal> {
 /// Whether an IPI the OS sends goes out. An INIT to a processor whose OS
 /// guest waits for its SIPI is dropped: natively it would leave that
 /// processor where it is, in wait-for-SIPI, and in VMX non-root operation an
-/// INIT there is blocked and would strike after the SIPI (SDM Vol. 3C
-/// §26.2), or, on Bochs 2.7, stay pending for good (its INIT exit does not
-/// clear it). Everything else goes out as the OS wrote it.
+/// INIT there is blocked and would strike after the SIPI (SDM Vol. 3C §26.2
+/// "Other Causes of VM Exits"), or, on Bochs 2.7, stay pending for good (its
+/// INIT exit does not clear it). Everything else goes out as the OS wrote it.
 ///
 /// INIT and SIPI to a processor the hypervisor did not start (online-capable,
 /// beyond `maxcpus=`, or beyond what it runs) are dropped too: that processor
@@ -567,8 +575,9 @@ fn io(vcpu: &mut OsVcpu, q: IoAccess) -> Result<(), Fatal> {
     let mask = u64::MAX >> (64 - 8 * q.size as u32);
     if q.is_in {
         let value = crate::platform::port_in(q.port, q.size) as u64;
-        // A 32-bit destination zero-extends into RAX (SDM Vol. 1 §3.4.1.1); 8
-        // and 16 bits leave the rest of the register alone.
+        // A 32-bit destination zero-extends into RAX (SDM Vol. 1 §3.4.1.1
+        // "General-Purpose Registers in 64-Bit Mode"); 8 and 16 bits leave the
+        // rest of the register alone.
         vcpu.regs.rax = if q.size == 4 { value & mask } else { (vcpu.regs.rax & !mask) | (value & mask) };
         return Ok(emulate::skip_instruction_traced()?);
     }

@@ -122,7 +122,8 @@ fn launch_all(pcb: &Pcb, kind: GuestKind) -> Result<bool, VmcsError> {
     }
     let launch = Launch { d: &d, controls, start, budget };
     let result = launch.configure(pcb, vcpu).and_then(|()| launch.run_to_end(vcpu));
-    // Whatever happened, the VMCS is not left current or active (SDM Vol. 3C §25.11.1).
+    // Whatever happened, the VMCS is not left current or active (SDM Vol. 3C
+    // §25.11.1 "Software Use of Virtual-Machine Control Structures").
     // SAFETY: in VMX root operation; `vmcs` is this CPU's VMCS.
     let _ = unsafe { vmclear(vmcs) };
     result
@@ -234,11 +235,17 @@ impl Launch<'_> {
 fn inject_entry_failure() -> Result<(), VmcsError> {
     match run::options().inject {
         Some(Inject::EntryBadGuest) => {
-            info!("inject: guest RFLAGS bit 1 cleared (it must be 1, SDM Vol. 3C 27.3.1.4)");
+            info!(
+                "inject: guest RFLAGS bit 1 cleared (it must be 1, SDM Vol. 3C §27.3.1.4 \
+                 \"Checks on Guest RIP, RFLAGS, and SSP\")"
+            );
             vmcs::write(guest::RFLAGS, 0)
         }
         Some(Inject::EntryBadControl) => {
-            info!("inject: CR3-target count 255, above the CPU's limit (SDM Vol. 3C 27.2.1.1)");
+            info!(
+                "inject: CR3-target count 255, above the CPU's limit (SDM Vol. 3C §27.2.1.1 \
+                 \"VM-Execution Control Fields\")"
+            );
             vmcs::write(ctl::CR3_TARGET_COUNT, 255)
         }
         _ => Ok(()),
@@ -320,7 +327,8 @@ fn build_address_space(mode: GuestMode, mem: u64, d: &VmxGlobalData) -> Result<S
 
 /// A 32-bit page directory at host address `pd` whose entry 0 points at the
 /// table `pt_address` (as the guest sees it); the table at host address `pt`
-/// maps guest-linear [0, GUEST_MEM_SIZE) to `base + linear` (SDM Vol. 3A 5.3).
+/// maps guest-linear [0, GUEST_MEM_SIZE) to `base + linear` (SDM Vol. 3A §4.3
+/// "32-Bit Paging").
 fn write_page_tables(pd: u64, pt: u64, pt_address: u64, base: u64) {
     const PRESENT_WRITABLE: u32 = 0x3;
     // SAFETY: both are zeroed, page-aligned pages the hypervisor owns.
@@ -333,7 +341,8 @@ fn write_page_tables(pd: u64, pt: u64, pt_address: u64, base: u64) {
 }
 
 /// I/O bitmaps A and B: every port exits. MSR bitmap: every MSR access exits,
-/// except reads of IA32_TSC (SDM Vol. 3C 25.6.4, 25.6.9).
+/// except reads of IA32_TSC (SDM Vol. 3C §25.6.4 "I/O-Bitmap Addresses",
+/// §25.6.9 "MSR-Bitmap Address").
 fn write_bitmaps() -> Result<(), VmcsError> {
     let io = memory::alloc_pages(2);
     io.fill(0xff);
@@ -347,7 +356,8 @@ fn write_bitmaps() -> Result<(), VmcsError> {
 }
 
 /// TIME_BUDGET_US of TSC time in preemption-timer units: the timer counts
-/// down every 2^IA32_VMX_MISC[4:0] TSC ticks (SDM Vol. 3C 26.5.1).
+/// down every 2^IA32_VMX_MISC[4:0] TSC ticks (SDM Vol. 3C §26.5.1
+/// "VMX-Preemption Timer").
 fn preemption_timer_value(d: &VmxGlobalData) -> u64 {
     let rate = d.misc & 0x1f;
     (tsc::micros_to_ticks(TIME_BUDGET_US) >> rate).min(u32::MAX as u64)

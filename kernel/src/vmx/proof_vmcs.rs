@@ -103,7 +103,9 @@ pub fn write_guest_state(
 ) -> Result<(), VmcsError> {
     let real = mode == GuestMode::RealFromReset;
     const ET: u64 = 1 << 4;
-    // Unrestricted guest frees CR0.PE and CR0.PG from the fixed bits (SDM Vol. 3C 27.3.1.1).
+    // Unrestricted guest frees CR0.PE and CR0.PG from the fixed bits (SDM Vol.
+    // 3C §27.3.1.1 "Checks on Guest Control Registers, Debug Registers, and
+    // MSRs").
     let free = if real { cr0::PE | cr0::PG } else { 0 };
     let cr0_fixed = Fixed { fixed0: d.cr0_fixed0 & !free, fixed1: d.cr0_fixed1 };
     let cr0_value = cr0_fixed.apply(if real { ET } else { ET | cr0::PE | cr0::PG }).value;
@@ -119,8 +121,9 @@ pub fn write_guest_state(
     write(guest::DR7, 0x400)?;
     write(guest::RFLAGS, 0x2)?;
 
-    // SDM Vol. 3A Table 10-1: after reset CS = F000 with base FFFF0000, limit
-    // FFFF, EIP = FFF0; the data segments are 0 with limit FFFF.
+    // SDM Vol. 3A Table 10-1 "IA-32 and Intel 64 Processor States Following
+    // Power-up, Reset, or INIT": after reset CS = F000 with base FFFF0000,
+    // limit FFFF, EIP = FFF0; the data segments are 0 with limit FFFF.
     let (cs, cs_base, data, limit, code_ar, data_ar, rip, rsp, gdt, idt_limit) = if real {
         (0xf000, 0xffff_0000, 0, 0xffff, AR_CODE_16, AR_DATA_16, 0xfff0, 0, (0, 0xffff), 0xffff)
     } else {

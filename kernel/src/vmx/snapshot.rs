@@ -21,7 +21,8 @@ pub fn take(vmcs_enum: u64) -> Snapshot {
     Snapshot::read(vmcs_enum, |field| unsafe { vmread(field) }.ok())
 }
 
-/// The current-VMCS pointer (VMPTRST, SDM Vol. 3C §31.3).
+/// The current-VMCS pointer (SDM Vol. 3C "VMPTRST—Store Pointer to
+/// Virtual-Machine Control Structure").
 pub fn current_vmcs() -> u64 {
     let mut pointer: u64 = 0;
     // SAFETY: VMPTRST stores 8 bytes to the given address; called in VMX root operation.

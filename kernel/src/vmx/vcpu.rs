@@ -42,7 +42,8 @@ pub const STOP: u64 = 1;
 const ENTRY_FAILED: u64 = 1 << 63;
 
 /// The guest's general registers, in the order vm_exit_stub pushes them
-/// (lowest address first; the numbering of SDM Vol. 3C Table 28-3, RSP excepted).
+/// (lowest address first; the numbering of SDM Vol. 3C Table 28-3 "Exit
+/// Qualification for Control-Register Accesses", RSP excepted).
 #[repr(C)]
 #[derive(Default, Clone, Copy)]
 pub struct GuestRegs {
@@ -181,8 +182,8 @@ impl<G> Vcpu<G> {
         // pointing at this vCPU and vm_exit_stub; the vCPU is 'static.
         let r = unsafe { vm_run(self as *mut Self as *mut core::ffi::c_void, resuming as u64) };
         // An exit other than a VM-entry failure means VM entry succeeded: the
-        // VMCS is launched (SDM Vol. 3C §25.11.3), and a later failure came
-        // from the exit path's VMRESUME.
+        // VMCS is launched (SDM Vol. 3C §25.1 "Overview": the launch state),
+        // and a later failure came from the exit path's VMRESUME.
         let exits = self.exits - exits_before;
         let exited = exits > 0;
         let last_was_entry_failure = vmcs::read(x86::vmx::vmcs::ro::EXIT_REASON) & 1 << 31 != 0;

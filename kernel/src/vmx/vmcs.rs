@@ -69,7 +69,8 @@ pub fn write_controls(c: &Controls) -> Result<(), VmcsError> {
     write(ctl::VMENTRY_CONTROLS, c.entry as u64)?;
     write(ctl::EXCEPTION_BITMAP, 0)?;
     // With the bitmap's #PF bit clear, no page fault exits only if mask and
-    // match are both 0 (SDM Vol. 3C 25.6.3); VMCLEAR does not promise zeros.
+    // match are both 0 (SDM Vol. 3C §25.6.3 "Exception Bitmap"); VMCLEAR does
+    // not promise zeros.
     write(ctl::PAGE_FAULT_ERR_CODE_MASK, 0)?;
     write(ctl::PAGE_FAULT_ERR_CODE_MATCH, 0)?;
     write(ctl::TSC_OFFSET_FULL, 0)?;
@@ -80,7 +81,8 @@ pub fn write_controls(c: &Controls) -> Result<(), VmcsError> {
     write(ctl::VMENTRY_INTERRUPTION_INFO_FIELD, 0)
 }
 
-/// Host state: the running CPU as it is now (SDM Vol. 3C 25.5, 27.2.2).
+/// Host state: the running CPU as it is now (SDM Vol. 3C §25.5 "Host-State
+/// Area", §27.2.2 "Checks on Host Control Registers, MSRs, and SSP").
 pub fn write_host_state(pcb: &Pcb, exit_controls: u32, host_rsp: u64, host_rip: u64) -> Result<(), VmcsError> {
     use crate::pcb::{KERNEL_CS, KERNEL_DS, KERNEL_TR};
     let gdt = x86_64::instructions::tables::sgdt();
@@ -115,14 +117,14 @@ pub fn write_host_state(pcb: &Pcb, exit_controls: u32, host_rsp: u64, host_rip: 
     write(host::RIP, host_rip)
 }
 
-/// Access rights (SDM Vol. 3C 25.4.1, Table 25-2).
+/// Access rights (SDM Vol. 3C Table 25-2 "Format of Access Rights").
 pub const AR_CODE_16: u64 = 0x9b; // present, S, execute/read, accessed
 pub const AR_DATA_16: u64 = 0x93; // present, S, read/write, accessed
 pub const AR_CODE_32: u64 = 0xc09b; // ... with D/B and G
 pub const AR_DATA_32: u64 = 0xc093;
 pub const AR_TSS_BUSY_32: u64 = 0x8b;
 pub const AR_UNUSABLE: u64 = 1 << 16;
-/// IA32_PAT at reset (SDM Vol. 3A 13.12.4).
+/// IA32_PAT at reset (SDM Vol. 3A §12.12.4 "Programming the PAT").
 pub const PAT_RESET: u64 = 0x0007_0406_0007_0406;
 
 /// The guest's segment registers, with their four VMCS fields each (SDM Vol.

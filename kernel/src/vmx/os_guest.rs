@@ -262,15 +262,7 @@ pub fn launch_bsp(pcb: &'static Pcb, h: &Handoff) -> VmcsError {
 /// Documentation/arch/x86/boot.rst, "32-bit Boot Protocol").
 fn write_entry_state(os: &Os, h: &Handoff) -> Result<(), VmcsError> {
     const CR0_PE_ET: u64 = cr0::PE | 1 << 4;
-    vmcs::write(guest::CR0, os.cr0_fixed.apply(CR0_PE_ET).value)?;
-    vmcs::write(ctl::CR0_READ_SHADOW, CR0_PE_ET)?;
-    vmcs::write(guest::CR3, 0)?;
-    vmcs::write(guest::CR4, os.cr4_fixed.apply(0).value)?;
-    vmcs::write(ctl::CR4_READ_SHADOW, 0)?;
-    vmcs::write(guest::DR7, 0x400)?;
-    vmcs::write(guest::RFLAGS, 0x2)?;
-    vmcs::write(guest::RIP, h.entry as u64)?;
-    vmcs::write(guest::RSP, 0)?;
+    os_vcpu::write_start_registers(os, CR0_PE_ET, h.entry as u64)?;
     vmcs::write_segment(Segment::Cs, BOOT_CS, 0, 0xffff_ffff, AR_CODE_32)?;
     for s in [Segment::Ss, Segment::Ds, Segment::Es, Segment::Fs, Segment::Gs] {
         vmcs::write_segment(s, BOOT_DS, 0, 0xffff_ffff, AR_DATA_32)?;

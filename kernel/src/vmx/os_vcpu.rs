@@ -330,6 +330,21 @@ pub fn reset_to_init(vcpu: &mut OsVcpu, activity: u64) -> Result<(), VmcsError> 
     drop_pending_nmis(vcpu)
 }
 
+/// What every start of the OS guest writes: CR0 as the guest sees it `cr0`
+/// (the real one with the fixed bits the host keeps), CR3 0, CR4 0 as the
+/// guest sees it, DR7 and RFLAGS at their reset values, RIP `rip`, RSP 0.
+pub fn write_start_registers(os: &Os, cr0: u64, rip: u64) -> Result<(), VmcsError> {
+    vmcs::write(guest::CR0, os.cr0_fixed.apply(cr0).value)?;
+    vmcs::write(ctl::CR0_READ_SHADOW, cr0)?;
+    vmcs::write(guest::CR3, 0)?;
+    vmcs::write(guest::CR4, os.cr4_fixed.apply(0).value)?;
+    vmcs::write(ctl::CR4_READ_SHADOW, 0)?;
+    vmcs::write(guest::DR7, 0x400)?;
+    vmcs::write(guest::RFLAGS, 0x2)?;
+    vmcs::write(guest::RIP, rip)?;
+    vmcs::write(guest::RSP, 0)
+}
+
 /// The state INIT leaves (SDM Vol. 3A Table 10-1 "IA-32 and Intel 64 Processor
 /// States Following Power-up, Reset, or INIT", "INIT" column):
 /// real mode at F000:FFF0 with CS base FFFF0000, CR0.ET set and CD/NW as
@@ -340,15 +355,7 @@ pub fn write_init_state(os: &Os, activity: u64, cd_nw: u64) -> Result<(), VmcsEr
     // 3A Table 10-1 "IA-32 and Intel 64 Processor States Following Power-up,
     // Reset, or INIT", INIT column).
     let cr0 = 0x10 | (cd_nw & (fixed::cr0::CD | fixed::cr0::NW));
-    vmcs::write(guest::CR0, os.cr0_fixed.apply(cr0).value)?;
-    vmcs::write(ctl::CR0_READ_SHADOW, cr0)?;
-    vmcs::write(guest::CR3, 0)?;
-    vmcs::write(guest::CR4, os.cr4_fixed.apply(0).value)?;
-    vmcs::write(ctl::CR4_READ_SHADOW, 0)?;
-    vmcs::write(guest::DR7, 0x400)?;
-    vmcs::write(guest::RFLAGS, 0x2)?;
-    vmcs::write(guest::RIP, 0xfff0)?;
-    vmcs::write(guest::RSP, 0)?;
+    write_start_registers(os, cr0, 0xfff0)?;
     vmcs::write_segment(vmcs::Segment::Cs, 0xf000, 0xffff_0000, 0xffff, AR_CODE_16)?;
     for s in [vmcs::Segment::Ss, vmcs::Segment::Ds, vmcs::Segment::Es, vmcs::Segment::Fs, vmcs::Segment::Gs] {
         vmcs::write_segment(s, 0, 0, 0xffff, AR_DATA_16)?;

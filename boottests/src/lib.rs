@@ -195,8 +195,29 @@ impl Boot {
         let status = mkiso.arg(&kernel).arg(&iso).args(cmdline.split_whitespace()).status().expect("scripts/mkiso");
         assert!(status.success(), "mkiso failed for {}", self.name);
 
+        // Bochs's headless display (rfb) listens on the first free port from
+        // 5900; two Bochs started in the same instant can both bind 5900, and
+        // the one whose listen() then fails cannot bind again and panics before
+        // the BIOS runs. That start is the host's, not the boot's: try again.
+        for _ in 0..3 {
+            let log = self.boot_once(&iso, &serial, &dir);
+            let engine_log = std::fs::read_to_string(dir.join("bochs.log")).unwrap_or_default();
+            if self.engine == Engine::Bochs && log.lines.is_empty() && engine_log.contains("RFB could not bind") {
+                eprintln!("[{}] Bochs lost the race for its display port; starting it again", self.name);
+                std::thread::sleep(Duration::from_millis(500));
+                continue;
+            }
+            return log;
+        }
+        self.boot_once(&iso, &serial, &dir)
+    }
+
+    /// One boot of the built ISO.
+    fn boot_once(&self, iso: &Path, serial: &Path, dir: &Path) -> Log {
+        let root = root();
+        let _ = std::fs::remove_file(serial);
         let mut cmd = Command::new(root.join("scripts/boot"));
-        cmd.arg("--iso").arg(&iso).arg("--serial").arg(&serial).arg("--workdir").arg(&dir);
+        cmd.arg("--iso").arg(iso).arg("--serial").arg(serial).arg("--workdir").arg(dir);
         cmd.arg("--cpus").arg(self.cpus.to_string());
         if let Some(mib) = self.memory {
             cmd.arg("--mem").arg(mib.to_string());
@@ -237,7 +258,7 @@ impl Boot {
                 next_poll = Instant::now() + Duration::from_millis(500);
                 all_halted(&monitor_command(&monitor, "info registers -a"), self.cpus)
             } else {
-                summary_seen(&serial)
+                summary_seen(serial)
             };
             if self.halt && ended {
                 // Give the other CPUs time to take their NMI, then ask QEMU.
@@ -255,12 +276,12 @@ impl Boot {
                 break (None, false);
             }
             for prefix in &self.watch {
-                if !arrivals.iter().any(|(q, _)| q == prefix) && count_lines(&serial, prefix) > 0 {
+                if !arrivals.iter().any(|(q, _)| q == prefix) && count_lines(serial, prefix) > 0 {
                     arrivals.push((prefix.clone(), started.elapsed()));
                 }
             }
             if let Some((prefix, n)) = &self.stop_after {
-                if count_lines(&serial, prefix) >= *n {
+                if count_lines(serial, prefix) >= *n {
                     std::thread::sleep(Duration::from_secs(1));
                     let _ = child.kill();
                     let _ = child.wait();
@@ -274,7 +295,7 @@ impl Boot {
             }
             std::thread::sleep(Duration::from_millis(100));
         };
-        let raw = std::fs::read(&serial).unwrap_or_default();
+        let raw = std::fs::read(serial).unwrap_or_default();
         let text = String::from_utf8_lossy(&raw).replace('\r', "");
         Log {
             name: self.name.clone(),
@@ -285,7 +306,7 @@ impl Boot {
             seconds: started.elapsed().as_secs_f64(),
             halted_report,
             screen,
-            dir,
+            dir: dir.to_path_buf(),
             arrivals,
         }
     }
@@ -398,10 +419,27 @@ impl Log {
         if self.timed_out {
             s += &format!("(the boot timed out after {:.0} s)\n", self.seconds);
         }
+        if let Some(code) = self.exit_status {
+            s += &format!("(the engine exited with status {code} after {:.0} s)\n", self.seconds);
+        }
         s += &format!("--- last {} lines of COM1 ---\n", self.lines.len() - tail);
         for l in &self.lines[tail..] {
             s += l;
             s.push('\n');
+        }
+        if self.lines.is_empty() {
+            // Nothing reached COM1: what the engine itself said is the only clue.
+            for file in ["bochs.log", "bochs.out"] {
+                let text = std::fs::read_to_string(self.dir.join(file)).unwrap_or_default();
+                let lines: Vec<&str> = text.lines().collect();
+                if !lines.is_empty() {
+                    s += &format!("--- last lines of {file} ---\n");
+                    for l in &lines[lines.len().saturating_sub(15)..] {
+                        s += l;
+                        s.push('\n');
+                    }
+                }
+            }
         }
         panic!("{s}");
     }

@@ -83,8 +83,9 @@ vm_exit_stub:
     # The CPUID fast path, for a vCPU that turned it on (a counter address in
     # vcpu->fast_cpuid): a CPUID exit for a leaf that reaches the guest as the
     # CPU answers it (hvlogic::os_guest::passes_through, same comparisons, same
-    # order), with no single-step trap due (RFLAGS.TF) and no blocking by STI,
-    # MOV SS or SMI to end or clear, is answered here: CPUID runs with the
+    # order), with no single-step trap due (RFLAGS.TF), no blocking by STI,
+    # MOV SS or SMI to end or clear, and no 4 GiB boundary crossed by RIP,
+    # is answered here: CPUID runs with the
     # guest's own EAX and ECX and leaves its answer in the guest's registers,
     # RIP steps over the instruction, and the guest resumes. RBX and RDX are the
     # scratch registers, saved first so every other exit finds the guest's.
@@ -118,15 +119,19 @@ vm_exit_stub:
     vmread  %rbx, %rbx
     test    $0x7, %ebx                      # blocking by STI, MOV SS, SMI
     jnz     3f
-    incl    (%rdx)                          # this vCPU's count of CPUID exits
-    incq    {EXITS}-{REGS_SIZE}(%rsp)
     mov     ${GUEST_RIP}, %ebx
     vmread  %rbx, %rdx
     mov     ${EXIT_INSTRUCTION_LEN}, %ebx
     vmread  %rbx, %rbx
-    add     %rbx, %rdx
-    mov     ${GUEST_RIP}, %ebx
-    vmwrite %rdx, %rbx
+    add     %rdx, %rbx                      # RBX = the next RIP
+    xor     %rbx, %rdx
+    shr     $32, %rdx                       # crossing a 4 GiB boundary: the dispatcher
+    jnz     3f                              # knows whether EIP wraps (emulate::advance)
+    mov     ${GUEST_RIP}, %edx
+    vmwrite %rbx, %rdx
+    mov     {FAST_CPUID}-{REGS_SIZE}(%rsp), %rdx
+    incl    (%rdx)                          # this vCPU's count of CPUID exits
+    incq    {EXITS}-{REGS_SIZE}(%rsp)
     cpuid
     vmresume
     jmp     vm_entry_failed                 # (vcpu->regs holds the registers of the last slow exit)

@@ -28,6 +28,7 @@ const TIMER_INITIAL_COUNT: u64 = 0x380;
 const TIMER_CURRENT_COUNT: u64 = 0x390;
 const TIMER_DIVIDE: u64 = 0x3e0;
 const IRR: u64 = 0x200;
+const ISR: u64 = 0x100;
 /// Divide configuration 1011b: divide by 1.
 const DIVIDE_BY_1: u32 = 0b1011;
 /// LVT timer bit 16: masked.
@@ -289,4 +290,13 @@ pub fn timer_current() -> u32 {
 /// Whether `vector` waits in the IRR (requested, not yet taken).
 pub fn requested(vector: u8) -> bool {
     read_reg(IRR + 0x10 * (vector as u64 / 32)) & (1 << (vector % 32)) != 0
+}
+
+/// The highest vector in service (accepted, not yet ended by EOI), if any
+/// (ISR, SDM Vol. 3A §11.8.4).
+pub fn in_service() -> Option<u8> {
+    (0..8u64).rev().find_map(|i| {
+        let bits = read_reg(ISR + 0x10 * i);
+        (bits != 0).then(|| (i * 32 + 31 - bits.leading_zeros() as u64) as u8)
+    })
 }

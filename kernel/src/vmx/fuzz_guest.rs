@@ -22,9 +22,9 @@ use super::vmcs::{self, Controls, VmcsError, AR_CODE_32, AR_DATA_32, AR_TSS_BUSY
 use crate::pcb::{Pcb, CPU_STATUS_FAILED, CPU_STATUS_GUEST_OK, CPU_STATUS_VMXON, MAX_CPUS};
 use crate::{apic, memory, run, tsc};
 use core::fmt;
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use hvlogic::cmdline::GuestKind;
-use hvlogic::controls::{entry, pin};
+use hvlogic::controls::{entry, pin, proc1};
 use hvlogic::fixed::{Fixed, CR0_KEPT_BY_VM_EXIT};
 use hvlogic::guest_fuzz::{self as gf, cr0, cr4, efer, Caps, Class, Line, Mode, ModesLine, Plan, Tally};
 use hvlogic::guest_plan::{Ending, GuestMode};
@@ -36,10 +36,10 @@ use x86::vmx::vmcs::{control as ctl, guest};
 /// timer, or the local-APIC timer calibrated against the TSC).
 const TIME_BUDGET_US: u64 = 200;
 /// Exits per run: a guest that loops on exiting instructions ends here.
-const EXIT_BUDGET: u64 = 1_000;
+const EXIT_BUDGET: u64 = 500;
 /// A run that takes longer than this (host time included) did not end as it
 /// should: a host failure.
-const RUN_DEADLINE_US: u64 = 200_000;
+const RUN_DEADLINE_US: u64 = 50_000;
 /// Host failures whose guest state is dumped in full; later ones get one line.
 const DUMP_LIMIT: u64 = 5;
 /// A progress line every this many runs.
@@ -53,6 +53,17 @@ const TPR_TIMED_GUEST: u8 = 14;
 /// for the report of an exception in the host.
 static ACTIVE_RUN: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
 static CPU_SEED: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
+/// The TSC at the start of each CPU's current run (0 between runs), the run a
+/// watchdog NMI was sent for (index + 1), and whether the CPU is done with its runs.
+static RUN_START: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
+static NMI_SENT: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
+static DONE: [AtomicBool; MAX_CPUS] = [const { AtomicBool::new(false) }; MAX_CPUS];
+/// A run still going after this long has hung: a CPU done with its own runs
+/// sends the hung one an NMI, which exits its guest (NMI exiting).
+const HANG_US: u64 = RUN_DEADLINE_US;
+/// How long a watcher waits after its NMI before it leaves a CPU that still
+/// does not finish its run to the stage timeout.
+const GIVE_UP_US: u64 = 5_000_000;
 /// A random seed, chosen once by whichever CPU comes first (bit 63 marks it set).
 static RANDOM_SEED: AtomicU64 = AtomicU64::new(0);
 const SEED_SET: u64 = 1 << 63;
@@ -239,6 +250,18 @@ enum Clock {
     Apic(u32),
 }
 
+impl fmt::Display for Clock {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Clock::Preemption(v) => write!(f, "VMX-preemption timer, {v}"),
+            Clock::Apic(n) => write!(f, "local-APIC timer, {n} ticks; no VMX-preemption timer on this CPU"),
+        }
+    }
+}
+
+/// RFLAGS.IF (SDM Vol. 1 §3.4.3.3).
+const RFLAGS_IF: u64 = 1 << 9;
+
 /// Everything the runs of one CPU share.
 struct Fuzzer<'a> {
     pcb: &'a Pcb,
@@ -279,13 +302,16 @@ fn fuzz(pcb: &Pcb) -> Result<bool, VmcsError> {
     }
 
     let mode = choose_mode(&d);
-    let caps = Caps {
-        unrestricted: mode == GuestMode::RealFromReset,
-        ept: mode.uses_ept(),
-        ia32e: hvlogic::controls::can_set(d.entry_ctls, entry::IA32E_MODE_GUEST),
-    };
+    let caps = Caps { unrestricted: mode == GuestMode::RealFromReset, ept: mode.uses_ept(), ia32e: false };
     let vpid = d.invvpid_type().map(|flush| (cpu as u16 + 1, flush));
     let controls = proof_vmcs::choose_controls(&d, mode, vpid.is_some())?;
+    // 64-bit code only where CR8 accesses exit (proof_vmcs::choose_controls).
+    let cr8_exiting = proc1::CR8_LOAD_EXITING | proc1::CR8_STORE_EXITING;
+    let caps = Caps {
+        ia32e: hvlogic::controls::can_set(d.entry_ctls, entry::IA32E_MODE_GUEST)
+            && controls.proc1 & cr8_exiting == cr8_exiting,
+        ..caps
+    };
     let mem: &mut [u8] = memory::alloc_pages((gf::MEM_SIZE / memory::PAGE_SIZE as u64) as usize);
     let base = mem.as_ptr() as u64;
     let (eptp, host_tables) = if caps.ept {
@@ -311,12 +337,8 @@ fn fuzz(pcb: &Pcb) -> Result<bool, VmcsError> {
         Clock::Apic(_) => vcpu.guest.timer_vector = Some(apic::TIMER_VECTOR),
     }
     info!(
-        "fuzz: cpu={cpu} modes {}; time budget {TIME_BUDGET_US} us per run ({}), {EXIT_BUDGET} exits",
-        Modes(caps),
-        match clock {
-            Clock::Preemption(_) => "VMX-preemption timer",
-            Clock::Apic(_) => "local-APIC timer, no VMX-preemption timer on this CPU",
-        }
+        "fuzz: cpu={cpu} modes {}; time budget {TIME_BUDGET_US} us per run ({clock}), {EXIT_BUDGET} exits",
+        Modes(caps)
     );
     let f = Fuzzer {
         pcb,
@@ -336,6 +358,7 @@ fn fuzz(pcb: &Pcb) -> Result<bool, VmcsError> {
     let mut tally = Tally::default();
     for k in skip..skip.saturating_add(runs) {
         ACTIVE_RUN[cpu as usize].store(k + 1, Ordering::Release);
+        RUN_START[cpu as usize].store(tsc::rdtsc().max(1), Ordering::Release);
         let plan = gf::generate(gf::run_seed(cpu_seed, k), caps, mem);
         // Report a host failure (the tally has counted it).
         let failure = |tally: &Tally, what: fmt::Arguments, vcpu: &ProofVcpu, exits: u64| {
@@ -355,6 +378,16 @@ fn fuzz(pcb: &Pcb) -> Result<bool, VmcsError> {
                 failure(&tally, format_args!("a VMX instruction failed in the host: {e}"), vcpu, 0);
             }
             Ok(o) => {
+                RUN_START[cpu as usize].store(0, Ordering::Release);
+                if NMI_SENT[cpu as usize].load(Ordering::Acquire) == k + 1 {
+                    tally.host_failure();
+                    failure(
+                        &tally,
+                        format_args!("the run had not ended after {} ms: a watchdog NMI stopped it", HANG_US / 1000),
+                        vcpu,
+                        o.exits,
+                    );
+                }
                 if let Class::HostFailure(what) = tally.count(plan.mode, o.ending, o.exits) {
                     failure(
                         &tally,
@@ -401,6 +434,16 @@ fn fuzz(pcb: &Pcb) -> Result<bool, VmcsError> {
                 );
             }
         }
+        if let Some(vector) = apic::in_service() {
+            tally.host_failure();
+            failure(
+                &tally,
+                format_args!("vector {vector:#x} left in service at the local APIC (no EOI): its class is blocked"),
+                vcpu,
+                0,
+            );
+            apic::end_of_interrupt();
+        }
         let now = HostState::read();
         if now != host {
             for (name, before, after) in now.changes(&host) {
@@ -409,16 +452,87 @@ fn fuzz(pcb: &Pcb) -> Result<bool, VmcsError> {
             }
             restore_host(&host);
         }
+        // Let the log reach COM1 while the runs go on (never waits), and
+        // watch the other CPUs' runs.
+        crate::logger::poll();
+        watch(cpu);
         if (k + 1 - skip) % PROGRESS_EVERY == 0 && k + 1 - skip < runs {
             info!("fuzz: cpu={cpu} {} of {runs} runs, {} host failures so far", k + 1 - skip, tally.host_failures);
         }
     }
     ACTIVE_RUN[cpu as usize].store(0, Ordering::Release);
+    RUN_START[cpu as usize].store(0, Ordering::Release);
+    DONE[cpu as usize].store(true, Ordering::Release);
+    watch_others(cpu);
     // SAFETY: in VMX root operation; the VMCS is this CPU's (not left current or active).
     let _ = unsafe { vmclear(f.vmcs) };
     info!("{}", ModesLine(cpu, &tally));
     info!("{}", Line { cpu, tally: &tally, seed });
     Ok(tally.host_failures == 0)
+}
+
+/// Until every other fuzzing CPU is done (or WATCH_US passed): send an NMI
+/// to one whose run has gone on for HANG_US, once per run. In its guest the
+/// NMI exits (the handler ends the run, which counts as a host failure);
+/// in its host it is reported as an exception with the run's replay words.
+fn watch_others(me: u32) {
+    loop {
+        crate::logger::poll();
+        match watch(me) {
+            Watch::AllDone => return,
+            Watch::GaveUp => {
+                error!("fuzz: a run did not end even after an NMI: cpu{me} stops watching");
+                return;
+            }
+            Watch::Running => core::hint::spin_loop(),
+        }
+    }
+}
+
+enum Watch {
+    AllDone,
+    Running,
+    GaveUp,
+}
+
+/// One look at the other fuzzing CPUs: an NMI to one whose run has gone on
+/// for HANG_US (once per run).
+fn watch(me: u32) -> Watch {
+    let others = || crate::pcb::all().filter(move |p| p.processor_index != me && p.has(CPU_STATUS_VMXON));
+    let (hang, give_up) = (tsc::micros_to_ticks(HANG_US), tsc::micros_to_ticks(HANG_US + GIVE_UP_US));
+    {
+        let mut all_done = true;
+        for p in others() {
+            let i = p.processor_index as usize;
+            if DONE[i].load(Ordering::Acquire) {
+                continue;
+            }
+            all_done = false;
+            let (start, run) = (RUN_START[i].load(Ordering::Acquire), ACTIVE_RUN[i].load(Ordering::Acquire));
+            let elapsed = if start == 0 { 0 } else { tsc::rdtsc().saturating_sub(start) };
+            if elapsed <= hang {
+                continue;
+            }
+            let sent = NMI_SENT[i].load(Ordering::Acquire);
+            if sent != run {
+                if NMI_SENT[i].compare_exchange(sent, run, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+                    info!(
+                        "fuzz: cpu{i} run {} has not ended after {} ms: cpu{me} sends it an NMI",
+                        run - 1,
+                        HANG_US / 1000
+                    );
+                    apic::send_nmi(p.apic_id());
+                }
+            } else if elapsed > give_up {
+                return Watch::GaveUp;
+            }
+        }
+        if all_done {
+            Watch::AllDone
+        } else {
+            Watch::Running
+        }
+    }
 }
 
 /// Put back what a guest changed, so later runs check against a sane host.
@@ -581,7 +695,15 @@ impl Fuzzer<'_> {
             }
         }
         write(guest::DR7, plan.dr7)?;
-        write(guest::RFLAGS, plan.rflags)?;
+        // Where the local-APIC timer bounds the run, the guest starts with
+        // RFLAGS.IF 1: Bochs 2.7 holds back external interrupts from a guest
+        // entered with IF 0 although "external-interrupt exiting" is 1 (SDM
+        // Vol. 3C §26.2: RFLAGS.IF does not block them then), so a guest
+        // spinning from such a start outlived its time budget (seed=3 run 42
+        // on penryn; the same program with IF 1 ends by the timer). The guest
+        // may still clear IF itself.
+        let rflags = if matches!(self.clock, Clock::Apic(_)) { plan.rflags | RFLAGS_IF } else { plan.rflags };
+        write(guest::RFLAGS, rflags)?;
         write(guest::RIP, plan.rip)?;
         write(guest::RSP, plan.rsp)?;
 

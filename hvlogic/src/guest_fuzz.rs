@@ -1041,7 +1041,7 @@ fn page_tables(mem: &mut [u8], rng: &mut Rng, mode: Mode) -> [u64; 4] {
     }
     let leaf = |rng: &mut Rng, page: u64| {
         let present = if rng.chance(97) { P } else { 0 };
-        page * 4096 | present | RW_US
+        (page * 4096) | present | RW_US
     };
     match mode {
         Mode::Paged32 => {

@@ -22,6 +22,7 @@ mod proof_guest;
 mod proof_vcpu;
 mod proof_vmcs;
 mod snapshot;
+mod stage;
 mod vcpu;
 mod vmcs;
 mod vmxcap;
@@ -32,7 +33,7 @@ pub use os_guest::{
     arm_ap as arm_os_ap, launch_bsp as launch_os, prepare as prepare_os, unsupported as os_unsupported,
 };
 pub use os_vcpu::nmi_in_host;
-pub use proof_guest::run as run_guest;
+pub use stage::run_guest;
 
 use hvlogic::vmx_global::{basic, VmxGlobalData};
 use instructions::VmFail;

@@ -72,9 +72,6 @@ pub fn run(pcb: &Pcb) {
         return;
     }
     let kind = run::options().guest;
-    if kind == GuestKind::Fuzz {
-        return super::fuzz_guest::run(pcb);
-    }
     match launch_all(pcb, kind) {
         Ok(true) => pcb.set(CPU_STATUS_GUEST_OK),
         Ok(false) => pcb.set(CPU_STATUS_FAILED),

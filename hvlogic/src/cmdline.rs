@@ -43,6 +43,9 @@ pub enum Inject {
     /// Launch the guest with a CR3-target count above the CPU's limit: VMLAUNCH
     /// fails with VMfailValid.
     EntryBadControl,
+    /// guest=fuzz: change the host's task priority after the first run, as a
+    /// guest that reached the host's local APIC would: a host failure.
+    FuzzHostState,
 }
 
 /// Which program the guests run (`guest=`).
@@ -205,7 +208,8 @@ impl Options {
                     "log-flood" => Inject::LogFlood,
                     "entry-bad-guest" => Inject::EntryBadGuest,
                     "entry-bad-control" => Inject::EntryBadControl,
-                    _ => return Err("inject is one of ud2, ap-ud2, ap-no-sipi, ap-late, log-flood, fc-locked-off, vmxon-twice, entry-bad-guest, entry-bad-control"),
+                    "fuzz-host-state" => Inject::FuzzHostState,
+                    _ => return Err("inject is one of ud2, ap-ud2, ap-no-sipi, ap-late, log-flood, fc-locked-off, vmxon-twice, entry-bad-guest, entry-bad-control, fuzz-host-state"),
                 })
             }
             ("maxcpus", Some(v)) => match v.parse::<u32>() {
@@ -303,6 +307,7 @@ mod tests {
         assert_eq!(Options::parse("inject=log-flood").inject, Some(Inject::LogFlood));
         assert_eq!(Options::parse("inject=entry-bad-guest").inject, Some(Inject::EntryBadGuest));
         assert_eq!(Options::parse("inject=entry-bad-control").inject, Some(Inject::EntryBadControl));
+        assert_eq!(Options::parse("inject=fuzz-host-state").inject, Some(Inject::FuzzHostState));
         assert_eq!(Options::parse("exit=qemu").exit, ExitMode::Qemu);
         assert_eq!(Options::parse("guest=bench").guest, GuestKind::Bench);
         assert_eq!(Options::parse("linux=native").linux, LinuxMode::Native);

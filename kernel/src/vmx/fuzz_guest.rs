@@ -23,7 +23,7 @@ use crate::pcb::{Pcb, CPU_STATUS_FAILED, CPU_STATUS_GUEST_OK, CPU_STATUS_VMXON, 
 use crate::{apic, memory, run, tsc};
 use core::fmt;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use hvlogic::cmdline::GuestKind;
+use hvlogic::cmdline::{GuestKind, Inject};
 use hvlogic::controls::{entry, pin, proc1};
 use hvlogic::fixed::{Fixed, CR0_KEPT_BY_VM_EXIT};
 use hvlogic::guest_fuzz::{self as gf, cr0, cr4, efer, Caps, Class, Line, Mode, ModesLine, Plan, Tally};
@@ -433,6 +433,11 @@ fn fuzz(pcb: &Pcb) -> Result<bool, VmcsError> {
                     0,
                 );
             }
+        }
+        if k == skip && opts.inject == Some(Inject::FuzzHostState) {
+            let tpr = read_cr8();
+            info!("inject: the host's task priority (CR8) changed from {tpr:#x} to {:#x} after run {k}", tpr ^ 1);
+            apic::set_task_priority(tpr as u8 ^ 1);
         }
         if let Some(vector) = apic::in_service() {
             tally.host_failure();

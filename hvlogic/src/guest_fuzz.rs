@@ -166,6 +166,8 @@ pub mod cr4 {
     pub const PCE: u64 = 1 << 8;
     pub const OSFXSR: u64 = 1 << 9;
     pub const OSXMMEXCPT: u64 = 1 << 10;
+    /// XSETBV exits (SDM Vol. 3C §26.1.2) only when CR4.OSXSAVE lets it run.
+    pub const OSXSAVE: u64 = 1 << 18;
 }
 
 /// IA32_EFER bits (SDM Vol. 3A §2.2.1).
@@ -891,7 +893,7 @@ pub fn generate(seed: u64, caps: Caps, mem: &mut [u8]) -> Plan {
         }
     }
     let mut cr4_extra = 0;
-    for bit in [cr4::TSD, cr4::DE, cr4::PSE, cr4::PGE, cr4::PCE, cr4::OSFXSR, cr4::OSXMMEXCPT] {
+    for bit in [cr4::TSD, cr4::DE, cr4::PSE, cr4::PGE, cr4::PCE, cr4::OSFXSR, cr4::OSXMMEXCPT, cr4::OSXSAVE] {
         if rng.chance(25) {
             cr4_extra |= bit;
         }

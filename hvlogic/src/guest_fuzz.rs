@@ -1084,7 +1084,7 @@ pub enum Class {
 }
 
 /// The names of the endings the tally counts, in the order of the line.
-pub const ENDING_NAMES: [&str; 21] = [
+pub const ENDING_NAMES: [&str; 22] = [
     "triple-fault",
     "ept-violation",
     "hlt",
@@ -1106,6 +1106,7 @@ pub const ENDING_NAMES: [&str; 21] = [
     "invlpg",
     "mov-dr",
     "pause",
+    "watchdog",
 ];
 
 /// Exits a guest instruction causes by itself (with the proof guest's
@@ -1178,6 +1179,17 @@ impl Tally {
             Class::HostFailure(_) => self.host_failures += 1,
         }
         class
+    }
+
+    /// Count one run that ended by `name` (one of ENDING_NAMES) outside
+    /// `classify`: the watchdog's ending.
+    pub fn count_named(&mut self, mode: Mode, name: &'static str, exits: u64) {
+        self.runs += 1;
+        self.exits += exits;
+        self.modes[Mode::ALL.iter().position(|m| *m == mode).unwrap_or(0)] += 1;
+        if let Some(i) = ENDING_NAMES.iter().position(|n| *n == name) {
+            self.endings[i] += 1;
+        }
     }
 
     /// A host failure found outside the ending (host state changed, a run over time).
@@ -1423,5 +1435,11 @@ mod tests {
         let line = alloc::format!("{}", Line { cpu: 1, tally: &t, seed: 123 });
         assert_eq!(line, "fuzz: cpu=1 runs=4 exits=14 endings=triple-fault:2,hlt:1 host_failures=2 seed=123");
         assert_eq!(alloc::format!("{}", ModesLine(1, &t)), "fuzz: cpu=1 modes=real:2,long64:2");
+        t.count_named(Mode::Pae, "watchdog", 1);
+        let line = alloc::format!("{}", Line { cpu: 1, tally: &t, seed: 123 });
+        assert_eq!(
+            line,
+            "fuzz: cpu=1 runs=5 exits=15 endings=triple-fault:2,hlt:1,watchdog:1 host_failures=2 seed=123"
+        );
     }
 }

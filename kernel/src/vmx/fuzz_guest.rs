@@ -29,7 +29,7 @@ use hvlogic::fixed::{Fixed, CR0_KEPT_BY_VM_EXIT};
 use hvlogic::guest_fuzz::{self as gf, cr0, cr4, efer, Caps, Class, Line, Mode, ModesLine, Plan, Tally};
 use hvlogic::guest_plan::{Ending, GuestMode};
 use hvlogic::vmx_global::VmxGlobalData;
-use log::{error, info, Level};
+use log::{error, info, warn, Level};
 use x86::vmx::vmcs::{control as ctl, guest};
 
 /// Guest time per run, in microseconds of TSC time (the VMX-preemption
@@ -340,6 +340,10 @@ fn fuzz(pcb: &Pcb) -> Result<bool, VmcsError> {
         "fuzz: cpu={cpu} modes {}; time budget {TIME_BUDGET_US} us per run ({clock}), {EXIT_BUDGET} exits",
         Modes(caps)
     );
+    let fuzzing_cpus = crate::pcb::all().filter(|p| p.has(CPU_STATUS_VMXON)).count();
+    if matches!(clock, Clock::Apic(_)) && fuzzing_cpus == 1 {
+        warn!("fuzz: one CPU and no VMX-preemption timer: no watchdog; under Bochs 2.7 a guest that spins with RFLAGS.IF 0 is not stopped (docs/fuzz.md)");
+    }
     let f = Fuzzer {
         pcb,
         d,
@@ -377,17 +381,36 @@ fn fuzz(pcb: &Pcb) -> Result<bool, VmcsError> {
                 tally.host_failure();
                 failure(&tally, format_args!("a VMX instruction failed in the host: {e}"), vcpu, 0);
             }
-            Ok(o) => {
+            Ok(o) if NMI_SENT[cpu as usize].load(Ordering::Acquire) == k + 1 => {
                 RUN_START[cpu as usize].store(0, Ordering::Release);
-                if NMI_SENT[cpu as usize].load(Ordering::Acquire) == k + 1 {
+                // Stopped by another CPU's watchdog NMI. Bochs 2.7 holds
+                // external interrupts back from a guest with RFLAGS.IF 0
+                // although "external-interrupt exiting" is 1 (SDM Vol. 3C
+                // §26.2: RFLAGS.IF does not block them then), so a guest
+                // spinning with IF 0 outlives the local-APIC timer: that
+                // departure is the watchdog's ending. Anything else that
+                // needed the watchdog is a host failure.
+                let if_clear = vmcs::read(guest::RFLAGS) & RFLAGS_IF == 0;
+                let nmi_exit = o.ending == Ending::Unexpected(hvlogic::exit_reason::basic::EXCEPTION_OR_NMI);
+                if matches!(f.clock, Clock::Apic(_)) && if_clear && nmi_exit {
+                    tally.count_named(plan.mode, "watchdog", o.exits);
+                } else {
+                    tally.runs += 1;
                     tally.host_failure();
                     failure(
                         &tally,
-                        format_args!("the run had not ended after {} ms: a watchdog NMI stopped it", HANG_US / 1000),
+                        format_args!(
+                            "the run had not ended after {} ms: a watchdog NMI stopped it ({})",
+                            HANG_US / 1000,
+                            o.ending
+                        ),
                         vcpu,
                         o.exits,
                     );
                 }
+            }
+            Ok(o) => {
+                RUN_START[cpu as usize].store(0, Ordering::Release);
                 if let Class::HostFailure(what) = tally.count(plan.mode, o.ending, o.exits) {
                     failure(
                         &tally,
@@ -702,11 +725,11 @@ impl Fuzzer<'_> {
         write(guest::DR7, plan.dr7)?;
         // Where the local-APIC timer bounds the run, the guest starts with
         // RFLAGS.IF 1: Bochs 2.7 holds back external interrupts from a guest
-        // entered with IF 0 although "external-interrupt exiting" is 1 (SDM
-        // Vol. 3C §26.2: RFLAGS.IF does not block them then), so a guest
-        // spinning from such a start outlived its time budget (seed=3 run 42
-        // on penryn; the same program with IF 1 ends by the timer). The guest
-        // may still clear IF itself.
+        // with IF 0 although "external-interrupt exiting" is 1 (SDM Vol. 3C
+        // §26.2: RFLAGS.IF does not block them then), so a guest spinning
+        // from such a start outlived its time budget (seed=3 run 42 on
+        // penryn; the same program with IF 1 ends by the timer). A guest
+        // that clears IF itself and spins needs the watchdog.
         let rflags = if matches!(self.clock, Clock::Apic(_)) { plan.rflags | RFLAGS_IF } else { plan.rflags };
         write(guest::RFLAGS, rflags)?;
         write(guest::RIP, plan.rip)?;

@@ -125,8 +125,9 @@ fn assert_clean(log: &Log, cpus: u32, runs: u64, seed: u64) -> Vec<FuzzLine> {
 
 /// Skylake, 2 CPUs, 500 runs each from seed 1: every start mode (real,
 /// protected, 32-bit and PAE paging, 64-bit, compatibility) and the
-/// VMX-preemption timer. About 35 s of wall time in Bochs 2.7 here
-/// (measured 2026-11-28; the boot itself is about 5 s).
+/// VMX-preemption timer. 26 s of wall time in Bochs 2.7 here (measured
+/// 2026-11-28 with another Bochs boot on the machine's other core; the boot
+/// itself is about 3 s).
 #[test]
 fn skylake_random_guests_cannot_hurt_the_host() {
     let runs = 500;
@@ -171,7 +172,9 @@ fn timer_value(log: &Log, i: u32) -> u64 {
 
 /// Penryn, 2 CPUs, 500 runs each from seed 3: no EPT (host-owned page tables
 /// for every paging mode), no VMX-preemption timer (the local-APIC timer ends
-/// the runs that spin). About 30 s of wall time in Bochs 2.7 here (measured 2026-11-28).
+/// the runs that spin; the other CPU's watchdog those that spin with
+/// RFLAGS.IF 0, which Bochs 2.7 does not let the timer end). 23 s of wall
+/// time in Bochs 2.7 here (measured 2026-11-28, as above).
 #[test]
 fn penryn_random_guests_cannot_hurt_the_host() {
     let runs = 500;

@@ -375,14 +375,15 @@ fn fuzz(pcb: &Pcb) -> Result<bool, VmcsError> {
                 dump::guest_state(&vcpu.regs, exits, Level::Error);
             }
         };
-        match f.run(vcpu, &plan) {
+        let outcome = f.run(vcpu, &plan);
+        RUN_START[cpu as usize].store(0, Ordering::Release);
+        match outcome {
             Err(e) => {
                 tally.runs += 1;
                 tally.host_failure();
                 failure(&tally, format_args!("a VMX instruction failed in the host: {e}"), vcpu, 0);
             }
             Ok(o) if NMI_SENT[cpu as usize].load(Ordering::Acquire) == k + 1 => {
-                RUN_START[cpu as usize].store(0, Ordering::Release);
                 // Stopped by another CPU's watchdog NMI. Bochs 2.7 holds
                 // external interrupts back from a guest with RFLAGS.IF 0
                 // although "external-interrupt exiting" is 1 (SDM Vol. 3C
@@ -410,7 +411,6 @@ fn fuzz(pcb: &Pcb) -> Result<bool, VmcsError> {
                 }
             }
             Ok(o) => {
-                RUN_START[cpu as usize].store(0, Ordering::Release);
                 if let Class::HostFailure(what) = tally.count(plan.mode, o.ending, o.exits) {
                     failure(
                         &tally,

@@ -3,6 +3,8 @@
 #             GUEST=linux boots Debian's kernel and a busybox initramfs after the run (LINUX_CMDLINE=...)
 # make test   host unit tests + boot tests (QEMU and Bochs)
 # make bench  figures in Bochs: the CPUID exit round trip, AP bring-up, entry to VMX root
+# make fuzz   guest=fuzz in Bochs with a random seed (printed first; SEED=S to choose):
+#             FUZZ_RUNS per CPU (default 1000), FUZZ_CPUS (default 2), MODEL (docs/fuzz.md)
 # make lint   rustfmt and clippy, warnings are errors (CI runs it before `make test`)
 # Every target installs what it needs first (scripts/install-deps).
 
@@ -24,7 +26,7 @@ LINUX      := $(BUILD)/linux
 MEM        ?= $(if $(filter linux,$(GUEST)),512,256)
 MODULES    = $(if $(filter linux,$(GUEST)),--module $(LINUX)/vmlinuz "linux $(LINUX_CMDLINE)" --module $(LINUX)/initrd.img initrd)
 
-.PHONY: all deps kernel iso run test unit boottest bench lint clean linux-guest
+.PHONY: all deps kernel iso run test unit boottest bench lint clean linux-guest fuzz
 
 all: iso
 
@@ -78,6 +80,23 @@ lint: deps
 	$(CARGO) clippy -p kernel -p ap-trampoline --release --target x86_64-unknown-none -- -D warnings
 	$(CARGO) clippy -p kernel --release --target x86_64-unknown-none --features enable-vmx-inside-smx -- -D warnings
 	$(CARGO) clippy -p hvlogic -p boottests --all-targets -- -D warnings
+
+FUZZ_RUNS  ?= 1000
+FUZZ_CPUS  ?= 2
+SEED       ?=
+
+# The seed first, then COM1's fuzz lines, failures and the SUMMARY; the
+# whole log stays in build/fuzz/serial.log. Fails unless the SUMMARY is PASS.
+fuzz: kernel
+	@seed="$(SEED)"; [ -n "$$seed" ] || seed=$$(od -An -N4 -tu4 /dev/urandom | tr -d ' '); \
+	echo "make fuzz: seed=$$seed, $(FUZZ_RUNS) runs per CPU on $(FUZZ_CPUS) CPUs of $(MODEL) in Bochs"; \
+	mkdir -p $(BUILD)/fuzz; \
+	scripts/mkiso --gfxpayload text $(KERNEL) $(BUILD)/fuzz/fuzz.iso guest=fuzz fuzz-runs=$(FUZZ_RUNS) seed=$$seed exit=bochs >/dev/null && \
+	start=$$(date +%s); \
+	scripts/boot --engine bochs --model $(MODEL) --cpus $(FUZZ_CPUS) --iso $(BUILD)/fuzz/fuzz.iso --serial $(BUILD)/fuzz/serial.log --workdir $(BUILD)/fuzz || true; \
+	grep -aE '(INFO  fuzz: cpu=[0-9]+ (runs|modes=)|ERROR|EXCEPTION|^SUMMARY)' $(BUILD)/fuzz/serial.log; \
+	echo "make fuzz: seed=$$seed, $$(( $$(date +%s) - start )) s"; \
+	grep -q '^SUMMARY .*result=PASS' $(BUILD)/fuzz/serial.log
 
 bench: kernel linux-guest
 	$(CARGO) test -p boottests --test bench -- --ignored --nocapture

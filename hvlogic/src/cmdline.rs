@@ -43,6 +43,9 @@ pub enum Inject {
     /// Launch the guest with a CR3-target count above the CPU's limit: VMLAUNCH
     /// fails with VMfailValid.
     EntryBadControl,
+    /// guest=fuzz: change the host's task priority after the first run, as a
+    /// guest that reached the host's local APIC would: a host failure.
+    FuzzHostState,
 }
 
 /// Which program the guests run (`guest=`).
@@ -54,7 +57,12 @@ pub enum GuestKind {
     Hostile,
     /// 10,000 CPUID exits timed with RDTSC inside the guest.
     Bench,
+    /// Random guest programs, `fuzz-runs` per CPU (hvlogic::guest_fuzz).
+    Fuzz,
 }
+
+/// Runs per CPU of `guest=fuzz` without `fuzz-runs=`.
+pub const FUZZ_RUNS_DEFAULT: u32 = 1000;
 
 /// How a Linux kernel given as a `linux` module runs (`linux=`).
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -110,8 +118,13 @@ pub struct Options {
     pub vmcheck: bool,
     /// Instead of the guest, this many entry-fuzz mutations per CPU (`entryfuzz=N`).
     pub entryfuzz: Option<u32>,
-    /// The entry fuzzer's seed (`seed=S`, decimal or 0x hex); random when absent.
+    /// The entry fuzzer's and the guest fuzzer's seed (`seed=S`, decimal or
+    /// 0x hex); random when absent.
     pub seed: Option<u64>,
+    /// `guest=fuzz`: runs per CPU (`fuzz-runs=N`, FUZZ_RUNS_DEFAULT when absent).
+    pub fuzz_runs: u32,
+    /// `guest=fuzz`: the index of each CPU's first run (`fuzz-skip=K`), to replay run K alone.
+    pub fuzz_skip: u64,
     /// Words that were not understood, with the reason, for the log.
     pub warnings: Vec<Warning>,
 }
@@ -142,6 +155,8 @@ impl Default for Options {
             vmcheck: false,
             entryfuzz: None,
             seed: None,
+            fuzz_runs: FUZZ_RUNS_DEFAULT,
+            fuzz_skip: 0,
             warnings: Vec::new(),
         }
     }
@@ -193,7 +208,8 @@ impl Options {
                     "log-flood" => Inject::LogFlood,
                     "entry-bad-guest" => Inject::EntryBadGuest,
                     "entry-bad-control" => Inject::EntryBadControl,
-                    _ => return Err("inject is one of ud2, ap-ud2, ap-no-sipi, ap-late, log-flood, fc-locked-off, vmxon-twice, entry-bad-guest, entry-bad-control"),
+                    "fuzz-host-state" => Inject::FuzzHostState,
+                    _ => return Err("inject is one of ud2, ap-ud2, ap-no-sipi, ap-late, log-flood, fc-locked-off, vmxon-twice, entry-bad-guest, entry-bad-control, fuzz-host-state"),
                 })
             }
             ("maxcpus", Some(v)) => match v.parse::<u32>() {
@@ -205,7 +221,8 @@ impl Options {
                     "normal" => GuestKind::Normal,
                     "hostile" => GuestKind::Hostile,
                     "bench" => GuestKind::Bench,
-                    _ => return Err("guest is one of normal, hostile, bench"),
+                    "fuzz" => GuestKind::Fuzz,
+                    _ => return Err("guest is one of normal, hostile, bench, fuzz"),
                 }
             }
             ("linux", Some(v)) => {
@@ -229,6 +246,13 @@ impl Options {
                 Ok(n) if n >= 1 => self.entryfuzz = Some(n),
                 _ => return Err("entryfuzz takes a number of mutations of at least 1"),
             },
+            ("fuzz-runs", Some(v)) => match v.parse::<u32>() {
+                Ok(n) if n >= 1 => self.fuzz_runs = n,
+                _ => return Err("fuzz-runs takes a number of runs of at least 1"),
+            },
+            ("fuzz-skip", Some(v)) => {
+                self.fuzz_skip = v.parse::<u64>().map_err(|_| "fuzz-skip takes a run index (a number)")?
+            }
             ("seed", Some(v)) => {
                 let parsed = match v.strip_prefix("0x") {
                     Some(hex) => u64::from_str_radix(hex, 16),
@@ -236,7 +260,11 @@ impl Options {
                 };
                 self.seed = Some(parsed.map_err(|_| "seed takes a decimal or 0x-hex 64-bit number")?);
             }
-            ("loglevel" | "exit" | "inject" | "maxcpus" | "guest" | "linux" | "console" | "entryfuzz" | "seed", None) => {
+            (
+                "loglevel" | "exit" | "inject" | "maxcpus" | "guest" | "linux" | "console" | "entryfuzz" | "seed"
+                | "fuzz-runs" | "fuzz-skip",
+                None,
+            ) => {
                 return Err("this option needs a value (key=value)")
             }
             ("vmxcap" | "vmcheck", Some(_)) => return Err("this flag takes no value"),
@@ -279,6 +307,7 @@ mod tests {
         assert_eq!(Options::parse("inject=log-flood").inject, Some(Inject::LogFlood));
         assert_eq!(Options::parse("inject=entry-bad-guest").inject, Some(Inject::EntryBadGuest));
         assert_eq!(Options::parse("inject=entry-bad-control").inject, Some(Inject::EntryBadControl));
+        assert_eq!(Options::parse("inject=fuzz-host-state").inject, Some(Inject::FuzzHostState));
         assert_eq!(Options::parse("exit=qemu").exit, ExitMode::Qemu);
         assert_eq!(Options::parse("guest=bench").guest, GuestKind::Bench);
         assert_eq!(Options::parse("linux=native").linux, LinuxMode::Native);
@@ -325,6 +354,20 @@ mod tests {
         let words: Vec<&str> = bad.warnings.iter().map(|w| w.word.as_str()).collect();
         assert_eq!(words, ["entryfuzz=0", "entryfuzz=x", "seed=0xg", "seed", "vmcheck=1"]);
         assert_eq!((bad.entryfuzz, bad.seed, bad.vmcheck), (None, None, false));
+    }
+
+    #[test]
+    fn guest_fuzzer_options() {
+        let o = Options::parse("guest=fuzz");
+        assert_eq!((o.guest, o.fuzz_runs, o.fuzz_skip, o.seed), (GuestKind::Fuzz, FUZZ_RUNS_DEFAULT, 0, None));
+        let o = Options::parse("guest=fuzz fuzz-runs=1 fuzz-skip=4711 seed=99");
+        assert_eq!((o.fuzz_runs, o.fuzz_skip, o.seed), (1, 4711, Some(99)));
+        assert!(o.warnings.is_empty());
+        let bad = Options::parse("fuzz-runs=0 fuzz-runs=x fuzz-skip=-1 fuzz-skip guest=fuzzy");
+        let words: Vec<&str> = bad.warnings.iter().map(|w| w.word.as_str()).collect();
+        assert_eq!(words, ["fuzz-runs=0", "fuzz-runs=x", "fuzz-skip=-1", "fuzz-skip", "guest=fuzzy"]);
+        assert_eq!(bad.warnings[4].reason, "guest is one of normal, hostile, bench, fuzz");
+        assert_eq!((bad.fuzz_runs, bad.fuzz_skip, bad.guest), (FUZZ_RUNS_DEFAULT, 0, GuestKind::Normal));
     }
 
     #[test]

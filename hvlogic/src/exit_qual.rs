@@ -181,9 +181,40 @@ impl Interruption {
     }
 }
 
+/// The RIP after an instruction of `len` bytes at `rip` that the hypervisor
+/// emulated: outside 64-bit mode EIP is 32 bits wide and wraps at 4 GiB, and
+/// VM entry requires RIP bits 63:32 to be 0 unless the guest is in IA-32e
+/// mode with CS.L 1 (SDM Vol. 3C §27.3.1.4 "Checks on Guest RIP, RFLAGS, and
+/// SSP"). `code64`: IA-32e mode guest and CS.L 1.
+pub const fn next_rip(rip: u64, len: u64, code64: bool) -> u64 {
+    let next = rip.wrapping_add(len);
+    if code64 {
+        next
+    } else {
+        next & 0xffff_ffff
+    }
+}
+
+/// Whether stepping `len` bytes from `rip` crosses a 4 GiB boundary: only
+/// then does `next_rip` need to know the code size.
+pub const fn crosses_4gib(rip: u64, len: u64) -> bool {
+    (rip ^ rip.wrapping_add(len)) >> 32 != 0
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rip_wraps_at_4gib_outside_64_bit_code() {
+        // A 2-byte CPUID at EIP FFFFFFFE: the next EIP is 0, not 1_0000_0000.
+        assert_eq!(next_rip(0xffff_fffe, 2, false), 0);
+        assert!(crosses_4gib(0xffff_fffe, 2));
+        assert_eq!(next_rip(0xffff_fffe, 2, true), 0x1_0000_0000);
+        assert_eq!(next_rip(0x8000, 3, false), 0x8003);
+        assert!(!crosses_4gib(0x8000, 3));
+        assert_eq!(next_rip(0xffff_ffff_ffff_ffff, 1, true), 0);
+    }
     use alloc::format;
 
     #[test]

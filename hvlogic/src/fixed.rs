@@ -55,6 +55,15 @@ pub mod cr0 {
     pub const CD: u64 = 1 << 30;
     pub const PG: u64 = 1 << 31;
 }
+/// CR0 bits a VM exit does not load from the host-state area, so the
+/// guest's values stay in force in the host: "The following bits are not
+/// modified: For CR0, ET, CD, NW; bits 63:32 (on processors that support
+/// Intel 64 architecture), 28:19, 17, and 15:6" (SDM Vol. 3C §28.5.1
+/// "Loading Host Control Registers, Debug Registers, MSRs"). A guest running
+/// with CD or NW would leave the host's caches off (or incoherent): the host
+/// keeps both in the CR0 guest/host mask and out of the guest's real CR0.
+pub const CR0_KEPT_BY_VM_EXIT: u64 = cr0::CD | cr0::NW;
+
 pub mod cr4 {
     pub const PAE: u64 = 1 << 5;
     pub const LA57: u64 = 1 << 12;

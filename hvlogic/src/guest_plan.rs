@@ -69,6 +69,9 @@ pub enum Ending {
     /// A MOV to CR3 (or another CR write) the hypervisor refused.
     CrWriteRefused,
     PreemptionTimer,
+    /// The host's local-APIC timer, armed as the time budget where there is
+    /// no VMX-preemption timer, interrupted the guest (an external-interrupt exit).
+    HostTimer,
     /// More exits than the exit budget allows.
     ExitBudget,
     /// Any exit reason the hypervisor does not handle (basic reason).
@@ -87,6 +90,7 @@ impl fmt::Display for Ending {
             Ending::EptViolation => f.write_str("EPT violation"),
             Ending::CrWriteRefused => f.write_str("control-register write refused"),
             Ending::PreemptionTimer => f.write_str("VMX-preemption timer expired (time budget)"),
+            Ending::HostTimer => f.write_str("the host's APIC timer expired (time budget)"),
             Ending::ExitBudget => f.write_str("exit budget exhausted"),
             Ending::Unexpected(r) => write!(f, "unexpected exit {r} ({})", crate::exit_reason::name(r)),
             Ending::EntryFailed => f.write_str("VM-entry failure"),

@@ -26,6 +26,7 @@ pub mod exit_qual;
 pub mod exit_reason;
 pub mod feature_control;
 pub mod fixed;
+pub mod guest_fuzz;
 pub mod guest_mem;
 pub mod guest_plan;
 pub mod icr;

@@ -23,6 +23,19 @@ const XAPIC_EOI: u64 = 0xb0;
 const XAPIC_SVR: u64 = 0xf0;
 const XAPIC_ICR_LOW: u64 = 0x300;
 const XAPIC_ICR_HIGH: u64 = 0x310;
+/// Timer registers (SDM Vol. 3A §11.5.4 "APIC Timer", Figure 11-8): LVT
+/// timer, initial count, current count, divide configuration; and the first
+/// IRR register (SDM Vol. 3A §11.8.4, Table 11-1). x2APIC MSR = 0x800 + offset / 16.
+const LVT_TIMER: u64 = 0x320;
+const TIMER_INITIAL_COUNT: u64 = 0x380;
+const TIMER_CURRENT_COUNT: u64 = 0x390;
+const TIMER_DIVIDE: u64 = 0x3e0;
+const IRR: u64 = 0x200;
+const ISR: u64 = 0x100;
+/// Divide configuration 1011b: divide by 1.
+const DIVIDE_BY_1: u32 = 0b1011;
+/// LVT timer bit 16: masked.
+const LVT_MASKED: u32 = 1 << 16;
 
 /// ICR fields (SDM Vol. 3A §11.6.1 "Interrupt Command Register (ICR)", Figure
 /// 11-12 "Interrupt Command Register (ICR)").
@@ -35,6 +48,10 @@ const ICR_LEVEL_ASSERT: u32 = 1 << 14;
 /// The wake-up IPI an idle AP halts for (smp.rs); priority class 15, so the
 /// task priority an AP keeps while it works (CR8 = 15) holds it pending.
 pub const WAKE_VECTOR: u8 = 0xf0;
+/// The local-APIC timer's vector when it bounds a guest's time (the guest
+/// fuzzer on CPUs without a VMX-preemption timer); class 15 like the wake-up
+/// IPI, and acknowledged by the same handler when it reaches the host.
+pub const TIMER_VECTOR: u8 = 0xf1;
 /// The local APIC's spurious-interrupt vector (SVR[7:0]).
 pub const SPURIOUS_VECTOR: u8 = 0xff;
 /// SVR: APIC software enable, the spurious vector (SDM Vol. 3A §11.9 "Spurious
@@ -239,4 +256,55 @@ pub fn end_of_interrupt() {
         Some(Mode::XApic { base }) => mmio_write(base + XAPIC_EOI, 0),
         None => {}
     }
+}
+
+/// Read a local-APIC register by its xAPIC offset, in either mode.
+fn read_reg(offset: u64) -> u32 {
+    match mode_now() {
+        // SAFETY: x2APIC MSR 0x800 + offset/16 is the register at `offset` (SDM Vol. 3A Table 11-6).
+        Some(Mode::X2Apic) => unsafe { rdmsr(0x800 + (offset >> 4) as u32) as u32 },
+        Some(Mode::XApic { base }) => mmio_read(base + offset),
+        None => 0,
+    }
+}
+
+fn write_reg(offset: u64, v: u32) {
+    match mode_now() {
+        // SAFETY: as in read_reg; the timer registers and the LVT are writable.
+        Some(Mode::X2Apic) => unsafe { wrmsr(0x800 + (offset >> 4) as u32, v as u64) },
+        Some(Mode::XApic { base }) => mmio_write(base + offset, v),
+        None => {}
+    }
+}
+
+/// Start the local-APIC timer in one-shot mode, dividing by 1: TIMER_VECTOR
+/// after `count` timer ticks (SDM Vol. 3A §11.5.4).
+pub fn timer_one_shot(count: u32) {
+    write_reg(TIMER_DIVIDE, DIVIDE_BY_1);
+    write_reg(LVT_TIMER, TIMER_VECTOR as u32);
+    write_reg(TIMER_INITIAL_COUNT, count);
+}
+
+/// Stop the timer (initial count 0) and mask it.
+pub fn timer_stop() {
+    write_reg(TIMER_INITIAL_COUNT, 0);
+    write_reg(LVT_TIMER, LVT_MASKED | TIMER_VECTOR as u32);
+}
+
+pub fn timer_current() -> u32 {
+    read_reg(TIMER_CURRENT_COUNT)
+}
+
+/// Whether `vector` waits in the IRR (requested, not yet taken).
+pub fn requested(vector: u8) -> bool {
+    read_reg(IRR + 0x10 * (vector as u64 / 32)) & (1 << (vector % 32)) != 0
+}
+
+/// The highest vector in service (accepted, not yet ended by EOI), if any
+/// (ISR, SDM Vol. 3A §11.8.4).
+pub fn in_service() -> Option<u8> {
+    (0..8u64).rev().find_map(|i| {
+        let bits = read_reg(ISR + 0x10 * i);
+        (bits != 0).then(|| (i * 32 + 31 - bits.leading_zeros() as u64) as u8)
+    })
 }

@@ -120,5 +120,6 @@ extern "C" fn exception_dispatch(f: &ExceptionFrame) {
     error!("  RSI={:#018x} RDI={:#018x} RBP={:#018x} R8 ={:#018x}", f.rsi, f.rdi, f.rbp, f.r8);
     error!("  R9 ={:#018x} R10={:#018x} R11={:#018x} R12={:#018x}", f.r9, f.r10, f.r11, f.r12);
     error!("  R13={:#018x} R14={:#018x} R15={:#018x}", f.r13, f.r14, f.r15);
+    crate::vmx::fuzz_note_host_exception(cpu);
     crate::run::fail_and_end("exception");
 }

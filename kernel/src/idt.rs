@@ -14,7 +14,8 @@ extern "C" {
     fn spurious_stub();
 }
 
-/// The wake-up IPI: acknowledge it; the AP's idle loop does the rest.
+/// The wake-up IPI (and a fuzz time-budget timer interrupt that fired after
+/// its guest had exited): acknowledge it; the AP's idle loop does the rest.
 #[no_mangle]
 extern "C" fn wake_interrupt() {
     crate::apic::end_of_interrupt();
@@ -65,7 +66,9 @@ impl Idt {
         Idt(core::array::from_fn(|vector| {
             let addr = match vector {
                 0..32 => stubs[vector],
-                v if v == crate::apic::WAKE_VECTOR as usize => wake_stub as *const () as u64,
+                v if v == crate::apic::WAKE_VECTOR as usize || v == crate::apic::TIMER_VECTOR as usize => {
+                    wake_stub as *const () as u64
+                }
                 v if v == crate::apic::SPURIOUS_VECTOR as usize => spurious_stub as *const () as u64,
                 _ => return NOT_PRESENT,
             };

@@ -4,6 +4,7 @@
 use super::instructions::vmread_unchecked;
 use super::vcpu::GuestRegs;
 use super::vmcs::{self, VmcsError};
+use hvlogic::exit_qual::{crosses_4gib, next_rip};
 use hvlogic::os_guest::{self, Hidden};
 use x86::vmx::vmcs::{control as ctl, guest, ro};
 
@@ -69,11 +70,15 @@ const RFLAGS_RF: u64 = 1 << 16;
 /// Step over `len` bytes of instruction (for exits whose instruction length
 /// the VMCS does not give, the hypervisor decoded it), and end what the
 /// instruction's completion ends: RFLAGS.RF, and blocking by STI and MOV SS.
+/// Outside 64-bit code EIP wraps at 4 GiB (`hvlogic::exit_qual::next_rip`;
+/// the guest fuzzer's wrap template found the RIP of 1_0000_0000 this wrote
+/// before, which VM entry refuses).
 #[inline(always)]
 pub fn advance(len: u64) -> Result<(), VmcsError> {
     // SAFETY: this CPU's VMCS is current during every VM exit; the fields exist.
     let (rip, blocking) = unsafe { (vmread_unchecked(guest::RIP), vmread_unchecked(guest::INTERRUPTIBILITY_STATE)) };
-    vmcs::write(guest::RIP, rip + len)?;
+    let next = if crosses_4gib(rip, len) { next_rip(rip, len, code64()) } else { rip + len };
+    vmcs::write(guest::RIP, next)?;
     if blocking & (BLOCKING_BY_STI_OR_MOV_SS | BLOCKING_BY_SMI) != 0 {
         vmcs::write(guest::INTERRUPTIBILITY_STATE, blocking & !(BLOCKING_BY_STI_OR_MOV_SS | BLOCKING_BY_SMI))?;
     }
@@ -83,6 +88,13 @@ pub fn advance(len: u64) -> Result<(), VmcsError> {
         vmcs::write(guest::RFLAGS, rflags & !RFLAGS_RF)?;
     }
     Ok(())
+}
+
+/// The guest runs 64-bit code: IA-32e mode guest and CS.L (access rights bit 13).
+fn code64() -> bool {
+    const CS_L: u64 = 1 << 13;
+    vmcs::read(ctl::VMENTRY_CONTROLS) & hvlogic::controls::entry::IA32E_MODE_GUEST as u64 != 0
+        && vmcs::read(guest::CS_ACCESS_RIGHTS) & CS_L != 0
 }
 
 /// `skip_instruction` for a guest that may be single-stepping: with RFLAGS.TF

@@ -84,11 +84,12 @@ vm_exit_stub:
     # vcpu->fast_cpuid): a CPUID exit for a leaf that reaches the guest as the
     # CPU answers it (hvlogic::os_guest::passes_through, same comparisons, same
     # order), with neither RFLAGS.TF (a single-step trap is due) nor RFLAGS.RF
-    # (CPUID's completion clears it) set and no blocking by STI, MOV SS or SMI
-    # to end or clear, is answered here: CPUID runs with the
-    # guest's own EAX and ECX and leaves its answer in the guest's registers,
-    # RIP steps over the instruction, and the guest resumes. RBX and RDX are the
-    # scratch registers, saved first so every other exit finds the guest's.
+    # (CPUID's completion clears it) set, no blocking by STI, MOV SS or SMI to
+    # end or clear, and no 4 GiB boundary crossed by RIP, is answered here:
+    # CPUID runs with the guest's own EAX and ECX and leaves its answer in the
+    # guest's registers, RIP steps over the instruction, and the guest resumes.
+    # RBX and RDX are the scratch registers, saved first so every other exit
+    # finds the guest's.
     # Everything else goes on to the dispatcher, which handles CPUID the same way.
     mov     %rbx, {REG_RBX}-{REGS_SIZE}(%rsp)
     mov     %rdx, {REG_RDX}-{REGS_SIZE}(%rsp)
@@ -119,15 +120,19 @@ vm_exit_stub:
     vmread  %rbx, %rbx
     test    $0x7, %ebx                      # blocking by STI, MOV SS, SMI
     jnz     3f
-    incl    (%rdx)                          # this vCPU's count of CPUID exits
-    incq    {EXITS}-{REGS_SIZE}(%rsp)
     mov     ${GUEST_RIP}, %ebx
     vmread  %rbx, %rdx
     mov     ${EXIT_INSTRUCTION_LEN}, %ebx
     vmread  %rbx, %rbx
-    add     %rbx, %rdx
-    mov     ${GUEST_RIP}, %ebx
-    vmwrite %rdx, %rbx
+    add     %rdx, %rbx                      # RBX = the next RIP
+    xor     %rbx, %rdx
+    shr     $32, %rdx                       # crossing a 4 GiB boundary: the dispatcher
+    jnz     3f                              # knows whether EIP wraps (emulate::advance)
+    mov     ${GUEST_RIP}, %edx
+    vmwrite %rbx, %rdx
+    mov     {FAST_CPUID}-{REGS_SIZE}(%rsp), %rdx
+    incl    (%rdx)                          # this vCPU's count of CPUID exits
+    incq    {EXITS}-{REGS_SIZE}(%rsp)
     cpuid
     vmresume
     SAVE_GUEST_GPRS                         # VM entry failed: the registers, for the report

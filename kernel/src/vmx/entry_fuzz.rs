@@ -113,7 +113,7 @@ impl core::fmt::Display for FuzzError {
 }
 
 /// A 64-bit seed from RDRAND where the CPU has it (CPUID.01H:ECX[30]), else the TSC.
-fn random_seed() -> (u64, &'static str) {
+pub(super) fn random_seed() -> (u64, &'static str) {
     if raw_cpuid::cpuid!(1).ecx & (1 << 30) != 0 {
         for _ in 0..10 {
             let (value, ok): (u64, u8);

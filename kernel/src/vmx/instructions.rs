@@ -75,6 +75,21 @@ vmx_op!(
     /// In VMX root operation; the region holds the revision identifier.
     vmptrld, "vmptrld");
 
+/// The current-VMCS pointer (VMPTRST; SDM Vol. 3C §31.3): FFFFFFFF_FFFFFFFFH when none.
+///
+/// # Safety
+/// In VMX root operation.
+pub unsafe fn vmptrst() -> Result<u64, VmFail> {
+    let mut pointer = 0u64;
+    let (cf, zf): (u8, u8);
+    // SAFETY: the caller is in VMX root operation; VMPTRST stores 8 bytes at the operand.
+    unsafe {
+        asm!("vmptrst qword ptr [{p}]", "setc {cf}", "setz {zf}",
+             p = in(reg) &mut pointer, cf = out(reg_byte) cf, zf = out(reg_byte) zf, options(nostack));
+    }
+    outcome(cf, zf).map(|()| pointer)
+}
+
 /// Leave VMX operation.
 ///
 /// # Safety

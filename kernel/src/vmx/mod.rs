@@ -12,6 +12,7 @@ mod emulate;
 mod enter;
 mod entry_fuzz;
 mod ept;
+mod fuzz_guest;
 mod instructions;
 mod layout;
 mod os_guest;
@@ -21,16 +22,18 @@ mod proof_guest;
 mod proof_vcpu;
 mod proof_vmcs;
 mod snapshot;
+mod stage;
 mod vcpu;
 mod vmcs;
 mod vmxcap;
 
 pub use enter::{enter, leave};
+pub use fuzz_guest::note_host_exception as fuzz_note_host_exception;
 pub use os_guest::{
     arm_ap as arm_os_ap, launch_bsp as launch_os, prepare as prepare_os, unsupported as os_unsupported,
 };
 pub use os_vcpu::nmi_in_host;
-pub use proof_guest::run as run_guest;
+pub use stage::run_guest;
 
 use hvlogic::vmx_global::{basic, VmxGlobalData};
 use instructions::VmFail;

@@ -82,7 +82,7 @@ pub fn run(pcb: &Pcb) {
     }
 }
 
-fn choose_mode(d: &VmxGlobalData) -> GuestMode {
+pub(super) fn choose_mode(d: &VmxGlobalData) -> GuestMode {
     GuestMode::choose(d.ept_usable(), hvlogic::controls::can_set(d.processor_based_ctls2, proc2::UNRESTRICTED_GUEST))
 }
 
@@ -142,7 +142,7 @@ impl Launch<'_> {
     /// The parts of the current VMCS that stay the same across launches.
     fn configure(&self, pcb: &Pcb, vcpu: &mut ProofVcpu) -> Result<(), VmcsError> {
         vmcs::write_controls(&self.controls)?;
-        write_bitmaps()?;
+        Bitmaps::new().write()?;
         if let Some(eptp) = self.start.eptp {
             vmcs::write(ctl::EPTP_FULL, eptp)?;
         }
@@ -202,6 +202,7 @@ impl Launch<'_> {
             GuestKind::Normal => KIND_NORMAL,
             GuestKind::Hostile => KIND_HOSTILE,
             GuestKind::Bench => KIND_BENCH,
+            GuestKind::Fuzz => unreachable!("guest=fuzz runs in fuzz_guest"),
         };
         let params = (vcpu.guest.memory + PARAMS) as *mut GuestParams;
         // SAFETY: the parameter block lies inside this guest's memory.
@@ -341,18 +342,30 @@ fn write_page_tables(pd: u64, pt: u64, pt_address: u64, base: u64) {
 }
 
 /// I/O bitmaps A and B: every port exits. MSR bitmap: every MSR access exits,
-/// except reads of IA32_TSC (SDM Vol. 3C §25.6.4 "I/O-Bitmap Addresses",
-/// §25.6.9 "MSR-Bitmap Address").
-fn write_bitmaps() -> Result<(), VmcsError> {
-    let io = memory::alloc_pages(2);
-    io.fill(0xff);
-    let msr = memory::alloc_pages(1);
-    msr.fill(0xff);
-    let pass = PASS_THROUGH_MSR as usize;
-    msr[pass / 8] &= !(1 << (pass % 8)); // the read bitmap for low MSRs is at offset 0
-    vmcs::write(ctl::IO_BITMAP_A_ADDR_FULL, io.as_ptr() as u64)?;
-    vmcs::write(ctl::IO_BITMAP_B_ADDR_FULL, io.as_ptr() as u64 + memory::PAGE_SIZE as u64)?;
-    vmcs::write(ctl::MSR_BITMAPS_ADDR_FULL, msr.as_ptr() as u64)
+/// except reads of IA32_TSC (SDM Vol. 3C §25.6.4 "I/O-Bitmap
+/// Addresses", §25.6.9 "MSR-Bitmap Address").
+pub(super) struct Bitmaps {
+    io: u64,
+    msr: u64,
+}
+
+impl Bitmaps {
+    pub(super) fn new() -> Bitmaps {
+        let io = memory::alloc_pages(2);
+        io.fill(0xff);
+        let msr = memory::alloc_pages(1);
+        msr.fill(0xff);
+        let pass = PASS_THROUGH_MSR as usize;
+        msr[pass / 8] &= !(1 << (pass % 8)); // the read bitmap for low MSRs is at offset 0
+        Bitmaps { io: io.as_ptr() as u64, msr: msr.as_ptr() as u64 }
+    }
+
+    /// Point the current VMCS at them.
+    pub(super) fn write(&self) -> Result<(), VmcsError> {
+        vmcs::write(ctl::IO_BITMAP_A_ADDR_FULL, self.io)?;
+        vmcs::write(ctl::IO_BITMAP_B_ADDR_FULL, self.io + memory::PAGE_SIZE as u64)?;
+        vmcs::write(ctl::MSR_BITMAPS_ADDR_FULL, self.msr)
+    }
 }
 
 /// TIME_BUDGET_US of TSC time in preemption-timer units: the timer counts

@@ -4,7 +4,7 @@
 use super::layout::*;
 use super::vmcs::*;
 use hvlogic::controls::{self, entry, exit, pin, proc1, proc2, Control};
-use hvlogic::fixed::{cr0, Fixed};
+use hvlogic::fixed::{cr0, Fixed, CR0_KEPT_BY_VM_EXIT};
 use hvlogic::guest_plan::GuestMode;
 use hvlogic::vmx_global::VmxGlobalData;
 use log::{debug, error};
@@ -34,6 +34,11 @@ pub fn choose_controls(d: &VmxGlobalData, mode: GuestMode, vpid: bool) -> Result
         // The guest's page tables are the hypervisor's: it may not switch them.
         wanted_proc1 |= proc1::CR3_LOAD_EXITING;
     }
+    // 64-bit code's MOV to/from CR8 would reach the host's local APIC (its
+    // task priority; SDM Vol. 3A §11.8.6.1): both exit, and the handler keeps
+    // the guest's own CR8 (guest=fuzz, seed=1 run 646 on skylake, found a
+    // guest changing the host's). A CPU without them runs no 64-bit guest.
+    wanted_proc1 |= optional(d.processor_based_ctls, proc1::CR8_LOAD_EXITING | proc1::CR8_STORE_EXITING);
     let wanted = [
         (
             Control::PinBased,
@@ -94,7 +99,8 @@ pub struct GuestStart {
 /// unrestricted guest, else 32-bit protected mode with paging at guest_pm_entry.
 /// CR4 is fully host-owned (every bit in the guest/host mask); CR0 bits the VMX
 /// fixed-bit MSRs constrain are host-owned, PE and PG excepted under
-/// unrestricted guest.
+/// unrestricted guest, and so are CD and NW, which a VM exit leaves as the
+/// guest had them.
 pub fn write_guest_state(
     d: &VmxGlobalData,
     c: &Controls,
@@ -112,7 +118,8 @@ pub fn write_guest_state(
     // The guest sees the reset value of what the host owns (NE clear) in real
     // mode, and the truth in protected mode.
     write(guest::CR0, cr0_value)?;
-    write(ctl::CR0_GUEST_HOST_MASK, cr0_fixed.constrained() & 0xffff_ffff)?;
+    // CD and NW are the host's too: a VM exit would not reload them (CR0_KEPT_BY_VM_EXIT).
+    write(ctl::CR0_GUEST_HOST_MASK, (cr0_fixed.constrained() | CR0_KEPT_BY_VM_EXIT) & 0xffff_ffff)?;
     write(ctl::CR0_READ_SHADOW, if real { ET } else { cr0_value })?;
     write(guest::CR4, Fixed { fixed0: d.cr4_fixed0, fixed1: d.cr4_fixed1 }.apply(0).value)?;
     write(ctl::CR4_GUEST_HOST_MASK, 0xffff_ffff)?;

@@ -1,0 +1,816 @@
+//! `guest=fuzz`: random guest programs against the proof guest's exit
+//! handler (`proof_vcpu::dispatch`), `fuzz-runs` per CPU, each from fresh
+//! guest memory and a fresh VMCS launch.
+//!
+//! hvlogic::guest_fuzz generates each run's memory and start (mode, registers,
+//! IDT or none); this file writes the VMCS from it, runs the guest to its end
+//! with a time budget (the VMX-preemption timer, or where the CPU has none the
+//! local-APIC timer) and an exit budget, and checks after every run that the
+//! host is unharmed: no VMX instruction failed, the VMCS is still current,
+//! and the host's control registers, task priority and system MSRs are
+//! unchanged. Anything else is a host failure, reported with the run's
+//! replay words; an exception in the host names the run it happened in.
+
+use super::dump;
+use super::ept::{self, Ept};
+use super::instructions::{vmclear, vmptrld, vmptrst};
+use super::proof_guest::{choose_mode, Bitmaps};
+use super::proof_vcpu::{self, Proof, ProofVcpu};
+use super::proof_vmcs;
+use super::vcpu::{GuestRegs, Return, Vcpu};
+use super::vmcs::{self, Controls, VmcsError, AR_CODE_32, AR_DATA_32, AR_TSS_BUSY_32, AR_UNUSABLE, PAT_RESET};
+use crate::pcb::{Pcb, CPU_STATUS_FAILED, CPU_STATUS_GUEST_OK, CPU_STATUS_VMXON, MAX_CPUS};
+use crate::{apic, memory, run, tsc};
+use core::fmt;
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use hvlogic::cmdline::{GuestKind, Inject};
+use hvlogic::controls::{entry, exit, pin, proc1};
+use hvlogic::fixed::{Fixed, CR0_KEPT_BY_VM_EXIT};
+use hvlogic::guest_fuzz::{self as gf, cr0, cr4, efer, Caps, Class, Line, Mode, ModesLine, Plan, Tally};
+use hvlogic::guest_plan::{Ending, GuestMode};
+use hvlogic::vmx_global::VmxGlobalData;
+use log::{error, info, warn, Level};
+use x86::vmx::vmcs::{control as ctl, guest};
+
+/// Guest time per run, in microseconds of TSC time (the VMX-preemption
+/// timer, or the local-APIC timer calibrated against the TSC).
+const TIME_BUDGET_US: u64 = 200;
+/// Exits per run: a guest that loops on exiting instructions ends here.
+const EXIT_BUDGET: u64 = 500;
+/// A run that takes longer than this (host time included) did not end as it
+/// should: a host failure.
+const RUN_DEADLINE_US: u64 = 50_000;
+/// Host failures whose guest state is dumped in full; later ones get one line.
+const DUMP_LIMIT: u64 = 5;
+/// A progress line every this many runs.
+const PROGRESS_EVERY: u64 = 1_000;
+/// Task-priority class while a guest runs on a CPU timed by the local-APIC
+/// timer: below TIMER_VECTOR's class 15, so the timer's interrupt reaches
+/// the CPU (and exits the guest) even on an AP that works at class 15.
+const TPR_TIMED_GUEST: u8 = 14;
+
+/// The run each CPU is in (index + 1; 0 when none) and its stream's seed,
+/// for the report of an exception in the host.
+static ACTIVE_RUN: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
+static CPU_SEED: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
+/// The TSC at the start of each CPU's current run (0 between runs), the run a
+/// watchdog NMI was sent for (index + 1), and whether the CPU is done with its runs.
+static RUN_START: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
+static NMI_SENT: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
+static DONE: [AtomicBool; MAX_CPUS] = [const { AtomicBool::new(false) }; MAX_CPUS];
+/// A run still going after this long has hung: a CPU done with its own runs
+/// sends the hung one an NMI, which exits its guest (NMI exiting).
+const HANG_US: u64 = RUN_DEADLINE_US;
+/// How long a watcher waits after its NMI before it leaves a CPU that still
+/// does not finish its run to the stage timeout.
+const GIVE_UP_US: u64 = 5_000_000;
+/// A random seed, chosen once by whichever CPU comes first (bit 63 marks it set).
+static RANDOM_SEED: AtomicU64 = AtomicU64::new(0);
+const SEED_SET: u64 = 1 << 63;
+
+/// Stage work with `guest=fuzz`, in place of the proof guest.
+pub fn run(pcb: &Pcb) {
+    if !pcb.has(CPU_STATUS_VMXON) {
+        return;
+    }
+    match fuzz(pcb) {
+        Ok(true) => pcb.set(CPU_STATUS_GUEST_OK),
+        Ok(false) => pcb.set(CPU_STATUS_FAILED),
+        Err(e) => {
+            error!("fuzz: {e}");
+            pcb.set(CPU_STATUS_FAILED);
+        }
+    }
+}
+
+/// From the exception handler: if this CPU was in a fuzz run, name it.
+pub fn note_host_exception(cpu: u32) {
+    let Some(active) = ACTIVE_RUN.get(cpu as usize) else { return };
+    let run = active.load(Ordering::Acquire);
+    if run != 0 {
+        let seed = CPU_SEED[cpu as usize].load(Ordering::Acquire);
+        error!(
+            "fuzz: host failure on cpu{cpu} run {}: an exception in the host; replay: {}",
+            run - 1,
+            Replay(seed, run - 1)
+        );
+    }
+}
+
+/// The words that replay run `k` of a stream on one CPU.
+struct Replay(u64, u64);
+
+impl fmt::Display for Replay {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "guest=fuzz seed={} fuzz-runs=1 fuzz-skip={}", self.0, self.1)
+    }
+}
+
+/// The run's seed: `seed=`, or one random 32-bit seed shared by every CPU.
+fn shared_seed() -> (u64, &'static str) {
+    if let Some(s) = run::options().seed {
+        return (s, "given");
+    }
+    let (random, source) = super::entry_fuzz::random_seed();
+    let candidate = SEED_SET | (random & 0xffff_ffff);
+    let seed = match RANDOM_SEED.compare_exchange(0, candidate, Ordering::AcqRel, Ordering::Acquire) {
+        Ok(_) => candidate,
+        Err(first) => first,
+    };
+    (seed & !SEED_SET, source)
+}
+
+/// The host state a guest must not change (what VM exits do not load, and
+/// what they do, as a check on the VMCS's host-state area).
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct HostState {
+    values: [u64; HOST_STATE_NAMES.len()],
+}
+
+const HOST_STATE_NAMES: [&str; 19] = [
+    "CR0",
+    "CR3",
+    "CR4",
+    "CR8",
+    "DR7",
+    "IA32_EFER",
+    "IA32_PAT",
+    "IA32_SYSENTER_CS",
+    "IA32_SYSENTER_ESP",
+    "IA32_SYSENTER_EIP",
+    "IA32_FS_BASE",
+    "IA32_GS_BASE",
+    "IA32_KERNEL_GS_BASE",
+    "IA32_STAR",
+    "IA32_LSTAR",
+    "IA32_FMASK",
+    "IA32_DEBUGCTL",
+    "GDTR base",
+    "IDTR base",
+];
+
+impl HostState {
+    fn read() -> HostState {
+        let (cr8, dr7): (u64, u64);
+        // SAFETY: reading CR8 and DR7 at CPL 0 has no side effect.
+        unsafe {
+            core::arch::asm!("mov {}, cr8", out(reg) cr8, options(nomem, nostack, preserves_flags));
+            core::arch::asm!("mov {}, dr7", out(reg) dr7, options(nomem, nostack, preserves_flags));
+        }
+        // SAFETY: architectural MSRs of every x86-64 CPU with VMX (SDM Vol. 4 Table 2-2).
+        let msr = |n| unsafe { x86::msr::rdmsr(n) };
+        let gdt = x86_64::instructions::tables::sgdt();
+        let idt = x86_64::instructions::tables::sidt();
+        HostState {
+            values: [
+                x86_64::registers::control::Cr0::read_raw(),
+                x86_64::registers::control::Cr3::read_raw().0.start_address().as_u64(),
+                x86_64::registers::control::Cr4::read_raw(),
+                cr8,
+                dr7,
+                msr(0xc000_0080),
+                msr(0x277),
+                msr(0x174),
+                msr(0x175),
+                msr(0x176),
+                msr(0xc000_0100),
+                msr(0xc000_0101),
+                msr(0xc000_0102),
+                msr(0xc000_0081),
+                msr(0xc000_0082),
+                msr(0xc000_0084),
+                msr(0x1d9),
+                // Every VM exit sets both limits to FFFFH (SDM Vol. 3C §28.5.2
+                // "Loading Host Segment and Descriptor-Table Registers"); the
+                // IDT covers every vector for that reason (idt.rs).
+                gdt.base.as_u64(),
+                idt.base.as_u64(),
+            ],
+        }
+    }
+
+    /// What changed from `before`, as `name before -> after`.
+    fn changes<'a>(&'a self, before: &'a HostState) -> impl Iterator<Item = (&'static str, u64, u64)> + 'a {
+        (0..HOST_STATE_NAMES.len())
+            .filter(|&i| self.values[i] != before.values[i])
+            .map(|i| (HOST_STATE_NAMES[i], before.values[i], self.values[i]))
+    }
+}
+
+/// Page tables the hypervisor owns for a guest without EPT: guest-linear
+/// [0, MEM_SIZE) to the guest's memory, for 32-bit, PAE and 4-level paging
+/// (SDM Vol. 3A §5.3, §5.4, §5.5). The PAE and 4-level maps share their PD and PT.
+struct HostTables {
+    pd32: u64,
+    pdpt: u64,
+    pml4: u64,
+}
+
+impl HostTables {
+    fn build(mem: u64) -> Result<HostTables, VmcsError> {
+        const P: u64 = 1;
+        const P_RW_US: u64 = 0b111;
+        let page = || memory::alloc_pages(1).as_ptr() as u64;
+        let (pd32, pt32, pdpt, pd, pt, pml4, pdpt4) = (page(), page(), page(), page(), page(), page(), page());
+        if [pd32, pt32, pdpt, pd, pt, pml4, pdpt4, mem + gf::MEM_SIZE].iter().any(|a| a >> 32 != 0) {
+            return Err(VmcsError::Above4GiB);
+        }
+        // SAFETY: zeroed pages this function allocated (identity-mapped); every index is below 512.
+        unsafe {
+            (pd32 as *mut u32).write((pt32 | P_RW_US) as u32);
+            for i in 0..gf::MEM_SIZE / 4096 {
+                let frame = mem + i * 4096;
+                (pt32 as *mut u32).add(i as usize).write((frame | P_RW_US) as u32);
+                (pt as *mut u64).add(i as usize).write(frame | P_RW_US);
+            }
+            // PAE PDPTEs have no R/W or U/S bit (bits 2:1 are reserved).
+            (pdpt as *mut u64).write(pd | P);
+            (pd as *mut u64).write(pt | P_RW_US);
+            (pml4 as *mut u64).write(pdpt4 | P_RW_US);
+            (pdpt4 as *mut u64).write(pd | P_RW_US);
+        }
+        Ok(HostTables { pd32, pdpt, pml4 })
+    }
+
+    fn cr3(&self, mode: Mode) -> u64 {
+        match mode {
+            Mode::Pae => self.pdpt,
+            Mode::Long64 | Mode::Compat => self.pml4,
+            _ => self.pd32,
+        }
+    }
+}
+
+/// How this CPU's runs are bounded in time.
+#[derive(Clone, Copy)]
+enum Clock {
+    /// The VMX-preemption timer, with this value per run.
+    Preemption(u64),
+    /// The local-APIC timer, one-shot with this count per run.
+    Apic(u32),
+}
+
+impl fmt::Display for Clock {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Clock::Preemption(v) => write!(f, "VMX-preemption timer, {v}"),
+            Clock::Apic(n) => write!(f, "local-APIC timer, {n} ticks; no VMX-preemption timer on this CPU"),
+        }
+    }
+}
+
+/// RFLAGS.IF (SDM Vol. 1 §3.4.3.3).
+const RFLAGS_IF: u64 = 1 << 9;
+
+/// Everything the runs of one CPU share.
+struct Fuzzer<'a> {
+    pcb: &'a Pcb,
+    d: VmxGlobalData,
+    caps: Caps,
+    controls: Controls,
+    clock: Clock,
+    eptp: Option<u64>,
+    host_tables: Option<HostTables>,
+    bitmaps: Bitmaps,
+    vmcs: u64,
+}
+
+/// One run's outcome.
+struct Outcome {
+    ending: Ending,
+    exits: u64,
+    ticks: u64,
+    /// The task priority (CR8) after the run, if the guest changed it: the
+    /// host's local APIC is the host's.
+    tpr: Option<(u64, u64)>,
+}
+
+fn fuzz(pcb: &Pcb) -> Result<bool, VmcsError> {
+    let (d, maxphyaddr) = {
+        let own = pcb.own();
+        (own.vmx, own.maxphyaddr)
+    };
+    let cpu = pcb.processor_index;
+    let opts = run::options();
+    let (seed, source) = shared_seed();
+    let cpu_seed = gf::cpu_seed(seed, cpu);
+    let (runs, skip) = (opts.fuzz_runs as u64, opts.fuzz_skip);
+    if cpu == 0 {
+        info!(
+            "fuzz: seed={seed} ({source}); {runs} runs per CPU from run {skip}; cpu i replays run k alone with `guest=fuzz seed=<seed+i> fuzz-runs=1 fuzz-skip=<k>`"
+        );
+    }
+
+    let mode = choose_mode(&d);
+    let caps = Caps { unrestricted: mode == GuestMode::RealFromReset, ept: mode.uses_ept(), ia32e: false };
+    let vpid = d.invvpid_type().map(|flush| (cpu as u16 + 1, flush));
+    let controls = proof_vmcs::choose_controls(&d, mode, vpid.is_some())?;
+    // 64-bit code only where CR8 accesses exit (proof_vmcs::choose_controls).
+    let cr8_exiting = proc1::CR8_LOAD_EXITING | proc1::CR8_STORE_EXITING;
+    let caps = Caps {
+        ia32e: hvlogic::controls::can_set(d.entry_ctls, entry::IA32E_MODE_GUEST)
+            && controls.proc1 & cr8_exiting == cr8_exiting,
+        ..caps
+    };
+    let mem: &mut [u8] = memory::alloc_pages((gf::MEM_SIZE / memory::PAGE_SIZE as u64) as usize);
+    let base = mem.as_ptr() as u64;
+    let (eptp, host_tables) = if caps.ept {
+        let mut e = Ept::new();
+        e.map(0, base, gf::MEM_SIZE, ept::RWX);
+        (Some(e.eptp(d.ept_memory_type)), None)
+    } else {
+        (None, Some(HostTables::build(base)?))
+    };
+    let clock = if controls.pin & pin::PREEMPTION_TIMER != 0 {
+        // The timer counts down every 2^IA32_VMX_MISC[4:0] TSC ticks (SDM Vol. 3C §26.5.1).
+        Clock::Preemption((tsc::micros_to_ticks(TIME_BUDGET_US) >> (d.misc & 0x1f)).max(1))
+    } else {
+        Clock::Apic(apic_timer_count(TIME_BUDGET_US))
+    };
+    let vcpu = Vcpu::new(cpu, vpid, proof_vcpu::dispatch, Proof::new(mode, GuestKind::Fuzz, base, maxphyaddr));
+    vcpu.guest.quiet = true;
+    vcpu.guest.mem_size = gf::MEM_SIZE;
+    vcpu.guest.exit_budget = EXIT_BUDGET;
+    match clock {
+        // As for the proof guest: the fast path only where the timer bounds
+        // the guest, which needs the timer saved on exit.
+        Clock::Preemption(_) if controls.exit & exit::SAVE_PREEMPTION_TIMER != 0 => {
+            vcpu.set_fast_cpuid(Some(vcpu.guest.fast_cpuids))
+        }
+        Clock::Preemption(_) => {}
+        Clock::Apic(_) => vcpu.guest.timer_vector = Some(apic::TIMER_VECTOR),
+    }
+    info!(
+        "fuzz: cpu={cpu} modes {}; time budget {TIME_BUDGET_US} us per run ({clock}), {EXIT_BUDGET} exits",
+        Modes(caps)
+    );
+    let fuzzing_cpus = crate::pcb::all().filter(|p| p.has(CPU_STATUS_VMXON)).count();
+    if matches!(clock, Clock::Apic(_)) && fuzzing_cpus == 1 {
+        warn!("fuzz: one CPU and no VMX-preemption timer: no watchdog; under Bochs 2.7 a guest that spins with RFLAGS.IF 0 is not stopped (docs/fuzz.md)");
+    }
+    let f = Fuzzer {
+        pcb,
+        d,
+        caps,
+        controls,
+        clock,
+        eptp,
+        host_tables,
+        bitmaps: Bitmaps::new(),
+        vmcs: super::new_region(&d),
+    };
+
+    CPU_SEED[cpu as usize].store(cpu_seed, Ordering::Release);
+    let host = HostState::read();
+    let deadline = tsc::micros_to_ticks(RUN_DEADLINE_US);
+    let mut tally = Tally::default();
+    for k in skip..skip.saturating_add(runs) {
+        ACTIVE_RUN[cpu as usize].store(k + 1, Ordering::Release);
+        RUN_START[cpu as usize].store(tsc::rdtsc().max(1), Ordering::Release);
+        let plan = gf::generate(gf::run_seed(cpu_seed, k), caps, mem);
+        // Report a host failure (the tally has counted it).
+        let failure = |tally: &Tally, what: fmt::Arguments, vcpu: &ProofVcpu, exits: u64| {
+            error!(
+                "fuzz: host failure on cpu{cpu} run {k} ({} mode): {what}; replay: {}",
+                plan.mode,
+                Replay(cpu_seed, k)
+            );
+            if tally.host_failures <= DUMP_LIMIT {
+                dump::guest_state(&vcpu.regs, exits, Level::Error);
+            }
+        };
+        let outcome = f.run(vcpu, &plan);
+        RUN_START[cpu as usize].store(0, Ordering::Release);
+        match outcome {
+            Err(e) => {
+                tally.runs += 1;
+                tally.host_failure();
+                failure(&tally, format_args!("a VMX instruction failed in the host: {e}"), vcpu, 0);
+            }
+            Ok(o) if NMI_SENT[cpu as usize].load(Ordering::Acquire) == k + 1 => {
+                // Stopped by another CPU's watchdog NMI. Bochs 2.7 holds
+                // external interrupts back from a guest with RFLAGS.IF 0
+                // although "external-interrupt exiting" is 1 (SDM Vol. 3C
+                // §26.2: RFLAGS.IF does not block them then), so a guest
+                // spinning with IF 0 outlives the local-APIC timer: that
+                // departure is the watchdog's ending. Anything else that
+                // needed the watchdog is a host failure.
+                let if_clear = vmcs::read(guest::RFLAGS) & RFLAGS_IF == 0;
+                let nmi_exit = o.ending == Ending::Unexpected(hvlogic::exit_reason::basic::EXCEPTION_OR_NMI);
+                if matches!(f.clock, Clock::Apic(_)) && if_clear && nmi_exit {
+                    tally.count_named(plan.mode, "watchdog", o.exits);
+                } else {
+                    tally.runs += 1;
+                    tally.host_failure();
+                    failure(
+                        &tally,
+                        format_args!(
+                            "the run had not ended after {} ms: a watchdog NMI stopped it ({})",
+                            HANG_US / 1000,
+                            o.ending
+                        ),
+                        vcpu,
+                        o.exits,
+                    );
+                }
+            }
+            Ok(o) => {
+                if let Class::HostFailure(what) = tally.count(plan.mode, o.ending, o.exits) {
+                    failure(
+                        &tally,
+                        format_args!("{what}: {}{}", o.ending, super::proof_guest::note(vcpu)),
+                        vcpu,
+                        o.exits,
+                    );
+                }
+                if let Some((before, after)) = o.tpr {
+                    tally.host_failure();
+                    failure(
+                        &tally,
+                        format_args!("the guest changed the host's task priority (CR8) from {before:#x} to {after:#x}"),
+                        vcpu,
+                        o.exits,
+                    );
+                }
+                if o.ticks > deadline {
+                    tally.host_failure();
+                    failure(
+                        &tally,
+                        format_args!(
+                            "the run took {} us, beyond its bound of {RUN_DEADLINE_US} us ({} exits, ended by {})",
+                            tsc::ticks_to_micros(o.ticks),
+                            o.exits,
+                            o.ending
+                        ),
+                        vcpu,
+                        o.exits,
+                    );
+                }
+            }
+        }
+        // SAFETY: in VMX root operation.
+        match unsafe { vmptrst() } {
+            Ok(p) if p == f.vmcs => {}
+            other => {
+                tally.host_failure();
+                failure(
+                    &tally,
+                    format_args!("the VMCS is no longer current after the run: VMPTRST gave {other:x?}"),
+                    vcpu,
+                    0,
+                );
+            }
+        }
+        if k == skip && opts.inject == Some(Inject::FuzzHostState) {
+            let tpr = read_cr8();
+            info!("inject: the host's task priority (CR8) changed from {tpr:#x} to {:#x} after run {k}", tpr ^ 1);
+            apic::set_task_priority(tpr as u8 ^ 1);
+        }
+        if let Some(vector) = apic::in_service() {
+            tally.host_failure();
+            failure(
+                &tally,
+                format_args!("vector {vector:#x} left in service at the local APIC (no EOI): its class is blocked"),
+                vcpu,
+                0,
+            );
+            apic::end_of_interrupt();
+        }
+        let now = HostState::read();
+        if now != host {
+            for (name, before, after) in now.changes(&host) {
+                tally.host_failure();
+                failure(&tally, format_args!("host {name} changed: {before:#x} -> {after:#x}"), vcpu, 0);
+            }
+            restore_host(&host);
+        }
+        // Let the log reach COM1 while the runs go on (never waits), and
+        // watch the other CPUs' runs.
+        crate::logger::poll();
+        watch(cpu);
+        if (k + 1 - skip) % PROGRESS_EVERY == 0 && k + 1 - skip < runs {
+            info!("fuzz: cpu={cpu} {} of {runs} runs, {} host failures so far", k + 1 - skip, tally.host_failures);
+        }
+    }
+    ACTIVE_RUN[cpu as usize].store(0, Ordering::Release);
+    RUN_START[cpu as usize].store(0, Ordering::Release);
+    DONE[cpu as usize].store(true, Ordering::Release);
+    watch_others(cpu);
+    // SAFETY: in VMX root operation; the VMCS is this CPU's (not left current or active).
+    let _ = unsafe { vmclear(f.vmcs) };
+    info!("{}", ModesLine(cpu, &tally));
+    info!("{}", Line { cpu, tally: &tally, seed });
+    Ok(tally.host_failures == 0)
+}
+
+/// Until every other fuzzing CPU is done (or WATCH_US passed): send an NMI
+/// to one whose run has gone on for HANG_US, once per run. In its guest the
+/// NMI exits (the handler ends the run, which counts as a host failure);
+/// in its host it is reported as an exception with the run's replay words.
+fn watch_others(me: u32) {
+    loop {
+        crate::logger::poll();
+        match watch(me) {
+            Watch::AllDone => return,
+            Watch::GaveUp => {
+                error!("fuzz: a run did not end even after an NMI: cpu{me} stops watching");
+                return;
+            }
+            Watch::Running => core::hint::spin_loop(),
+        }
+    }
+}
+
+enum Watch {
+    AllDone,
+    Running,
+    GaveUp,
+}
+
+/// One look at the other fuzzing CPUs: an NMI to one whose run has gone on
+/// for HANG_US (once per run).
+fn watch(me: u32) -> Watch {
+    let others = || crate::pcb::all().filter(move |p| p.processor_index != me && p.has(CPU_STATUS_VMXON));
+    let (hang, give_up) = (tsc::micros_to_ticks(HANG_US), tsc::micros_to_ticks(HANG_US + GIVE_UP_US));
+    {
+        let mut all_done = true;
+        for p in others() {
+            let i = p.processor_index as usize;
+            if DONE[i].load(Ordering::Acquire) {
+                continue;
+            }
+            all_done = false;
+            let (start, run) = (RUN_START[i].load(Ordering::Acquire), ACTIVE_RUN[i].load(Ordering::Acquire));
+            let elapsed = if start == 0 { 0 } else { tsc::rdtsc().saturating_sub(start) };
+            if elapsed <= hang {
+                continue;
+            }
+            let sent = NMI_SENT[i].load(Ordering::Acquire);
+            if sent != run {
+                if NMI_SENT[i].compare_exchange(sent, run, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+                    info!(
+                        "fuzz: cpu{i} run {} has not ended after {} ms: cpu{me} sends it an NMI",
+                        run - 1,
+                        HANG_US / 1000
+                    );
+                    apic::send_nmi(p.apic_id());
+                }
+            } else if elapsed > give_up {
+                return Watch::GaveUp;
+            }
+        }
+        if all_done {
+            Watch::AllDone
+        } else {
+            Watch::Running
+        }
+    }
+}
+
+/// Put back what a guest changed, so later runs check against a sane host.
+fn restore_host(before: &HostState) {
+    // SAFETY: the CR0 the host had before the run (CD and NW are the bits a guest can leave changed).
+    unsafe { core::arch::asm!("mov cr0, {}", in(reg) before.values[0], options(nostack, preserves_flags)) };
+    let cr8 = before.values[3];
+    // SAFETY: the task priority the host had before the run.
+    unsafe { core::arch::asm!("mov cr8, {}", in(reg) cr8, options(nomem, nostack, preserves_flags)) };
+    let kernel_gs = before.values[12];
+    // SAFETY: IA32_KERNEL_GS_BASE takes any canonical address; this is the host's own value.
+    unsafe { x86::msr::wrmsr(0xc000_0102, kernel_gs) };
+}
+
+/// The modes this CPU's runs start in.
+struct Modes(Caps);
+
+impl fmt::Display for Modes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut first = true;
+        for m in Mode::ALL.iter().filter(|m| m.supported(self.0)) {
+            write!(f, "{}{}", if first { "" } else { "," }, m.name())?;
+            first = false;
+        }
+        Ok(())
+    }
+}
+
+/// Local-APIC timer ticks (divide by 1) in `us` microseconds, counted against the TSC.
+fn apic_timer_count(us: u64) -> u32 {
+    const SAMPLE_US: u64 = 1_000;
+    apic::timer_stop();
+    apic::timer_one_shot(u32::MAX);
+    let begin = tsc::rdtsc();
+    let wait = tsc::micros_to_ticks(SAMPLE_US);
+    while tsc::rdtsc() - begin < wait {
+        core::hint::spin_loop();
+    }
+    let elapsed = u32::MAX - apic::timer_current();
+    apic::timer_stop();
+    ((elapsed as u64 * us / SAMPLE_US).clamp(1, u32::MAX as u64)) as u32
+}
+
+impl Fuzzer<'_> {
+    /// Launch one run from a fresh VMCS and run it to its end.
+    fn run(&self, vcpu: &mut ProofVcpu, plan: &Plan) -> Result<Outcome, VmcsError> {
+        // SAFETY: in VMX root operation; the region is this CPU's VMCS.
+        unsafe { vmclear(self.vmcs).and_then(|()| vmptrld(self.vmcs)) }.map_err(VmcsError::Load)?;
+        vcpu.launched = false;
+        let mut c = self.controls;
+        if plan.mode.ia32e() {
+            c.entry |= entry::IA32E_MODE_GUEST;
+        }
+        vmcs::write_controls(&c)?;
+        self.bitmaps.write()?;
+        if let Some(eptp) = self.eptp {
+            vmcs::write(ctl::EPTP_FULL, eptp)?;
+        }
+        if let Some((id, _)) = vcpu.vpid {
+            vmcs::write(ctl::VPID, id as u64)?;
+        }
+        vmcs::write_host_state(self.pcb, c.exit, vcpu.host_rsp(), Vcpu::<Proof>::host_rip())?;
+        self.write_guest_state(&c, plan)?;
+        if let Clock::Preemption(value) = self.clock {
+            vmcs::write(guest::VMX_PREEMPTION_TIMER_VALUE, value)?;
+        }
+        let r = plan.regs;
+        vcpu.regs = GuestRegs {
+            rax: r[0],
+            rcx: r[1],
+            rdx: r[2],
+            rbx: r[3],
+            rbp: r[4],
+            rsi: r[5],
+            rdi: r[6],
+            r8: r[7],
+            r9: r[8],
+            r10: r[9],
+            r11: r[10],
+            r12: r[11],
+            r13: r[12],
+            r14: r[13],
+            r15: r[14],
+        };
+        vcpu.guest.ending = None;
+        vcpu.guest.ending_value = 0;
+        vcpu.guest.ending_qualification = 0;
+        vcpu.guest.line_len = 0;
+        vcpu.exits = 0;
+        if !vcpu.flush_vpid() {
+            return Err(VmcsError::Flush);
+        }
+
+        let host_tpr = read_cr8();
+        if let Clock::Apic(count) = self.clock {
+            apic::set_task_priority(TPR_TIMED_GUEST);
+            apic::timer_one_shot(count);
+        }
+        let during = read_cr8();
+        let begin = tsc::rdtsc();
+        let result = vcpu.run();
+        let ticks = tsc::rdtsc() - begin;
+        let after = read_cr8();
+        if let Clock::Apic(_) = self.clock {
+            apic::timer_stop();
+            take_pending_timer();
+        }
+        apic::set_task_priority(host_tpr as u8);
+        let tpr = (after != during).then_some((during, after));
+        if let Return::EntryFailed { instruction, fail } = result {
+            dump::vm_instruction_failure(instruction, fail);
+            vcpu.guest.ending = Some(Ending::EntryFailed);
+        }
+        Ok(Outcome { ending: vcpu.guest.ending.unwrap_or(Ending::EntryFailed), exits: vcpu.exits, ticks, tpr })
+    }
+
+    /// The guest state of the plan (SDM Vol. 3C §27.3.1 "Checks on the Guest State Area").
+    fn write_guest_state(&self, c: &Controls, plan: &Plan) -> Result<(), VmcsError> {
+        use vmcs::write;
+        let d = &self.d;
+        let m = plan.mode;
+        let mut cr0 = cr0::ET | cr0::NE | plan.cr0_extra;
+        if m.protected() {
+            cr0 |= cr0::PE;
+        }
+        if m.paging() {
+            cr0 |= cr0::PG;
+        }
+        // Unrestricted guest frees CR0.PE and CR0.PG from the fixed bits (SDM Vol. 3C §27.3.1.1).
+        let free = if self.caps.unrestricted { cr0::PE | cr0::PG } else { 0 };
+        let cr0_fixed = Fixed { fixed0: d.cr0_fixed0 & !free, fixed1: d.cr0_fixed1 };
+        // A CD or NW the plan asks for is only shown to the guest: the real
+        // CR0 never has them, since a VM exit would leave them in the host
+        // (CR0_KEPT_BY_VM_EXIT; run 11 of seed 1 on skylake found that).
+        let real = cr0_fixed.apply(cr0 & !CR0_KEPT_BY_VM_EXIT).value;
+        write(guest::CR0, real)?;
+        write(ctl::CR0_GUEST_HOST_MASK, (cr0_fixed.constrained() | CR0_KEPT_BY_VM_EXIT) & 0xffff_ffff)?;
+        write(ctl::CR0_READ_SHADOW, real | (cr0 & CR0_KEPT_BY_VM_EXIT))?;
+        let mut cr4 = plan.cr4_extra;
+        if m.pae() {
+            cr4 |= cr4::PAE;
+        }
+        let cr4 = Fixed { fixed0: d.cr4_fixed0, fixed1: d.cr4_fixed1 }.apply(cr4).value;
+        write(guest::CR4, cr4)?;
+        write(ctl::CR4_GUEST_HOST_MASK, 0xffff_ffff)?;
+        write(ctl::CR4_READ_SHADOW, cr4 & !hvlogic::fixed::cr4::VMXE)?;
+        let cr3 = match (&self.host_tables, m.paging()) {
+            (_, false) => 0,
+            (Some(t), true) => t.cr3(m),
+            (None, true) => m.guest_cr3(),
+        };
+        write(guest::CR3, cr3)?;
+        if m == Mode::Pae && self.caps.ept {
+            // With EPT, VM entry takes the PDPTEs from these fields (SDM Vol. 3C §27.3.2.4).
+            for (field, value) in [guest::PDPTE0_FULL, guest::PDPTE1_FULL, guest::PDPTE2_FULL, guest::PDPTE3_FULL]
+                .into_iter()
+                .zip(plan.pdptes)
+            {
+                write(field, value)?;
+            }
+        }
+        write(guest::DR7, plan.dr7)?;
+        // Where the local-APIC timer bounds the run, the guest starts with
+        // RFLAGS.IF 1: Bochs 2.7 holds back external interrupts from a guest
+        // with IF 0 although "external-interrupt exiting" is 1 (SDM Vol. 3C
+        // §26.2: RFLAGS.IF does not block them then), so a guest spinning
+        // from such a start outlived its time budget (seed=3 run 42 on
+        // penryn; the same program with IF 1 ends by the timer). A guest
+        // that clears IF itself and spins needs the watchdog.
+        let rflags = if matches!(self.clock, Clock::Apic(_)) { plan.rflags | RFLAGS_IF } else { plan.rflags };
+        write(guest::RFLAGS, rflags)?;
+        write(guest::RIP, plan.rip)?;
+        write(guest::RSP, plan.rsp)?;
+
+        // Segments (SDM Vol. 3C §27.3.1.2): real-mode ones under unrestricted
+        // guest, else the flat ones of the guest's GDT.
+        let (cs, cs_base, cs_limit, cs_ar, data, data_limit, data_ar) = match m {
+            Mode::Real => (plan.real_cs as u64, (plan.real_cs as u64) << 4, 0xffff, 0x9b, 0, 0xffff, 0x93),
+            // L = 1 (bit 13), D = 0: 64-bit code.
+            Mode::Long64 => {
+                (gf::SEL_CODE64 as u64, 0, 0xffff_ffff, 0xa09b, gf::SEL_DATA as u64, 0xffff_ffff, AR_DATA_32)
+            }
+            _ => (gf::SEL_CODE32 as u64, 0, 0xffff_ffff, AR_CODE_32, gf::SEL_DATA as u64, 0xffff_ffff, AR_DATA_32),
+        };
+        write(guest::CS_SELECTOR, cs)?;
+        write(guest::CS_BASE, cs_base)?;
+        write(guest::CS_LIMIT, cs_limit)?;
+        write(guest::CS_ACCESS_RIGHTS, cs_ar)?;
+        for (sel, base, lim, ar) in [
+            (guest::ES_SELECTOR, guest::ES_BASE, guest::ES_LIMIT, guest::ES_ACCESS_RIGHTS),
+            (guest::SS_SELECTOR, guest::SS_BASE, guest::SS_LIMIT, guest::SS_ACCESS_RIGHTS),
+            (guest::DS_SELECTOR, guest::DS_BASE, guest::DS_LIMIT, guest::DS_ACCESS_RIGHTS),
+            (guest::FS_SELECTOR, guest::FS_BASE, guest::FS_LIMIT, guest::FS_ACCESS_RIGHTS),
+            (guest::GS_SELECTOR, guest::GS_BASE, guest::GS_LIMIT, guest::GS_ACCESS_RIGHTS),
+        ] {
+            write(sel, data)?;
+            write(base, 0)?;
+            write(lim, data_limit)?;
+            write(ar, data_ar)?;
+        }
+        write(guest::GDTR_BASE, gf::GDT)?;
+        write(guest::GDTR_LIMIT, gf::GDT_ENTRIES * 8 - 1)?;
+        write(guest::IDTR_BASE, if m == Mode::Real { gf::IVT } else { gf::IDT })?;
+        write(guest::IDTR_LIMIT, plan.idtr_limit as u64)?;
+        write(guest::LDTR_SELECTOR, 0)?;
+        write(guest::LDTR_BASE, 0)?;
+        write(guest::LDTR_LIMIT, 0)?;
+        write(guest::LDTR_ACCESS_RIGHTS, AR_UNUSABLE)?;
+        write(guest::TR_SELECTOR, gf::SEL_TSS as u64)?;
+        write(guest::TR_BASE, gf::TSS)?;
+        write(guest::TR_LIMIT, 0x67)?;
+        write(guest::TR_ACCESS_RIGHTS, AR_TSS_BUSY_32)?;
+
+        write(guest::INTERRUPTIBILITY_STATE, 0)?;
+        write(guest::ACTIVITY_STATE, 0)?;
+        write(guest::PENDING_DBG_EXCEPTIONS, 0)?;
+        write(guest::LINK_PTR_FULL, u64::MAX)?;
+        write(guest::IA32_DEBUGCTL_FULL, 0)?;
+        write(guest::IA32_SYSENTER_CS, 0)?;
+        write(guest::IA32_SYSENTER_ESP, 0)?;
+        write(guest::IA32_SYSENTER_EIP, 0)?;
+        if c.entry & entry::LOAD_EFER != 0 {
+            let long = if m.ia32e() { efer::LME | efer::LMA } else { 0 };
+            write(guest::IA32_EFER_FULL, long | plan.efer_extra)?;
+        }
+        if c.entry & entry::LOAD_PAT != 0 {
+            write(guest::IA32_PAT_FULL, PAT_RESET)?;
+        }
+        Ok(())
+    }
+}
+
+fn read_cr8() -> u64 {
+    let cr8: u64;
+    // SAFETY: reading CR8 at CPL 0 has no side effect.
+    unsafe { core::arch::asm!("mov {}, cr8", out(reg) cr8, options(nomem, nostack, preserves_flags)) };
+    cr8
+}
+
+/// A timer interrupt that fired after its guest had exited waits in the IRR:
+/// take it now (its handler sends EOI) so it cannot end the next run.
+fn take_pending_timer() {
+    if apic::requested(apic::TIMER_VECTOR) {
+        apic::set_task_priority(0);
+        // SAFETY: interrupts are on for one instruction; the IDT has a gate for
+        // TIMER_VECTOR (EOI only), the only vector that can be pending above class 0 here.
+        unsafe { core::arch::asm!("sti", "nop", "cli", options(nomem, nostack)) };
+    }
+}

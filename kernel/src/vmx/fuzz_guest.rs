@@ -18,7 +18,7 @@ use super::proof_guest::{choose_mode, Bitmaps};
 use super::proof_vcpu::{self, Proof, ProofVcpu};
 use super::proof_vmcs;
 use super::vcpu::{GuestRegs, Return, Vcpu};
-use super::vmcs::{self, Controls, VmcsError, AR_CODE_32, AR_DATA_32, AR_TSS_BUSY_32, AR_UNUSABLE, PAT_RESET};
+use super::vmcs::{self, Controls, Segment, VmcsError, AR_CODE_32, AR_DATA_32, AR_TSS_BUSY_32, AR_UNUSABLE, PAT_RESET};
 use crate::pcb::{Pcb, CPU_STATUS_FAILED, CPU_STATUS_GUEST_OK, CPU_STATUS_VMXON, MAX_CPUS};
 use crate::{apic, memory, run, tsc};
 use core::fmt;
@@ -742,41 +742,21 @@ impl Fuzzer<'_> {
         // Segments (SDM Vol. 3C §27.3.1.2): real-mode ones under unrestricted
         // guest, else the flat ones of the guest's GDT.
         let (cs, cs_base, cs_limit, cs_ar, data, data_limit, data_ar) = match m {
-            Mode::Real => (plan.real_cs as u64, (plan.real_cs as u64) << 4, 0xffff, 0x9b, 0, 0xffff, 0x93),
+            Mode::Real => (plan.real_cs, (plan.real_cs as u64) << 4, 0xffff, 0x9b, 0, 0xffff, 0x93),
             // L = 1 (bit 13), D = 0: 64-bit code.
-            Mode::Long64 => {
-                (gf::SEL_CODE64 as u64, 0, 0xffff_ffff, 0xa09b, gf::SEL_DATA as u64, 0xffff_ffff, AR_DATA_32)
-            }
-            _ => (gf::SEL_CODE32 as u64, 0, 0xffff_ffff, AR_CODE_32, gf::SEL_DATA as u64, 0xffff_ffff, AR_DATA_32),
+            Mode::Long64 => (gf::SEL_CODE64, 0, 0xffff_ffff, 0xa09b, gf::SEL_DATA, 0xffff_ffff, AR_DATA_32),
+            _ => (gf::SEL_CODE32, 0, 0xffff_ffff, AR_CODE_32, gf::SEL_DATA, 0xffff_ffff, AR_DATA_32),
         };
-        write(guest::CS_SELECTOR, cs)?;
-        write(guest::CS_BASE, cs_base)?;
-        write(guest::CS_LIMIT, cs_limit)?;
-        write(guest::CS_ACCESS_RIGHTS, cs_ar)?;
-        for (sel, base, lim, ar) in [
-            (guest::ES_SELECTOR, guest::ES_BASE, guest::ES_LIMIT, guest::ES_ACCESS_RIGHTS),
-            (guest::SS_SELECTOR, guest::SS_BASE, guest::SS_LIMIT, guest::SS_ACCESS_RIGHTS),
-            (guest::DS_SELECTOR, guest::DS_BASE, guest::DS_LIMIT, guest::DS_ACCESS_RIGHTS),
-            (guest::FS_SELECTOR, guest::FS_BASE, guest::FS_LIMIT, guest::FS_ACCESS_RIGHTS),
-            (guest::GS_SELECTOR, guest::GS_BASE, guest::GS_LIMIT, guest::GS_ACCESS_RIGHTS),
-        ] {
-            write(sel, data)?;
-            write(base, 0)?;
-            write(lim, data_limit)?;
-            write(ar, data_ar)?;
+        vmcs::write_segment(Segment::Cs, cs, cs_base, cs_limit, cs_ar)?;
+        for s in vmcs::DATA_SEGMENTS {
+            vmcs::write_segment(s, data, 0, data_limit, data_ar)?;
         }
         write(guest::GDTR_BASE, gf::GDT)?;
         write(guest::GDTR_LIMIT, gf::GDT_ENTRIES * 8 - 1)?;
         write(guest::IDTR_BASE, if m == Mode::Real { gf::IVT } else { gf::IDT })?;
         write(guest::IDTR_LIMIT, plan.idtr_limit as u64)?;
-        write(guest::LDTR_SELECTOR, 0)?;
-        write(guest::LDTR_BASE, 0)?;
-        write(guest::LDTR_LIMIT, 0)?;
-        write(guest::LDTR_ACCESS_RIGHTS, AR_UNUSABLE)?;
-        write(guest::TR_SELECTOR, gf::SEL_TSS as u64)?;
-        write(guest::TR_BASE, gf::TSS)?;
-        write(guest::TR_LIMIT, 0x67)?;
-        write(guest::TR_ACCESS_RIGHTS, AR_TSS_BUSY_32)?;
+        vmcs::write_segment(Segment::Ldtr, 0, 0, 0, AR_UNUSABLE)?;
+        vmcs::write_segment(Segment::Tr, gf::SEL_TSS, gf::TSS, 0x67, AR_TSS_BUSY_32)?;
 
         write(guest::INTERRUPTIBILITY_STATE, 0)?;
         write(guest::ACTIVITY_STATE, 0)?;

@@ -134,34 +134,11 @@ pub fn write_guest_state(
     let (cs, cs_base, data, limit, code_ar, data_ar, rip, rsp, gdt, idt_limit) = if real {
         (0xf000, 0xffff_0000, 0, 0xffff, AR_CODE_16, AR_DATA_16, 0xfff0, 0, (0, 0xffff), 0xffff)
     } else {
-        (
-            GUEST_CS as u64,
-            0,
-            GUEST_DS as u64,
-            0xffff_ffff,
-            AR_CODE_32,
-            AR_DATA_32,
-            start.pm_entry,
-            STACK_TOP,
-            (start.gdt, 23),
-            0,
-        )
+        (GUEST_CS, 0, GUEST_DS, 0xffff_ffff, AR_CODE_32, AR_DATA_32, start.pm_entry, STACK_TOP, (start.gdt, 23), 0)
     };
-    write(guest::CS_SELECTOR, cs)?;
-    write(guest::CS_BASE, cs_base)?;
-    write(guest::CS_LIMIT, limit)?;
-    write(guest::CS_ACCESS_RIGHTS, code_ar)?;
-    for (sel, base, lim, ar) in [
-        (guest::ES_SELECTOR, guest::ES_BASE, guest::ES_LIMIT, guest::ES_ACCESS_RIGHTS),
-        (guest::SS_SELECTOR, guest::SS_BASE, guest::SS_LIMIT, guest::SS_ACCESS_RIGHTS),
-        (guest::DS_SELECTOR, guest::DS_BASE, guest::DS_LIMIT, guest::DS_ACCESS_RIGHTS),
-        (guest::FS_SELECTOR, guest::FS_BASE, guest::FS_LIMIT, guest::FS_ACCESS_RIGHTS),
-        (guest::GS_SELECTOR, guest::GS_BASE, guest::GS_LIMIT, guest::GS_ACCESS_RIGHTS),
-    ] {
-        write(sel, data)?;
-        write(base, 0)?;
-        write(lim, limit)?;
-        write(ar, data_ar)?;
+    write_segment(Segment::Cs, cs, cs_base, limit, code_ar)?;
+    for s in DATA_SEGMENTS {
+        write_segment(s, data, 0, limit, data_ar)?;
     }
     write(guest::GDTR_BASE, gdt.0)?;
     write(guest::GDTR_LIMIT, gdt.1)?;
@@ -169,14 +146,8 @@ pub fn write_guest_state(
     write(guest::IDTR_LIMIT, idt_limit)?;
     write(guest::RIP, rip)?;
     write(guest::RSP, rsp)?;
-    write(guest::LDTR_SELECTOR, 0)?;
-    write(guest::LDTR_BASE, 0)?;
-    write(guest::LDTR_LIMIT, 0)?;
-    write(guest::LDTR_ACCESS_RIGHTS, AR_UNUSABLE)?;
-    write(guest::TR_SELECTOR, 0)?;
-    write(guest::TR_BASE, 0)?;
-    write(guest::TR_LIMIT, 0x67)?;
-    write(guest::TR_ACCESS_RIGHTS, AR_TSS_BUSY_32)?;
+    write_segment(Segment::Ldtr, 0, 0, 0, AR_UNUSABLE)?;
+    write_segment(Segment::Tr, 0, 0, 0x67, AR_TSS_BUSY_32)?;
 
     write(guest::INTERRUPTIBILITY_STATE, 0)?;
     write(guest::ACTIVITY_STATE, 0)?;

@@ -158,6 +158,9 @@ impl Segment {
     }
 }
 
+/// The data segment registers, which a flat or real-mode start loads alike.
+pub const DATA_SEGMENTS: [Segment; 5] = [Segment::Es, Segment::Ss, Segment::Ds, Segment::Fs, Segment::Gs];
+
 /// Write one guest segment register: selector, base, limit, access rights.
 pub fn write_segment(s: Segment, selector: u16, base: u64, limit: u32, access_rights: u64) -> Result<(), VmcsError> {
     let [sel, b, l, ar] = s.fields();

@@ -102,7 +102,8 @@ impl Mode {
 
     pub const fn supported(self, caps: Caps) -> bool {
         match self {
-            // CR0.PE or CR0.PG 0 needs unrestricted guest (SDM Vol. 3C §27.3.1.1).
+            // CR0.PE or CR0.PG 0 needs unrestricted guest (SDM Vol. 3C §27.3.1.1 "Checks
+            // on Guest Control Registers, Debug Registers, and MSRs").
             Mode::Real | Mode::Protected => caps.unrestricted && caps.ept,
             Mode::Paged32 | Mode::Pae => true,
             Mode::Long64 | Mode::Compat => caps.ia32e,
@@ -156,7 +157,7 @@ pub mod cr0 {
     pub const PG: u64 = 1 << 31;
 }
 
-/// CR4 bits (SDM Vol. 3A §2.5).
+/// CR4 bits (SDM Vol. 3A §2.5 "Control Registers").
 pub mod cr4 {
     pub const TSD: u64 = 1 << 2;
     pub const DE: u64 = 1 << 3;
@@ -166,11 +167,12 @@ pub mod cr4 {
     pub const PCE: u64 = 1 << 8;
     pub const OSFXSR: u64 = 1 << 9;
     pub const OSXMMEXCPT: u64 = 1 << 10;
-    /// XSETBV exits (SDM Vol. 3C §26.1.2) only when CR4.OSXSAVE lets it run.
+    /// XSETBV exits (SDM Vol. 3C §26.1.2 "Instructions That Cause VM Exits
+    /// Unconditionally") only when CR4.OSXSAVE lets it run.
     pub const OSXSAVE: u64 = 1 << 18;
 }
 
-/// IA32_EFER bits (SDM Vol. 3A §2.2.1).
+/// IA32_EFER bits (SDM Vol. 3A §2.2.1 "Extended Feature Enable Register").
 pub mod efer {
     pub const SCE: u64 = 1 << 0;
     pub const LME: u64 = 1 << 8;
@@ -935,7 +937,7 @@ fn stubs(mem: &mut [u8], bits: u32) {
     put(4, &|e| e.bytes(&[0xeb, 0xfe]));
 }
 
-/// A code or data segment descriptor (SDM Vol. 3A §3.4.5): base, limit (in
+/// A code or data segment descriptor (SDM Vol. 3A §3.4.5 "Segment Descriptors"): base, limit (in
 /// units the G flag picks), access byte, flags nibble (G, D/B, L, AVL).
 const fn descriptor(base: u32, limit: u32, access: u8, flags: u8) -> u64 {
     (limit as u64 & 0xffff)
@@ -964,7 +966,7 @@ fn gdt(mem: &mut [u8], rng: &mut Rng, wrap_base: Option<u32>, ia32e: bool) {
         (SEL_DATA16, descriptor(0, 0xffff, 0x93, 0)),
         (SEL_TSS, descriptor(TSS as u32, 0x67, 0x8b, 0)),
         (SEL_WRAP, descriptor(wrap_base.unwrap_or(0x1000), 0xfffff, 0x9b, 0xc)),
-        // A 32-bit call gate (type 0xC) to SEL_CODE32:CODE (SDM Vol. 3A §5.8.3).
+        // A 32-bit call gate (type 0xC) to SEL_CODE32:CODE (SDM Vol. 3A §5.8.3 "Call Gates").
         (SEL_CALL_GATE, (CODE & 0xffff) | (SEL_CODE32 as u64) << 16 | 0x8c << 40 | (CODE >> 16) << 48),
         (SEL_CODE32_R3 & !3, descriptor(0, 0xfffff, 0xfb, 0xc)),
     ];

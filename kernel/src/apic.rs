@@ -25,7 +25,9 @@ const XAPIC_ICR_LOW: u64 = 0x300;
 const XAPIC_ICR_HIGH: u64 = 0x310;
 /// Timer registers (SDM Vol. 3A §11.5.4 "APIC Timer", Figure 11-8): LVT
 /// timer, initial count, current count, divide configuration; and the first
-/// IRR register (SDM Vol. 3A §11.8.4, Table 11-1). x2APIC MSR = 0x800 + offset / 16.
+/// IRR register (SDM Vol. 3A §11.8.4 "Interrupt Acceptance for Fixed
+/// Interrupts", Table 11-1 "Local APIC Register Address Map"). x2APIC MSR =
+/// 0x800 + offset / 16.
 const LVT_TIMER: u64 = 0x320;
 const TIMER_INITIAL_COUNT: u64 = 0x380;
 const TIMER_CURRENT_COUNT: u64 = 0x390;
@@ -261,7 +263,8 @@ pub fn end_of_interrupt() {
 /// Read a local-APIC register by its xAPIC offset, in either mode.
 fn read_reg(offset: u64) -> u32 {
     match mode_now() {
-        // SAFETY: x2APIC MSR 0x800 + offset/16 is the register at `offset` (SDM Vol. 3A Table 11-6).
+        // SAFETY: x2APIC MSR 0x800 + offset/16 is the register at `offset` (SDM Vol. 3A Table 11-6
+        // "Local APIC Register Address Map Supported by x2APIC").
         Some(Mode::X2Apic) => unsafe { rdmsr(0x800 + (offset >> 4) as u32) as u32 },
         Some(Mode::XApic { base }) => mmio_read(base + offset),
         None => 0,
@@ -278,7 +281,7 @@ fn write_reg(offset: u64, v: u32) {
 }
 
 /// Start the local-APIC timer in one-shot mode, dividing by 1: TIMER_VECTOR
-/// after `count` timer ticks (SDM Vol. 3A §11.5.4).
+/// after `count` timer ticks (SDM Vol. 3A §11.5.4 "APIC Timer").
 pub fn timer_one_shot(count: u32) {
     write_reg(TIMER_DIVIDE, DIVIDE_BY_1);
     write_reg(LVT_TIMER, TIMER_VECTOR as u32);
@@ -301,7 +304,7 @@ pub fn requested(vector: u8) -> bool {
 }
 
 /// The highest vector in service (accepted, not yet ended by EOI), if any
-/// (ISR, SDM Vol. 3A §11.8.4).
+/// (ISR, SDM Vol. 3A §11.8.4 "Interrupt Acceptance for Fixed Interrupts").
 pub fn in_service() -> Option<u8> {
     (0..8u64).rev().find_map(|i| {
         let bits = read_reg(ISR + 0x10 * i);

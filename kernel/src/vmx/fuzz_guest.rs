@@ -157,7 +157,8 @@ impl HostState {
             core::arch::asm!("mov {}, cr8", out(reg) cr8, options(nomem, nostack, preserves_flags));
             core::arch::asm!("mov {}, dr7", out(reg) dr7, options(nomem, nostack, preserves_flags));
         }
-        // SAFETY: architectural MSRs of every x86-64 CPU with VMX (SDM Vol. 4 Table 2-2).
+        // SAFETY: architectural MSRs of every x86-64 CPU with VMX (SDM Vol. 4 Table 2-2
+        // "IA-32 Architectural MSRs").
         let msr = |n| unsafe { x86::msr::rdmsr(n) };
         let gdt = x86_64::instructions::tables::sgdt();
         let idt = x86_64::instructions::tables::sidt();
@@ -199,7 +200,8 @@ impl HostState {
 
 /// Page tables the hypervisor owns for a guest without EPT: guest-linear
 /// [0, MEM_SIZE) to the guest's memory, for 32-bit, PAE and 4-level paging
-/// (SDM Vol. 3A §5.3, §5.4, §5.5). The PAE and 4-level maps share their PD and PT.
+/// (SDM Vol. 3A §4.3 "32-Bit Paging", §4.4 "PAE Paging", §4.5 "4-Level Paging
+/// and 5-Level Paging"). The PAE and 4-level maps share their PD and PT.
 struct HostTables {
     pd32: u64,
     pdpt: u64,
@@ -259,7 +261,7 @@ impl fmt::Display for Clock {
     }
 }
 
-/// RFLAGS.IF (SDM Vol. 1 §3.4.3.3).
+/// RFLAGS.IF (SDM Vol. 1 §3.4.3.3 "System Flags and IOPL Field").
 const RFLAGS_IF: u64 = 1 << 9;
 
 /// Everything the runs of one CPU share.
@@ -322,7 +324,8 @@ fn fuzz(pcb: &Pcb) -> Result<bool, VmcsError> {
         (None, Some(HostTables::build(base)?))
     };
     let clock = if controls.pin & pin::PREEMPTION_TIMER != 0 {
-        // The timer counts down every 2^IA32_VMX_MISC[4:0] TSC ticks (SDM Vol. 3C §26.5.1).
+        // The timer counts down every 2^IA32_VMX_MISC[4:0] TSC ticks
+        // (SDM Vol. 3C §26.5.1 "VMX-Preemption Timer").
         Clock::Preemption((tsc::micros_to_ticks(TIME_BUDGET_US) >> (d.misc & 0x1f)).max(1))
     } else {
         Clock::Apic(apic_timer_count(TIME_BUDGET_US))
@@ -390,8 +393,8 @@ fn fuzz(pcb: &Pcb) -> Result<bool, VmcsError> {
             Ok(o) if NMI_SENT[cpu as usize].load(Ordering::Acquire) == k + 1 => {
                 // Stopped by another CPU's watchdog NMI. Bochs 2.7 holds
                 // external interrupts back from a guest with RFLAGS.IF 0
-                // although "external-interrupt exiting" is 1 (SDM Vol. 3C
-                // §26.2: RFLAGS.IF does not block them then), so a guest
+                // although "external-interrupt exiting" is 1 (RFLAGS.IF does
+                // not block them then: SDM Vol. 3C §26.2 "Other Causes of VM Exits"), so a guest
                 // spinning with IF 0 outlives the local-APIC timer: that
                 // departure is the watchdog's ending. Anything else that
                 // needed the watchdog is a host failure.
@@ -693,7 +696,8 @@ impl Fuzzer<'_> {
         if m.paging() {
             cr0 |= cr0::PG;
         }
-        // Unrestricted guest frees CR0.PE and CR0.PG from the fixed bits (SDM Vol. 3C §27.3.1.1).
+        // Unrestricted guest frees CR0.PE and CR0.PG from the fixed bits (SDM Vol. 3C
+        // §27.3.1.1 "Checks on Guest Control Registers, Debug Registers, and MSRs").
         let free = if self.caps.unrestricted { cr0::PE | cr0::PG } else { 0 };
         let cr0_fixed = Fixed { fixed0: d.cr0_fixed0 & !free, fixed1: d.cr0_fixed1 };
         // A CD or NW the plan asks for is only shown to the guest: the real
@@ -718,7 +722,8 @@ impl Fuzzer<'_> {
         };
         write(guest::CR3, cr3)?;
         if m == Mode::Pae && self.caps.ept {
-            // With EPT, VM entry takes the PDPTEs from these fields (SDM Vol. 3C §27.3.2.4).
+            // With EPT, VM entry takes the PDPTEs from these fields (SDM Vol. 3C
+            // §27.3.2.4 "Loading Page-Directory-Pointer-Table Entries").
             for (field, value) in [guest::PDPTE0_FULL, guest::PDPTE1_FULL, guest::PDPTE2_FULL, guest::PDPTE3_FULL]
                 .into_iter()
                 .zip(plan.pdptes)
@@ -729,8 +734,8 @@ impl Fuzzer<'_> {
         write(guest::DR7, plan.dr7)?;
         // Where the local-APIC timer bounds the run, the guest starts with
         // RFLAGS.IF 1: Bochs 2.7 holds back external interrupts from a guest
-        // with IF 0 although "external-interrupt exiting" is 1 (SDM Vol. 3C
-        // §26.2: RFLAGS.IF does not block them then), so a guest spinning
+        // with IF 0 although "external-interrupt exiting" is 1 (RFLAGS.IF does
+        // not block them then: SDM Vol. 3C §26.2 "Other Causes of VM Exits"), so a guest spinning
         // from such a start outlived its time budget (seed=3 run 42 on
         // penryn; the same program with IF 1 ends by the timer). A guest
         // that clears IF itself and spins needs the watchdog.
@@ -739,7 +744,7 @@ impl Fuzzer<'_> {
         write(guest::RIP, plan.rip)?;
         write(guest::RSP, plan.rsp)?;
 
-        // Segments (SDM Vol. 3C §27.3.1.2): real-mode ones under unrestricted
+        // Segments (SDM Vol. 3C §27.3.1.2 "Checks on Guest Segment Registers"): real-mode ones under unrestricted
         // guest, else the flat ones of the guest's GDT.
         let (cs, cs_base, cs_limit, cs_ar, data, data_limit, data_ar) = match m {
             Mode::Real => (plan.real_cs, (plan.real_cs as u64) << 4, 0xffff, 0x9b, 0, 0xffff, 0x93),

@@ -75,7 +75,7 @@ vmx_op!(
     /// In VMX root operation; the region holds the revision identifier.
     vmptrld, "vmptrld");
 
-/// The current-VMCS pointer (VMPTRST; SDM Vol. 3C §31.3): FFFFFFFF_FFFFFFFFH when none.
+/// The current-VMCS pointer (VMPTRST; SDM Vol. 3C §31.3 "VMX Instructions"): FFFFFFFF_FFFFFFFFH when none.
 ///
 /// # Safety
 /// In VMX root operation.

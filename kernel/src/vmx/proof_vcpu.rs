@@ -358,7 +358,8 @@ fn cr_access(vcpu: &mut ProofVcpu, q: CrAccess) -> u64 {
             }
         }
         (8, CrAccessKind::MovToCr) => {
-            // MOV to CR8 with bits 63:4 set is #GP(0) (SDM Vol. 2B, MOV—Move to/from Control Registers).
+            // MOV to CR8 with bits 63:4 set is #GP(0) (SDM Vol. 2B
+            // "MOV—Move to/from Control Registers").
             let value = vcpu.regs.get(q.gpr);
             if value >> 4 != 0 {
                 return injected(vcpu, inject_gp());

@@ -35,7 +35,8 @@ pub fn choose_controls(d: &VmxGlobalData, mode: GuestMode, vpid: bool) -> Result
         wanted_proc1 |= proc1::CR3_LOAD_EXITING;
     }
     // 64-bit code's MOV to/from CR8 would reach the host's local APIC (its
-    // task priority; SDM Vol. 3A §11.8.6.1): both exit, and the handler keeps
+    // task priority; SDM Vol. 3A §11.8.6.1 "Interaction of Task Priorities
+    // between CR8 and APIC"): both exit, and the handler keeps
     // the guest's own CR8 (guest=fuzz, seed=1 run 646 on skylake, found a
     // guest changing the host's). A CPU without them runs no 64-bit guest.
     wanted_proc1 |= optional(d.processor_based_ctls, proc1::CR8_LOAD_EXITING | proc1::CR8_STORE_EXITING);

@@ -628,6 +628,14 @@ impl Policy {
         if !fails_early && !timer_stops(after) && !stops_at_once(after) {
             return Err(Refusal::MayNotStop);
         }
+        // Nor may such a departure enter the wait-for-SIPI state: the timer
+        // counts down there but causes no VM exit (SDM Vol. 3C §26.5.1
+        // "VMX-Preemption Timer"), and nothing else would end the wait
+        // (seed 1 mutation 5138 on skylake: activity state 3 with a reserved
+        // IA32_DEBUGCTL bit, which Bochs 2.7 does not check, hung the CPU).
+        if !fails_early && after.get(GUEST_ACTIVITY_STATE) == ACTIVITY_WAIT_FOR_SIPI {
+            return Err(Refusal::MayNotStop);
+        }
         let info = after.get(ENTRY_INTERRUPTION_INFO);
         if !self.mtf && info & (1 << 31) != 0 && (info >> 8) & 7 == 7 {
             return Err(Refusal::OtherEventWithoutMtf);
@@ -638,6 +646,9 @@ impl Policy {
         Ok(())
     }
 }
+
+/// The wait-for-SIPI activity state (SDM Vol. 3C §25.4.2 "Guest Non-Register State").
+const ACTIVITY_WAIT_FOR_SIPI: u64 = 3;
 
 /// The VMX-preemption timer is active with value 0.
 pub fn timer_stops(v: &Snapshot) -> bool {
@@ -788,6 +799,12 @@ mod tests {
         hlt_no_timer.push(PIN_BASED_CONTROLS, 0);
         assert_eq!(p.allows(&hlt_no_timer, &hlt_no_timer.apply(&b), &guest_fail), Err(Refusal::MayNotStop));
         assert_eq!(p.allows(&hlt_no_timer, &hlt_no_timer.apply(&b), &fails), Ok(()));
+        // The timer causes no VM exit in wait-for-SIPI: a departure there would never end.
+        let mut sipi = Mutation::default();
+        sipi.push(GUEST_ACTIVITY_STATE, 3);
+        assert_eq!(p.allows(&sipi, &sipi.apply(&b), &guest_fail), Err(Refusal::MayNotStop));
+        assert_eq!(p.allows(&sipi, &sipi.apply(&b), &enters), Err(Refusal::MayNotStop));
+        assert_eq!(p.allows(&sipi, &sipi.apply(&b), &fails), Ok(()));
         let mut no_timer = Mutation::default();
         no_timer.push(PIN_BASED_CONTROLS, 0);
         assert_eq!(p.allows(&no_timer, &no_timer.apply(&b), &enters), Err(Refusal::MayNotStop));

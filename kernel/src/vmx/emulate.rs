@@ -53,9 +53,8 @@ const BLOCKING_BY_STI_OR_MOV_SS: u64 = 0b11;
 const BLOCKING_BY_SMI: u64 = 1 << 2;
 
 /// Step over the instruction that exited (its length from the VMCS, SDM Vol.
-/// 3C §28.2.5 "Information for VM Exits Due to Instruction Execution").
-/// Blocking by STI and by MOV SS lasts one instruction: skipping the
-/// instruction ends it too.
+/// 3C §28.2.5 "Information for VM Exits Due to Instruction Execution"), as
+/// `advance` does.
 #[inline(always)]
 pub fn skip_instruction() -> Result<(), VmcsError> {
     // SAFETY: this CPU's VMCS is current during every VM exit; the field exists.
@@ -68,8 +67,13 @@ pub fn skip_instruction() -> Result<(), VmcsError> {
 const RFLAGS_RF: u64 = 1 << 16;
 
 /// Step over `len` bytes of instruction (for exits whose instruction length
-/// the VMCS does not give, the hypervisor decoded it), and end what the
-/// instruction's completion ends: RFLAGS.RF, and blocking by STI and MOV SS.
+/// the VMCS does not give, the hypervisor decoded it), and do what the
+/// instruction's completion does:
+/// - end RFLAGS.RF, and blocking by STI and MOV SS (they last one instruction);
+/// - with RFLAGS.TF set, the single-step #DB the instruction would have
+///   raised, made pending (pending debug exceptions BS, SDM Vol. 3C §25.4.2
+///   "Guest Non-Register State").
+///
 /// Outside 64-bit code EIP wraps at 4 GiB (`hvlogic::exit_qual::next_rip`;
 /// the guest fuzzer's wrap template found the RIP of 1_0000_0000 this wrote
 /// before, which VM entry refuses).
@@ -87,7 +91,7 @@ pub fn advance(len: u64) -> Result<(), VmcsError> {
     if rflags & RFLAGS_RF != 0 {
         vmcs::write(guest::RFLAGS, rflags & !RFLAGS_RF)?;
     }
-    Ok(())
+    single_step_trap(rflags)
 }
 
 /// The guest runs 64-bit code: IA-32e mode guest and CS.L (access rights bit 13).
@@ -97,30 +101,16 @@ fn code64() -> bool {
         && vmcs::read(guest::CS_ACCESS_RIGHTS) & CS_L != 0
 }
 
-/// `skip_instruction` for a guest that may be single-stepping: with RFLAGS.TF
-/// set, the skipped instruction would have raised a single-step #DB, so it is
-/// made pending (pending debug exceptions BS, SDM Vol. 3C §25.4.2 "Guest
-/// Non-Register State").
-pub fn skip_instruction_traced() -> Result<(), VmcsError> {
-    skip_instruction()?;
-    single_step_trap()
-}
-
-/// `advance` for a guest that may be single-stepping (see `skip_instruction_traced`).
-pub fn advance_traced(len: u64) -> Result<(), VmcsError> {
-    advance(len)?;
-    single_step_trap()
-}
-
 /// The single-step #DB the emulated instruction would have raised, made
 /// pending: with RFLAGS.TF set, unless IA32_DEBUGCTL.BTF asks for single steps
 /// on branches only (SDM Vol. 3B §18.4.3 "Single-Stepping on Branches"; no
 /// instruction this hypervisor emulates is a branch).
-fn single_step_trap() -> Result<(), VmcsError> {
+#[inline(always)]
+fn single_step_trap(rflags: u64) -> Result<(), VmcsError> {
     const RFLAGS_TF: u64 = 1 << 8;
     const DEBUGCTL_BTF: u64 = 1 << 1;
     const PENDING_BS: u64 = 1 << 14;
-    if vmcs::read(guest::RFLAGS) & RFLAGS_TF != 0 && vmcs::read(guest::IA32_DEBUGCTL_FULL) & DEBUGCTL_BTF == 0 {
+    if rflags & RFLAGS_TF != 0 && vmcs::read(guest::IA32_DEBUGCTL_FULL) & DEBUGCTL_BTF == 0 {
         vmcs::write(guest::PENDING_DBG_EXCEPTIONS, vmcs::read(guest::PENDING_DBG_EXCEPTIONS) | PENDING_BS)?;
     }
     Ok(())

@@ -105,7 +105,7 @@ pub extern "C" fn dispatch(vcpu: &mut OsVcpu) -> u64 {
     }
     let done = if reason == basic::CPUID as u32 {
         emulate::cpuid(&mut vcpu.regs, vcpu.processor_index, vcpu.guest.hidden);
-        emulate::skip_instruction_traced().map_err(Fatal::from)
+        emulate::skip_instruction().map_err(Fatal::from)
     } else {
         handle(vcpu, ExitReason(reason)).and_then(|()| Ok(emulate::clear_smi_blocking()?))
     };
@@ -151,10 +151,10 @@ fn handle(vcpu: &mut OsVcpu, reason: ExitReason) -> Result<(), Fatal> {
             // INVD would drop the host's dirty lines too: write them back instead.
             // SAFETY: WBINVD only writes back and invalidates caches.
             unsafe { core::arch::asm!("wbinvd", options(nostack, preserves_flags)) };
-            Ok(emulate::skip_instruction_traced()?)
+            Ok(emulate::skip_instruction()?)
         }
         // Exit only where the CPU forces these controls on: behave as a NOP.
-        basic::MONITOR | basic::MWAIT => Ok(emulate::skip_instruction_traced()?),
+        basic::MONITOR | basic::MWAIT => Ok(emulate::skip_instruction()?),
         _ => Err(Fatal::Unhandled(reason)),
     }
 }
@@ -430,7 +430,7 @@ fn cr_access(vcpu: &mut OsVcpu, q: CrAccess) -> Result<(), Fatal> {
             }
             // A MOV to CR0/CR4 that changes paging flushes this VPID's translations.
             vcpu.flush_vpid();
-            Ok(emulate::skip_instruction_traced()?)
+            Ok(emulate::skip_instruction()?)
         }
     }
 }
@@ -465,7 +465,7 @@ fn msr(vcpu: &mut OsVcpu, write: bool) -> Result<(), Fatal> {
         // SAFETY: the OS's own write of its APIC's mode bits; a value the CPU
         // refuses faults here as it would in the guest: the OS asked for it.
         unsafe { x86::msr::wrmsr(index, value) };
-        return Ok(emulate::skip_instruction_traced()?);
+        return Ok(emulate::skip_instruction()?);
     }
     if write && index == icr::X2APIC_ICR_MSR {
         let value = (vcpu.regs.rdx << 32) | (vcpu.regs.rax & 0xffff_ffff);
@@ -474,12 +474,12 @@ fn msr(vcpu: &mut OsVcpu, write: bool) -> Result<(), Fatal> {
             // the WRMSR would have faulted before exiting); the OS asked for this IPI.
             unsafe { x86::msr::wrmsr(icr::X2APIC_ICR_MSR, value) };
         }
-        return Ok(emulate::skip_instruction_traced()?);
+        return Ok(emulate::skip_instruction()?);
     }
     if !write && index == hvlogic::feature_control::IA32_FEATURE_CONTROL {
         vcpu.regs.rax = FEATURE_CONTROL_LOCKED_OFF;
         vcpu.regs.rdx = 0;
-        return Ok(emulate::skip_instruction_traced()?);
+        return Ok(emulate::skip_instruction()?);
     }
     Ok(inject_gp()?)
 }
@@ -537,7 +537,7 @@ fn ept_violation(vcpu: &mut OsVcpu, qualification: u64) -> Result<(), Fatal> {
         // SAFETY: as above.
         unsafe { core::ptr::write_volatile(apic(offset), value) };
     }
-    Ok(emulate::advance_traced(store.len as u64)?)
+    Ok(emulate::advance(store.len as u64)?)
 }
 
 /// The store instruction at the guest's RIP, read through its own page tables
@@ -586,7 +586,7 @@ fn io(vcpu: &mut OsVcpu, q: IoAccess) -> Result<(), Fatal> {
         // "General-Purpose Registers in 64-Bit Mode"); 8 and 16 bits leave the
         // rest of the register alone.
         vcpu.regs.rax = if q.size == 4 { value & mask } else { (vcpu.regs.rax & !mask) | (value & mask) };
-        return Ok(emulate::skip_instruction_traced()?);
+        return Ok(emulate::skip_instruction()?);
     }
     let value = vcpu.regs.rax & mask;
     match vcpu.guest.ports.classify(q.port, q.size, value) {
@@ -611,7 +611,7 @@ fn io(vcpu: &mut OsVcpu, q: IoAccess) -> Result<(), Fatal> {
         Request::None => {}
     }
     crate::platform::port_out(q.port, q.size, value as u32);
-    Ok(emulate::skip_instruction_traced()?)
+    Ok(emulate::skip_instruction()?)
 }
 
 /// XSETBV, executed for the guest when the CPU would accept it; #GP otherwise.
@@ -624,7 +624,7 @@ fn xsetbv(vcpu: &mut OsVcpu) -> Result<(), Fatal> {
     // SAFETY: the value passed the checks the CPU makes (hvlogic::xsetbv), and
     // the host runs with CR4.OSXSAVE (os_guest.rs); the host uses no XSAVE state.
     unsafe { core::arch::asm!("xsetbv", in("ecx") index, in("eax") value as u32, in("edx") (value >> 32) as u32) };
-    Ok(emulate::skip_instruction_traced()?)
+    Ok(emulate::skip_instruction()?)
 }
 
 /// The OS cannot go on: say why, dump its state, and end the run (GUEST-END

@@ -128,7 +128,8 @@ pub extern "C" fn dispatch(vcpu: &mut ProofVcpu) -> u64 {
     slow_path(vcpu, ExitReason(reason))
 }
 
-/// Step over the instruction that exited; a VMCS that cannot take it ends the guest.
+/// Step over the instruction that exited, with the single-step trap it would
+/// have raised; a VMCS that cannot take it ends the guest.
 #[inline(always)]
 fn next_instruction(vcpu: &mut ProofVcpu) -> u64 {
     match emulate::skip_instruction() {

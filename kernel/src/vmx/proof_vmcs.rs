@@ -26,7 +26,14 @@ pub fn choose_controls(d: &VmxGlobalData, mode: GuestMode, vpid: bool) -> Result
     if vpid {
         wanted_proc2 |= proc2::ENABLE_VPID;
     }
-    let mut wanted_proc1 = proc1::HLT_EXITING | proc1::USE_IO_BITMAPS | proc1::USE_MSR_BITMAPS;
+    // MWAIT could put the CPU in a C-state deeper than C2, where the
+    // VMX-preemption timer stops (SDM Vol. 3C §26.5.1 "VMX-Preemption Timer"):
+    // it exits, and MONITOR with it.
+    let mut wanted_proc1 = proc1::HLT_EXITING
+        | proc1::MWAIT_EXITING
+        | proc1::MONITOR_EXITING
+        | proc1::USE_IO_BITMAPS
+        | proc1::USE_MSR_BITMAPS;
     if wanted_proc2 != 0 {
         wanted_proc1 |= proc1::ACTIVATE_SECONDARY;
     }
@@ -50,8 +57,12 @@ pub fn choose_controls(d: &VmxGlobalData, mode: GuestMode, vpid: bool) -> Result
         (Control::SecondaryProcBased, wanted_proc2, d.processor_based_ctls2),
         (
             Control::Exit,
+            // DR7 and IA32_DEBUGCTL are the guest's own: loaded on entry and
+            // saved on exit (a VM exit sets DR7 to 400H, SDM Vol. 3C §28.5.1
+            // "Loading Host Control Registers, Debug Registers, MSRs").
             exit::HOST_ADDRESS_SPACE_SIZE
                 | exit::ACK_INTERRUPT_ON_EXIT
+                | optional(d.exit_ctls, exit::SAVE_DEBUG_CONTROLS)
                 | optional(d.exit_ctls, exit::SAVE_EFER | exit::LOAD_EFER)
                 | optional(d.exit_ctls, exit::SAVE_PAT | exit::LOAD_PAT)
                 | if timer { optional(d.exit_ctls, exit::SAVE_PREEMPTION_TIMER) } else { 0 },
@@ -59,7 +70,9 @@ pub fn choose_controls(d: &VmxGlobalData, mode: GuestMode, vpid: bool) -> Result
         ),
         (
             Control::Entry,
-            optional(d.entry_ctls, entry::LOAD_EFER) | optional(d.entry_ctls, entry::LOAD_PAT),
+            optional(d.entry_ctls, entry::LOAD_DEBUG_CONTROLS)
+                | optional(d.entry_ctls, entry::LOAD_EFER)
+                | optional(d.entry_ctls, entry::LOAD_PAT),
             d.entry_ctls,
         ),
     ];

@@ -67,6 +67,10 @@ pub struct Caps {
     pub ept: bool,
     /// The "IA-32e mode guest" VM-entry control can be 1.
     pub ia32e: bool,
+    /// IA32_EFER.NXE exists (CPUID.80000001H:EDX[20]); where it does not, the
+    /// bit is reserved and VM entry refuses it (SDM Vol. 3C §27.3.1.1 "Checks
+    /// on Guest Control Registers, Debug Registers, and MSRs").
+    pub nx: bool,
 }
 
 /// The mode a run starts in.
@@ -848,7 +852,7 @@ pub fn generate(seed: u64, caps: Caps, mem: &mut [u8]) -> Plan {
 
     stubs(mem, bits);
     gdt(mem, &mut rng, wrap_base, mode.ia32e());
-    tss(mem, &mut rng);
+    tss(mem, &mut rng, mode.ia32e());
     let idt = rng.chance(60);
     let idtr_limit = if !idt {
         0
@@ -901,7 +905,8 @@ pub fn generate(seed: u64, caps: Caps, mem: &mut [u8]) -> Plan {
         }
     }
     let mut efer_extra = 0;
-    if rng.chance(50) {
+    // Drawn either way, so a stream is the same on CPUs with and without NX.
+    if rng.chance(50) && caps.nx {
         efer_extra |= efer::NXE;
     }
     if rng.chance(50) {
@@ -988,18 +993,23 @@ fn gdt(mem: &mut [u8], rng: &mut Rng, wrap_base: Option<u32>, ia32e: bool) {
     }
 }
 
-fn tss(mem: &mut [u8], rng: &mut Rng) {
+/// The task-state segment (SDM Vol. 3A §8.2.1 "Task-State Segment (TSS)",
+/// §8.7 "Task Management in 64-bit Mode"): 32-bit ESP0 at 4 and SS0 at 8, or
+/// 64-bit RSP0 at 4 (eight bytes) and IST1-7 at 0x24; the I/O map base at
+/// 0x66 points past the limit (0x67), so every port is refused to CPL 3.
+fn tss(mem: &mut [u8], rng: &mut Rng, ia32e: bool) {
     for k in 0..0x68u64 / 4 {
         put32(mem, TSS + 4 * k, 0);
     }
-    // 32-bit: ESP0, SS0; 64-bit: RSP0 (the same bytes), IST1-7 at 0x24.
     put32(mem, TSS + 4, (STACK_TOP - 0x100) as u32);
-    put32(mem, TSS + 8, SEL_DATA as u32);
+    if !ia32e {
+        put32(mem, TSS + 8, SEL_DATA as u32);
+    }
     for k in 0..7u64 {
         let v = if rng.chance(80) { STACK_TOP - 0x200 } else { value64(rng) };
         put64(mem, TSS + 0x24 + 8 * k, v);
     }
-    put32(mem, TSS + 0x66, 0x68 << 16);
+    put32(mem, TSS + 0x64, 0x68 << 16);
 }
 
 /// The IVT (real mode) or IDT: each vector to a stub or into the program.
@@ -1253,9 +1263,9 @@ mod tests {
     use alloc::vec;
     use alloc::vec::Vec;
 
-    const ALL_CAPS: Caps = Caps { unrestricted: true, ept: true, ia32e: true };
-    const LYNNFIELD: Caps = Caps { unrestricted: false, ept: true, ia32e: true };
-    const PENRYN: Caps = Caps { unrestricted: false, ept: false, ia32e: true };
+    const ALL_CAPS: Caps = Caps { unrestricted: true, ept: true, ia32e: true, nx: true };
+    const LYNNFIELD: Caps = Caps { unrestricted: false, ept: true, ia32e: true, nx: true };
+    const PENRYN: Caps = Caps { unrestricted: false, ept: false, ia32e: true, nx: true };
 
     fn gen(seed: u64, caps: Caps) -> (Vec<u8>, Plan) {
         let mut mem = vec![0u8; MEM_SIZE as usize];
@@ -1291,7 +1301,7 @@ mod tests {
             (ALL_CAPS, &Mode::ALL[..]),
             (LYNNFIELD, &[Mode::Paged32, Mode::Pae, Mode::Long64, Mode::Compat][..]),
             (PENRYN, &[Mode::Paged32, Mode::Pae, Mode::Long64, Mode::Compat][..]),
-            (Caps { unrestricted: false, ept: false, ia32e: false }, &[Mode::Paged32, Mode::Pae][..]),
+            (Caps { unrestricted: false, ept: false, ia32e: false, nx: true }, &[Mode::Paged32, Mode::Pae][..]),
         ] {
             let mut seen = Vec::new();
             for s in 0..300 {

@@ -100,6 +100,10 @@ extern "C" fn exception_dispatch(f: &ExceptionFrame) {
         crate::vmx::nmi_in_host(pcb::this_cpu());
         return;
     }
+    // A guest fuzzer's watchdog NMI that arrived after its run had ended.
+    if vector == 2 && pcb::has_pcb() && crate::vmx::fuzz_watchdog_nmi_in_host(pcb::this_cpu_index()) {
+        return;
+    }
     let nested = pcb::has_pcb() && pcb::this_cpu().in_exception.swap(true, Ordering::AcqRel);
     let (mnemonic, name) = NAMES[vector % 32];
     if nested {

@@ -58,6 +58,9 @@ static CPU_SEED: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS]
 static RUN_START: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
 static NMI_SENT: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
 static DONE: [AtomicBool; MAX_CPUS] = [const { AtomicBool::new(false) }; MAX_CPUS];
+/// A watchdog NMI is on its way to the CPU and has not been taken yet: it may
+/// arrive after the run it was sent for has ended, in the host or in a later run.
+static NMI_PENDING: [AtomicBool; MAX_CPUS] = [const { AtomicBool::new(false) }; MAX_CPUS];
 /// A run still going after this long has hung: a CPU done with its own runs
 /// sends the hung one an NMI, which exits its guest (NMI exiting).
 const HANG_US: u64 = RUN_DEADLINE_US;
@@ -73,7 +76,10 @@ pub fn run(pcb: &Pcb) {
     if !pcb.has(CPU_STATUS_VMXON) {
         return;
     }
-    match fuzz(pcb) {
+    let result = fuzz(pcb);
+    // However the runs ended (a set-up error returns early), no watcher waits on this CPU.
+    DONE[pcb.processor_index as usize].store(true, Ordering::Release);
+    match result {
         Ok(true) => pcb.set(CPU_STATUS_GUEST_OK),
         Ok(false) => pcb.set(CPU_STATUS_FAILED),
         Err(e) => {
@@ -95,6 +101,13 @@ pub fn note_host_exception(cpu: u32) {
             Replay(seed, run - 1)
         );
     }
+}
+
+/// From the NMI handler: whether this NMI is a watchdog's that arrived in the
+/// host, after the run it was sent for had ended. It is dropped; that run's
+/// own check (RUN_DEADLINE_US) reports a run that went on too long.
+pub fn watchdog_nmi_in_host(cpu: u32) -> bool {
+    NMI_PENDING.get(cpu as usize).is_some_and(|p| p.swap(false, Ordering::AcqRel))
 }
 
 /// The words that replay run `k` of a stream on one CPU.
@@ -304,7 +317,10 @@ fn fuzz(pcb: &Pcb) -> Result<bool, VmcsError> {
     }
 
     let mode = choose_mode(&d);
-    let caps = Caps { unrestricted: mode == GuestMode::RealFromReset, ept: mode.uses_ept(), ia32e: false };
+    // IA32_EFER.NXE exists where CPUID.80000001H:EDX[20] (XD) says so; the
+    // long-mode entry in boot.s has checked that the leaf exists.
+    let nx = raw_cpuid::cpuid!(0x8000_0001).edx & (1 << 20) != 0;
+    let caps = Caps { unrestricted: mode == GuestMode::RealFromReset, ept: mode.uses_ept(), ia32e: false, nx };
     let vpid = d.invvpid_type().map(|flush| (cpu as u16 + 1, flush));
     let controls = proof_vmcs::choose_controls(&d, mode, vpid.is_some())?;
     // 64-bit code only where CR8 accesses exit (proof_vmcs::choose_controls).
@@ -369,8 +385,8 @@ fn fuzz(pcb: &Pcb) -> Result<bool, VmcsError> {
     let mut tally = Tally::default();
     for k in skip..skip.saturating_add(runs) {
         ACTIVE_RUN[cpu as usize].store(k + 1, Ordering::Release);
-        RUN_START[cpu as usize].store(tsc::rdtsc().max(1), Ordering::Release);
         let plan = gf::generate(gf::run_seed(cpu_seed, k), caps, mem);
+        RUN_START[cpu as usize].store(tsc::rdtsc().max(1), Ordering::Release);
         // Report a host failure (the tally has counted it).
         let failure = |tally: &Tally, what: fmt::Arguments, vcpu: &ProofVcpu, exits: u64| {
             error!(
@@ -384,6 +400,9 @@ fn fuzz(pcb: &Pcb) -> Result<bool, VmcsError> {
         };
         let outcome = f.run(vcpu, &plan);
         RUN_START[cpu as usize].store(0, Ordering::Release);
+        let nmi_exit = |o: &Outcome| o.ending == Ending::Unexpected(hvlogic::exit_reason::basic::EXCEPTION_OR_NMI);
+        let watchdog_nmi =
+            matches!(&outcome, Ok(o) if nmi_exit(o)) && NMI_PENDING[cpu as usize].swap(false, Ordering::AcqRel);
         match outcome {
             Err(e) => {
                 tally.runs += 1;
@@ -399,8 +418,7 @@ fn fuzz(pcb: &Pcb) -> Result<bool, VmcsError> {
                 // departure is the watchdog's ending. Anything else that
                 // needed the watchdog is a host failure.
                 let if_clear = vmcs::read(guest::RFLAGS) & RFLAGS_IF == 0;
-                let nmi_exit = o.ending == Ending::Unexpected(hvlogic::exit_reason::basic::EXCEPTION_OR_NMI);
-                if matches!(f.clock, Clock::Apic(_)) && if_clear && nmi_exit {
+                if matches!(f.clock, Clock::Apic(_)) && if_clear && nmi_exit(&o) {
                     tally.count_named(plan.mode, "watchdog", o.exits);
                 } else {
                     tally.runs += 1;
@@ -416,6 +434,11 @@ fn fuzz(pcb: &Pcb) -> Result<bool, VmcsError> {
                         o.exits,
                     );
                 }
+            }
+            Ok(o) if watchdog_nmi => {
+                // A watchdog NMI sent for an earlier run that ended meanwhile
+                // (judged by its own checks) stopped this one: the watchdog's ending.
+                tally.count_named(plan.mode, "watchdog", o.exits);
             }
             Ok(o) => {
                 if let Class::HostFailure(what) = tally.count(plan.mode, o.ending, o.exits) {
@@ -543,7 +566,14 @@ fn watch(me: u32) -> Watch {
                 continue;
             }
             all_done = false;
-            let (start, run) = (RUN_START[i].load(Ordering::Acquire), ACTIVE_RUN[i].load(Ordering::Acquire));
+            // A consistent pair: the run read between two equal reads of its
+            // start (a new run stores ACTIVE_RUN before its RUN_START, and
+            // the TSC never repeats a start).
+            let start = RUN_START[i].load(Ordering::Acquire);
+            let run = ACTIVE_RUN[i].load(Ordering::Acquire);
+            if RUN_START[i].load(Ordering::Acquire) != start {
+                continue;
+            }
             let elapsed = if start == 0 { 0 } else { tsc::rdtsc().saturating_sub(start) };
             if elapsed <= hang {
                 continue;
@@ -556,6 +586,7 @@ fn watch(me: u32) -> Watch {
                         run - 1,
                         HANG_US / 1000
                     );
+                    NMI_PENDING[i].store(true, Ordering::Release);
                     apic::send_nmi(p.apic_id());
                 }
             } else if elapsed > give_up {
@@ -656,6 +687,7 @@ impl Fuzzer<'_> {
         vcpu.guest.ending_value = 0;
         vcpu.guest.ending_qualification = 0;
         vcpu.guest.line_len = 0;
+        vcpu.guest.cr8 = 0;
         vcpu.exits = 0;
         if !vcpu.flush_vpid() {
             return Err(VmcsError::Flush);

@@ -29,6 +29,7 @@ mod vmxcap;
 
 pub use enter::{enter, leave};
 pub use fuzz_guest::note_host_exception as fuzz_note_host_exception;
+pub use fuzz_guest::watchdog_nmi_in_host as fuzz_watchdog_nmi_in_host;
 pub use os_guest::{
     arm_ap as arm_os_ap, launch_bsp as launch_os, prepare as prepare_os, unsupported as os_unsupported,
 };

@@ -216,7 +216,8 @@ fn replay(name: &str, model: &'static str, seed: u64, run: u64, mode: &str, line
 /// seed 1 run 11 (a guest's CR0.CD survived the VM exit and left the host's
 /// caches off), runs 132 and 456 (stepping over an exiting instruction at EIP
 /// 4 GiB - n wrote RIP 1_0000_0000, which VM entry refuses), run 646 (a
-/// 64-bit guest's MOV to CR8 changed the host's task priority).
+/// 64-bit guest's MOV to CR8 changed the host's task priority); seed 11 run
+/// 404 (an endless #DB delivery loop hung the CPU).
 #[test]
 fn skylake_regressions() {
     let sky = "corei7_skylake_x";
@@ -251,6 +252,18 @@ fn skylake_regressions() {
         646,
         "long64",
         "fuzz: cpu=0 runs=1 exits=2 endings=triple-fault:1 host_failures=0 seed=1",
+    );
+    // Seed 11 run 404: with its DR7 loaded, a real-mode guest's breakpoint
+    // made every #DB delivery raise another, with no instruction boundary for
+    // the preemption timer: the CPU hung. #DB now exits and is given back,
+    // each round trip an exit, until the exit budget ends it.
+    replay(
+        "bochs-fuzz-db-loop",
+        sky,
+        11,
+        404,
+        "real",
+        "fuzz: cpu=0 runs=1 exits=501 endings=exit-budget:1 host_failures=0 seed=11",
     );
 }
 

@@ -201,9 +201,32 @@ pub const fn crosses_4gib(rip: u64, len: u64) -> bool {
     (rip ^ rip.wrapping_add(len)) >> 32 != 0
 }
 
+/// DR6 as the processor would have left it on delivering the #DB that a VM
+/// exit intercepted. Such an exit does not write DR6; its exit qualification
+/// holds what would have been written: B3-B0 (bits 3:0), BD (13) and BS (14)
+/// (SDM Vol. 3C Table 28-1 "Exit Qualification for Debug Exceptions"). B3-B0
+/// are replaced; BD and BS are added to what DR6 held (the processor never
+/// clears them); the reserved bits read 1, RTM (bit 16, active low) too.
+pub const fn dr6_for_debug_exit(dr6: u64, qualification: u64) -> u64 {
+    const B3_B0: u64 = 0xf;
+    const BD_BS: u64 = 3 << 13;
+    const FIXED_1: u64 = 0xffff_0ff0;
+    ((dr6 & !B3_B0) | (qualification & (B3_B0 | BD_BS)) | FIXED_1) & 0xffff_ffff
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dr6_takes_the_debug_exit_qualification() {
+        // A data breakpoint on DR1 after a single step: B1 replaces B0, BS stays.
+        assert_eq!(dr6_for_debug_exit(0xffff_4ff1, 0x2), 0xffff_4ff2);
+        // General detect: BD added; the reserved bits forced to 1.
+        assert_eq!(dr6_for_debug_exit(0, 1 << 13), 0xffff_2ff0);
+        // Bits the qualification must not carry (RTM, 12) do not leak in.
+        assert_eq!(dr6_for_debug_exit(0xffff_0ff0, 1 << 16 | 1 << 12 | 1), 0xffff_0ff1);
+    }
 
     #[test]
     fn rip_wraps_at_4gib_outside_64_bit_code() {

@@ -4,7 +4,7 @@
 use super::instructions::vmread_unchecked;
 use super::vcpu::GuestRegs;
 use super::vmcs::{self, VmcsError};
-use hvlogic::exit_qual::{crosses_4gib, next_rip};
+use hvlogic::exit_qual::{crosses_4gib, next_rip, Interruption};
 use hvlogic::os_guest::{self, Hidden};
 use x86::vmx::vmcs::{control as ctl, guest, ro};
 
@@ -128,8 +128,47 @@ pub fn clear_smi_blocking() -> Result<(), VmcsError> {
 
 /// Exception vectors injected into guests (SDM Vol. 3A Table 6-1
 /// "Protected-Mode Exceptions and Interrupts").
+pub const DB: u8 = 1;
 pub const UD: u8 = 6;
 pub const GP: u8 = 13;
+pub const AC: u8 = 17;
+
+/// The exceptions a proof guest's exception bitmap intercepts, to give them
+/// straight back: a guest can make the delivery of #DB or #AC raise the
+/// same exception again (a data breakpoint on the stack or the IVT, a
+/// misaligned stack with alignment checking), a loop with no instruction
+/// boundary in which neither the VMX-preemption timer nor an interrupt ever
+/// exits: the host would hang (KVM's CVE-2015-8104 and CVE-2015-5307; the
+/// guest fuzzer found the #DB loop, seed=11 run 404 on skylake). Intercepted,
+/// each delivery is a VM exit and a VM entry, where the guest's budgets apply.
+pub const REFLECTED_EXCEPTIONS: u32 = 1 << DB | 1 << AC;
+
+/// Give the guest the #DB or #AC its exception bitmap intercepted, as the
+/// CPU would have delivered it. An intercepted #DB leaves DR6 and DR7 as they
+/// were (SDM Vol. 3C §28.1 "Architectural State Before a VM Exit"), and the
+/// delivery would have written DR6 and cleared DR7.GD (SDM Vol. 3B §18.2.3
+/// "Debug Status Register (DR6)", §18.2.4 "Debug Control Register (DR7)"):
+/// DR6 gets the exit qualification (`hvlogic::exit_qual::dr6_for_debug_exit`)
+/// and GD is cleared here. The error code (#AC's) is the one the exit gave.
+pub fn reflect(info: Interruption, qualification: u64) -> Result<(), VmcsError> {
+    const DELIVER_ERROR_CODE: u32 = 1 << 11;
+    const DR7_GD: u64 = 1 << 13;
+    if info.vector() == DB {
+        let dr6: u64;
+        // SAFETY: reading DR6 at CPL 0 has no side effect.
+        unsafe { core::arch::asm!("mov {}, dr6", out(reg) dr6, options(nomem, nostack, preserves_flags)) };
+        let dr6 = hvlogic::exit_qual::dr6_for_debug_exit(dr6, qualification);
+        // SAFETY: the host uses no debug register; DR6 is the guest's (VM
+        // entry and exit leave it alone) and this value has its fixed bits.
+        unsafe { core::arch::asm!("mov dr6, {}", in(reg) dr6, options(nomem, nostack, preserves_flags)) };
+        let dr7 = vmcs::read(guest::DR7);
+        if dr7 & DR7_GD != 0 {
+            vmcs::write(guest::DR7, dr7 & !DR7_GD)?;
+        }
+    }
+    let code = info.0 & DELIVER_ERROR_CODE != 0;
+    inject(info.vector(), code.then(|| vmcs::read(ro::VMEXIT_INTERRUPTION_ERR_CODE) as u32))
+}
 
 /// Inject hardware exception `vector` on the next VM entry (SDM Vol. 3C
 /// §25.8.3 "VM-Entry Controls for Event Injection"); the instruction is not

@@ -653,6 +653,7 @@ impl Fuzzer<'_> {
             c.entry |= entry::IA32E_MODE_GUEST;
         }
         vmcs::write_controls(&c)?;
+        vmcs::write(ctl::EXCEPTION_BITMAP, super::emulate::REFLECTED_EXCEPTIONS as u64)?;
         self.bitmaps.write()?;
         if let Some(eptp) = self.eptp {
             vmcs::write(ctl::EPTP_FULL, eptp)?;

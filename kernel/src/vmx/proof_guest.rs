@@ -142,6 +142,7 @@ impl Launch<'_> {
     /// The parts of the current VMCS that stay the same across launches.
     fn configure(&self, pcb: &Pcb, vcpu: &mut ProofVcpu) -> Result<(), VmcsError> {
         vmcs::write_controls(&self.controls)?;
+        vmcs::write(ctl::EXCEPTION_BITMAP, super::emulate::REFLECTED_EXCEPTIONS as u64)?;
         Bitmaps::new().write()?;
         if let Some(eptp) = self.start.eptp {
             vmcs::write(ctl::EPTP_FULL, eptp)?;

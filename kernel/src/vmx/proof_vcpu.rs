@@ -207,6 +207,9 @@ fn slow_path(vcpu: &mut ProofVcpu, reason: ExitReason) -> u64 {
         }
         basic::EXCEPTION_OR_NMI => {
             let info = Interruption(vmcs::read(ro::VMEXIT_INTERRUPTION_INFO) as u32);
+            if !info.is_nmi() && emulate::REFLECTED_EXCEPTIONS & 1 << info.vector() != 0 {
+                return injected(vcpu, emulate::reflect(info, vmcs::read(ro::EXIT_QUALIFICATION)));
+            }
             if info.is_nmi() {
                 if run::is_ending() {
                     run::park();

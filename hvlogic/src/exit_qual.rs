@@ -203,15 +203,18 @@ pub const fn crosses_4gib(rip: u64, len: u64) -> bool {
 
 /// DR6 as the processor would have left it on delivering the #DB that a VM
 /// exit intercepted. Such an exit does not write DR6; its exit qualification
-/// holds what would have been written: B3-B0 (bits 3:0), BD (13) and BS (14)
-/// (SDM Vol. 3C Table 28-1 "Exit Qualification for Debug Exceptions"). B3-B0
-/// are replaced; BD and BS are added to what DR6 held (the processor never
-/// clears them); the reserved bits read 1, RTM (bit 16, active low) too.
+/// holds what would have been written: B3-B0 (bits 3:0), BLD (11), BD (13),
+/// BS (14) and RTM (16) (SDM Vol. 3C Table 28-1 "Exit Qualification for Debug
+/// Exceptions"). B3-B0 are replaced; BD and BS are added to what DR6 held (the
+/// processor never clears them); BLD and RTM are active low in DR6, so a set
+/// qualification bit clears them; the other reserved bits read 1.
 pub const fn dr6_for_debug_exit(dr6: u64, qualification: u64) -> u64 {
     const B3_B0: u64 = 0xf;
     const BD_BS: u64 = 3 << 13;
+    const ACTIVE_LOW: u64 = 1 << 11 | 1 << 16;
     const FIXED_1: u64 = 0xffff_0ff0;
-    ((dr6 & !B3_B0) | (qualification & (B3_B0 | BD_BS)) | FIXED_1) & 0xffff_ffff
+    let dr6 = (dr6 & !B3_B0) | (qualification & (B3_B0 | BD_BS)) | FIXED_1;
+    (dr6 & !(qualification & ACTIVE_LOW)) & 0xffff_ffff
 }
 
 #[cfg(test)]
@@ -224,8 +227,9 @@ mod tests {
         assert_eq!(dr6_for_debug_exit(0xffff_4ff1, 0x2), 0xffff_4ff2);
         // General detect: BD added; the reserved bits forced to 1.
         assert_eq!(dr6_for_debug_exit(0, 1 << 13), 0xffff_2ff0);
-        // Bits the qualification must not carry (RTM, 12) do not leak in.
-        assert_eq!(dr6_for_debug_exit(0xffff_0ff0, 1 << 16 | 1 << 12 | 1), 0xffff_0ff1);
+        // RTM and BLD are active low in DR6; bit 12 is not the qualification's to set.
+        assert_eq!(dr6_for_debug_exit(0xffff_0ff0, 1 << 16 | 1 << 12 | 1), 0xfffe_0ff1);
+        assert_eq!(dr6_for_debug_exit(0xffff_0ff0, 1 << 11), 0xffff_07f0);
     }
 
     #[test]

@@ -149,10 +149,22 @@ pub const REFLECTED_EXCEPTIONS: u32 = 1 << DB | 1 << AC;
 /// delivery would have written DR6 and cleared DR7.GD (SDM Vol. 3B §18.2.3
 /// "Debug Status Register (DR6)", §18.2.4 "Debug Control Register (DR7)"):
 /// DR6 gets the exit qualification (`hvlogic::exit_qual::dr6_for_debug_exit`)
-/// and GD is cleared here. The error code (#AC's) is the one the exit gave.
+/// and GD is cleared here (IA32_DEBUGCTL.LBR too, which delivery clears;
+/// Vol. 3B §18.4.1 "IA32_DEBUGCTL MSR"). The error code (#AC's) is the one
+/// the exit gave. INT1 (ICEBP, a privileged software exception) exits with
+/// RIP at the instruction (SDM Vol. 3C §28.3.3 "Saving RIP, RSP, RFLAGS, and
+/// SSP"), so it goes back as what it was, with its length, and returns past it.
 pub fn reflect(info: Interruption, qualification: u64) -> Result<(), VmcsError> {
     const DELIVER_ERROR_CODE: u32 = 1 << 11;
     const DR7_GD: u64 = 1 << 13;
+    const DEBUGCTL_LBR: u64 = 1 << 0;
+    const PRIVILEGED_SOFTWARE_EXCEPTION: u8 = 5;
+    if info.vector() == DB && info.kind() == PRIVILEGED_SOFTWARE_EXCEPTION {
+        const VALID_INT1: u64 = 1 << 31 | (PRIVILEGED_SOFTWARE_EXCEPTION as u64) << 8 | DB as u64;
+        end_one_instruction_blocking()?;
+        vmcs::write(ctl::VMENTRY_INSTRUCTION_LEN, vmcs::read(ro::VMEXIT_INSTRUCTION_LEN))?;
+        return vmcs::write(ctl::VMENTRY_INTERRUPTION_INFO_FIELD, VALID_INT1);
+    }
     if info.vector() == DB {
         let dr6: u64;
         // SAFETY: reading DR6 at CPL 0 has no side effect.
@@ -165,9 +177,26 @@ pub fn reflect(info: Interruption, qualification: u64) -> Result<(), VmcsError> 
         if dr7 & DR7_GD != 0 {
             vmcs::write(guest::DR7, dr7 & !DR7_GD)?;
         }
+        let debugctl = vmcs::read(guest::IA32_DEBUGCTL_FULL);
+        if debugctl & DEBUGCTL_LBR != 0 {
+            vmcs::write(guest::IA32_DEBUGCTL_FULL, debugctl & !DEBUGCTL_LBR)?;
+        }
     }
     let code = info.0 & DELIVER_ERROR_CODE != 0;
     inject(info.vector(), code.then(|| vmcs::read(ro::VMEXIT_INTERRUPTION_ERR_CODE) as u32))
+}
+
+/// End blocking by STI and MOV SS (and by SMI, see BLOCKING_BY_SMI) before an
+/// event is injected: the delivery ends them anyway, and left set with
+/// RFLAGS.TF 1 they would make VM entry demand a pending single-step trap
+/// that an exit caused by #DB saved as none (SDM Vol. 3C §27.3.1.5 "Checks on
+/// Guest Non-Register State", §28.3.4 "Saving Non-Register State").
+fn end_one_instruction_blocking() -> Result<(), VmcsError> {
+    let blocking = vmcs::read(guest::INTERRUPTIBILITY_STATE);
+    if blocking & (BLOCKING_BY_STI_OR_MOV_SS | BLOCKING_BY_SMI) != 0 {
+        vmcs::write(guest::INTERRUPTIBILITY_STATE, blocking & !(BLOCKING_BY_STI_OR_MOV_SS | BLOCKING_BY_SMI))?;
+    }
+    Ok(())
 }
 
 /// Inject hardware exception `vector` on the next VM entry (SDM Vol. 3C
@@ -177,6 +206,7 @@ pub fn inject(vector: u8, error_code: Option<u32>) -> Result<(), VmcsError> {
     const VALID: u64 = 1 << 31;
     const HARDWARE_EXCEPTION: u64 = 3 << 8;
     const DELIVER_ERROR_CODE: u64 = 1 << 11;
+    end_one_instruction_blocking()?;
     let mut info = VALID | HARDWARE_EXCEPTION | vector as u64;
     if let Some(code) = error_code {
         info |= DELIVER_ERROR_CODE;

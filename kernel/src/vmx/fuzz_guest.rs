@@ -61,6 +61,9 @@ static DONE: [AtomicBool; MAX_CPUS] = [const { AtomicBool::new(false) }; MAX_CPU
 /// A watchdog NMI is on its way to the CPU and has not been taken yet: it may
 /// arrive after the run it was sent for has ended, in the host or in a later run.
 static NMI_PENDING: [AtomicBool; MAX_CPUS] = [const { AtomicBool::new(false) }; MAX_CPUS];
+/// A watchdog NMI for a run still going landed in the host, between two of
+/// its exits, and was dropped: the watcher sends another.
+static NMI_AGAIN: [AtomicBool; MAX_CPUS] = [const { AtomicBool::new(false) }; MAX_CPUS];
 /// A run still going after this long has hung: a CPU done with its own runs
 /// sends the hung one an NMI, which exits its guest (NMI exiting).
 const HANG_US: u64 = RUN_DEADLINE_US;
@@ -104,10 +107,19 @@ pub fn note_host_exception(cpu: u32) {
 }
 
 /// From the NMI handler: whether this NMI is a watchdog's that arrived in the
-/// host, after the run it was sent for had ended. It is dropped; that run's
-/// own check (RUN_DEADLINE_US) reports a run that went on too long.
+/// host. It is dropped: if the run it was sent for has ended, that run's own
+/// check (RUN_DEADLINE_US) reports a run that went on too long; if the run
+/// goes on (the NMI came between two of its exits), the watcher sends another.
 pub fn watchdog_nmi_in_host(cpu: u32) -> bool {
-    NMI_PENDING.get(cpu as usize).is_some_and(|p| p.swap(false, Ordering::AcqRel))
+    let i = cpu as usize;
+    if !NMI_PENDING.get(i).is_some_and(|p| p.swap(false, Ordering::AcqRel)) {
+        return false;
+    }
+    let running = RUN_START[i].load(Ordering::Acquire) != 0;
+    if running && ACTIVE_RUN[i].load(Ordering::Acquire) == NMI_SENT[i].load(Ordering::Acquire) {
+        NMI_AGAIN[i].store(true, Ordering::Release);
+    }
+    true
 }
 
 /// The words that replay run `k` of a stream on one CPU.
@@ -589,6 +601,9 @@ fn watch(me: u32) -> Watch {
                     NMI_PENDING[i].store(true, Ordering::Release);
                     apic::send_nmi(p.apic_id());
                 }
+            } else if NMI_AGAIN[i].swap(false, Ordering::AcqRel) {
+                NMI_PENDING[i].store(true, Ordering::Release);
+                apic::send_nmi(p.apic_id());
             } else if elapsed > give_up {
                 return Watch::GaveUp;
             }
@@ -599,6 +614,21 @@ fn watch(me: u32) -> Watch {
             Watch::Running
         }
     }
+}
+
+/// DR0-DR3 and DR6 as at reset: the guest writes them directly (VM entry and
+/// exit switch only DR7), and a run must not find the last run's breakpoints.
+fn clear_debug_registers() {
+    // SAFETY: the host uses no debug register (DR7 is 400H after every exit);
+    // these are the values of SDM Vol. 3A Table 10-1 "IA-32 and Intel 64
+    // Processor States Following Power-up, Reset, or INIT".
+    unsafe {
+        core::arch::asm!(
+            "mov dr0, {z}", "mov dr1, {z}", "mov dr2, {z}", "mov dr3, {z}", "mov dr6, {dr6}",
+            z = in(reg) 0u64, dr6 = in(reg) 0xffff_0ff0u64,
+            options(nomem, nostack, preserves_flags)
+        )
+    };
 }
 
 /// Put back what a guest changed, so later runs check against a sane host.
@@ -690,6 +720,7 @@ impl Fuzzer<'_> {
         vcpu.guest.line_len = 0;
         vcpu.guest.cr8 = 0;
         vcpu.exits = 0;
+        clear_debug_registers();
         if !vcpu.flush_vpid() {
             return Err(VmcsError::Flush);
         }
@@ -796,14 +827,7 @@ impl Fuzzer<'_> {
         vmcs::write_segment(Segment::Ldtr, 0, 0, 0, AR_UNUSABLE)?;
         vmcs::write_segment(Segment::Tr, gf::SEL_TSS, gf::TSS, 0x67, AR_TSS_BUSY_32)?;
 
-        write(guest::INTERRUPTIBILITY_STATE, 0)?;
-        write(guest::ACTIVITY_STATE, 0)?;
-        write(guest::PENDING_DBG_EXCEPTIONS, 0)?;
-        write(guest::LINK_PTR_FULL, u64::MAX)?;
-        write(guest::IA32_DEBUGCTL_FULL, 0)?;
-        write(guest::IA32_SYSENTER_CS, 0)?;
-        write(guest::IA32_SYSENTER_ESP, 0)?;
-        write(guest::IA32_SYSENTER_EIP, 0)?;
+        proof_vmcs::write_fresh_state()?;
         if c.entry & entry::LOAD_EFER != 0 {
             let long = if m.ia32e() { efer::LME | efer::LMA } else { 0 };
             write(guest::IA32_EFER_FULL, long | plan.efer_extra)?;

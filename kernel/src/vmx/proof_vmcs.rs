@@ -163,14 +163,7 @@ pub fn write_guest_state(
     write_segment(Segment::Ldtr, 0, 0, 0, AR_UNUSABLE)?;
     write_segment(Segment::Tr, 0, 0, 0x67, AR_TSS_BUSY_32)?;
 
-    write(guest::INTERRUPTIBILITY_STATE, 0)?;
-    write(guest::ACTIVITY_STATE, 0)?;
-    write(guest::PENDING_DBG_EXCEPTIONS, 0)?;
-    write(guest::LINK_PTR_FULL, u64::MAX)?;
-    write(guest::IA32_DEBUGCTL_FULL, 0)?;
-    write(guest::IA32_SYSENTER_CS, 0)?;
-    write(guest::IA32_SYSENTER_ESP, 0)?;
-    write(guest::IA32_SYSENTER_EIP, 0)?;
+    write_fresh_state()?;
     if c.entry & entry::LOAD_EFER != 0 {
         write(guest::IA32_EFER_FULL, 0)?;
     }
@@ -178,4 +171,18 @@ pub fn write_guest_state(
         write(guest::IA32_PAT_FULL, PAT_RESET)?;
     }
     Ok(())
+}
+
+/// The non-register state and MSRs of a guest that starts afresh: active,
+/// nothing blocked or pending, no VMCS link (SDM Vol. 3C §25.4.2 "Guest
+/// Non-Register State"), IA32_DEBUGCTL and the SYSENTER MSRs 0.
+pub(super) fn write_fresh_state() -> Result<(), VmcsError> {
+    write(guest::INTERRUPTIBILITY_STATE, 0)?;
+    write(guest::ACTIVITY_STATE, 0)?;
+    write(guest::PENDING_DBG_EXCEPTIONS, 0)?;
+    write(guest::LINK_PTR_FULL, u64::MAX)?;
+    write(guest::IA32_DEBUGCTL_FULL, 0)?;
+    write(guest::IA32_SYSENTER_CS, 0)?;
+    write(guest::IA32_SYSENTER_ESP, 0)?;
+    write(guest::IA32_SYSENTER_EIP, 0)
 }

@@ -199,14 +199,37 @@ fn end_one_instruction_blocking() -> Result<(), VmcsError> {
     Ok(())
 }
 
+/// The fault-class exceptions (SDM Vol. 3A Table 6-1 "Protected-Mode
+/// Exceptions and Interrupts"), #DB aside: it is a fault or a trap by cause.
+const FAULTS: u32 = {
+    // #DE #BR #UD #NM #TS #NP #SS #GP #PF #MF #AC #XM #VE #CP
+    let vectors = [0u8, 5, 6, 7, 10, 11, 12, 13, 14, 16, 17, 19, 20, 21];
+    let (mut mask, mut i) = (0, 0);
+    while i < vectors.len() {
+        mask |= 1 << vectors[i];
+        i += 1;
+    }
+    mask
+};
+
 /// Inject hardware exception `vector` on the next VM entry (SDM Vol. 3C
 /// §25.8.3 "VM-Entry Controls for Event Injection"); the instruction is not
-/// skipped (a fault).
+/// skipped (a fault). A fault delivered by the CPU pushes RFLAGS with RF set,
+/// so that the handler's IRET does not hit an instruction breakpoint on the
+/// faulting instruction again (SDM Vol. 3B §18.3.1.1 "Instruction-Breakpoint
+/// Exception Condition"); injection pushes the guest's RFLAGS as they are,
+/// so RF is set here.
 pub fn inject(vector: u8, error_code: Option<u32>) -> Result<(), VmcsError> {
     const VALID: u64 = 1 << 31;
     const HARDWARE_EXCEPTION: u64 = 3 << 8;
     const DELIVER_ERROR_CODE: u64 = 1 << 11;
     end_one_instruction_blocking()?;
+    if FAULTS & 1 << vector != 0 {
+        let rflags = vmcs::read(guest::RFLAGS);
+        if rflags & RFLAGS_RF == 0 {
+            vmcs::write(guest::RFLAGS, rflags | RFLAGS_RF)?;
+        }
+    }
     let mut info = VALID | HARDWARE_EXCEPTION | vector as u64;
     if let Some(code) = error_code {
         info |= DELIVER_ERROR_CODE;

@@ -83,9 +83,7 @@ pub fn advance(len: u64) -> Result<(), VmcsError> {
     let (rip, blocking) = unsafe { (vmread_unchecked(guest::RIP), vmread_unchecked(guest::INTERRUPTIBILITY_STATE)) };
     let next = if crosses_4gib(rip, len) { next_rip(rip, len, code64()) } else { rip + len };
     vmcs::write(guest::RIP, next)?;
-    if blocking & (BLOCKING_BY_STI_OR_MOV_SS | BLOCKING_BY_SMI) != 0 {
-        vmcs::write(guest::INTERRUPTIBILITY_STATE, blocking & !(BLOCKING_BY_STI_OR_MOV_SS | BLOCKING_BY_SMI))?;
-    }
+    end_blocking(blocking)?;
     // SAFETY: as above.
     let rflags = unsafe { vmread_unchecked(guest::RFLAGS) };
     if rflags & RFLAGS_RF != 0 {
@@ -192,9 +190,16 @@ pub fn reflect(info: Interruption, qualification: u64) -> Result<(), VmcsError> 
 /// that an exit caused by #DB saved as none (SDM Vol. 3C §27.3.1.5 "Checks on
 /// Guest Non-Register State", §28.3.4 "Saving Non-Register State").
 fn end_one_instruction_blocking() -> Result<(), VmcsError> {
-    let blocking = vmcs::read(guest::INTERRUPTIBILITY_STATE);
-    if blocking & (BLOCKING_BY_STI_OR_MOV_SS | BLOCKING_BY_SMI) != 0 {
-        vmcs::write(guest::INTERRUPTIBILITY_STATE, blocking & !(BLOCKING_BY_STI_OR_MOV_SS | BLOCKING_BY_SMI))?;
+    end_blocking(vmcs::read(guest::INTERRUPTIBILITY_STATE))
+}
+
+/// Write the interruptibility state `blocking` without blocking by STI, MOV
+/// SS and SMI, if it had any.
+#[inline(always)]
+fn end_blocking(blocking: u64) -> Result<(), VmcsError> {
+    const ENDED: u64 = BLOCKING_BY_STI_OR_MOV_SS | BLOCKING_BY_SMI;
+    if blocking & ENDED != 0 {
+        vmcs::write(guest::INTERRUPTIBILITY_STATE, blocking & !ENDED)?;
     }
     Ok(())
 }

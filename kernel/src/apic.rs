@@ -242,6 +242,14 @@ pub fn set_task_priority(class: u8) {
     unsafe { core::arch::asm!("mov cr8, {}", in(reg) class as u64 & 0xf, options(nostack, preserves_flags)) };
 }
 
+/// This CPU's task-priority class (CR8).
+pub fn task_priority() -> u8 {
+    let cr8: u64;
+    // SAFETY: reading CR8 at CPL 0 has no side effect.
+    unsafe { core::arch::asm!("mov {}, cr8", out(reg) cr8, options(nomem, nostack, preserves_flags)) };
+    cr8 as u8
+}
+
 /// NMI to one processor (used to halt the others when the run ends). Never
 /// broadcast: CPUs this kernel did not start may sit in firmware code whose
 /// IDT is gone, and an NMI there would reset the machine.

@@ -176,12 +176,9 @@ const HOST_STATE_NAMES: [&str; 19] = [
 
 impl HostState {
     fn read() -> HostState {
-        let (cr8, dr7): (u64, u64);
-        // SAFETY: reading CR8 and DR7 at CPL 0 has no side effect.
-        unsafe {
-            core::arch::asm!("mov {}, cr8", out(reg) cr8, options(nomem, nostack, preserves_flags));
-            core::arch::asm!("mov {}, dr7", out(reg) dr7, options(nomem, nostack, preserves_flags));
-        }
+        let dr7: u64;
+        // SAFETY: reading DR7 at CPL 0 has no side effect.
+        unsafe { core::arch::asm!("mov {}, dr7", out(reg) dr7, options(nomem, nostack, preserves_flags)) };
         // SAFETY: architectural MSRs of every x86-64 CPU with VMX (SDM Vol. 4 Table 2-2
         // "IA-32 Architectural MSRs").
         let msr = |n| unsafe { x86::msr::rdmsr(n) };
@@ -192,7 +189,7 @@ impl HostState {
                 x86_64::registers::control::Cr0::read_raw(),
                 x86_64::registers::control::Cr3::read_raw().0.start_address().as_u64(),
                 x86_64::registers::control::Cr4::read_raw(),
-                cr8,
+                apic::task_priority() as u64,
                 dr7,
                 msr(0xc000_0080),
                 msr(0x277),
@@ -309,7 +306,7 @@ struct Outcome {
     ticks: u64,
     /// The task priority (CR8) after the run, if the guest changed it: the
     /// host's local APIC is the host's.
-    tpr: Option<(u64, u64)>,
+    tpr: Option<(u8, u8)>,
 }
 
 fn fuzz(pcb: &Pcb) -> Result<bool, VmcsError> {
@@ -500,9 +497,9 @@ fn fuzz(pcb: &Pcb) -> Result<bool, VmcsError> {
             }
         }
         if k == skip && opts.inject == Some(Inject::FuzzHostState) {
-            let tpr = read_cr8();
+            let tpr = apic::task_priority();
             info!("inject: the host's task priority (CR8) changed from {tpr:#x} to {:#x} after run {k}", tpr ^ 1);
-            apic::set_task_priority(tpr as u8 ^ 1);
+            apic::set_task_priority(tpr ^ 1);
         }
         if let Some(vector) = apic::in_service() {
             tally.host_failure();
@@ -635,9 +632,7 @@ fn clear_debug_registers() {
 fn restore_host(before: &HostState) {
     // SAFETY: the CR0 the host had before the run (CD and NW are the bits a guest can leave changed).
     unsafe { core::arch::asm!("mov cr0, {}", in(reg) before.values[0], options(nostack, preserves_flags)) };
-    let cr8 = before.values[3];
-    // SAFETY: the task priority the host had before the run.
-    unsafe { core::arch::asm!("mov cr8, {}", in(reg) cr8, options(nomem, nostack, preserves_flags)) };
+    apic::set_task_priority(before.values[3] as u8);
     let kernel_gs = before.values[12];
     // SAFETY: IA32_KERNEL_GS_BASE takes any canonical address; this is the host's own value.
     unsafe { x86::msr::wrmsr(0xc000_0102, kernel_gs) };
@@ -725,21 +720,21 @@ impl Fuzzer<'_> {
             return Err(VmcsError::Flush);
         }
 
-        let host_tpr = read_cr8();
+        let host_tpr = apic::task_priority();
         if let Clock::Apic(count) = self.clock {
             apic::set_task_priority(TPR_TIMED_GUEST);
             apic::timer_one_shot(count);
         }
-        let during = read_cr8();
+        let during = apic::task_priority();
         let begin = tsc::rdtsc();
         let result = vcpu.run();
         let ticks = tsc::rdtsc() - begin;
-        let after = read_cr8();
+        let after = apic::task_priority();
         if let Clock::Apic(_) = self.clock {
             apic::timer_stop();
             take_pending_timer();
         }
-        apic::set_task_priority(host_tpr as u8);
+        apic::set_task_priority(host_tpr);
         let tpr = (after != during).then_some((during, after));
         if let Return::EntryFailed { instruction, fail } = result {
             dump::vm_instruction_failure(instruction, fail);
@@ -837,13 +832,6 @@ impl Fuzzer<'_> {
         }
         Ok(())
     }
-}
-
-fn read_cr8() -> u64 {
-    let cr8: u64;
-    // SAFETY: reading CR8 at CPL 0 has no side effect.
-    unsafe { core::arch::asm!("mov {}, cr8", out(reg) cr8, options(nomem, nostack, preserves_flags)) };
-    cr8
 }
 
 /// A timer interrupt that fired after its guest had exited waits in the IRR:

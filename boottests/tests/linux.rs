@@ -222,6 +222,25 @@ fn patched(name: &str, at: usize, bytes: &[u8]) -> PathBuf {
     path
 }
 
+/// The first `len` bytes of Debian's kernel, as a failed copy leaves it.
+fn truncated(name: &str, len: usize) -> PathBuf {
+    let (vmlinuz, _) = guest_files();
+    let image = std::fs::read(vmlinuz).unwrap();
+    let dir = root().join("target/boottests").join(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("vmlinuz-truncated");
+    std::fs::write(&path, &image[..len]).unwrap();
+    path
+}
+
+fn empty_file(name: &str) -> PathBuf {
+    let dir = root().join("target/boottests").join(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("empty");
+    std::fs::write(&path, b"").unwrap();
+    path
+}
+
 fn some_text_file() -> PathBuf {
     root().join("grub/grub.cfg")
 }
@@ -261,6 +280,22 @@ fn bad_os_modules_are_refused_by_name() {
         "linux-initrd-alone",
         &[(initrd.clone(), "initrd")],
         "linux: boot modules: an `initrd` module without a `linux` module; no handoff",
+    );
+    // Issue 21: the first 100,000 bytes of Debian's kernel (its header whole,
+    // its kernel not) used to be entered and reset the machine.
+    let header = BzImage::parse(&std::fs::read(&vmlinuz).unwrap()).unwrap().header;
+    let needs = (header.setup_sects as usize + 1) * 512 + header.syssize as usize * 16;
+    refused(
+        "linux-truncated",
+        &[(truncated("linux-truncated", 100_000), "linux console=ttyS0")],
+        &format!(
+            "linux: the `linux` module is unusable: truncated: 100000 bytes, but its header says {needs} ((1 + setup_sects) * 512 + syssize * 16); no handoff"
+        ),
+    );
+    refused(
+        "linux-empty-initrd",
+        &[(vmlinuz.clone(), "linux"), (empty_file("linux-empty-initrd"), "initrd")],
+        "linux: the `initrd` module is empty (0 bytes); no handoff",
     );
     refused(
         "linux-unknown-role",

@@ -73,6 +73,7 @@ pub enum LinuxError {
     NoRoomForBootData,
     CmdlineTooLong { len: usize, max: usize },
     E820(TooManyEntries),
+    EmptyInitrd(hvlogic::linux::EmptyInitrd),
 }
 
 impl fmt::Display for LinuxError {
@@ -95,6 +96,7 @@ impl fmt::Display for LinuxError {
                 write!(f, "the Linux command line has {len} bytes; this kernel takes at most {max}")
             }
             LinuxError::E820(e) => write!(f, "{e}"),
+            LinuxError::EmptyInitrd(e) => write!(f, "{e}"),
         }
     }
 }
@@ -127,6 +129,7 @@ pub fn plan(boot: &BootInfo, reserved: &[Range]) -> Result<Option<Plan>, LinuxEr
     let initrd = match os.initrd.map(module) {
         None => None,
         Some(m) => {
+            hvlogic::linux::check_initrd(m.range.len()).map_err(LinuxError::EmptyInitrd)?;
             // The initrd's own module may stay put: it is no obstacle to itself.
             let mut others = [Range::default(); 16];
             let mut n = 0;

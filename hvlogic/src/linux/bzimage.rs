@@ -8,6 +8,8 @@ use core::fmt;
 /// Offsets of the setup-header fields this loader reads or writes.
 pub mod offset {
     pub const SETUP_SECTS: usize = 0x1f1;
+    /// The protected-mode code's size in 16-byte paragraphs (32 bits from protocol 2.04).
+    pub const SYSSIZE: usize = 0x1f4;
     pub const VID_MODE: usize = 0x1fa;
     pub const BOOT_FLAG: usize = 0x1fe;
     /// The byte at 0x201 is the jump's displacement: the header ends at 0x202 + it.
@@ -50,6 +52,8 @@ pub const SECTOR: usize = 512;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SetupHeader {
     pub setup_sects: u8,
+    /// The protected-mode kernel's size in 16-byte paragraphs.
+    pub syssize: u32,
     /// Boot protocol version, e.g. 0x020f for 2.15.
     pub version: u16,
     pub loadflags: u8,
@@ -81,6 +85,15 @@ pub enum BzImageError {
     TooShort {
         len: usize,
     },
+    /// Shorter than its header says it is: `setup_sects` sectors of setup
+    /// code after the boot sector, then `syssize` paragraphs of kernel (a
+    /// partial copy, as a failed copy or a bad medium leaves).
+    Truncated {
+        len: usize,
+        needs: usize,
+    },
+    /// `syssize` is 0: the header names no protected-mode kernel.
+    NoKernel,
     /// No 0xAA55 at 0x1FE.
     NoBootFlag,
     /// No "HdrS" at 0x202: a kernel older than protocol 2.00, or no kernel at all.
@@ -98,6 +111,11 @@ impl fmt::Display for BzImageError {
             BzImageError::TooShort { len } => {
                 write!(f, "not a bzImage: {len} bytes, shorter than its setup header says")
             }
+            BzImageError::Truncated { len, needs } => write!(
+                f,
+                "truncated: {len} bytes, but its header says {needs} ((1 + setup_sects) * 512 + syssize * 16)"
+            ),
+            BzImageError::NoKernel => f.write_str("not a bzImage: syssize is 0 (no protected-mode kernel)"),
             BzImageError::NoBootFlag => f.write_str("not a bzImage: no boot flag 0xAA55 at offset 0x1fe"),
             BzImageError::NoHeader => f.write_str("not a bzImage: no setup header signature \"HdrS\" at offset 0x202"),
             BzImageError::ProtocolTooOld { version } => write!(
@@ -147,6 +165,7 @@ impl<'a> BzImage<'a> {
                 0 => 4, // "If this field is 0, the real value is 4."
                 n => n,
             },
+            syssize: u32_at(bytes, SYSSIZE),
             version,
             loadflags: bytes[LOADFLAGS],
             code32_start: u32_at(bytes, CODE32_START),
@@ -163,6 +182,15 @@ impl<'a> BzImage<'a> {
         }
         if bytes.len() <= (header.setup_sects as usize + 1) * SECTOR || bytes.len() < header_end(bytes) {
             return Err(too_short);
+        }
+        if header.syssize == 0 {
+            return Err(BzImageError::NoKernel);
+        }
+        // The whole kernel must be there before anything is handed over: a
+        // partial copy would be entered and run off its end (a reset).
+        let needs = (header.setup_sects as usize + 1) * SECTOR + header.syssize as usize * 16;
+        if bytes.len() < needs {
+            return Err(BzImageError::Truncated { len: bytes.len(), needs });
         }
         // kernel_version: offset from 0x200 of a NUL-terminated string in the setup code.
         let at = u16_at(bytes, KERNEL_VERSION) as usize + JUMP;
@@ -206,6 +234,7 @@ pub(crate) mod tests {
     pub fn image() -> Vec<u8> {
         let mut b = vec![0u8; 40 * SECTOR];
         b[offset::SETUP_SECTS] = 31;
+        b[offset::SYSSIZE..offset::SYSSIZE + 4].copy_from_slice(&(8 * SECTOR as u32 / 16).to_le_bytes());
         b[offset::BOOT_FLAG..offset::BOOT_FLAG + 2].copy_from_slice(&BOOT_FLAG.to_le_bytes());
         b[offset::JUMP] = 0xeb;
         b[offset::JUMP + 1] = 0x6a; // header ends at 0x26c
@@ -245,6 +274,40 @@ pub(crate) mod tests {
         let mut b = image();
         b[offset::SETUP_SECTS] = 0;
         assert_eq!(BzImage::parse(&b).unwrap().protected_mode().len(), 35 * SECTOR);
+    }
+
+    #[test]
+    fn refuses_a_kernel_shorter_than_its_header_says() {
+        let mut b = image();
+        b.truncate(40 * SECTOR - 1);
+        assert_eq!(
+            BzImage::parse(&b).unwrap_err(),
+            BzImageError::Truncated { len: 40 * SECTOR - 1, needs: 40 * SECTOR }
+        );
+        // Debian's 6.1 kernel cut to its first 100,000 bytes (issue 21): the setup
+        // code is whole, the kernel is not.
+        let mut b = image();
+        b[offset::SYSSIZE..offset::SYSSIZE + 4].copy_from_slice(&0x7e_c00u32.to_le_bytes());
+        b.resize(100_000, 0);
+        assert_eq!(
+            BzImage::parse(&b).unwrap_err(),
+            BzImageError::Truncated { len: 100_000, needs: 32 * SECTOR + 0x7e_c00 * 16 }
+        );
+        assert_eq!(
+            alloc::format!("{}", BzImageError::Truncated { len: 100_000, needs: 8_335_360 }),
+            "truncated: 100000 bytes, but its header says 8335360 ((1 + setup_sects) * 512 + syssize * 16)"
+        );
+        // A file longer than the header says (padding, a signature) is fine.
+        let mut b = image();
+        b.resize(41 * SECTOR, 0);
+        assert!(BzImage::parse(&b).is_ok());
+    }
+
+    #[test]
+    fn refuses_a_header_without_a_kernel() {
+        let mut b = image();
+        b[offset::SYSSIZE..offset::SYSSIZE + 4].copy_from_slice(&0u32.to_le_bytes());
+        assert_eq!(BzImage::parse(&b).unwrap_err(), BzImageError::NoKernel);
     }
 
     #[test]

@@ -40,6 +40,7 @@ pub mod power;
 pub mod screen;
 pub mod startup;
 pub mod summary;
+pub mod svm;
 pub mod tsc_freq;
 pub mod vm_error;
 pub mod vmx_global;

@@ -63,6 +63,9 @@ pub struct Hidden {
     pub invpcid: bool,
     pub xsaves: bool,
     pub waitpkg: bool,
+    /// The TSC-deadline timer mode (CPUID.01H:ECX[24]), where the boot CPU's
+    /// microcode has the TSC-deadline erratum (`tsc_deadline_erratum`).
+    pub tsc_deadline: bool,
 }
 
 /// The five control fields for the OS, and which instructions stay hidden.
@@ -86,6 +89,7 @@ pub fn controls(d: &VmxGlobalData, vpid: bool) -> Controls {
         invpcid: !controls::can_set(p2, proc2::ENABLE_INVPCID),
         xsaves: !controls::can_set(p2, proc2::ENABLE_XSAVES_XRSTORS),
         waitpkg: !controls::can_set(p2, proc2::ENABLE_USER_WAIT_PAUSE),
+        tsc_deadline: false,
     };
     let wanted2 = proc2::ENABLE_EPT
         | proc2::UNRESTRICTED_GUEST
@@ -123,6 +127,8 @@ const LEAF1_ECX_VMX: u32 = 1 << 5;
 const LEAF1_ECX_SMX: u32 = 1 << 6;
 /// CPUID.01H:ECX[31], reserved by Intel for hypervisors to say they are there.
 const LEAF1_ECX_HYPERVISOR: u32 = 1 << 31;
+/// CPUID.01H:ECX[24]: the local APIC timer's TSC-deadline mode.
+const LEAF1_ECX_TSC_DEADLINE: u32 = 1 << 24;
 const LEAF7_EBX_INVPCID: u32 = 1 << 10;
 const LEAF7_ECX_WAITPKG: u32 = 1 << 5;
 /// RDPID raises #UD in VMX non-root operation unless "enable RDTSCP" is set
@@ -144,7 +150,12 @@ const LEAF_80000001_EDX_RDTSCP: u32 = 1 << 27;
 pub fn cpuid(leaf: u32, subleaf: u32, r: [u32; 4], hidden: Hidden) -> [u32; 4] {
     let [mut a, mut b, mut c, mut d] = r;
     match (leaf, subleaf) {
-        (1, _) => c = (c & !(LEAF1_ECX_VMX | LEAF1_ECX_SMX)) | LEAF1_ECX_HYPERVISOR,
+        (1, _) => {
+            c = (c & !(LEAF1_ECX_VMX | LEAF1_ECX_SMX)) | LEAF1_ECX_HYPERVISOR;
+            if hidden.tsc_deadline {
+                c &= !LEAF1_ECX_TSC_DEADLINE;
+            }
+        }
         (7, 0) => {
             if hidden.invpcid {
                 b &= !LEAF7_EBX_INVPCID;
@@ -163,6 +174,61 @@ pub fn cpuid(leaf: u32, subleaf: u32, r: [u32; 4], hidden: Hidden) -> [u32; 4] {
         _ => {}
     }
     [a, b, c, d]
+}
+
+/// Intel processors whose TSC-deadline timer mode is unreliable below a
+/// microcode revision (the deadline errata of the Haswell, Broadwell,
+/// Skylake and Kaby Lake specification updates), as (display model,
+/// steppings, first good revision); 0 means no revision is bad. Family 6.
+/// The revisions are the ones Linux requires before it uses the mode
+/// (arch/x86/kernel/apic/apic.c, `apic_check_deadline_errata`).
+const TSC_DEADLINE_ERRATA: &[(u32, core::ops::RangeInclusive<u32>, u32)] = &[
+    (0x3c, 0..=0xf, 0x22),             // Haswell
+    (0x3f, 0x2..=0x2, 0x3a),           // Haswell-X
+    (0x3f, 0x4..=0x4, 0x0f),           // Haswell-X
+    (0x45, 0..=0xf, 0x20),             // Haswell-L
+    (0x46, 0..=0xf, 0x17),             // Haswell-G
+    (0x3d, 0..=0xf, 0x25),             // Broadwell
+    (0x47, 0..=0xf, 0x17),             // Broadwell-G
+    (0x4f, 0..=0xf, 0x0b00_0020),      // Broadwell-X
+    (0x56, 0x2..=0x2, 0x11),           // Broadwell-D
+    (0x56, 0x3..=0x3, 0x0700_000e),    // Broadwell-D
+    (0x56, 0x4..=0x4, 0x0f00_000c),    // Broadwell-D
+    (0x56, 0x5..=0x5, 0x0e00_0003),    // Broadwell-D
+    (0x55, 0x3..=0x3, 0x0100_0136),    // Skylake-X
+    (0x55, 0x4..=0x4, 0x0200_0014),    // Skylake-X
+    (0x55, 0x5..=0xf, 0),              // Skylake-X
+    (0x4e, 0..=0xf, 0xb2),             // Skylake-L
+    (0x5e, 0..=0xf, 0xb2),             // Skylake
+    (0x8e, 0..=0xf, 0x52),             // Kaby Lake-L
+    (0x9e, 0..=0xf, 0x52),             // Kaby Lake
+];
+
+/// Whether the TSC-deadline mode must be hidden from an OS guest: the CPU
+/// (CPUID.01H:EAX `signature`, an Intel one) runs microcode `revision`
+/// (IA32_BIOS_SIGN_ID[63:32], SDM Vol. 4 Table 2-2 "IA-32 Architectural
+/// MSRs"; 0 where it cannot be read) older than its deadline erratum's fix.
+/// Returns the revision that would fix it.
+///
+/// Natively an OS checks this itself; Linux skips the check when CPUID says a
+/// hypervisor is present, trusting the hypervisor with the local APIC timer.
+/// The OS guest drives the real timer, so the hypervisor hides the mode where
+/// the OS would have turned it off (Bochs 2.7 `corei7_skylake_x`: stepping 4,
+/// no IA32_BIOS_SIGN_ID; there the mode's deadlines, computed from a TSC rate
+/// CPUID leaf 16H overstates 17.5 times, fired that much too late and a
+/// 3-CPU Linux guest crawled: issue 16).
+pub fn tsc_deadline_erratum(signature: u32, revision: u32) -> Option<u32> {
+    let family = (signature >> 8) & 0xf;
+    let model = ((signature >> 12) & 0xf0) | ((signature >> 4) & 0xf);
+    let stepping = signature & 0xf;
+    if family != 6 {
+        return None;
+    }
+    TSC_DEADLINE_ERRATA
+        .iter()
+        .find(|(m, steppings, _)| *m == model && steppings.contains(&stepping))
+        .map(|&(_, _, fixed)| fixed)
+        .filter(|&fixed| revision < fixed)
 }
 
 /// CPUID leaves that reach a guest exactly as the CPU answers them, whatever
@@ -197,6 +263,24 @@ pub fn mirror_cr4(leaf: u32, subleaf: u32, r: [u32; 4], cr4: u64) -> [u32; 4] {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tsc_deadline_errata() {
+        // Bochs 2.7 corei7_skylake_x: family 6, model 0x55, stepping 4 (0x00050654),
+        // IA32_BIOS_SIGN_ID absent (revision 0).
+        assert_eq!(tsc_deadline_erratum(0x0005_0654, 0), Some(0x0200_0014));
+        assert_eq!(tsc_deadline_erratum(0x0005_0654, 0x0200_0014), None, "fixed microcode");
+        assert_eq!(tsc_deadline_erratum(0x0005_0655, 0), None, "stepping 5 has no bad revision");
+        assert_eq!(tsc_deadline_erratum(0x0005_0653, 0x0100_0135), Some(0x0100_0136));
+        assert_eq!(tsc_deadline_erratum(0x0009_06e9, 0x48), Some(0x52), "Kaby Lake");
+        assert_eq!(tsc_deadline_erratum(0x0008_06c1, 0), None, "Tiger Lake: no erratum");
+        assert_eq!(tsc_deadline_erratum(0x0080_0f82, 0), None, "an AMD family 17h signature");
+        let hidden = Hidden { tsc_deadline: true, ..Hidden::default() };
+        let [_, _, c, _] = cpuid(1, 0, [0, 0, LEAF1_ECX_TSC_DEADLINE | 1, 0], hidden);
+        assert_eq!(c, 1 | LEAF1_ECX_HYPERVISOR);
+        let [_, _, c, _] = cpuid(1, 0, [0, 0, LEAF1_ECX_TSC_DEADLINE, 0], Hidden::default());
+        assert_eq!(c, LEAF1_ECX_TSC_DEADLINE | LEAF1_ECX_HYPERVISOR);
+    }
 
     /// Bochs corei7_skylake_x, roughly: everything needed is there.
     fn skylake() -> VmxGlobalData {
@@ -258,7 +342,7 @@ mod tests {
     /// back unchanged whatever is hidden and whatever the guest's CR4.
     #[test]
     fn leaves_that_pass_through_are_unchanged() {
-        let all = Hidden { rdtscp: true, invpcid: true, xsaves: true, waitpkg: true };
+        let all = Hidden { rdtscp: true, invpcid: true, xsaves: true, waitpkg: true, tsc_deadline: true };
         let leaves = (0..0x40u32)
             .chain(0x3fff_fff0..0x4000_0010)
             .chain(0x4fff_fff0..0x5000_0010)
@@ -289,8 +373,8 @@ mod tests {
 
     #[test]
     fn the_guest_cpuid() {
-        let h = Hidden { rdtscp: true, invpcid: true, xsaves: true, waitpkg: true };
-        assert_eq!(cpuid(1, 0, [0x50654, 0, 0x7ffe_fbff, 0], h)[2], 0xfffe_fb9f);
+        let h = Hidden { rdtscp: true, invpcid: true, xsaves: true, waitpkg: true, tsc_deadline: true };
+        assert_eq!(cpuid(1, 0, [0x50654, 0, 0x7ffe_fbff, 0], h)[2], 0xfefe_fb9f);
         assert_eq!(
             cpuid(7, 0, [0, 0xffff_ffff, 0xffff_ffff, 0xffff_ffff], h)[1..],
             [!LEAF7_EBX_INVPCID, !(LEAF7_ECX_WAITPKG | LEAF7_ECX_RDPID | LEAF7_ECX_KL), !LEAF7_EDX_PCONFIG]

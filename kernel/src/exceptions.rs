@@ -1,7 +1,8 @@
 //! The 32 exception vectors: each reports the vector's name, error code, RIP,
 //! CS, RFLAGS, RSP, CR2, CR3 and the general registers, then ends the run with
-//! result=FAIL. No exception is survivable in this kernel: interrupts stay off
-//! and nothing is expected to fault.
+//! result=FAIL. No exception is survivable in this kernel but the #GP of an
+//! MSR probe (`crate::msr`): interrupts stay off and nothing else is expected
+//! to fault.
 
 use crate::pcb;
 use core::sync::atomic::Ordering;
@@ -88,7 +89,11 @@ impl core::fmt::Display for SelectorError {
 }
 
 #[no_mangle]
-extern "C" fn exception_dispatch(f: &ExceptionFrame) {
+extern "C" fn exception_dispatch(f: &mut ExceptionFrame) {
+    if let Some(resume) = crate::msr::fixup(f.vector, f.rip) {
+        f.rip = resume;
+        return;
+    }
     let vector = f.vector as usize;
     // An NMI sent by the CPU that is ending the run: stop here quietly.
     if vector == 2 && crate::run::is_ending() {

@@ -70,7 +70,7 @@ exception_common:
     push    %r15
     mov     %rsp, %rdi              # &ExceptionFrame; RSP is 16-byte aligned here
     cld
-    call    exception_dispatch      # returns only for an NMI it set aside
+    call    exception_dispatch      # returns only for an NMI it set aside or an MSR probe's #GP
     pop     %r15
     pop     %r14
     pop     %r13

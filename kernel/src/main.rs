@@ -27,6 +27,7 @@ mod idt;
 mod linux;
 mod logger;
 mod memory;
+mod msr;
 mod paging;
 mod pcb;
 mod platform;

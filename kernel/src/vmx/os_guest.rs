@@ -38,6 +38,8 @@ struct Shared {
     msr_bitmap: u64,
     io_bitmaps: [u64; 2],
     ports: Ports,
+    /// Hide the TSC-deadline mode (`tsc_deadline_erratum`).
+    hide_tsc_deadline: bool,
 }
 
 static SHARED: Once<Shared> = Once::new();
@@ -120,13 +122,45 @@ pub fn prepare(bsp: &Pcb, holes: &[Range], ram: &[Range], ports: Ports, memory_t
         io[port as usize / 8] |= 1 << (port % 8);
     }
     let io_a = io.as_ptr() as u64;
+    let hide_tsc_deadline = tsc_deadline_erratum();
     SHARED.call_once(|| Shared {
         eptp: ept.eptp(d.ept_memory_type),
         apic_page,
         msr_bitmap: msr.as_ptr() as u64,
         io_bitmaps: [io_a, io_a + memory::PAGE_SIZE as u64],
         ports,
+        hide_tsc_deadline,
     });
+}
+
+/// IA32_BIOS_SIGN_ID (SDM Vol. 4 Table 2-2 "IA-32 Architectural MSRs"): the
+/// microcode revision in bits 63:32, after a write of 0 and CPUID leaf 1.
+const IA32_BIOS_SIGN_ID: u32 = 0x8b;
+
+/// Whether the OS must not see the TSC-deadline mode: this CPU's microcode
+/// has the deadline erratum (`hvlogic::os_guest::tsc_deadline_erratum`; the
+/// OS would turn the mode off itself, but not under a hypervisor). The
+/// revision reads as 0 where IA32_BIOS_SIGN_ID faults (Bochs), as an OS
+/// reads it there. Decided before the OS runs: microcode the OS loads later
+/// does not bring the mode back (it then uses the APIC timer's one-shot mode).
+fn tsc_deadline_erratum() -> bool {
+    // SAFETY: IA32_BIOS_SIGN_ID is architectural on family 6; writing 0 only
+    // asks the CPU to report its revision at the next CPUID; a fault is caught.
+    let revision = unsafe {
+        crate::msr::write(IA32_BIOS_SIGN_ID, 0);
+        let signature = raw_cpuid::cpuid!(1).eax;
+        (signature, crate::msr::read(IA32_BIOS_SIGN_ID).map_or(0, |v| (v >> 32) as u32))
+    };
+    let (signature, revision) = revision;
+    match os_guest::tsc_deadline_erratum(signature, revision) {
+        Some(fixed) => {
+            info!(
+                "os guest: TSC-deadline timer mode hidden: microcode revision {revision:#x} is older than {fixed:#x}, which this CPU's deadline erratum needs (CPUID.01H:EAX={signature:#x})"
+            );
+            true
+        }
+        None => false,
+    }
 }
 
 /// Build this CPU's VMCS for the OS (after `prepare`) and its vCPU (a new,
@@ -177,7 +211,7 @@ fn set_up(pcb: &'static Pcb) -> Result<&'static mut OsVcpu, VmcsError> {
     };
     let os = Os {
         pcb,
-        hidden: c.hidden,
+        hidden: os_guest::Hidden { tsc_deadline: shared.hide_tsc_deadline, ..c.hidden },
         cr0_fixed,
         cr4_fixed,
         cr4_hidden,

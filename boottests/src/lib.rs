@@ -55,12 +55,22 @@ pub struct Boot {
 /// Makefile's `run` does the same.
 pub const BOCHS_GFXPAYLOAD: &str = "text";
 
+/// QEMU's default CPU (`qemu64`) has SVM, without nested paging; this one
+/// has neither SVM nor VMX.
+pub const QEMU_NO_VIRT: &str = "qemu64,-svm";
+
+/// Bochs's AMD models (the others are Intel's).
+pub const BOCHS_AMD_MODELS: &[&str] = &["ryzen", "zambezi", "trinity_apu", "phenom_8650_toliman", "turion64_tyler"];
+
 pub fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
 }
 
 impl Boot {
-    /// QEMU TCG (no VMX), `-machine pc`, one CPU.
+    /// QEMU TCG (no VMX), `-machine pc`, one CPU of model `QEMU_NO_VIRT`:
+    /// QEMU's default CPU without SVM, so the run is about what it is about
+    /// (boot, SMP, the log, the screen) and ends NO_VMX. `cpu_model` chooses
+    /// another (`max`, `EPYC`: SVM with nested paging).
     pub fn qemu(name: &str) -> Boot {
         Boot {
             name: name.into(),
@@ -68,7 +78,7 @@ impl Boot {
             cpus: 1,
             machine: "pc",
             uefi: false,
-            model: "",
+            model: QEMU_NO_VIRT,
             cmdline: String::new(),
             timeout: Duration::from_secs(60),
             memory: None,
@@ -87,6 +97,13 @@ impl Boot {
     pub fn bochs(name: &str, model: &'static str) -> Boot {
         let gfxpayload = Some(BOCHS_GFXPAYLOAD);
         Boot { engine: Engine::Bochs, model, timeout: Duration::from_secs(400), gfxpayload, ..Boot::qemu(name) }
+    }
+
+    /// QEMU's `-cpu` model (QEMU only; Bochs's model is `Boot::bochs`'s).
+    pub fn cpu_model(mut self, model: &'static str) -> Boot {
+        assert_eq!(self.engine, Engine::Qemu, "Bochs's CPU model is given to Boot::bochs");
+        self.model = model;
+        self
     }
 
     pub fn cpus(mut self, n: u32) -> Boot {
@@ -231,7 +248,7 @@ impl Boot {
         }
         match self.engine {
             Engine::Qemu => {
-                cmd.args(["--engine", "qemu", "--machine", self.machine]);
+                cmd.args(["--engine", "qemu", "--machine", self.machine, "--cpu", self.model]);
                 if self.uefi {
                     cmd.arg("--uefi");
                 }
@@ -308,6 +325,11 @@ impl Boot {
             screen,
             dir: dir.to_path_buf(),
             arrivals,
+            virt: match self.engine {
+                Engine::Qemu => "svm",
+                Engine::Bochs if BOCHS_AMD_MODELS.contains(&self.model) => "svm",
+                Engine::Bochs => "vmx",
+            },
         }
     }
 }
@@ -376,14 +398,16 @@ pub struct Summary {
     pub vmx_root: u32,
     pub guests_ok: u32,
     pub result: String,
+    /// `vmx`, `svm` or `none`.
+    pub virt: String,
 }
 
 impl fmt::Display for Summary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "SUMMARY cpus={} online={} vmx_root={} guests_ok={} result={}",
-            self.cpus, self.online, self.vmx_root, self.guests_ok, self.result
+            "SUMMARY cpus={} online={} vmx_root={} guests_ok={} result={} virt={}",
+            self.cpus, self.online, self.vmx_root, self.guests_ok, self.result, self.virt
         )
     }
 }
@@ -404,6 +428,9 @@ pub struct Log {
     pub dir: PathBuf,
     /// When each watched line prefix first arrived (`Boot::watch`).
     pub arrivals: Vec<(String, Duration)>,
+    /// The hardware virtualization this engine and CPU model offer, if any:
+    /// what SUMMARY's `virt=` says when a CPU had it on.
+    pub virt: &'static str,
 }
 
 impl Log {
@@ -495,6 +522,7 @@ impl Log {
             vmx_root: num("vmx_root"),
             guests_ok: num("guests_ok"),
             result: field("result"),
+            virt: field("virt"),
         };
         if s.to_string() != *line {
             self.fail(&format!("SUMMARY line is not in the exact format: {line}"));
@@ -515,10 +543,12 @@ impl Log {
         s
     }
 
-    /// SUMMARY must read exactly so.
+    /// SUMMARY must read exactly so; `virt=` is the engine's (`Log::virt`)
+    /// where a CPU had it on, `none` otherwise.
     pub fn assert_summary(&self, cpus: u32, online: u32, vmx_root: u32, guests_ok: u32, result: &str) {
         let got = self.summary();
-        let want = Summary { cpus, online, vmx_root, guests_ok, result: result.into() };
+        let virt = if vmx_root > 0 { self.virt } else { "none" };
+        let want = Summary { cpus, online, vmx_root, guests_ok, result: result.into(), virt: virt.into() };
         if got != want {
             self.fail(&format!("SUMMARY mismatch\n  want: {want}\n  got:  {got}"));
         }

@@ -96,23 +96,32 @@ fn screen_line() {
     }
 }
 
-/// `bench: linux-boot native=<ms> guest=<ms> ratio=<r> exits=<n>`: Debian's
-/// kernel in Bochs (`corei7_skylake_x`, 2 CPUs), natively (`linux=native`)
-/// and as the guest, the two runs one after the other; ms is wall-clock time
-/// from the `handoff:` line to the init's first line, as the harness sees them
-/// arrive on COM1 (polled every 100 ms; Bochs runs unthrottled, so this is
-/// emulation speed on this host, noisy under load); exits: GUEST-END's count.
-/// A second line gives Linux's own clock at its init (`/proc/uptime`, emulated
-/// seconds from Linux's timekeeping start), which host load does not change.
+/// `bench: linux-boot cpus=<n> native=<ms> guest=<ms> ratio=<r> exits=<n>`:
+/// Debian's kernel in Bochs (`corei7_skylake_x`, 2 and 3 CPUs), natively
+/// (`linux=native`) and as the guest, the two runs one after the other; ms is
+/// wall-clock time from the `handoff:` line to the init's first line, as the
+/// harness sees them arrive on COM1 (polled every 100 ms; Bochs runs
+/// unthrottled, so this is emulation speed on this host, noisy under load);
+/// exits: GUEST-END's count. `bench: linux-exits cpus=<n> <reason>=<cpu0>/<cpu1>/...`
+/// gives the guest's exits by reason and CPU (GUEST-END's table), so a
+/// regression in exits per CPU shows. `bench: linux-uptime-at-init` gives
+/// Linux's own clock at its init (`/proc/uptime`, emulated seconds from
+/// Linux's timekeeping start), which host load does not change.
 #[test]
 #[ignore = "run by `make bench`"]
 fn linux_boot_native_and_guest() {
+    for cpus in [2, 3] {
+        linux_boot(cpus);
+    }
+}
+
+fn linux_boot(cpus: u32) {
     const HANDOFF: &str = "[cpu0] INFO  handoff: linux ";
     const INIT: &str = "INIT: cpus=";
     let dir = boottests::root().join("build/linux");
     let run = |mode: &str| {
-        let log = Boot::bochs(&format!("bench-linux-{mode}"), "corei7_skylake_x")
-            .cpus(2)
+        let log = Boot::bochs(&format!("bench-linux-{mode}-{cpus}"), "corei7_skylake_x")
+            .cpus(cpus)
             .memory(512)
             .module(dir.join("vmlinuz"), "linux console=ttyS0,115200")
             .module(dir.join("initrd.img"), "initrd")
@@ -130,12 +139,33 @@ fn linux_boot_native_and_guest() {
     };
     let (_, native, native_uptime) = run("native");
     let (guest_log, guest, guest_uptime) = run("guest");
-    let exits = guest_log
-        .lines_starting("GUEST-END ")
-        .first()
-        .and_then(|l| l.split("exits=").nth(1))
-        .unwrap_or_else(|| guest_log.fail("no GUEST-END line"))
-        .to_string();
-    println!("bench: linux-boot native={native} guest={guest} ratio={:.2} exits={exits}", guest as f64 / native as f64);
-    println!("bench: linux-uptime-at-init native={native_uptime} guest={guest_uptime}");
+    let at = guest_log
+        .lines
+        .iter()
+        .position(|l| l.starts_with("GUEST-END "))
+        .unwrap_or_else(|| guest_log.fail("no GUEST-END line"));
+    let exits = guest_log.lines[at].split("exits=").nth(1).unwrap_or("?").to_string();
+    println!(
+        "bench: linux-boot cpus={cpus} native={native} guest={guest} ratio={:.2} exits={exits}",
+        guest as f64 / native as f64
+    );
+    println!("bench: linux-exits cpus={cpus} {}", exit_table(&guest_log.lines[at + 2..], cpus));
+    println!("bench: linux-uptime-at-init cpus={cpus} native={native_uptime} guest={guest_uptime}");
+}
+
+/// GUEST-END's table rows (`  48 EPT violation   56986  107597  50584`) as
+/// `EPT-violation=56986/107597/50584 ...`, most exits first.
+fn exit_table(rows: &[String], cpus: u32) -> String {
+    let mut reasons: Vec<(u64, String)> = rows
+        .iter()
+        .take_while(|l| l.starts_with("  "))
+        .map(|l| {
+            let words: Vec<&str> = l.split_whitespace().collect();
+            let (name, counts) = words[1..].split_at(words.len() - 1 - cpus as usize);
+            let total = counts.iter().map(|c| c.parse::<u64>().unwrap_or(0)).sum();
+            (total, format!("{}={}", name.join("-"), counts.join("/")))
+        })
+        .collect();
+    reasons.sort_by(|a, b| b.0.cmp(&a.0));
+    reasons.into_iter().map(|(_, r)| r).collect::<Vec<_>>().join(" ")
 }

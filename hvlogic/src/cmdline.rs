@@ -26,6 +26,9 @@ pub enum Inject {
     Ud2,
     /// Lock IA32_FEATURE_CONTROL with bit 2 clear on every CPU before VMX set-up.
     FcLockedOff,
+    /// AMD: VM_CR reads as firmware that disabled SVM and locked it would leave
+    /// it (SVMDIS and LOCK set), without writing the MSR.
+    SvmLockedOff,
     /// Execute VMXON a second time while in VMX root operation.
     VmxonTwice,
     /// Execute UD2 on the first application processor once it is online.
@@ -111,6 +114,8 @@ pub struct Options {
     pub maxcpus: Option<u32>,
     /// Print every VMX capability MSR, decoded, on the boot CPU.
     pub vmxcap: bool,
+    /// `svmcap`: print CPUID Fn8000_000A and VM_CR decoded (AMD).
+    pub svmcap: bool,
     pub guest: GuestKind,
     pub linux: LinuxMode,
     pub console: ConsoleMode,
@@ -149,6 +154,7 @@ impl Default for Options {
             inject: None,
             maxcpus: None,
             vmxcap: false,
+            svmcap: false,
             guest: GuestKind::Normal,
             linux: LinuxMode::Guest,
             console: ConsoleMode::Both,
@@ -201,6 +207,7 @@ impl Options {
                 self.inject = Some(match v {
                     "ud2" => Inject::Ud2,
                     "fc-locked-off" => Inject::FcLockedOff,
+                    "svm-locked-off" => Inject::SvmLockedOff,
                     "vmxon-twice" => Inject::VmxonTwice,
                     "ap-ud2" => Inject::ApUd2,
                     "ap-no-sipi" => Inject::ApNoSipi,
@@ -209,7 +216,7 @@ impl Options {
                     "entry-bad-guest" => Inject::EntryBadGuest,
                     "entry-bad-control" => Inject::EntryBadControl,
                     "fuzz-host-state" => Inject::FuzzHostState,
-                    _ => return Err("inject is one of ud2, ap-ud2, ap-no-sipi, ap-late, log-flood, fc-locked-off, vmxon-twice, entry-bad-guest, entry-bad-control, fuzz-host-state"),
+                    _ => return Err("inject is one of ud2, ap-ud2, ap-no-sipi, ap-late, log-flood, fc-locked-off, svm-locked-off, vmxon-twice, entry-bad-guest, entry-bad-control, fuzz-host-state"),
                 })
             }
             ("maxcpus", Some(v)) => match v.parse::<u32>() {
@@ -241,6 +248,7 @@ impl Options {
                 }
             }
             ("vmxcap", None) => self.vmxcap = true,
+            ("svmcap", None) => self.svmcap = true,
             ("vmcheck", None) => self.vmcheck = true,
             ("entryfuzz", Some(v)) => match v.parse::<u32>() {
                 Ok(n) if n >= 1 => self.entryfuzz = Some(n),
@@ -267,7 +275,7 @@ impl Options {
             ) => {
                 return Err("this option needs a value (key=value)")
             }
-            ("vmxcap" | "vmcheck", Some(_)) => return Err("this flag takes no value"),
+            ("vmxcap" | "svmcap" | "vmcheck", Some(_)) => return Err("this flag takes no value"),
             _ => return Err("unknown option"),
         }
         Ok(())
@@ -301,6 +309,8 @@ mod tests {
         assert!(o.warnings.is_empty());
         assert_eq!(Options::parse("inject=ud2").inject, Some(Inject::Ud2));
         assert_eq!(Options::parse("inject=fc-locked-off").inject, Some(Inject::FcLockedOff));
+        assert_eq!(Options::parse("inject=svm-locked-off").inject, Some(Inject::SvmLockedOff));
+        assert!(Options::parse("svmcap").svmcap);
         assert_eq!(Options::parse("inject=ap-ud2").inject, Some(Inject::ApUd2));
         assert_eq!(Options::parse("inject=ap-no-sipi").inject, Some(Inject::ApNoSipi));
         assert_eq!(Options::parse("inject=ap-late").inject, Some(Inject::ApLate));

@@ -1152,6 +1152,7 @@ pub fn classify(ending: Ending) -> Class {
         Ending::Hlt => Class::Named("hlt"),
         Ending::TripleFault => Class::Named("triple-fault"),
         Ending::EptViolation => Class::Named("ept-violation"),
+        Ending::NestedPageFault => Class::Named("npf"),
         Ending::CrWriteRefused => Class::Named("cr-refused"),
         Ending::PreemptionTimer => Class::Named("timer"),
         Ending::HostTimer => Class::Named("apic-timer"),
@@ -1160,6 +1161,7 @@ pub fn classify(ending: Ending) -> Class {
             Some(name) => Class::Named(name),
             None => Class::HostFailure("an exit the handler cannot name"),
         },
+        Ending::UnexpectedSvm(_) => Class::HostFailure("a #VMEXIT the handler cannot name"),
         Ending::EntryFailed => Class::HostFailure("VM entry failed"),
     }
 }

@@ -1,6 +1,7 @@
 //! How a guest runs on a given CPU, and what each step of the hostile guest
-//! must end in. Pure decisions from the VMX capabilities.
+//! must end in. Pure decisions from the VMX or SVM capabilities.
 
+use crate::summary::Virt;
 use core::fmt;
 
 /// The guest's start mode, from what the CPU offers.
@@ -30,29 +31,43 @@ impl GuestMode {
         !matches!(self, GuestMode::ProtectedNoEpt)
     }
 
-    pub const fn describe(self) -> &'static str {
-        match self {
-            GuestMode::RealFromReset => "real mode from the reset vector F000:FFF0 (unrestricted guest)",
-            GuestMode::ProtectedEpt => "32-bit protected mode with paging (EPT, no unrestricted guest)",
-            GuestMode::ProtectedNoEpt => "32-bit protected mode with paging (no EPT)",
+    /// SVM's choice: with nested paging the guest starts out of reset (SVM
+    /// runs real mode and unpaged protected mode as they are; APM Vol. 2
+    /// §15.19 "Paged Real Mode" is only needed without it); without, on
+    /// host-owned page tables, as VMX without EPT.
+    pub fn choose_svm(nested_paging: bool) -> GuestMode {
+        if nested_paging {
+            GuestMode::RealFromReset
+        } else {
+            GuestMode::ProtectedNoEpt
         }
     }
 
-    pub const fn protection(self) -> &'static str {
-        match self {
-            GuestMode::RealFromReset | GuestMode::ProtectedEpt => {
+    pub const fn describe(self, virt: Virt) -> &'static str {
+        match (self, virt) {
+            (GuestMode::RealFromReset, Virt::Svm) => "real mode from the reset vector F000:FFF0 (nested paging)",
+            (GuestMode::RealFromReset, _) => "real mode from the reset vector F000:FFF0 (unrestricted guest)",
+            (GuestMode::ProtectedEpt, _) => "32-bit protected mode with paging (EPT, no unrestricted guest)",
+            (GuestMode::ProtectedNoEpt, Virt::Svm) => "32-bit protected mode with paging (no nested paging)",
+            (GuestMode::ProtectedNoEpt, _) => "32-bit protected mode with paging (no EPT)",
+        }
+    }
+
+    pub const fn protection(self, virt: Virt) -> &'static str {
+        match (self, virt) {
+            (GuestMode::RealFromReset | GuestMode::ProtectedEpt, Virt::Svm) => {
+                "nested paging maps the guest's own memory and nothing of the hypervisor"
+            }
+            (GuestMode::RealFromReset | GuestMode::ProtectedEpt, _) => {
                 "EPT maps the guest's own memory and nothing of the hypervisor"
             }
-            GuestMode::ProtectedNoEpt => {
+            (GuestMode::ProtectedNoEpt, Virt::Svm) => {
+                "host-owned page tables map only the guest's memory; CR3 loads, task switches and CR0/CR4 paging changes are intercepted and refused"
+            }
+            (GuestMode::ProtectedNoEpt, _) => {
                 "host-owned page tables map only the guest's memory; CR3 loads exit and are refused; CR0/CR4 paging bits are host-owned"
             }
         }
-    }
-}
-
-impl fmt::Display for GuestMode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.describe())
     }
 }
 
@@ -64,8 +79,11 @@ pub enum Ending {
     /// VMCALL "done" with a non-zero status: the guest found something wrong.
     GuestReportedFailure(u32),
     Hlt,
+    /// A triple fault (VMX's exit; SVM's shutdown intercept).
     TripleFault,
     EptViolation,
+    /// SVM's nested page fault (#VMEXIT(NPF)).
+    NestedPageFault,
     /// A MOV to CR3 (or another CR write) the hypervisor refused.
     CrWriteRefused,
     PreemptionTimer,
@@ -74,8 +92,10 @@ pub enum Ending {
     HostTimer,
     /// More exits than the exit budget allows.
     ExitBudget,
-    /// Any exit reason the hypervisor does not handle (basic reason).
+    /// Any exit reason the hypervisor does not handle (VMX basic reason).
     Unexpected(u16),
+    /// Any #VMEXIT code the hypervisor does not handle (SVM).
+    UnexpectedSvm(u16),
     /// VM entry failed (VMLAUNCH/VMRESUME VMfail, or an entry-failure exit).
     EntryFailed,
 }
@@ -88,12 +108,35 @@ impl fmt::Display for Ending {
             Ending::Hlt => f.write_str("HLT"),
             Ending::TripleFault => f.write_str("triple fault"),
             Ending::EptViolation => f.write_str("EPT violation"),
+            Ending::NestedPageFault => f.write_str("nested page fault"),
             Ending::CrWriteRefused => f.write_str("control-register write refused"),
             Ending::PreemptionTimer => f.write_str("VMX-preemption timer expired (time budget)"),
             Ending::HostTimer => f.write_str("the host's APIC timer expired (time budget)"),
             Ending::ExitBudget => f.write_str("exit budget exhausted"),
             Ending::Unexpected(r) => write!(f, "unexpected exit {r} ({})", crate::exit_reason::name(r)),
+            Ending::UnexpectedSvm(c) => {
+                write!(f, "unexpected #VMEXIT {c:#x} ({})", crate::svm::exit_code::name(c as u64))
+            }
             Ending::EntryFailed => f.write_str("VM-entry failure"),
+        }
+    }
+}
+
+impl Ending {
+    /// The ending as a host of `virt` names it: SVM's hypercall is VMMCALL.
+    pub fn named(self, virt: Virt) -> Named {
+        Named(self, virt)
+    }
+}
+
+pub struct Named(Ending, Virt);
+
+impl fmt::Display for Named {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.0, self.1) {
+            (Ending::Success, Virt::Svm) => f.write_str("VMMCALL success"),
+            (Ending::GuestReportedFailure(code), Virt::Svm) => write!(f, "VMMCALL reporting failure {code}"),
+            (e, _) => write!(f, "{e}"),
         }
     }
 }
@@ -108,10 +151,21 @@ pub enum HostileStep {
     GarbageCr3,
     TripleFault,
     NeverEnds,
+    // SVM's own instructions and MSRs, which a guest must not reach.
+    Vmrun,
+    Vmload,
+    Vmsave,
+    Stgi,
+    Clgi,
+    Skinit,
+    EferSvme,
+    HsavePa,
+    VmCr,
 }
 
 impl HostileStep {
-    pub const ALL: [HostileStep; 7] = [
+    /// The steps on a VMX host.
+    pub const VMX: [HostileStep; 7] = [
         HostileStep::ReadOutside,
         HostileStep::WriteOutside,
         HostileStep::Vmxon,
@@ -120,6 +174,33 @@ impl HostileStep {
         HostileStep::TripleFault,
         HostileStep::NeverEnds,
     ];
+
+    /// The steps on an SVM host: VMXON gives way to SVM's instructions and MSRs.
+    pub const SVM: [HostileStep; 15] = [
+        HostileStep::ReadOutside,
+        HostileStep::WriteOutside,
+        HostileStep::Vmrun,
+        HostileStep::Vmload,
+        HostileStep::Vmsave,
+        HostileStep::Stgi,
+        HostileStep::Clgi,
+        HostileStep::Skinit,
+        HostileStep::EferSvme,
+        HostileStep::HsavePa,
+        HostileStep::VmCr,
+        HostileStep::BadVmcall,
+        HostileStep::GarbageCr3,
+        HostileStep::TripleFault,
+        HostileStep::NeverEnds,
+    ];
+
+    /// The steps for a host of `virt`.
+    pub fn steps(virt: Virt) -> &'static [HostileStep] {
+        match virt {
+            Virt::Svm => &Self::SVM,
+            _ => &Self::VMX,
+        }
+    }
 
     /// The number the guest program dispatches on (its `step` parameter).
     pub const fn number(self) -> u32 {
@@ -135,34 +216,64 @@ impl HostileStep {
             HostileStep::GarbageCr3 => "load CR3 with garbage and enable paging",
             HostileStep::TripleFault => "triple-fault",
             HostileStep::NeverEnds => "spin forever with interrupts off",
+            HostileStep::Vmrun => "execute VMRUN",
+            HostileStep::Vmload => "execute VMLOAD",
+            HostileStep::Vmsave => "execute VMSAVE",
+            HostileStep::Stgi => "execute STGI",
+            HostileStep::Clgi => "execute CLGI",
+            HostileStep::Skinit => "execute SKINIT",
+            HostileStep::EferSvme => "set EFER.SVME",
+            HostileStep::HsavePa => "read VM_HSAVE_PA",
+            HostileStep::VmCr => "read VM_CR: SVM must read disabled and locked",
         }
     }
 
-    /// How the step must end for the attempt to count as contained.
-    /// Without EPT the guest has no IDT, so a page fault ends as a triple fault.
-    pub const fn expected(self, mode: GuestMode) -> Ending {
-        let ept = mode.uses_ept();
+    /// How the step must end for the attempt to count as contained on a
+    /// host of `virt`. Without nested paging the guest has no IDT, so a page
+    /// fault ends as a triple fault; so does every exception the hypervisor
+    /// injects (#UD for the hidden instructions, #GP for the refused MSRs).
+    pub const fn expected(self, mode: GuestMode, virt: Virt) -> Ending {
+        let nested = mode.uses_ept();
+        let nested_fault = if matches!(virt, Virt::Svm) { Ending::NestedPageFault } else { Ending::EptViolation };
         match self {
             HostileStep::ReadOutside | HostileStep::WriteOutside => {
-                if ept {
-                    Ending::EptViolation
+                if nested {
+                    nested_fault
                 } else {
                     Ending::TripleFault
                 }
             }
-            // VMX is hidden: the hypervisor injects #UD, which the IDT-less guest cannot handle.
-            HostileStep::Vmxon => Ending::TripleFault,
-            // Both bad calls must be refused; the guest then reports success.
-            HostileStep::BadVmcall => Ending::Success,
+            // VMX and SVM are hidden: the hypervisor injects #UD (or #GP for
+            // the MSRs), which the IDT-less guest cannot handle.
+            HostileStep::Vmxon
+            | HostileStep::Vmrun
+            | HostileStep::Vmload
+            | HostileStep::Vmsave
+            | HostileStep::Stgi
+            | HostileStep::Clgi
+            | HostileStep::Skinit
+            | HostileStep::EferSvme
+            | HostileStep::HsavePa => Ending::TripleFault,
+            // Both bad calls must be refused, VM_CR must read "disabled and
+            // locked"; the guest then reports success.
+            HostileStep::BadVmcall | HostileStep::VmCr => Ending::Success,
             HostileStep::GarbageCr3 => {
-                if ept {
-                    Ending::EptViolation
+                if nested {
+                    nested_fault
                 } else {
                     Ending::CrWriteRefused
                 }
             }
             HostileStep::TripleFault => Ending::TripleFault,
-            HostileStep::NeverEnds => Ending::PreemptionTimer,
+            // VMX: the VMX-preemption timer; SVM has none: the host's local-APIC
+            // timer, its interrupt intercepted.
+            HostileStep::NeverEnds => {
+                if matches!(virt, Virt::Svm) {
+                    Ending::HostTimer
+                } else {
+                    Ending::PreemptionTimer
+                }
+            }
         }
     }
 }
@@ -190,14 +301,23 @@ mod tests {
 
     #[test]
     fn hostile_expectations() {
-        let m = GuestMode::RealFromReset;
-        assert_eq!(HostileStep::ReadOutside.expected(m), Ending::EptViolation);
-        assert_eq!(HostileStep::GarbageCr3.expected(m), Ending::EptViolation);
-        assert_eq!(HostileStep::NeverEnds.expected(m), Ending::PreemptionTimer);
+        let (m, v) = (GuestMode::RealFromReset, Virt::Vmx);
+        assert_eq!(HostileStep::ReadOutside.expected(m, v), Ending::EptViolation);
+        assert_eq!(HostileStep::GarbageCr3.expected(m, v), Ending::EptViolation);
+        assert_eq!(HostileStep::NeverEnds.expected(m, v), Ending::PreemptionTimer);
         let m = GuestMode::ProtectedNoEpt;
-        assert_eq!(HostileStep::WriteOutside.expected(m), Ending::TripleFault);
-        assert_eq!(HostileStep::GarbageCr3.expected(m), Ending::CrWriteRefused);
-        let numbers: alloc::vec::Vec<u32> = HostileStep::ALL.iter().map(|s| s.number()).collect();
+        assert_eq!(HostileStep::WriteOutside.expected(m, v), Ending::TripleFault);
+        assert_eq!(HostileStep::GarbageCr3.expected(m, v), Ending::CrWriteRefused);
+        let (m, v) = (GuestMode::RealFromReset, Virt::Svm);
+        assert_eq!(HostileStep::ReadOutside.expected(m, v), Ending::NestedPageFault);
+        assert_eq!(HostileStep::Vmrun.expected(m, v), Ending::TripleFault);
+        assert_eq!(HostileStep::VmCr.expected(m, v), Ending::Success);
+        assert_eq!(HostileStep::NeverEnds.expected(m, v), Ending::HostTimer);
+        assert_eq!(GuestMode::choose_svm(true), GuestMode::RealFromReset);
+        assert_eq!(GuestMode::choose_svm(false), GuestMode::ProtectedNoEpt);
+        let svm: alloc::vec::Vec<u32> = HostileStep::SVM.iter().map(|s| s.number()).collect();
+        assert!(svm.iter().all(|n| *n >= 1), "numbers start at 1");
+        let numbers: alloc::vec::Vec<u32> = HostileStep::VMX.iter().map(|s| s.number()).collect();
         assert_eq!(numbers, [1, 2, 3, 4, 5, 6, 7]);
     }
 

@@ -144,8 +144,8 @@ const LEAF_D1_EAX_XSAVES: u32 = 1 << 3;
 const LEAF_80000001_EDX_RDTSCP: u32 = 1 << 27;
 
 /// What a guest sees of CPUID leaf `leaf`/`subleaf` whose real answer is
-/// `r` (EAX, EBX, ECX, EDX): VMX and SMX hidden (VMX instructions and GETSEC
-/// raise #UD in the guest), the hypervisor bit set, and every instruction in
+/// `r` (EAX, EBX, ECX, EDX): VMX, SMX and SVM hidden (VMX instructions,
+/// GETSEC and SVM's instructions raise #UD in the guest), the hypervisor bit set, and every instruction in
 /// `hidden` hidden (RDPID goes with RDTSCP; PCONFIG and Key Locker are always hidden).
 pub fn cpuid(leaf: u32, subleaf: u32, r: [u32; 4], hidden: Hidden) -> [u32; 4] {
     let [mut a, mut b, mut c, mut d] = r;
@@ -170,7 +170,15 @@ pub fn cpuid(leaf: u32, subleaf: u32, r: [u32; 4], hidden: Hidden) -> [u32; 4] {
             d &= !LEAF7_EDX_PCONFIG;
         }
         (0xd, 1) if hidden.xsaves => a &= !LEAF_D1_EAX_XSAVES,
-        (0x8000_0001, _) if hidden.rdtscp => d &= !LEAF_80000001_EDX_RDTSCP,
+        (0x8000_0001, _) => {
+            c &= !crate::svm::CPUID_80000001_ECX_SVM;
+            if hidden.rdtscp {
+                d &= !LEAF_80000001_EDX_RDTSCP;
+            }
+        }
+        // SVM's features: none, as on a CPU without SVM (APM Vol. 3 Appendix
+        // E.4.9 "Function 8000_000Ah—SVM Features" is reserved without it).
+        (0x8000_000a, _) => return [0; 4],
         _ => {}
     }
     [a, b, c, d]
@@ -183,25 +191,25 @@ pub fn cpuid(leaf: u32, subleaf: u32, r: [u32; 4], hidden: Hidden) -> [u32; 4] {
 /// The revisions are the ones Linux requires before it uses the mode
 /// (arch/x86/kernel/apic/apic.c, `apic_check_deadline_errata`).
 const TSC_DEADLINE_ERRATA: &[(u32, core::ops::RangeInclusive<u32>, u32)] = &[
-    (0x3c, 0..=0xf, 0x22),             // Haswell
-    (0x3f, 0x2..=0x2, 0x3a),           // Haswell-X
-    (0x3f, 0x4..=0x4, 0x0f),           // Haswell-X
-    (0x45, 0..=0xf, 0x20),             // Haswell-L
-    (0x46, 0..=0xf, 0x17),             // Haswell-G
-    (0x3d, 0..=0xf, 0x25),             // Broadwell
-    (0x47, 0..=0xf, 0x17),             // Broadwell-G
-    (0x4f, 0..=0xf, 0x0b00_0020),      // Broadwell-X
-    (0x56, 0x2..=0x2, 0x11),           // Broadwell-D
-    (0x56, 0x3..=0x3, 0x0700_000e),    // Broadwell-D
-    (0x56, 0x4..=0x4, 0x0f00_000c),    // Broadwell-D
-    (0x56, 0x5..=0x5, 0x0e00_0003),    // Broadwell-D
-    (0x55, 0x3..=0x3, 0x0100_0136),    // Skylake-X
-    (0x55, 0x4..=0x4, 0x0200_0014),    // Skylake-X
-    (0x55, 0x5..=0xf, 0),              // Skylake-X
-    (0x4e, 0..=0xf, 0xb2),             // Skylake-L
-    (0x5e, 0..=0xf, 0xb2),             // Skylake
-    (0x8e, 0..=0xf, 0x52),             // Kaby Lake-L
-    (0x9e, 0..=0xf, 0x52),             // Kaby Lake
+    (0x3c, 0..=0xf, 0x22),          // Haswell
+    (0x3f, 0x2..=0x2, 0x3a),        // Haswell-X
+    (0x3f, 0x4..=0x4, 0x0f),        // Haswell-X
+    (0x45, 0..=0xf, 0x20),          // Haswell-L
+    (0x46, 0..=0xf, 0x17),          // Haswell-G
+    (0x3d, 0..=0xf, 0x25),          // Broadwell
+    (0x47, 0..=0xf, 0x17),          // Broadwell-G
+    (0x4f, 0..=0xf, 0x0b00_0020),   // Broadwell-X
+    (0x56, 0x2..=0x2, 0x11),        // Broadwell-D
+    (0x56, 0x3..=0x3, 0x0700_000e), // Broadwell-D
+    (0x56, 0x4..=0x4, 0x0f00_000c), // Broadwell-D
+    (0x56, 0x5..=0x5, 0x0e00_0003), // Broadwell-D
+    (0x55, 0x3..=0x3, 0x0100_0136), // Skylake-X
+    (0x55, 0x4..=0x4, 0x0200_0014), // Skylake-X
+    (0x55, 0x5..=0xf, 0),           // Skylake-X
+    (0x4e, 0..=0xf, 0xb2),          // Skylake-L
+    (0x5e, 0..=0xf, 0xb2),          // Skylake
+    (0x8e, 0..=0xf, 0x52),          // Kaby Lake-L
+    (0x9e, 0..=0xf, 0x52),          // Kaby Lake
 ];
 
 /// Whether the TSC-deadline mode must be hidden from an OS guest: the CPU
@@ -233,11 +241,12 @@ pub fn tsc_deadline_erratum(signature: u32, revision: u32) -> Option<u32> {
 
 /// CPUID leaves that reach a guest exactly as the CPU answers them, whatever
 /// `Hidden` says: every leaf but those `cpuid` and `mirror_cr4` change (1, 7,
-/// 0DH, 80000001H) and the hypervisor's own range (40000000H-4FFFFFFFH).
-/// entry.s's CPUID fast path answers these without leaving assembly; its
-/// comparisons are this function's, in the same order.
+/// 0DH, 80000001H, 8000000AH) and the hypervisor's own range
+/// (40000000H-4FFFFFFFH). The backends' CPUID fast paths answer these
+/// without leaving assembly; their comparisons are this function's, in the
+/// same order.
 pub fn passes_through(leaf: u32) -> bool {
-    !matches!(leaf, 1 | 7 | 0xd | 0x8000_0001 | 0x4000_0000..=0x4fff_ffff)
+    !matches!(leaf, 1 | 7 | 0xd | 0x8000_0001 | 0x8000_000a | 0x4000_0000..=0x4fff_ffff)
 }
 
 const LEAF1_ECX_OSXSAVE: u32 = 1 << 27;
@@ -365,10 +374,17 @@ mod tests {
             }
         }
         assert!(passed > 100);
-        for leaf in [1, 7, 0xd, 0x8000_0001, 0x4000_0000, 0x4000_0001, 0x4fff_ffff] {
+        for leaf in [1, 7, 0xd, 0x8000_0001, 0x8000_000a, 0x4000_0000, 0x4000_0001, 0x4fff_ffff] {
             assert!(!passes_through(leaf), "{leaf:#x}");
         }
         assert!(passes_through(0) && passes_through(0x5000_0000) && passes_through(0x3fff_ffff));
+    }
+
+    #[test]
+    fn svm_is_hidden() {
+        let [_, _, c, _] = cpuid(0x8000_0001, 0, [0, 0, 0xffff_ffff, 0], Hidden::default());
+        assert_eq!(c, !crate::svm::CPUID_80000001_ECX_SVM);
+        assert_eq!(cpuid(0x8000_000a, 0, [1, 16, 0, 0x1ff], Hidden::default()), [0; 4]);
     }
 
     #[test]

@@ -1,7 +1,13 @@
 //! The SUMMARY line: the contract every run ends with, read by CI, scripts and people.
 //!
 //! `SUMMARY cpus=<enumerated> online=<running> vmx_root=<CPUs in VMX root>
-//!  guests_ok=<guests that ended as intended> result=<PASS|NO_VMX|FAIL>`
+//!  guests_ok=<guests that ended as intended> result=<PASS|NO_VMX|FAIL>
+//!  virt=<vmx|svm|none>`
+//!
+//! The field names predate the AMD backend and stay, because CI scripts
+//! parse them: `vmx_root` counts CPUs where hardware virtualization was on
+//! (VMX root operation, or EFER.SVME with a host save area), `NO_VMX` means
+//! neither VMX nor SVM was usable, and `virt` says which one ran.
 
 use core::fmt;
 
@@ -48,6 +54,29 @@ pub struct Counts {
     /// Something failed: an exception, a panic, an AP that never answered, a
     /// VMX or guest failure.
     pub failed: bool,
+    /// Which hardware virtualization the CPUs use.
+    pub virt: Virt,
+}
+
+/// Which hardware virtualization a run uses: the `virt=` field.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+pub enum Virt {
+    /// Intel VMX (and any other vendor's VMX).
+    Vmx,
+    /// AMD SVM.
+    Svm,
+    #[default]
+    None,
+}
+
+impl Virt {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Virt::Vmx => "vmx",
+            Virt::Svm => "svm",
+            Virt::None => "none",
+        }
+    }
 }
 
 impl Counts {
@@ -68,12 +97,13 @@ impl fmt::Display for Counts {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "SUMMARY cpus={} online={} vmx_root={} guests_ok={} result={}",
+            "SUMMARY cpus={} online={} vmx_root={} guests_ok={} result={} virt={}",
             self.cpus,
             self.online,
             self.vmx_root,
             self.guests_ok,
-            self.result().as_str()
+            self.result().as_str(),
+            if self.vmx_root > 0 { self.virt.as_str() } else { "none" }
         )
     }
 }
@@ -84,14 +114,23 @@ mod tests {
     use alloc::format;
 
     fn c(cpus: u32, online: u32, vmx_root: u32, guests_ok: u32, no_vmx: u32, failed: bool) -> Counts {
-        Counts { cpus, online, vmx_root, guests_ok, no_vmx, failed }
+        Counts { cpus, online, vmx_root, guests_ok, no_vmx, failed, virt: Virt::Vmx }
     }
 
     #[test]
     fn line_format_is_exact() {
         assert_eq!(
             format!("{}", c(4, 4, 4, 4, 0, false)),
-            "SUMMARY cpus=4 online=4 vmx_root=4 guests_ok=4 result=PASS"
+            "SUMMARY cpus=4 online=4 vmx_root=4 guests_ok=4 result=PASS virt=vmx"
+        );
+        assert_eq!(
+            format!("{}", Counts { virt: Virt::Svm, ..c(2, 2, 2, 2, 0, false) }),
+            "SUMMARY cpus=2 online=2 vmx_root=2 guests_ok=2 result=PASS virt=svm"
+        );
+        assert_eq!(
+            format!("{}", Counts { virt: Virt::Svm, ..c(2, 2, 0, 0, 2, false) }),
+            "SUMMARY cpus=2 online=2 vmx_root=0 guests_ok=0 result=NO_VMX virt=none",
+            "no CPU had it on"
         );
     }
 

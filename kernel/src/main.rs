@@ -34,7 +34,9 @@ mod platform;
 mod run;
 mod serial;
 mod smp;
+mod svm;
 mod tsc;
+mod virt;
 mod vmx;
 
 use hvlogic::cmdline::{Inject, LinuxMode, Options};
@@ -152,19 +154,20 @@ extern "C" fn kernel_main(boot_info_addr: usize) -> ! {
     // Application processors.
     let power = start_application_processors(&boot, reserved, bsp, options);
 
-    // VMX root operation on every CPU.
-    smp::run_on_all("vmx-enter", bsp, vmx::enter);
+    // Hardware virtualization on every CPU: VMX root operation on Intel,
+    // EFER.SVME with a host save area on AMD.
+    smp::run_on_all(virt::enter_stage(), bsp, virt::enter);
     smp::report_vmx_root_bench();
 
-    // A guest on every CPU in VMX root, all at once; the boot CPU gathers them.
-    smp::run_on_all("guest", bsp, vmx::run_guest);
+    // A guest on every CPU, all at once; the boot CPU gathers them.
+    smp::run_on_all("guest", bsp, virt::run_guest);
 
     // The OS, if there is one; otherwise every CPU leaves VMX operation and
     // the run ends with the summary.
     if let Some(os) = &os {
         hand_off(os, &boot, bsp, image, power, options);
     }
-    smp::run_on_all("vmx-leave", bsp, vmx::leave);
+    smp::run_on_all(virt::leave_stage(), bsp, virt::leave);
     run::end()
 }
 
@@ -189,7 +192,7 @@ fn hand_off(
     let online = pcb::all().filter(|p| p.has(CPU_STATUS_ONLINE)).count();
     let heap = memory::freeze(OS_SETUP_BYTES + online as u64 * OS_PER_CPU_BYTES);
     let hypervisor = &[image, heap, boot.range];
-    let guest = match (options.linux, vmx::os_unsupported(bsp)) {
+    let guest = match (options.linux, virt::os_unsupported(bsp)) {
         (LinuxMode::Native, _) => {
             info!("linux: runs natively (linux=native)");
             false
@@ -220,9 +223,9 @@ fn hand_off(
     );
     if guest {
         let top = boot.areas().iter().map(|a| a.range.end).max().unwrap_or(0);
-        vmx::prepare_os(bsp, hypervisor, boot.available(), power, top);
+        virt::prepare_os(bsp, hypervisor, boot.available(), power, top);
         // Every AP goes into the OS guest, waiting for the OS's SIPI, before the OS starts.
-        for ap in smp::post_to_aps(vmx::arm_os_ap) {
+        for ap in smp::post_to_aps(virt::arm_os_ap) {
             let armed = || ap.has(pcb::CPU_STATUS_OS) || ap.has(pcb::CPU_STATUS_FAILED);
             if !tsc::wait_until(OS_ARM_TIMEOUT_US, armed) {
                 error!(
@@ -234,7 +237,7 @@ fn hand_off(
             }
         }
     } else {
-        smp::run_on_all("vmx-leave", bsp, vmx::leave);
+        smp::run_on_all(virt::leave_stage(), bsp, virt::leave);
         smp::run_on_all("apic-restore", bsp, |p| apic::restore_firmware_mode(p.own().firmware_apic_base));
         // As firmware leaves them: every AP in wait-for-SIPI, for the OS to start.
         for ap in pcb::all().filter(|p| !p.is_bsp && p.has(CPU_STATUS_ONLINE)) {
@@ -247,8 +250,7 @@ fn hand_off(
     info!("handoff: linux {}, {online} CPUs, {}", handoff.version, if guest { "guest" } else { "native" });
     run::handed_off("linux");
     if guest {
-        let e = vmx::launch_os(bsp, &handoff);
-        run::fail_and_end(format_args!("the OS guest could not be set up: {e}"));
+        virt::launch_os(bsp, &handoff);
     }
     linux::enter_native(&handoff)
 }
@@ -298,14 +300,14 @@ fn start_application_processors(
         }
     }
     let to_start = plan.iter().filter(|p| matches!(p.plan, Plan::Boot | Plan::Start)).count() as u64;
-    let vmx = bsp.own().feature_ecx & (1 << 5) != 0;
+    let vmx = virt::offered();
     let heap = memory::size_for(to_start, pcb::PER_CPU_BYTES, vmx);
     info!(
         "memory: heap {:#x}-{:#x} ({} KiB) for {to_start} processors{}",
         heap.start,
         heap.end,
         heap.len() / 1024,
-        if vmx { " with VMX" } else { "" }
+        if vmx { " with hardware virtualization" } else { "" }
     );
     if to_start == 1 {
         return power;

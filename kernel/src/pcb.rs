@@ -28,15 +28,17 @@ pub const MAX_CPUS: usize = 256;
 
 /// `ProcessorStatus` flags.
 pub const CPU_STATUS_ONLINE: u32 = 1 << 0;
-/// In VMX root operation (the book's CPU_STATUS_VMXON).
+/// Hardware virtualization is on: VMX root operation (the book's
+/// CPU_STATUS_VMXON), or on AMD EFER.SVME with a host save area.
 pub const CPU_STATUS_VMXON: u32 = 1 << 1;
-/// VMX unavailable: not in CPUID, or locked off by firmware.
+/// VMX (or on AMD, SVM) unavailable: not in CPUID, or locked off by firmware.
 pub const CPU_STATUS_NO_VMX: u32 = 1 << 2;
 /// This CPU's guest ended as intended.
 pub const CPU_STATUS_GUEST_OK: u32 = 1 << 3;
 /// Something on this CPU failed (reported in the log when it happened).
 pub const CPU_STATUS_FAILED: u32 = 1 << 4;
-/// Reached VMX root operation during the run (stays set after VMXOFF).
+/// Reached VMX root operation (or turned SVM on) during the run (stays set
+/// after VMXOFF or EFER.SVME is cleared).
 pub const CPU_STATUS_VMX_ROOT_REACHED: u32 = 1 << 6;
 /// Did not finish a stage in time; no further work is sent to it.
 pub const CPU_STATUS_UNRESPONSIVE: u32 = 1 << 5;
@@ -110,6 +112,15 @@ pub struct Own {
     pub vmx: VmxGlobalData,
     /// Physical address of the VMXON region (`VmxonPhysicalPointer`), 0 if none.
     pub vmxon_region: u64,
+    /// AMD: CPUID Fn8000_000A, SVM's features (what `get_vmx_global_data`
+    /// gathers for VMX), and VM_CR as found.
+    pub svm: hvlogic::svm::features::SvmFeatures,
+    pub vm_cr: u64,
+    /// AMD: the host save area VM_HSAVE_PA points at (the VMXON region's
+    /// counterpart), and the page VMSAVE keeps the host's FS, GS, TR, LDTR
+    /// and system-call MSRs in while a guest runs; 0 if none.
+    pub host_save_area: u64,
+    pub host_state: u64,
 }
 
 // SAFETY: the plain fields are read-only once published, the shared ones are

@@ -51,7 +51,7 @@ pub fn reset(ports: &Ports) -> ! {
 /// leave VMX operation, load an empty IDT and raise an exception.
 pub fn triple_fault() -> ! {
     if crate::pcb::has_pcb() && crate::pcb::this_cpu().has(crate::pcb::CPU_STATUS_VMXON) {
-        crate::vmx::leave_for_park();
+        crate::virt::leave_for_park();
     }
     let empty = x86_64::structures::DescriptorTablePointer { limit: 0, base: x86_64::VirtAddr::new(0) };
     // SAFETY: deliberately makes every exception undeliverable; the INT3 that

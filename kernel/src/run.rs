@@ -50,7 +50,11 @@ pub fn is_ending() -> bool {
 
 /// Count what the run reached, from every CPU's status word.
 pub fn counts() -> Counts {
-    let mut c = Counts { cpus: CPUS_ENUMERATED.load(Ordering::Acquire), ..Counts::default() };
+    let mut c = Counts {
+        cpus: CPUS_ENUMERATED.load(Ordering::Acquire),
+        virt: crate::virt::summary_virt(),
+        ..Counts::default()
+    };
     for p in pcb::all() {
         let has = |flag| p.has(flag);
         c.online += has(CPU_STATUS_ONLINE) as u32;
@@ -222,7 +226,7 @@ pub fn park() -> ! {
     crate::logger::release_if_held();
     crate::console::release_if_held();
     if pcb::has_pcb() && pcb::this_cpu().has(CPU_STATUS_VMXON) {
-        crate::vmx::leave_for_park();
+        crate::virt::leave_for_park();
     }
     loop {
         x86_64::instructions::interrupts::disable();

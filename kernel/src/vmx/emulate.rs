@@ -5,38 +5,16 @@ use super::instructions::vmread_unchecked;
 use super::vcpu::GuestRegs;
 use super::vmcs::{self, VmcsError};
 use hvlogic::exit_qual::{crosses_4gib, next_rip, Interruption};
-use hvlogic::os_guest::{self, Hidden};
+use hvlogic::os_guest::Hidden;
 use x86::vmx::vmcs::{control as ctl, guest, ro};
 
-/// CPUID leaves the hypervisor answers (0x40000000-0x4FFFFFFF are reserved
-/// for software by SDM Vol. 2A "CPUID—CPU Identification"; every hypervisor
-/// uses them).
-pub const CPUID_HV_BASE: u32 = 0x4000_0000;
-pub const CPUID_HV_CPU_INDEX: u32 = 0x4000_0001;
-/// "VMXbringupHV" in EBX, ECX, EDX.
-pub const CPUID_HV_SIGNATURE: [u32; 3] = [0x6258_4d56, 0x676e_6972, 0x5648_7075];
-
-/// Answer the guest's CPUID (leaf in EAX, subleaf in ECX): the CPU's values
-/// as `os_guest::cpuid` adjusts them (VMX and SMX hidden, the hypervisor bit
-/// set, instructions the guest cannot use hidden); leaves 0x40000000.. describe
-/// this hypervisor.
+/// Answer the guest's CPUID (leaf in EAX, subleaf in ECX) as
+/// `virt::cpuid::answer` does for every guest.
 #[inline(always)]
 pub fn cpuid(regs: &mut GuestRegs, processor_index: u32, hidden: Hidden) {
-    let (leaf, subleaf) = (regs.rax as u32, regs.rcx as u32);
-    let [a, b, c, d] = match leaf {
-        CPUID_HV_BASE => [CPUID_HV_CPU_INDEX, CPUID_HV_SIGNATURE[0], CPUID_HV_SIGNATURE[1], CPUID_HV_SIGNATURE[2]],
-        CPUID_HV_CPU_INDEX => [processor_index, 0, 0, 0],
-        0x4000_0002..=0x4fff_ffff => [0; 4],
-        _ => {
-            let r = raw_cpuid::cpuid!(leaf, subleaf);
-            let mut v = os_guest::cpuid(leaf, subleaf, [r.eax, r.ebx, r.ecx, r.edx], hidden);
-            // OSXSAVE and OSPKE mirror CR4.OSXSAVE and CR4.PKE: the guest's, not the host's.
-            if leaf == 1 || leaf == 7 {
-                v = os_guest::mirror_cr4(leaf, subleaf, v, vmcs::read(guest::CR4));
-            }
-            v
-        }
-    };
+    let [a, b, c, d] = crate::virt::cpuid::answer(regs.rax as u32, regs.rcx as u32, processor_index, hidden, || {
+        vmcs::read(guest::CR4)
+    });
     regs.rax = a as u64;
     regs.rbx = b as u64;
     regs.rcx = c as u64;

@@ -14,17 +14,13 @@ use hvlogic::vmx_global::{self, basic, from_capabilities, VmxGlobalData};
 use hvlogic::vmxcap::VmxCapMsrs;
 use hvlogic::vmxcap::{cr0_bit_name, cr4_bit_name};
 use log::{debug, error, info, warn};
-use x86::msr::{rdmsr, wrmsr, IA32_EFER};
+use x86::msr::{rdmsr, wrmsr};
 use x86_64::registers::control::{Cr0, Cr4};
 
 /// CPUID.01H:ECX (SDM Vol. 2A Table 3-10 "More on Feature Information Returned
 /// in the ECX Register").
 const CPUID_01_ECX_VMX: u32 = 1 << 5;
 const CPUID_01_ECX_SMX: u32 = 1 << 6;
-/// IA32_EFER.LMA: IA-32e mode active.
-const EFER_LMA: u64 = 1 << 10;
-/// RFLAGS.VM: virtual-8086 mode.
-const RFLAGS_VM: u64 = 1 << 17;
 /// TXT public space register TXT.STS, bit 0 SENTER.DONE.STS (Intel TXT MLE
 /// Developer's Guide, Appendix B.1): the platform ran GETSEC[SENTER].
 const TXT_STS: u64 = 0xfed3_0000;
@@ -180,32 +176,21 @@ fn log_global_data(d: &VmxGlobalData) {
         d.cr0_fixed_mask, d.cr0_fixed0, d.cr0_fixed1, d.cr4_fixed_mask, d.cr4_fixed0, d.cr4_fixed1, d.ept_memory_type);
 }
 
-/// 64-bit mode (IA32_EFER.LMA=1 and CS.L=1: not compatibility mode), not virtual-8086,
-/// CPL 0 (SDM Vol. 3C "VMXON—Enter VMX Operation": #UD outside 64-bit/protected mode, #GP at CPL > 0).
+/// 64-bit mode at CPL 0 (`crate::virt::mode`; SDM Vol. 3C "VMXON—Enter VMX
+/// Operation": #UD outside 64-bit/protected mode, #GP at CPL > 0).
 fn check_operating_mode() -> Result<(), NotEntered> {
-    // SAFETY: IA32_EFER exists on every x86-64 CPU.
-    let efer = unsafe { rdmsr(IA32_EFER) };
-    let cs = {
-        use x86_64::instructions::segmentation::{Segment, CS};
-        CS::get_reg().0
-    };
-    let gdt = x86_64::instructions::tables::sgdt();
-    // SAFETY: CS indexes a descriptor inside the loaded GDT.
-    let descriptor = unsafe { *(gdt.base.as_u64() as *const u64).add((cs >> 3) as usize) };
-    let long = efer & EFER_LMA != 0 && descriptor & (1 << 53) != 0;
-    let v86 = x86_64::registers::rflags::read_raw() & RFLAGS_VM != 0;
-    let cpl = cs & 3;
+    let m = crate::virt::mode::HostMode::read();
     debug!(
-        "vmx: mode check: IA32_EFER.LMA={} CS.L={} RFLAGS.VM={} CPL={cpl}",
-        (efer & EFER_LMA != 0) as u8,
-        (descriptor >> 53) & 1,
-        v86 as u8
+        "vmx: mode check: IA32_EFER.LMA={} CS.L={} RFLAGS.VM={} CPL={}",
+        m.lma() as u8,
+        m.cs_l as u8,
+        m.v86 as u8,
+        m.cpl
     );
-    if !long || v86 || cpl != 0 {
+    if !m.ok() {
         error!(
-            "VMXON needs 64-bit mode at CPL 0: IA32_EFER={efer:#x} CS={cs:#x} (L={}) RFLAGS.VM={} CPL={cpl}",
-            (descriptor >> 53) & 1,
-            v86 as u8
+            "VMXON needs 64-bit mode at CPL 0: IA32_EFER={:#x} CS={:#x} (L={}) RFLAGS.VM={} CPL={}",
+            m.efer, m.cs, m.cs_l as u8, m.v86 as u8, m.cpl
         );
         return Err(NotEntered::Failed);
     }

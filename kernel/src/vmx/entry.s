@@ -110,6 +110,8 @@ vm_exit_stub:
     jb      4f
     cmp     $0x80000001, %eax
     je      3f
+    cmp     $0x8000000a, %eax
+    je      3f
     cmp     $0x50000000, %eax
     jb      3f                              # the hypervisor's own leaves
 4:  mov     ${GUEST_RFLAGS}, %ebx

@@ -14,12 +14,12 @@
 
 use super::ept::{self, Ept};
 use super::instructions::{vmclear, vmptrld, vmwrite};
-use super::layout::*;
 use super::proof_vmcs::{self, GuestStart};
 use super::snapshot;
 use super::vmcs::{self, VmcsError};
 use crate::memory;
 use crate::pcb::{Pcb, CPU_STATUS_FAILED, CPU_STATUS_GUEST_OK, CPU_STATUS_VMXON};
+use crate::virt::layout::*;
 use alloc::vec::Vec;
 use hvlogic::controls::{pin, proc2};
 use hvlogic::entry_check::fields::{self, enc, Snapshot};

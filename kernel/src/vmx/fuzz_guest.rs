@@ -355,7 +355,12 @@ fn fuzz(pcb: &Pcb) -> Result<bool, VmcsError> {
     } else {
         Clock::Apic(apic_timer_count(TIME_BUDGET_US))
     };
-    let vcpu = Vcpu::new(cpu, vpid, proof_vcpu::dispatch, Proof::new(mode, GuestKind::Fuzz, base, maxphyaddr));
+    let vcpu = Vcpu::new(
+        cpu,
+        vpid,
+        proof_vcpu::dispatch,
+        Proof::new(hvlogic::summary::Virt::Vmx, mode, GuestKind::Fuzz, base, maxphyaddr),
+    );
     vcpu.guest.quiet = true;
     vcpu.guest.mem_size = gf::MEM_SIZE;
     vcpu.guest.exit_budget = EXIT_BUDGET;
@@ -453,7 +458,7 @@ fn fuzz(pcb: &Pcb) -> Result<bool, VmcsError> {
                 if let Class::HostFailure(what) = tally.count(plan.mode, o.ending, o.exits) {
                     failure(
                         &tally,
-                        format_args!("{what}: {}{}", o.ending, super::proof_guest::note(vcpu)),
+                        format_args!("{what}: {}{}", o.ending, super::proof_guest::Note(vcpu)),
                         vcpu,
                         o.exits,
                     );

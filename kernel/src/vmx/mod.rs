@@ -14,7 +14,6 @@ mod entry_fuzz;
 mod ept;
 mod fuzz_guest;
 mod instructions;
-mod layout;
 mod os_guest;
 mod os_memory;
 mod os_vcpu;
@@ -27,14 +26,60 @@ mod vcpu;
 mod vmcs;
 mod vmxcap;
 
-pub use enter::{enter, leave};
 pub use fuzz_guest::note_host_exception as fuzz_note_host_exception;
 pub use fuzz_guest::watchdog_nmi_in_host as fuzz_watchdog_nmi_in_host;
-pub use os_guest::{
-    arm_ap as arm_os_ap, launch_bsp as launch_os, prepare as prepare_os, unsupported as os_unsupported,
-};
-pub use os_vcpu::nmi_in_host;
-pub use stage::run_guest;
+
+use crate::linux::Handoff;
+use crate::pcb::Pcb;
+use crate::virt::Backend;
+use hvlogic::memmap::Range;
+use hvlogic::power::Ports;
+
+/// Intel's VMX, behind `virt::Backend`.
+pub struct Vmx;
+
+impl Backend for Vmx {
+    const ENTER_STAGE: &'static str = "vmx-enter";
+    const LEAVE_STAGE: &'static str = "vmx-leave";
+
+    fn enter(pcb: &Pcb) {
+        enter::enter(pcb)
+    }
+
+    fn leave(pcb: &Pcb) {
+        enter::leave(pcb)
+    }
+
+    fn run_guest(pcb: &Pcb) {
+        stage::run_guest(pcb)
+    }
+
+    fn leave_for_park() {
+        // SAFETY: only called when this CPU's status says it is in VMX root operation.
+        let _ = unsafe { instructions::vmxoff() };
+    }
+
+    fn os_unsupported(bsp: &Pcb) -> Option<&'static str> {
+        os_guest::unsupported(bsp)
+    }
+
+    fn prepare_os(bsp: &Pcb, holes: &[Range], ram: &[Range], ports: Ports, memory_top: u64) {
+        os_guest::prepare(bsp, holes, ram, ports, memory_top)
+    }
+
+    fn arm_os_ap(pcb: &Pcb) {
+        os_guest::arm_ap(pcb)
+    }
+
+    fn launch_os(bsp: &'static Pcb, h: &Handoff) -> ! {
+        let e = os_guest::launch_bsp(bsp, h);
+        crate::run::fail_and_end(format_args!("the OS guest could not be set up: {e}"))
+    }
+
+    fn nmi_in_host(pcb: &Pcb) {
+        os_vcpu::nmi_in_host(pcb)
+    }
+}
 
 use hvlogic::vmx_global::{basic, VmxGlobalData};
 use instructions::VmFail;
@@ -55,11 +100,4 @@ fn load_new_vmcs(d: &VmxGlobalData) -> Result<u64, VmFail> {
     let vmcs = new_region(d);
     // SAFETY: in VMX root operation; a fresh region with the revision identifier.
     unsafe { instructions::vmclear(vmcs).and_then(|()| instructions::vmptrld(vmcs)) }.map(|()| vmcs)
-}
-
-/// Leave VMX operation on a CPU that is being parked at the end of a failed
-/// run (best effort: the CPU halts right after).
-pub fn leave_for_park() {
-    // SAFETY: only called when this CPU's status says it is in VMX root operation.
-    let _ = unsafe { instructions::vmxoff() };
 }

@@ -8,7 +8,7 @@
 use super::emulate::{self, inject, inject_gp, UD};
 use super::instructions::vmread_unchecked;
 use super::os_memory;
-use super::vcpu::{Vcpu, RESUME};
+use super::vcpu::{Rsp, Vcpu, RESUME};
 use super::vmcs::{self, VmcsError, AR_CODE_16, AR_DATA_16, AR_TSS_BUSY_32, AR_UNUSABLE};
 use crate::pcb::{Pcb, CPU_STATUS_OS_WAITING};
 use crate::run::{self, How};

@@ -3,62 +3,26 @@
 use super::dump;
 use super::ept::{self, Ept};
 use super::instructions::vmclear;
-use super::layout::*;
 use super::proof_vcpu::{self, Proof, ProofVcpu};
 use super::proof_vmcs::{self, GuestStart};
 use super::vcpu::{GuestRegs, Return, Vcpu};
 use super::vmcs::{self, Controls, VmcsError};
 use crate::memory;
 use crate::pcb::{Pcb, CPU_STATUS_FAILED, CPU_STATUS_GUEST_OK, CPU_STATUS_VMXON};
+use crate::virt::layout::*;
+use crate::virt::{guest_image, proof};
 use crate::{run, tsc};
+use alloc::string::String;
 use core::fmt;
-use core::mem::offset_of;
 use hvlogic::cmdline::{GuestKind, Inject};
 use hvlogic::controls::{exit, pin, proc2};
 use hvlogic::exit_qual::{CrAccess, EptViolation};
 use hvlogic::exit_reason::basic;
-use hvlogic::guest_plan::{Ending, GuestMode, HostileStep};
+use hvlogic::guest_plan::{Ending, GuestMode};
+use hvlogic::summary::Virt;
 use hvlogic::vmx_global::VmxGlobalData;
-use log::{debug, error, info};
+use log::{error, info};
 use x86::vmx::vmcs::{control as ctl, guest};
-
-core::arch::global_asm!(
-    include_str!("../guest.s"),
-    IMAGE = const IMAGE,
-    STACK_TOP = const STACK_TOP,
-    PARAMS = const PARAMS,
-    P_KIND = const offset_of!(GuestParams, kind),
-    P_STEP = const offset_of!(GuestParams, step),
-    SAMPLES = const SAMPLES,
-    BENCH_ITERATIONS = const BENCH_ITERATIONS,
-    GUEST_CS = const GUEST_CS,
-    GUEST_DS = const GUEST_DS,
-    HC_DONE = const HC_DONE,
-    HC_REPORT_SAMPLES = const HC_REPORT_SAMPLES,
-    KIND_NORMAL = const KIND_NORMAL,
-    KIND_HOSTILE = const KIND_HOSTILE,
-    KIND_BENCH = const KIND_BENCH,
-    CPUID_HV_CPU_INDEX = const CPUID_HV_CPU_INDEX,
-    HC_REFUSED_32 = const HC_REFUSED as u32,
-    TRAPPED_MSR = const TRAPPED_MSR,
-    TRAPPED_MSR_VALUE = const TRAPPED_MSR_VALUE,
-    PASS_THROUGH_MSR = const PASS_THROUGH_MSR,
-    STEP_READ_OUTSIDE = const HostileStep::ReadOutside.number(),
-    STEP_WRITE_OUTSIDE = const HostileStep::WriteOutside.number(),
-    STEP_VMXON = const HostileStep::Vmxon.number(),
-    STEP_BAD_VMCALL = const HostileStep::BadVmcall.number(),
-    STEP_GARBAGE_CR3 = const HostileStep::GarbageCr3.number(),
-    STEP_TRIPLE_FAULT = const HostileStep::TripleFault.number(),
-    STEP_NEVER_ENDS = const HostileStep::NeverEnds.number(),
-    options(att_syntax)
-);
-
-extern "C" {
-    static guest_image_start: u8;
-    static guest_image_end: u8;
-    static guest_pm_entry_offset: u32;
-    static guest_gdt_offset: u32;
-}
 
 /// Time budget per launch, in microseconds of TSC time.
 const TIME_BUDGET_US: u64 = 250_000;
@@ -98,7 +62,7 @@ fn launch_all(pcb: &Pcb, kind: GuestKind) -> Result<bool, VmcsError> {
     let vpid = d.invvpid_type().map(|flush| (pcb.processor_index as u16 + 1, flush));
     let controls = proof_vmcs::choose_controls(&d, mode, vpid.is_some())?;
     let budget = (controls.pin & pin::PREEMPTION_TIMER != 0).then(|| preemption_timer_value(&d));
-    info!("guest: mode {mode}; protection: {}", mode.protection());
+    info!("guest: mode {}; protection: {}", mode.describe(Virt::Vmx), mode.protection(Virt::Vmx));
     if let Some((id, _)) = vpid {
         info!("guest: VPID {id} tags its TLB entries");
     }
@@ -108,11 +72,12 @@ fn launch_all(pcb: &Pcb, kind: GuestKind) -> Result<bool, VmcsError> {
 
     let memory = memory::alloc_pages((GUEST_MEM_SIZE / memory::PAGE_SIZE as u64) as usize);
     let mem = memory.as_mut_ptr() as u64;
-    load_image(memory);
+    guest_image::load(memory, Virt::Vmx);
     let start = build_address_space(mode, mem, &d)?;
     let vmcs = super::load_new_vmcs(&d).map_err(VmcsError::Load)?;
 
-    let vcpu = Vcpu::new(pcb.processor_index, vpid, proof_vcpu::dispatch, Proof::new(mode, kind, mem, maxphyaddr));
+    let proof = Proof::new(Virt::Vmx, mode, kind, mem, maxphyaddr);
+    let vcpu = Vcpu::new(pcb.processor_index, vpid, proof_vcpu::dispatch, proof);
     // The dispatcher answers a passed-through CPUID leaf with nothing else to
     // do; only the exit budget, which bounds a guest where no timer does,
     // needs every exit to reach it. The timer bounds it only if it is saved
@@ -121,7 +86,7 @@ fn launch_all(pcb: &Pcb, kind: GuestKind) -> Result<bool, VmcsError> {
         vcpu.set_fast_cpuid(Some(vcpu.guest.fast_cpuids));
     }
     let launch = Launch { d: &d, controls, start, budget };
-    let result = launch.configure(pcb, vcpu).and_then(|()| launch.run_to_end(vcpu));
+    let result = launch.configure(pcb, vcpu).and_then(|()| proof::run_to_end(&mut Running { launch: &launch, vcpu }));
     // Whatever happened, the VMCS is not left current or active (SDM Vol. 3C
     // §25.11.1 "Software Use of Virtual-Machine Control Structures").
     // SAFETY: in VMX root operation; `vmcs` is this CPU's VMCS.
@@ -153,50 +118,6 @@ impl Launch<'_> {
         vmcs::write_host_state(pcb, self.controls.exit, vcpu.host_rsp(), Vcpu::<Proof>::host_rip())
     }
 
-    /// Run the guest to its end (each hostile step in turn); true if it ended as intended.
-    fn run_to_end(&self, vcpu: &mut ProofVcpu) -> Result<bool, VmcsError> {
-        if vcpu.guest.kind != GuestKind::Hostile {
-            let ending = self.launch(vcpu, 0)?;
-            return Ok(report_single(vcpu, ending));
-        }
-        let mut contained = 0;
-        for step in HostileStep::ALL {
-            if step == HostileStep::NeverEnds && self.budget.is_none() {
-                info!("hostile step {} ({}): skipped, no VMX-preemption timer", step.number(), step.describe());
-                contained += 1;
-                continue;
-            }
-            let ending = self.launch(vcpu, step.number())?;
-            if ending == Ending::EntryFailed {
-                error!("hostile step {} ({}): VM entry failed; no further steps", step.number(), step.describe());
-                break;
-            }
-            let expected = step.expected(vcpu.guest.mode);
-            if ending == expected {
-                info!("hostile step {} ({}): contained: {ending}{}", step.number(), step.describe(), note(vcpu));
-                if ending != Ending::Success {
-                    dump::guest_state(&vcpu.regs, vcpu.exits, log::Level::Info);
-                }
-                contained += 1;
-            } else {
-                error!(
-                    "hostile step {} ({}): ended by {ending}{}, expected {expected}",
-                    step.number(),
-                    step.describe(),
-                    note(vcpu)
-                );
-                dump::guest_state(&vcpu.regs, vcpu.exits, log::Level::Error);
-            }
-        }
-        let all = HostileStep::ALL.len();
-        if contained == all {
-            info!("guest ok: hostile guest contained ({contained} of {all} attempts)");
-        } else {
-            error!("guest failed: hostile guest contained only {contained} of {all} attempts");
-        }
-        Ok(contained == all)
-    }
-
     /// Write the guest state and the parameter block, enter, and run until the guest ends.
     fn launch(&self, vcpu: &mut ProofVcpu, step: u32) -> Result<Ending, VmcsError> {
         let kind = match vcpu.guest.kind {
@@ -205,9 +126,7 @@ impl Launch<'_> {
             GuestKind::Bench => KIND_BENCH,
             GuestKind::Fuzz => unreachable!("guest=fuzz runs in fuzz_guest"),
         };
-        let params = (vcpu.guest.memory + PARAMS) as *mut GuestParams;
-        // SAFETY: the parameter block lies inside this guest's memory.
-        unsafe { params.write_volatile(GuestParams { kind, step }) };
+        guest_image::write_params(vcpu.guest.memory, kind, step, Virt::Vmx);
         vcpu.regs = GuestRegs::default();
         vcpu.guest.ending = None;
         vcpu.exits = 0;
@@ -227,8 +146,42 @@ impl Launch<'_> {
             dump::vm_instruction_failure(instruction, fail);
             vcpu.guest.ending = Some(Ending::EntryFailed);
         }
-        proof_vcpu::flush_line(vcpu);
+        proof::flush_line(&mut vcpu.guest);
         Ok(vcpu.guest.ending.unwrap_or(Ending::EntryFailed))
+    }
+}
+
+/// One CPU's guest as `virt::proof` runs it.
+struct Running<'a, 'b> {
+    launch: &'a Launch<'b>,
+    vcpu: &'a mut ProofVcpu,
+}
+
+impl proof::Launch for Running<'_, '_> {
+    type Error = VmcsError;
+
+    fn proof(&mut self) -> &mut Proof {
+        &mut self.vcpu.guest
+    }
+
+    fn launch(&mut self, step: u32) -> Result<Ending, VmcsError> {
+        self.launch.launch(self.vcpu, step)
+    }
+
+    fn note(&mut self) -> String {
+        alloc::format!("{}", Note(self.vcpu))
+    }
+
+    fn dump(&mut self, level: log::Level) {
+        dump::guest_state(&self.vcpu.regs, self.vcpu.exits, level);
+    }
+
+    fn timed(&self) -> bool {
+        self.launch.budget.is_some()
+    }
+
+    fn exits(&mut self) -> u64 {
+        self.vcpu.exits
     }
 }
 
@@ -254,47 +207,16 @@ fn inject_entry_failure() -> Result<(), VmcsError> {
     }
 }
 
-/// Report a normal or bench guest's end; true if it ended as intended.
-fn report_single(vcpu: &mut ProofVcpu, ending: Ending) -> bool {
-    debug!("guest: {} VM exits", vcpu.exits);
-    match ending {
-        Ending::Success => {
-            if vcpu.guest.kind == GuestKind::Bench && vcpu.guest.bench_reports == 0 {
-                error!("bench: the guest reported no samples");
-                return false;
-            }
-            info!("guest ok: ended with VMCALL success");
-            true
-        }
-        other => {
-            error!("guest failed: {other}{}", note(vcpu));
-            dump::guest_state(&vcpu.regs, vcpu.exits, log::Level::Error);
-            false
-        }
-    }
-}
-
 /// The addresses the guest state needs, and the EPT pointer if EPT is on.
 pub struct Start {
     pub guest: GuestStart,
     pub eptp: Option<u64>,
 }
 
-/// Copy the guest image to guest address IMAGE.
-fn load_image(memory: &mut [u8]) {
-    // SAFETY: the two symbols delimit the guest image in .rodata.
-    let image = unsafe {
-        let start = &guest_image_start as *const u8;
-        core::slice::from_raw_parts(start, &guest_image_end as *const u8 as usize - start as usize)
-    };
-    memory[IMAGE as usize..IMAGE as usize + image.len()].copy_from_slice(image);
-}
-
 /// EPT (mapping the guest's memory and, for the real-mode start, the reset
 /// vector page) or, without EPT, host-owned 32-bit page tables.
 fn build_address_space(mode: GuestMode, mem: u64, d: &VmxGlobalData) -> Result<Start, VmcsError> {
-    // SAFETY: symbols emitted by guest.s.
-    let (pm_entry, gdt) = unsafe { (IMAGE + guest_pm_entry_offset as u64, IMAGE + guest_gdt_offset as u64) };
+    let (pm_entry, gdt) = guest_image::protected_mode_entry();
     let mut cr3 = 0;
     let mut eptp = None;
     match mode {
@@ -378,11 +300,7 @@ fn preemption_timer_value(d: &VmxGlobalData) -> u64 {
 }
 
 /// Detail of how the guest ended, appended to the report line.
-pub fn note(vcpu: &ProofVcpu) -> Note<'_> {
-    Note(vcpu)
-}
-
-pub struct Note<'a>(&'a ProofVcpu);
+pub struct Note<'a>(pub &'a ProofVcpu);
 
 impl fmt::Display for Note<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

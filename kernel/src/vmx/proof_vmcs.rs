@@ -1,8 +1,8 @@
 //! The proof guest's VMCS: the controls it asks for, from the PCB's
 //! capability fields, and its reset-like start state.
 
-use super::layout::*;
 use super::vmcs::*;
+use crate::virt::layout::*;
 use hvlogic::controls::{self, entry, exit, pin, proc1, proc2, Control};
 use hvlogic::fixed::{cr0, Fixed, CR0_KEPT_BY_VM_EXIT};
 use hvlogic::guest_plan::GuestMode;

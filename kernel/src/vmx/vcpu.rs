@@ -41,62 +41,31 @@ pub const STOP: u64 = 1;
 /// `vm_run` result bit 63: VM entry failed; bits 0 and 6 then hold CF and ZF.
 const ENTRY_FAILED: u64 = 1 << 63;
 
-/// The guest's general registers, in the order vm_exit_stub pushes them
-/// (lowest address first; the numbering of SDM Vol. 3C Table 28-3 "Exit
-/// Qualification for Control-Register Accesses", RSP excepted).
-#[repr(C)]
-#[derive(Default, Clone, Copy)]
-pub struct GuestRegs {
-    pub rax: u64,
-    pub rcx: u64,
-    pub rdx: u64,
-    pub rbx: u64,
-    pub rbp: u64,
-    pub rsi: u64,
-    pub rdi: u64,
-    pub r8: u64,
-    pub r9: u64,
-    pub r10: u64,
-    pub r11: u64,
-    pub r12: u64,
-    pub r13: u64,
-    pub r14: u64,
-    pub r15: u64,
+pub use crate::virt::regs::GuestRegs;
+
+/// RSP, register 4 of an exit qualification, lives in the VMCS.
+pub trait Rsp {
+    /// Register `n` of an exit qualification (0 RAX ... 15 R15).
+    fn get(&self, n: u8) -> u64;
+    fn set(&mut self, n: u8, value: u64) -> Result<(), vmcs::VmcsError>;
 }
 
-impl GuestRegs {
-    /// Register `n` of an exit qualification (0 RAX ... 15 R15); RSP lives in the VMCS.
-    pub fn get(&self, n: u8) -> u64 {
+impl Rsp for GuestRegs {
+    fn get(&self, n: u8) -> u64 {
         match n {
             4 => vmcs::read(guest::RSP),
-            _ => self.as_array()[Self::index(n)],
+            _ => self.gpr(n),
         }
     }
 
-    pub fn set(&mut self, n: u8, value: u64) -> Result<(), vmcs::VmcsError> {
+    fn set(&mut self, n: u8, value: u64) -> Result<(), vmcs::VmcsError> {
         match n {
             4 => vmcs::write(guest::RSP, value),
             _ => {
-                let mut all = self.as_array();
-                all[Self::index(n)] = value;
-                *self = Self::from_array(all);
+                self.set_gpr(n, value);
                 Ok(())
             }
         }
-    }
-
-    fn index(n: u8) -> usize {
-        (if n > 4 { n - 1 } else { n } as usize).min(14)
-    }
-
-    fn as_array(&self) -> [u64; 15] {
-        let r = self;
-        [r.rax, r.rcx, r.rdx, r.rbx, r.rbp, r.rsi, r.rdi, r.r8, r.r9, r.r10, r.r11, r.r12, r.r13, r.r14, r.r15]
-    }
-
-    fn from_array(a: [u64; 15]) -> GuestRegs {
-        let [rax, rcx, rdx, rbx, rbp, rsi, rdi, r8, r9, r10, r11, r12, r13, r14, r15] = a;
-        GuestRegs { rax, rcx, rdx, rbx, rbp, rsi, rdi, r8, r9, r10, r11, r12, r13, r14, r15 }
     }
 }
 

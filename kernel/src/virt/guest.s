@@ -1,4 +1,8 @@
-# The guest: a small program every processor runs in VMX non-root operation.
+# The guest: a small program every processor runs as a guest, under VMX or SVM.
+#
+# Its calls to the hypervisor go through `hypercall` (VMCALL on Intel, which
+# the hypervisor patches to VMMCALL on AMD when it copies the image: both are
+# three bytes, as KVM patches them for its guests).
 #
 # With unrestricted guest it starts like a CPU out of reset, in real mode at
 # F000:FFF0; the reset vector jumps to guest_real_entry at {IMAGE}, which
@@ -73,10 +77,10 @@ normal:
     mov     $(msg_newline - GBASE), %esi
     call    puts
 
-    mov     ${TRAPPED_MSR}, %ecx            # IA32_FEATURE_CONTROL: exits (bitmap bit set)
+    mov     ({PARAMS} + {P_MSR}), %ecx      # IA32_FEATURE_CONTROL or VM_CR: exits
     rdmsr
     mov     $3, %ebx
-    cmp     ${TRAPPED_MSR_VALUE}, %eax      # answered "locked, VMX off"
+    cmp     ({PARAMS} + {P_MSR_VALUE}), %eax # answered "locked, off"
     jne     fail
     test    %edx, %edx
     jnz     fail
@@ -94,14 +98,23 @@ normal:
 
     mov     ${HC_DONE}, %eax
     xor     %ebx, %ebx
-    vmcall
+    call    hypercall
     hlt
 
 # EBX = failure code.
 fail:
     mov     ${HC_DONE}, %eax
-    vmcall
+    call    hypercall
     hlt
+
+# The one place the guest calls the hypervisor: EAX = function, EBX/ECX/EDX
+# arguments, EAX = result. The three bytes at guest_hypercall_insn are VMCALL
+# (0F 01 C1) as assembled, VMMCALL (0F 01 D9) once patched for SVM.
+hypercall:
+.global guest_hypercall_insn
+guest_hypercall_insn:
+    vmcall
+    ret
 
 # --- bench: {BENCH_ITERATIONS} CPUID exits, each timed with RDTSC, for leaf
 # 0 (passed through as the CPU answers it) and leaf 1 (adjusted by the host);
@@ -113,7 +126,7 @@ bench:
     call    bench_leaf
     mov     ${HC_DONE}, %eax
     xor     %ebx, %ebx
-    vmcall
+    call    hypercall
     hlt
 
 # EDX = the leaf. Returns only if the host took the samples.
@@ -135,7 +148,7 @@ bench_leaf:
     mov     ${HC_REPORT_SAMPLES}, %eax
     mov     ${SAMPLES}, %ebx
     mov     ${BENCH_ITERATIONS}, %ecx
-    vmcall
+    call    hypercall
     test    %eax, %eax
     jnz     2f
     ret
@@ -159,6 +172,24 @@ hostile:
     je      h_triple
     cmp     ${STEP_NEVER_ENDS}, %eax
     je      h_spin
+    cmp     ${STEP_VMRUN}, %eax
+    je      h_vmrun
+    cmp     ${STEP_VMLOAD}, %eax
+    je      h_vmload
+    cmp     ${STEP_VMSAVE}, %eax
+    je      h_vmsave
+    cmp     ${STEP_STGI}, %eax
+    je      h_stgi
+    cmp     ${STEP_CLGI}, %eax
+    je      h_clgi
+    cmp     ${STEP_SKINIT}, %eax
+    je      h_skinit
+    cmp     ${STEP_EFER_SVME}, %eax
+    je      h_svme
+    cmp     ${STEP_HSAVE_PA}, %eax
+    je      h_hsave
+    cmp     ${STEP_VM_CR}, %eax
+    je      h_vmcr
     mov     $91, %ebx
     jmp     fail
 h_read:
@@ -172,18 +203,18 @@ h_vmxon:
     jmp     escaped
 h_vmcall:
     mov     $0xdeadbeef, %eax               # no such function
-    vmcall
+    call    hypercall
     cmp     ${HC_REFUSED_32}, %eax
     jne     escaped
     mov     ${HC_REPORT_SAMPLES}, %eax      # samples "outside guest memory", too many
     mov     $0xfffff000, %ebx
     mov     $0x1000000, %ecx
-    vmcall
+    call    hypercall
     cmp     ${HC_REFUSED_32}, %eax
     jne     escaped
     mov     ${HC_DONE}, %eax
     xor     %ebx, %ebx
-    vmcall
+    call    hypercall
     hlt
 h_cr3:
     mov     $0xdeadb000, %eax
@@ -198,11 +229,55 @@ h_triple:
     jmp     escaped
 h_spin:
     jmp     h_spin
+# SVM's instructions (each must raise #UD: SVM is hidden) and MSRs (#GP).
+h_vmrun:
+    xor     %eax, %eax
+    vmrun
+    jmp     escaped
+h_vmload:
+    xor     %eax, %eax
+    vmload
+    jmp     escaped
+h_vmsave:
+    xor     %eax, %eax
+    vmsave
+    jmp     escaped
+h_stgi:
+    stgi
+    jmp     escaped
+h_clgi:
+    clgi
+    jmp     escaped
+h_skinit:
+    xor     %eax, %eax
+    skinit
+    jmp     escaped
+h_svme:
+    mov     $0xc0000080, %ecx               # EFER
+    rdmsr
+    or      $0x1000, %eax                   # SVME
+    wrmsr
+    jmp     escaped
+h_hsave:
+    mov     ${VM_HSAVE_PA}, %ecx
+    rdmsr
+    jmp     escaped
+h_vmcr:
+    mov     ${VM_CR}, %ecx                  # must read "SVM disabled, locked"
+    rdmsr
+    cmp     ${VM_CR_GUEST_VIEW}, %eax
+    jne     escaped
+    test    %edx, %edx
+    jnz     escaped
+    mov     ${HC_DONE}, %eax
+    xor     %ebx, %ebx
+    call    hypercall
+    hlt
 escaped:
     mov     ${HC_DONE}, %eax
     mov     $100, %ebx
     add     ({PARAMS} + {P_STEP}), %ebx
-    vmcall
+    call    hypercall
     hlt
 
 # --- COM1, as a program on a PC would drive it ----------------------------
@@ -265,3 +340,7 @@ guest_pm_entry_offset:
 guest_gdt_offset:
     .long guest_gdt - guest_image_start
 .global guest_gdt_offset
+guest_hypercall_offset:
+    .long guest_hypercall_insn - guest_image_start
+.global guest_hypercall_offset
+.code64                                     # back to the mode every other asm block expects

@@ -32,9 +32,16 @@ pub const HC_OK: u64 = 0;
 pub const HC_REFUSED: u64 = u64::MAX;
 
 /// The MSR the guest reads through the MSR bitmap (trapped, answered by the
-/// hypervisor): IA32_FEATURE_CONTROL, as "locked, VMX off" (VMX is hidden).
-pub const TRAPPED_MSR: u32 = hvlogic::feature_control::IA32_FEATURE_CONTROL;
-pub const TRAPPED_MSR_VALUE: u64 = hvlogic::feature_control::LOCK;
+/// hypervisor): the one that says whether firmware allows hardware
+/// virtualization, reading "locked, off" (it is hidden from guests):
+/// IA32_FEATURE_CONTROL for VMX, VM_CR (SVMDIS and LOCK) for SVM. The
+/// hypervisor writes which one into the parameter block.
+pub const fn trapped_msr(virt: hvlogic::summary::Virt) -> (u32, u64) {
+    match virt {
+        hvlogic::summary::Virt::Svm => (hvlogic::svm::vm_cr::VM_CR, hvlogic::svm::vm_cr::GUEST_VIEW),
+        _ => (hvlogic::feature_control::IA32_FEATURE_CONTROL, hvlogic::feature_control::LOCK),
+    }
+}
 /// The MSR the bitmap lets the guest read directly: IA32_TSC.
 pub const PASS_THROUGH_MSR: u32 = 0x10;
 
@@ -43,12 +50,15 @@ pub const KIND_NORMAL: u32 = 1;
 pub const KIND_HOSTILE: u32 = 2;
 pub const KIND_BENCH: u32 = 3;
 
-/// CPUID leaves the hypervisor answers (emulate.rs), which guest.s reads.
-pub use super::emulate::CPUID_HV_CPU_INDEX;
+/// CPUID leaves the hypervisor answers (cpuid.rs), which guest.s reads.
+pub use super::cpuid::CPUID_HV_CPU_INDEX;
 
 #[repr(C)]
 pub struct GuestParams {
     pub kind: u32,
     /// The hostile step (HostileStep::number), 0 otherwise.
     pub step: u32,
+    /// The trapped MSR and the low half of what it must read (`trapped_msr`).
+    pub msr: u32,
+    pub msr_value: u32,
 }

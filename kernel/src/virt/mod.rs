@@ -1,0 +1,154 @@
+//! Hardware virtualization, whichever kind the CPU has: Intel's VMX (`vmx/`)
+//! or AMD's SVM (`svm/`), behind one small interface (`Backend`). The boot
+//! flow in main.rs calls only this module; what differs between the two
+//! lives in the backends, and what does not (the proof guest's program and
+//! verdicts, the CPUID guests see, the OS guest's memory view, the nested
+//! page tables' shape, exit statistics and the SUMMARY) is written once,
+//! here and in `hvlogic`.
+//!
+//! The backend is chosen once, from the boot CPU's vendor (CPUID leaf 0):
+//! SVM on AMD (and Hygon), VMX everywhere else. A CPU that has neither ends
+//! the run NO_VMX, named in the backend's terms.
+
+pub mod cpuid;
+pub mod guest_image;
+pub mod layout;
+pub mod mode;
+pub mod proof;
+pub mod regs;
+
+use crate::linux::Handoff;
+use crate::pcb::Pcb;
+use hvlogic::memmap::Range;
+use hvlogic::power::Ports;
+use hvlogic::summary::Virt;
+use hvlogic::svm::Vendor;
+use spin::Once;
+
+/// What a backend provides: the seed's steps in its terms, and the guests.
+/// Every function runs on the CPU whose PCB it is given (or, for the OS
+/// set-up, on the boot CPU), as a stage of `smp::run_on_all` or from the
+/// exception handler.
+pub trait Backend {
+    /// The stage names the boot flow's log and timeouts use.
+    const ENTER_STAGE: &'static str;
+    const LEAVE_STAGE: &'static str;
+    /// Turn hardware virtualization on (VMXON; EFER.SVME with a host save
+    /// area), or mark the CPU NO_VMX or failed, with the reason logged.
+    fn enter(pcb: &Pcb);
+    /// Turn it off again, so a later loader or OS finds a clean CPU.
+    fn leave(pcb: &Pcb);
+    /// This CPU's guest stage: the proof guest, or `guest=`/`entryfuzz=`'s.
+    fn run_guest(pcb: &Pcb);
+    /// Turn it off on a CPU that is being parked (best effort).
+    fn leave_for_park();
+    /// Why the OS cannot run as the guest of every CPU, if it cannot.
+    fn os_unsupported(bsp: &Pcb) -> Option<&'static str>;
+    /// On the boot CPU, before any CPU runs the OS: what every CPU's OS guest
+    /// shares (the nested page tables with `holes` blanked, the intercept maps).
+    fn prepare_os(bsp: &Pcb, holes: &[Range], ram: &[Range], ports: Ports, memory_top: u64);
+    /// Stage work for an application processor: enter the OS guest, waiting
+    /// there for the OS's own INIT-SIPI-SIPI; never returns unless set-up fails.
+    fn arm_os_ap(pcb: &Pcb);
+    /// The boot CPU enters the OS at its entry; never returns.
+    fn launch_os(bsp: &'static Pcb, h: &Handoff) -> !;
+    /// An NMI reached the host while this CPU runs the OS guest.
+    fn nmi_in_host(pcb: &Pcb);
+}
+
+/// Which backend this machine uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Vmx,
+    Svm,
+}
+
+static KIND: Once<Kind> = Once::new();
+
+/// The backend, from the boot CPU's vendor (decided at the first call, on the boot CPU).
+pub fn kind() -> Kind {
+    *KIND.call_once(|| {
+        let r = raw_cpuid::cpuid!(0);
+        match Vendor::from_cpuid0(r.ebx, r.ecx, r.edx) {
+            Vendor::Amd => Kind::Svm,
+            Vendor::Intel | Vendor::Other => Kind::Vmx,
+        }
+    })
+}
+
+/// SUMMARY's `virt=` for this backend (shown where a CPU had it on).
+pub fn summary_virt() -> Virt {
+    match KIND.get() {
+        Some(Kind::Vmx) => Virt::Vmx,
+        Some(Kind::Svm) => Virt::Svm,
+        None => Virt::None,
+    }
+}
+
+/// Whether the boot CPU's CPUID offers this backend's extension (for the heap
+/// estimate, before any CPU has looked closer).
+pub fn offered() -> bool {
+    match kind() {
+        Kind::Vmx => raw_cpuid::cpuid!(1).ecx & (1 << 5) != 0,
+        Kind::Svm => crate::svm::offered(),
+    }
+}
+
+macro_rules! dispatch {
+    ($f:ident ( $($arg:expr),* )) => {
+        match kind() {
+            Kind::Vmx => <crate::vmx::Vmx as Backend>::$f($($arg),*),
+            Kind::Svm => <crate::svm::Svm as Backend>::$f($($arg),*),
+        }
+    };
+}
+
+pub fn enter_stage() -> &'static str {
+    match kind() {
+        Kind::Vmx => crate::vmx::Vmx::ENTER_STAGE,
+        Kind::Svm => crate::svm::Svm::ENTER_STAGE,
+    }
+}
+
+pub fn leave_stage() -> &'static str {
+    match kind() {
+        Kind::Vmx => crate::vmx::Vmx::LEAVE_STAGE,
+        Kind::Svm => crate::svm::Svm::LEAVE_STAGE,
+    }
+}
+
+pub fn enter(pcb: &Pcb) {
+    dispatch!(enter(pcb))
+}
+
+pub fn leave(pcb: &Pcb) {
+    dispatch!(leave(pcb))
+}
+
+pub fn run_guest(pcb: &Pcb) {
+    dispatch!(run_guest(pcb))
+}
+
+pub fn leave_for_park() {
+    dispatch!(leave_for_park())
+}
+
+pub fn os_unsupported(bsp: &Pcb) -> Option<&'static str> {
+    dispatch!(os_unsupported(bsp))
+}
+
+pub fn prepare_os(bsp: &Pcb, holes: &[Range], ram: &[Range], ports: Ports, memory_top: u64) {
+    dispatch!(prepare_os(bsp, holes, ram, ports, memory_top))
+}
+
+pub fn arm_os_ap(pcb: &Pcb) {
+    dispatch!(arm_os_ap(pcb))
+}
+
+pub fn launch_os(bsp: &'static Pcb, h: &Handoff) -> ! {
+    dispatch!(launch_os(bsp, h))
+}
+
+pub fn nmi_in_host(pcb: &Pcb) {
+    dispatch!(nmi_in_host(pcb))
+}

@@ -306,6 +306,36 @@ pub fn timer_current() -> u32 {
     read_reg(TIMER_CURRENT_COUNT)
 }
 
+/// Local-APIC timer ticks (divide by 1) in `us` microseconds, counted
+/// against the TSC over a millisecond. A guest's time budget where the CPU
+/// has no VMX-preemption timer (and on SVM, which has none).
+pub fn timer_count_for(us: u64) -> u32 {
+    const SAMPLE_US: u64 = 1_000;
+    timer_stop();
+    timer_one_shot(u32::MAX);
+    let begin = crate::tsc::rdtsc();
+    let wait = crate::tsc::micros_to_ticks(SAMPLE_US);
+    while crate::tsc::rdtsc() - begin < wait {
+        core::hint::spin_loop();
+    }
+    let elapsed = u32::MAX - timer_current();
+    timer_stop();
+    ((elapsed as u64 * us / SAMPLE_US).clamp(1, u32::MAX as u64)) as u32
+}
+
+/// A timer interrupt that fired after its guest had exited waits in the IRR
+/// (or, on SVM, was held by the interrupt intercept): take it now (its
+/// handler sends EOI) so it cannot end the next run. Leaves the task
+/// priority at 0.
+pub fn take_pending_timer() {
+    if requested(TIMER_VECTOR) {
+        set_task_priority(0);
+        // SAFETY: interrupts are on for one instruction; the IDT has a gate for
+        // TIMER_VECTOR (EOI only), the only vector that can be pending above class 0 here.
+        unsafe { core::arch::asm!("sti", "nop", "cli", options(nomem, nostack)) };
+    }
+}
+
 /// Whether `vector` waits in the IRR (requested, not yet taken).
 pub fn requested(vector: u8) -> bool {
     read_reg(IRR + 0x10 * (vector as u64 / 32)) & (1 << (vector % 32)) != 0

@@ -18,6 +18,7 @@
 
 pub mod exit_code;
 pub mod features;
+pub mod insn;
 pub mod vm_cr;
 pub mod vmcb;
 

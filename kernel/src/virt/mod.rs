@@ -14,6 +14,8 @@ pub mod cpuid;
 pub mod guest_image;
 pub mod layout;
 pub mod mode;
+pub mod nested;
+pub mod os_memory;
 pub mod proof;
 pub mod regs;
 

@@ -9,8 +9,9 @@
 //! the end of the guest).
 
 use super::layout::*;
+use super::nested::{self, Format, Tables};
 use super::regs::GuestRegs;
-use crate::run;
+use crate::{memory, run};
 use alloc::vec::Vec;
 use core::fmt;
 use core::sync::atomic::{AtomicU32, Ordering};
@@ -249,6 +250,70 @@ pub fn rdmsr(p: &mut Proof, regs: &mut GuestRegs) -> Action {
 pub fn wrmsr(p: &mut Proof, regs: &GuestRegs) -> Action {
     note!(p, warn, "guest: WRMSR {:#x}: not allowed, #GP injected", regs.rcx as u32);
     Action::Gp
+}
+
+/// Where the guest runs: its nested page tables (mapping the guest's memory
+/// and, for the real-mode start, the reset vector's page) or, without
+/// nested paging, host-owned 32-bit page tables (CR3); and where the 32-bit
+/// entry and the GDT are, for a start in protected mode.
+pub struct AddressSpace {
+    pub nested: Option<Tables>,
+    pub cr3: u64,
+    pub pm_entry: u64,
+    pub gdt: u64,
+}
+
+/// The address space for `mode`, the guest's memory at host `mem`, nested
+/// tables in `format`. None where 32-bit host-owned tables cannot reach the
+/// guest's memory (above 4 GiB).
+pub fn address_space(mode: GuestMode, mem: u64, format: Format) -> Option<AddressSpace> {
+    let (pm_entry, gdt) = super::guest_image::protected_mode_entry();
+    let mut cr3 = 0;
+    let mut nested = None;
+    match mode {
+        GuestMode::RealFromReset | GuestMode::ProtectedEpt => {
+            let mut tables = Tables::new(format);
+            tables.map(0, mem, GUEST_MEM_SIZE, nested::RWX);
+            if mode == GuestMode::RealFromReset {
+                // The reset vector: F000:FFF0 is guest-physical FFFFFFF0; a far jump to IMAGE.
+                let page = memory::alloc_pages(1);
+                page[0xff0..0xff5].copy_from_slice(&[0xea, IMAGE as u8, (IMAGE >> 8) as u8, 0, 0]);
+                let reset = page.as_ptr() as u64;
+                tables.map(RESET_PAGE_GPA, reset, memory::PAGE_SIZE as u64, nested::READ | nested::EXECUTE);
+            } else {
+                // 32-bit paging inside guest memory, identity over the guest's memory.
+                write_page_tables(mem + PAGE_DIRECTORY, mem + PAGE_TABLE, PAGE_TABLE, 0);
+                cr3 = PAGE_DIRECTORY;
+            }
+            nested = Some(tables);
+        }
+        GuestMode::ProtectedNoEpt => {
+            // Tables outside guest memory: the guest can neither see nor change them.
+            let pd = memory::alloc_pages(1).as_ptr() as u64;
+            let pt = memory::alloc_pages(1).as_ptr() as u64;
+            if pt >> 32 != 0 || mem >> 32 != 0 {
+                return None;
+            }
+            write_page_tables(pd, pt, pt, mem);
+            cr3 = pd;
+        }
+    }
+    Some(AddressSpace { nested, cr3, pm_entry, gdt })
+}
+
+/// A 32-bit page directory at host address `pd` whose entry 0 points at the
+/// table `pt_address` (as the guest sees it); the table at host address `pt`
+/// maps guest-linear [0, GUEST_MEM_SIZE) to `base + linear` (SDM Vol. 3A §4.3
+/// "32-Bit Paging").
+fn write_page_tables(pd: u64, pt: u64, pt_address: u64, base: u64) {
+    const PRESENT_WRITABLE: u32 = 0x3;
+    // SAFETY: both are zeroed, page-aligned pages the hypervisor owns.
+    unsafe {
+        (pd as *mut u32).write(pt_address as u32 | PRESENT_WRITABLE);
+        for i in 0..GUEST_MEM_SIZE / memory::PAGE_SIZE as u64 {
+            (pt as *mut u32).add(i as usize).write((base + i * memory::PAGE_SIZE as u64) as u32 | PRESENT_WRITABLE);
+        }
+    }
 }
 
 /// One CPU's proof guest as its backend runs it.

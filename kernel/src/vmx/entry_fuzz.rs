@@ -12,7 +12,6 @@
 //! (`Policy::allows`); the VM exit itself lands in `fuzz_exit`, which
 //! trusts nothing but HOST_RSP.
 
-use super::ept::{self, Ept};
 use super::instructions::{vmclear, vmptrld, vmwrite};
 use super::proof_vmcs::{self, GuestStart};
 use super::snapshot;
@@ -20,6 +19,7 @@ use super::vmcs::{self, VmcsError};
 use crate::memory;
 use crate::pcb::{Pcb, CPU_STATUS_FAILED, CPU_STATUS_GUEST_OK, CPU_STATUS_VMXON};
 use crate::virt::layout::*;
+use crate::virt::nested::{self as ept, Format, Tables as Ept};
 use alloc::vec::Vec;
 use hvlogic::controls::{pin, proc2};
 use hvlogic::entry_check::fields::{self, enc, Snapshot};
@@ -177,7 +177,7 @@ fn build(pcb: &Pcb, slot: u64) -> Result<(u64, Policy, Places, bool), FuzzError>
     let mut cr3 = 0;
     let mut eptp = None;
     if mode.uses_ept() {
-        let mut e = Ept::new();
+        let mut e = Ept::new(Format::Ept);
         e.map(0, mem, GUEST_MEM_SIZE, ept::RWX);
         if mode == GuestMode::RealFromReset {
             let reset = memory::alloc_pages(1);

@@ -12,7 +12,6 @@
 //! replay words; an exception in the host names the run it happened in.
 
 use super::dump;
-use super::ept::{self, Ept};
 use super::instructions::{vmclear, vmptrld, vmptrst};
 use super::proof_guest::{choose_mode, Bitmaps};
 use super::proof_vcpu::{self, Proof, ProofVcpu};
@@ -20,6 +19,7 @@ use super::proof_vmcs;
 use super::vcpu::{GuestRegs, Return, Vcpu};
 use super::vmcs::{self, Controls, Segment, VmcsError, AR_CODE_32, AR_DATA_32, AR_TSS_BUSY_32, AR_UNUSABLE, PAT_RESET};
 use crate::pcb::{Pcb, CPU_STATUS_FAILED, CPU_STATUS_GUEST_OK, CPU_STATUS_VMXON, MAX_CPUS};
+use crate::virt::nested::{self as ept, Format, Tables as Ept};
 use crate::{apic, memory, run, tsc};
 use core::fmt;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -342,7 +342,7 @@ fn fuzz(pcb: &Pcb) -> Result<bool, VmcsError> {
     let mem: &mut [u8] = memory::alloc_pages((gf::MEM_SIZE / memory::PAGE_SIZE as u64) as usize);
     let base = mem.as_ptr() as u64;
     let (eptp, host_tables) = if caps.ept {
-        let mut e = Ept::new();
+        let mut e = Ept::new(Format::Ept);
         e.map(0, base, gf::MEM_SIZE, ept::RWX);
         (Some(e.eptp(d.ept_memory_type)), None)
     } else {
@@ -353,7 +353,7 @@ fn fuzz(pcb: &Pcb) -> Result<bool, VmcsError> {
         // (SDM Vol. 3C §26.5.1 "VMX-Preemption Timer").
         Clock::Preemption((tsc::micros_to_ticks(TIME_BUDGET_US) >> (d.misc & 0x1f)).max(1))
     } else {
-        Clock::Apic(apic_timer_count(TIME_BUDGET_US))
+        Clock::Apic(apic::timer_count_for(TIME_BUDGET_US))
     };
     let vcpu = Vcpu::new(
         cpu,
@@ -657,21 +657,6 @@ impl fmt::Display for Modes {
     }
 }
 
-/// Local-APIC timer ticks (divide by 1) in `us` microseconds, counted against the TSC.
-fn apic_timer_count(us: u64) -> u32 {
-    const SAMPLE_US: u64 = 1_000;
-    apic::timer_stop();
-    apic::timer_one_shot(u32::MAX);
-    let begin = tsc::rdtsc();
-    let wait = tsc::micros_to_ticks(SAMPLE_US);
-    while tsc::rdtsc() - begin < wait {
-        core::hint::spin_loop();
-    }
-    let elapsed = u32::MAX - apic::timer_current();
-    apic::timer_stop();
-    ((elapsed as u64 * us / SAMPLE_US).clamp(1, u32::MAX as u64)) as u32
-}
-
 impl Fuzzer<'_> {
     /// Launch one run from a fresh VMCS and run it to its end.
     fn run(&self, vcpu: &mut ProofVcpu, plan: &Plan) -> Result<Outcome, VmcsError> {
@@ -737,7 +722,7 @@ impl Fuzzer<'_> {
         let after = apic::task_priority();
         if let Clock::Apic(_) = self.clock {
             apic::timer_stop();
-            take_pending_timer();
+            apic::take_pending_timer();
         }
         apic::set_task_priority(host_tpr);
         let tpr = (after != during).then_some((during, after));
@@ -836,16 +821,5 @@ impl Fuzzer<'_> {
             write(guest::IA32_PAT_FULL, PAT_RESET)?;
         }
         Ok(())
-    }
-}
-
-/// A timer interrupt that fired after its guest had exited waits in the IRR:
-/// take it now (its handler sends EOI) so it cannot end the next run.
-fn take_pending_timer() {
-    if apic::requested(apic::TIMER_VECTOR) {
-        apic::set_task_priority(0);
-        // SAFETY: interrupts are on for one instruction; the IDT has a gate for
-        // TIMER_VECTOR (EOI only), the only vector that can be pending above class 0 here.
-        unsafe { core::arch::asm!("sti", "nop", "cli", options(nomem, nostack)) };
     }
 }

@@ -3,9 +3,7 @@
 //! boot CPU at the OS's 32-bit entry, every other CPU in the wait-for-SIPI
 //! activity state until the OS starts it with its own INIT-SIPI-SIPI.
 
-use super::ept::{Ept, Identity};
 use super::instructions::invept;
-use super::os_memory;
 use super::os_vcpu::{self, Os, OsVcpu, WAIT_FOR_SIPI};
 use super::vcpu::{Return, Vcpu};
 use super::vmcs::{self, Controls, Segment, VmcsError, AR_CODE_32, AR_DATA_32, AR_TSS_BUSY_32, AR_UNUSABLE, PAT_RESET};
@@ -13,6 +11,8 @@ use crate::linux::{Handoff, BOOT_CS, BOOT_DS};
 use crate::memory;
 use crate::pcb::{Pcb, CPU_STATUS_FAILED, CPU_STATUS_OS, CPU_STATUS_VMXON};
 use crate::run;
+use crate::virt::nested::{Format, Identity, Tables as Ept};
+use crate::virt::os_memory;
 use core::sync::atomic::Ordering;
 use hvlogic::controls::{self, entry, exit, pin, proc2};
 use hvlogic::exit_reason::basic;
@@ -96,8 +96,10 @@ pub fn prepare(bsp: &Pcb, holes: &[Range], ram: &[Range], ports: Ports, memory_t
     // SAFETY: IA32_APIC_BASE exists on every CPU with a local APIC.
     let apic_page = unsafe { x86::msr::rdmsr(x86::msr::IA32_APIC_BASE) } & 0x000f_ffff_ffff_f000;
     let write_protected = [apic_page];
-    let (ept, leaves) =
-        Ept::identity(&Identity { limit, holes, blank, write_protected: &write_protected, mtrrs: &mtrrs, pages_1g });
+    let (ept, leaves) = Ept::identity(
+        Format::Ept,
+        &Identity { limit, holes, blank, write_protected: &write_protected, mtrrs: &mtrrs, pages_1g },
+    );
     info!(
         "os guest: EPT maps {} GiB 1:1 ({} 1 GiB, {} 2 MiB, {} 4 KiB leaves; memory types from the MTRRs); the hypervisor's {} ranges read as a blank page",
         limit >> 30,

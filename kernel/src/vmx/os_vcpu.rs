@@ -7,11 +7,11 @@
 
 use super::emulate::{self, inject, inject_gp, UD};
 use super::instructions::vmread_unchecked;
-use super::os_memory;
 use super::vcpu::{Rsp, Vcpu, RESUME};
 use super::vmcs::{self, VmcsError, AR_CODE_16, AR_DATA_16, AR_TSS_BUSY_32, AR_UNUSABLE};
 use crate::pcb::{Pcb, CPU_STATUS_OS_WAITING};
 use crate::run::{self, How};
+use crate::virt::os_memory;
 use core::sync::atomic::{AtomicU32, Ordering};
 use hvlogic::controls::{entry, pin};
 use hvlogic::cr::{self, Outcome};

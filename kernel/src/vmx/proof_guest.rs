@@ -1,7 +1,6 @@
 //! The proof guest on each CPU: its memory, EPT, VMCS, launch, and how it ended.
 
 use super::dump;
-use super::ept::{self, Ept};
 use super::instructions::vmclear;
 use super::proof_vcpu::{self, Proof, ProofVcpu};
 use super::proof_vmcs::{self, GuestStart};
@@ -10,6 +9,7 @@ use super::vmcs::{self, Controls, VmcsError};
 use crate::memory;
 use crate::pcb::{Pcb, CPU_STATUS_FAILED, CPU_STATUS_GUEST_OK, CPU_STATUS_VMXON};
 use crate::virt::layout::*;
+use crate::virt::nested::Format;
 use crate::virt::{guest_image, proof};
 use crate::{run, tsc};
 use alloc::string::String;
@@ -213,55 +213,14 @@ pub struct Start {
     pub eptp: Option<u64>,
 }
 
-/// EPT (mapping the guest's memory and, for the real-mode start, the reset
-/// vector page) or, without EPT, host-owned 32-bit page tables.
+/// The guest's address space (`virt::proof::address_space`): EPT, or
+/// host-owned page tables.
 fn build_address_space(mode: GuestMode, mem: u64, d: &VmxGlobalData) -> Result<Start, VmcsError> {
-    let (pm_entry, gdt) = guest_image::protected_mode_entry();
-    let mut cr3 = 0;
-    let mut eptp = None;
-    match mode {
-        GuestMode::RealFromReset | GuestMode::ProtectedEpt => {
-            let mut ept = Ept::new();
-            ept.map(0, mem, GUEST_MEM_SIZE, ept::RWX);
-            if mode == GuestMode::RealFromReset {
-                // The reset vector: F000:FFF0 is guest-physical FFFFFFF0; a far jump to IMAGE.
-                let page = memory::alloc_pages(1);
-                page[0xff0..0xff5].copy_from_slice(&[0xea, IMAGE as u8, (IMAGE >> 8) as u8, 0, 0]);
-                ept.map(RESET_PAGE_GPA, page.as_ptr() as u64, memory::PAGE_SIZE as u64, ept::READ | ept::EXECUTE);
-            } else {
-                // 32-bit paging inside guest memory, identity over the guest's memory.
-                write_page_tables(mem + PAGE_DIRECTORY, mem + PAGE_TABLE, PAGE_TABLE, 0);
-                cr3 = PAGE_DIRECTORY;
-            }
-            eptp = Some(ept.eptp(d.ept_memory_type));
-        }
-        GuestMode::ProtectedNoEpt => {
-            // Tables outside guest memory: the guest can neither see nor change them.
-            let pd = memory::alloc_pages(1).as_ptr() as u64;
-            let pt = memory::alloc_pages(1).as_ptr() as u64;
-            if pt >> 32 != 0 || mem >> 32 != 0 {
-                return Err(VmcsError::Above4GiB);
-            }
-            write_page_tables(pd, pt, pt, mem);
-            cr3 = pd;
-        }
-    }
-    Ok(Start { guest: GuestStart { cr3, pm_entry, gdt }, eptp })
-}
-
-/// A 32-bit page directory at host address `pd` whose entry 0 points at the
-/// table `pt_address` (as the guest sees it); the table at host address `pt`
-/// maps guest-linear [0, GUEST_MEM_SIZE) to `base + linear` (SDM Vol. 3A §4.3
-/// "32-Bit Paging").
-fn write_page_tables(pd: u64, pt: u64, pt_address: u64, base: u64) {
-    const PRESENT_WRITABLE: u32 = 0x3;
-    // SAFETY: both are zeroed, page-aligned pages the hypervisor owns.
-    unsafe {
-        (pd as *mut u32).write(pt_address as u32 | PRESENT_WRITABLE);
-        for i in 0..GUEST_MEM_SIZE / memory::PAGE_SIZE as u64 {
-            (pt as *mut u32).add(i as usize).write((base + i * memory::PAGE_SIZE as u64) as u32 | PRESENT_WRITABLE);
-        }
-    }
+    let space = proof::address_space(mode, mem, Format::Ept).ok_or(VmcsError::Above4GiB)?;
+    Ok(Start {
+        guest: GuestStart { cr3: space.cr3, pm_entry: space.pm_entry, gdt: space.gdt },
+        eptp: space.nested.map(|t| t.eptp(d.ept_memory_type)),
+    })
 }
 
 /// I/O bitmaps A and B: every port exits. MSR bitmap: every MSR access exits,

@@ -1,0 +1,135 @@
+//! A virtual CPU under SVM: the guest's general registers, its VMCB, the
+//! host's way back, and the glue to entry.s. Every SVM guest (the proof
+//! guest, the OS) is a `Vcpu<G>`: `G` holds what that kind of guest needs,
+//! and `dispatch` is its #VMEXIT handler, which entry.s calls with the
+//! registers saved and GIF clear.
+
+use super::vmcb::Vmcb;
+use crate::virt::regs::GuestRegs;
+use core::mem::{offset_of, size_of};
+use core::sync::atomic::AtomicU32;
+use hvlogic::svm::exit_code;
+use hvlogic::svm::vmcb::{control, event, save};
+
+core::arch::global_asm!(
+    include_str!("entry.s"),
+    HOST_RSP_SAVE = const offset_of!(Vcpu<()>, host_rsp_save),
+    EXIT_STACK_TOP = const offset_of!(Vcpu<()>, exit_stack_top),
+    DISPATCH = const offset_of!(Vcpu<()>, dispatch),
+    FAST_CPUID = const offset_of!(Vcpu<()>, fast_cpuid),
+    VMCB_PA = const offset_of!(Vcpu<()>, vmcb_pa),
+    HOST_STATE_PA = const offset_of!(Vcpu<()>, host_state_pa),
+    EXITS = const offset_of!(Vcpu<()>, exits),
+    REGS_SIZE = const size_of::<GuestRegs>(),
+    REG_RAX = const offset_of!(GuestRegs, rax),
+    REG_RBX = const offset_of!(GuestRegs, rbx),
+    REG_RDX = const offset_of!(GuestRegs, rdx),
+    REG_RSI = const offset_of!(GuestRegs, rsi),
+    SAVE_RAX = const save::RAX,
+    SAVE_RIP = const save::RIP,
+    SAVE_RFLAGS = const save::RFLAGS,
+    EXITCODE = const control::EXITCODE,
+    INTERRUPT_SHADOW = const control::INTERRUPT_SHADOW,
+    NRIP = const control::NRIP,
+    EXITCODE_CPUID = const exit_code::CPUID,
+    options(att_syntax)
+);
+
+extern "C" {
+    fn svm_run(vcpu: *mut core::ffi::c_void) -> u64;
+}
+
+/// What an exit handler returns: resume the guest, or stop and return to
+/// whoever called `Vcpu::run` with this code.
+pub const RESUME: u64 = 0;
+/// The guest ended; the handler recorded how.
+pub const STOP: u64 = 1;
+
+/// A #VMEXIT handler: RESUME, or a stop code.
+pub type Dispatch<G> = extern "C" fn(&mut Vcpu<G>) -> u64;
+
+/// One virtual CPU. `regs` must stay first (entry.s pushes into it), and the
+/// fields up to `exits` are at the same offsets whatever `G` is (repr(C),
+/// `G` last), which entry.s relies on. `regs.rax` is the guest's RAX while a
+/// handler runs; entry.s moves it to and from the VMCB.
+#[repr(C)]
+pub struct Vcpu<G> {
+    pub regs: GuestRegs,
+    /// RSP for the exit handler (top of this vCPU's exit stack).
+    exit_stack_top: u64,
+    /// svm_run's own RSP while the guest runs.
+    host_rsp_save: u64,
+    dispatch: Dispatch<G>,
+    /// Where entry.s's CPUID fast path counts the exits it answers; null
+    /// while the fast path is off (`set_fast_cpuid`).
+    fast_cpuid: *const AtomicU32,
+    vmcb_pa: u64,
+    /// The VMCB-format page the host's FS, GS, TR, LDTR and system-call MSRs
+    /// are kept in (this CPU's `Own::host_state`).
+    host_state_pa: u64,
+    /// #VMEXITs since the last launch.
+    pub exits: u64,
+    pub vmcb: Vmcb,
+    pub processor_index: u32,
+    /// The CPU saves the next RIP on #VMEXIT (NRIP save).
+    pub nrips: bool,
+    pub guest: G,
+}
+
+impl<G> Vcpu<G> {
+    /// A vCPU with its own exit stack and a fresh VMCB; `host_state` holds
+    /// this CPU's VMSAVE'd host state.
+    pub fn new(processor_index: u32, host_state: u64, nrips: bool, dispatch: Dispatch<G>, guest: G) -> &'static mut Self {
+        const EXIT_STACK_SIZE: usize = 16 * 1024;
+        let vmcb = Vmcb::new();
+        alloc::boxed::Box::leak(alloc::boxed::Box::new(Vcpu {
+            regs: GuestRegs::default(),
+            exit_stack_top: crate::memory::alloc_stack(EXIT_STACK_SIZE),
+            host_rsp_save: 0,
+            dispatch,
+            fast_cpuid: core::ptr::null(),
+            vmcb_pa: vmcb.pa(),
+            host_state_pa: host_state,
+            exits: 0,
+            vmcb,
+            processor_index,
+            nrips,
+            guest,
+        }))
+    }
+
+    /// With `Some(count)`, let entry.s answer CPUID exits for leaves that
+    /// pass through unchanged, counting them in `count` and in `exits`,
+    /// without calling `dispatch`; with None, every exit reaches `dispatch`.
+    /// Only where the CPU saves the next RIP, and only for a guest whose
+    /// handler would do exactly that for such an exit.
+    pub fn set_fast_cpuid(&mut self, count: Option<&'static AtomicU32>) {
+        let on = count.filter(|_| self.nrips);
+        self.fast_cpuid = on.map_or(core::ptr::null(), |c| c as *const AtomicU32);
+    }
+
+    /// Enter the guest and handle its exits until the handler stops; the
+    /// handler's code. VMRUN's own refusals arrive as exits (VMEXIT_INVALID).
+    pub fn run(&mut self) -> u64 {
+        // SAFETY: EFER.SVME is set on this CPU, the VMCB and the host state area
+        // are this CPU's pages, and the vCPU is 'static.
+        unsafe { svm_run(self as *mut Self as *mut core::ffi::c_void) }
+    }
+
+    /// The #VMEXIT's code (`hvlogic::svm::exit_code`).
+    #[inline(always)]
+    pub fn exit_code(&self) -> u64 {
+        self.vmcb.u64(control::EXITCODE)
+    }
+
+    /// Before resuming: an event whose delivery the #VMEXIT interrupted
+    /// (EXITINTINFO) is delivered again, unless the handler injected one
+    /// (APM Vol. 2 §15.7.2 "Intercepts During IDT Interrupt Delivery").
+    #[inline(always)]
+    pub fn redeliver_interrupted_event(&self) {
+        let interrupted = self.vmcb.u64(control::EXITINTINFO);
+        if interrupted & event::VALID != 0 && self.vmcb.u64(control::EVENTINJ) & event::VALID == 0 {
+            self.vmcb.set_u64(control::EVENTINJ, interrupted);
+        }
+    }
+}

@@ -672,10 +672,10 @@ mod departure_cases {
     #[test]
     fn host_departures() {
         let misaligned = Host { vmcb_pa: 0x12_3008, ..good_host() };
-        assert_eq!(departures::host_fault(Emulator::Qemu, &misaligned), None);
+        assert_eq!(departures::host_fault(Emulator::Qemu, &misaligned), Some(Fault::Gp), "since 7.2.10");
         assert_eq!(departures::host_fault(Emulator::Bochs, &misaligned), Some(Fault::Gp));
         let beyond = Host { vmcb_pa: 1 << 45, ..good_host() };
-        assert_eq!(departures::host_fault(Emulator::Qemu, &beyond), None);
+        assert_eq!(departures::host_fault(Emulator::Qemu, &beyond), Some(Fault::Gp));
         let v86 = Host { mode: HostMode::Virtual8086, cpl: 3, ..good_host() };
         assert_eq!(departures::host_fault(Emulator::Qemu, &v86), Some(Fault::Gp));
         assert_eq!(departures::host_fault(Emulator::Bochs, &v86), Some(Fault::Ud));

@@ -21,6 +21,8 @@ pub mod features;
 pub mod insn;
 pub mod vm_cr;
 pub mod vmcb;
+pub mod vmrun_check;
+pub mod vmrun_fuzz;
 
 /// CPUID Fn8000_0001_ECX bit 2, SVM (APM Vol. 3 Appendix E.4.2 "Function
 /// 8000_0001h—Extended Processor and Processor Feature Identifiers").

@@ -143,6 +143,11 @@ pub mod vintr {
     pub const V_TPR_MASK: u64 = 0xff;
     pub const V_IRQ: u64 = 1 << 8;
     pub const V_GIF: u64 = 1 << 9;
+    /// A virtual NMI is pending (with NMI virtualization).
+    pub const V_NMI: u64 = 1 << 11;
+    /// Virtual NMIs are masked (with NMI virtualization).
+    pub const V_NMI_MASK: u64 = 1 << 12;
+    pub const V_INTR_PRIO_SHIFT: u64 = 16;
     pub const V_IGN_TPR: u64 = 1 << 20;
     /// Virtual interrupt masking: the guest's RFLAGS.IF and CR8 govern
     /// virtual interrupts only; physical ones are masked by the host's
@@ -150,7 +155,11 @@ pub mod vintr {
     /// EFLAGS").
     pub const V_INTR_MASKING: u64 = 1 << 24;
     pub const V_GIF_ENABLE: u64 = 1 << 25;
+    /// NMI virtualization; requires the NMI intercept, or VMRUN exits with
+    /// VMEXIT_INVALID (APM Vol. 2 §15.21.10 "NMI Virtualization").
+    pub const V_NMI_ENABLE: u64 = 1 << 26;
     pub const AVIC_ENABLE: u64 = 1 << 31;
+    pub const V_INTR_VECTOR_SHIFT: u64 = 32;
 }
 
 /// NP_CONTROL (control offset 090h) bits.
@@ -159,6 +168,14 @@ pub mod np {
     pub const SEV: u64 = 1 << 1;
     pub const SEV_ES: u64 = 1 << 2;
     pub const GMET: u64 = 1 << 3;
+    /// Supervisor shadow stack check.
+    pub const SSS_CHECK: u64 = 1 << 4;
+    /// Virtual transparent encryption.
+    pub const VTE: u64 = 1 << 5;
+    /// Read-only guest page tables (APM Vol. 2 §15.25.5 "Nested Table Walk").
+    pub const ROGPT: u64 = 1 << 6;
+    /// INVLPGB/TLBSYNC enable.
+    pub const INVLPGB_TLBSYNC: u64 = 1 << 7;
 }
 
 /// TLB_CONTROL values (APM Vol. 2 §15.16.2 "TLB Flush").
@@ -168,6 +185,9 @@ pub mod tlb {
     pub const FLUSH_ALL: u8 = 1;
     /// Flush this guest's ASID (FlushByAsid).
     pub const FLUSH_ASID: u8 = 3;
+    /// Flush this guest's non-global entries (FlushByAsid). Every other
+    /// encoding is reserved (APM Vol. 2 Table 15-9 "TLB Control Byte Encodings").
+    pub const FLUSH_ASID_NON_GLOBAL: u8 = 7;
 }
 
 /// State save area (APM Vol. 2 Table B-2 "VMCB Layout, State Save Area"),
@@ -316,6 +336,236 @@ pub mod msrpm {
 /// wrap around.
 pub mod iopm {
     pub const SIZE: usize = 12 * 1024;
+}
+
+/// One segment of the state save area: selector, 12-bit attributes, limit, base.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Segment {
+    pub selector: u16,
+    pub attrib: u16,
+    pub limit: u32,
+    pub base: u64,
+}
+
+impl Segment {
+    pub const fn new(selector: u16, attrib: u16, limit: u32, base: u64) -> Segment {
+        Segment { selector, attrib, limit, base }
+    }
+}
+
+/// A VMCB image: the 4 KiB page as bytes, every field little-endian at the
+/// offsets of `control` and `save`. The kernel can keep its VMCB page as one
+/// (`#[repr(transparent)]` over the bytes) or copy one in with `from_bytes`;
+/// the VMRUN checker, the entry fuzzer and the tests read and write it with
+/// the same helpers.
+#[derive(Clone, PartialEq, Eq)]
+#[repr(transparent)]
+pub struct Vmcb(pub [u8; SIZE]);
+
+impl core::fmt::Debug for Vmcb {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        // 4 KiB of bytes helps nobody: the fields the checker reads.
+        f.debug_struct("Vmcb")
+            .field("intercept2", &self.read_u32(control::INTERCEPT2))
+            .field("asid", &self.read_u32(control::GUEST_ASID))
+            .field("np_control", &self.read_u64(control::NP_CONTROL))
+            .field("eventinj", &self.read_u64(control::EVENTINJ))
+            .field("efer", &self.read_u64(save::EFER))
+            .field("cr0", &self.read_u64(save::CR0))
+            .field("cr3", &self.read_u64(save::CR3))
+            .field("cr4", &self.read_u64(save::CR4))
+            .field("cs", &self.segment(save::CS))
+            .field("rip", &self.read_u64(save::RIP))
+            .finish()
+    }
+}
+
+impl Default for Vmcb {
+    fn default() -> Vmcb {
+        Vmcb::zeroed()
+    }
+}
+
+impl Vmcb {
+    pub const fn zeroed() -> Vmcb {
+        Vmcb([0; SIZE])
+    }
+
+    /// A copy of a VMCB page read as bytes.
+    pub fn from_bytes(bytes: &[u8; SIZE]) -> Vmcb {
+        Vmcb(*bytes)
+    }
+
+    pub fn bytes(&self) -> &[u8; SIZE] {
+        &self.0
+    }
+
+    /// The `width` bytes (1, 2, 4 or 8) at `offset`, little-endian, zero-extended.
+    pub fn read(&self, offset: usize, width: usize) -> u64 {
+        let mut v = [0u8; 8];
+        v[..width].copy_from_slice(&self.0[offset..offset + width]);
+        u64::from_le_bytes(v)
+    }
+
+    /// Write the low `width` bytes (1, 2, 4 or 8) of `value` at `offset`.
+    pub fn write(&mut self, offset: usize, width: usize, value: u64) {
+        self.0[offset..offset + width].copy_from_slice(&value.to_le_bytes()[..width]);
+    }
+
+    pub fn read_u8(&self, offset: usize) -> u8 {
+        self.0[offset]
+    }
+    pub fn read_u16(&self, offset: usize) -> u16 {
+        self.read(offset, 2) as u16
+    }
+    pub fn read_u32(&self, offset: usize) -> u32 {
+        self.read(offset, 4) as u32
+    }
+    pub fn read_u64(&self, offset: usize) -> u64 {
+        self.read(offset, 8)
+    }
+    pub fn write_u8(&mut self, offset: usize, value: u8) {
+        self.0[offset] = value;
+    }
+    pub fn write_u16(&mut self, offset: usize, value: u16) {
+        self.write(offset, 2, value as u64);
+    }
+    pub fn write_u32(&mut self, offset: usize, value: u32) {
+        self.write(offset, 4, value as u64);
+    }
+    pub fn write_u64(&mut self, offset: usize, value: u64) {
+        self.write(offset, 8, value);
+    }
+
+    /// The segment at `at` (one of `save::ES` .. `save::TR`).
+    pub fn segment(&self, at: usize) -> Segment {
+        Segment {
+            selector: self.read_u16(at + save::SEL),
+            attrib: self.read_u16(at + save::ATTRIB),
+            limit: self.read_u32(at + save::LIMIT),
+            base: self.read_u64(at + save::BASE),
+        }
+    }
+
+    pub fn set_segment(&mut self, at: usize, s: Segment) {
+        self.write_u16(at + save::SEL, s.selector);
+        self.write_u16(at + save::ATTRIB, s.attrib);
+        self.write_u32(at + save::LIMIT, s.limit);
+        self.write_u64(at + save::BASE, s.base);
+    }
+
+    /// INTERCEPT1 (offset 00Ch) has `bit` (`intercept1::*`).
+    pub fn has_intercept1(&self, bit: u32) -> bool {
+        self.read_u32(control::INTERCEPT1) & bit != 0
+    }
+    /// INTERCEPT2 (offset 010h) has `bit` (`intercept2::*`).
+    pub fn has_intercept2(&self, bit: u32) -> bool {
+        self.read_u32(control::INTERCEPT2) & bit != 0
+    }
+
+    /// Real mode at the reset vector, F000:FFF0 (CS base FFFF0000h), as the
+    /// proof guest starts: CR0 = ET, EFER = SVME, nested paging on, the
+    /// intercepts VMRUN, VMMCALL, HLT, CPUID, SHUTDOWN, IOIO and MSR, real-mode
+    /// segment attributes, G_PAT at its reset value, RFLAGS = 2, DR6 and DR7
+    /// at their reset values. It passes every VMRUN check (on a CPU with
+    /// nested paging and `at`'s addresses within its physical-address width).
+    pub fn proof_guest_real_mode(at: &ProofAddresses) -> Vmcb {
+        let mut v = Vmcb::zeroed();
+        v.proof_controls(at);
+        // Real-mode attributes: present, S, accessed read/write data (93h) or
+        // accessed execute/read code (9Bh); LDTR an LDT (82h) and TR a busy
+        // 16-bit TSS (83h), as at reset.
+        v.set_segment(save::CS, Segment::new(0xf000, 0x9b, 0xffff, 0xffff_0000));
+        for seg in [save::ES, save::SS, save::DS, save::FS, save::GS] {
+            v.set_segment(seg, Segment::new(0, 0x93, 0xffff, 0));
+        }
+        v.set_segment(save::GDTR, Segment::new(0, 0, 0xffff, 0));
+        v.set_segment(save::IDTR, Segment::new(0, 0, 0xffff, 0));
+        v.set_segment(save::LDTR, Segment::new(0, 0x82, 0xffff, 0));
+        v.set_segment(save::TR, Segment::new(0, 0x83, 0xffff, 0));
+        v.write_u8(save::CPL, 0);
+        v.write_u64(save::EFER, super::EFER_SVME);
+        v.write_u64(save::CR0, 0x10);
+        v.write_u64(save::CR3, 0);
+        v.write_u64(save::CR4, 0);
+        v.write_u64(save::RIP, 0xfff0);
+        v
+    }
+
+    /// 64-bit mode: CR0 = PG, WP, NE, ET, MP, PE; CR4 = PAE; EFER = SVME,
+    /// LMA, LME; a 64-bit code segment (L=1, D=0) and flat data segments from
+    /// a GDT at `at.gdt`; a busy 64-bit TSS; CR3 at `at.guest_cr3` (guest
+    /// physical, under nested paging). Controls as the real-mode image.
+    pub fn proof_guest_long_mode(at: &ProofAddresses) -> Vmcb {
+        let mut v = Vmcb::zeroed();
+        v.proof_controls(at);
+        v.set_segment(save::CS, Segment::new(0x08, 0xa9b, 0xffff_ffff, 0));
+        for seg in [save::ES, save::SS, save::DS, save::FS, save::GS] {
+            v.set_segment(seg, Segment::new(0x10, 0xc93, 0xffff_ffff, 0));
+        }
+        v.set_segment(save::GDTR, Segment::new(0, 0, 0x1f, at.gdt));
+        v.set_segment(save::IDTR, Segment::new(0, 0, 0, 0));
+        v.set_segment(save::LDTR, Segment::new(0, 0, 0, 0));
+        v.set_segment(save::TR, Segment::new(0x18, 0x8b, 0x67, 0));
+        v.write_u8(save::CPL, 0);
+        v.write_u64(save::EFER, super::EFER_SVME | (1 << 10) | (1 << 8));
+        v.write_u64(save::CR0, 0x8001_0033);
+        v.write_u64(save::CR3, at.guest_cr3);
+        v.write_u64(save::CR4, 0x20);
+        v.write_u64(save::RIP, at.entry);
+        v.write_u64(save::RSP, at.entry + 0x1000);
+        v
+    }
+
+    /// What both proof images share: intercepts, maps, ASID, nested paging,
+    /// and the reset values of RFLAGS, DR6, DR7 and G_PAT.
+    fn proof_controls(&mut self, at: &ProofAddresses) {
+        use intercept1 as i1;
+        use intercept2 as i2;
+        let one = i1::HLT | i1::CPUID | i1::SHUTDOWN | i1::IOIO_PROT | i1::MSR_PROT;
+        self.write_u32(control::INTERCEPT1, one);
+        self.write_u32(control::INTERCEPT2, i2::VMRUN | i2::VMMCALL);
+        self.write_u64(control::IOPM_BASE_PA, at.iopm);
+        self.write_u64(control::MSRPM_BASE_PA, at.msrpm);
+        self.write_u32(control::GUEST_ASID, at.asid);
+        self.write_u64(control::NP_CONTROL, np::ENABLE);
+        self.write_u64(control::N_CR3, at.n_cr3);
+        self.write_u64(save::RFLAGS, 2);
+        self.write_u64(save::DR6, 0xffff_0ff0);
+        self.write_u64(save::DR7, 0x400);
+        self.write_u64(save::G_PAT, PAT_RESET);
+    }
+}
+
+/// The PAT's reset value: WB, WT, UC-, UC, WB, WT, UC-, UC (APM Vol. 2
+/// §7.8.1 "PAT Register").
+pub const PAT_RESET: u64 = 0x0007_0406_0007_0406;
+
+/// Where a proof-guest VMCB points: the permission maps and the nested page
+/// tables (system physical), the guest's page tables, GDT and entry point
+/// (guest physical), and the ASID.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProofAddresses {
+    pub iopm: u64,
+    pub msrpm: u64,
+    pub n_cr3: u64,
+    pub asid: u32,
+    pub guest_cr3: u64,
+    pub gdt: u64,
+    pub entry: u64,
+}
+
+impl ProofAddresses {
+    /// Addresses for tests: everything below 4 GiB, page aligned.
+    pub const EXAMPLE: ProofAddresses = ProofAddresses {
+        iopm: 0x0020_0000,
+        msrpm: 0x0020_4000,
+        n_cr3: 0x0030_0000,
+        asid: 1,
+        guest_cr3: 0x1000,
+        gdt: 0x5000,
+        entry: 0x8000,
+    };
 }
 
 #[cfg(test)]

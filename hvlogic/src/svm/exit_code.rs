@@ -324,3 +324,4 @@ mod tests {
         );
     }
 }
+pub const IOIO_U16: u16 = IOIO as u16;

@@ -1,22 +1,12 @@
-//! SVM's instructions (APM Vol. 3 "CLGI", "STGI", "VMLOAD", "VMSAVE"). VMRUN
-//! itself is in entry.s, which owns the registers around it.
+//! SVM's instructions the Rust side executes (APM Vol. 3 "STGI", "VMSAVE").
+//! VMRUN, CLGI and VMLOAD are in entry.s, which owns the registers around them.
 
-/// CLGI: GIF = 0; interrupts, NMIs, SMIs and INIT are held pending (APM Vol. 2
-/// §15.17 "Global Interrupt Flag, STGI and CLGI").
-///
-/// # Safety
-/// EFER.SVME must be set.
-pub unsafe fn clgi() {
-    // SAFETY: the caller vouches for EFER.SVME; CLGI changes no memory.
-    unsafe { core::arch::asm!("clgi", options(nomem, nostack, preserves_flags)) };
-}
-
-/// STGI: GIF = 1.
+/// STGI: GIF = 1 (APM Vol. 2 §15.17 "Global Interrupt Flag, STGI and CLGI").
 ///
 /// # Safety
 /// EFER.SVME must be set.
 pub unsafe fn stgi() {
-    // SAFETY: as for `clgi`.
+    // SAFETY: the caller vouches for EFER.SVME; STGI changes no memory.
     unsafe { core::arch::asm!("stgi", options(nomem, nostack, preserves_flags)) };
 }
 
@@ -29,13 +19,4 @@ pub unsafe fn stgi() {
 pub unsafe fn vmsave(pa: u64) {
     // SAFETY: the caller vouches for the page; VMSAVE writes only it.
     unsafe { core::arch::asm!("vmsave rax", in("rax") pa, options(nostack, preserves_flags)) };
-}
-
-/// VMLOAD: load what VMSAVE stores, from the area at `pa`.
-///
-/// # Safety
-/// As for `vmsave`, and the area must hold state the CPU may run with.
-pub unsafe fn vmload(pa: u64) {
-    // SAFETY: the caller vouches for the area's contents.
-    unsafe { core::arch::asm!("vmload rax", in("rax") pa, options(nostack, preserves_flags)) };
 }

@@ -1,5 +1,20 @@
-//! AMD's SVM: the seed's steps in the APM's terms, and the guests.
-//! (Filled in below.)
+//! AMD's SVM (APM Vol. 2 Chapter 15 "Secure Virtual Machine"): the seed's
+//! steps in the APM's terms, and the guests.
+//!
+//! Layering, lowest first: `instructions` (CLGI, STGI, VMSAVE, VMLOAD),
+//! `vmcb` (the VMCB in memory), `vcpu` (a virtual CPU and entry.s with
+//! VMRUN), `emulate` (what every exit handler shares), `dump` (failure
+//! reports and the VMRUN checker); then each guest: its exit handler
+//! (`proof_vcpu`) below its set-up and launch (`proof_guest`).
+
+mod dump;
+mod emulate;
+mod enter;
+mod instructions;
+mod proof_guest;
+mod proof_vcpu;
+mod vcpu;
+mod vmcb;
 
 use crate::linux::Handoff;
 use crate::pcb::Pcb;
@@ -21,17 +36,23 @@ impl Backend for Svm {
     const LEAVE_STAGE: &'static str = "svm-leave";
 
     fn enter(pcb: &Pcb) {
-        pcb.set(crate::pcb::CPU_STATUS_NO_VMX);
+        enter::enter(pcb)
     }
 
-    fn leave(_: &Pcb) {}
+    fn leave(pcb: &Pcb) {
+        enter::leave(pcb)
+    }
 
-    fn run_guest(_: &Pcb) {}
+    fn run_guest(pcb: &Pcb) {
+        proof_guest::run(pcb)
+    }
 
-    fn leave_for_park() {}
+    fn leave_for_park() {
+        enter::leave_for_park()
+    }
 
     fn os_unsupported(_: &Pcb) -> Option<&'static str> {
-        Some("SVM is not supported yet")
+        Some("the SVM OS guest is not built yet")
     }
 
     fn prepare_os(_: &Pcb, _: &[Range], _: &[Range], _: Ports, _: u64) {}

@@ -79,7 +79,13 @@ pub struct Vcpu<G> {
 impl<G> Vcpu<G> {
     /// A vCPU with its own exit stack and a fresh VMCB; `host_state` holds
     /// this CPU's VMSAVE'd host state.
-    pub fn new(processor_index: u32, host_state: u64, nrips: bool, dispatch: Dispatch<G>, guest: G) -> &'static mut Self {
+    pub fn new(
+        processor_index: u32,
+        host_state: u64,
+        nrips: bool,
+        dispatch: Dispatch<G>,
+        guest: G,
+    ) -> &'static mut Self {
         const EXIT_STACK_SIZE: usize = 16 * 1024;
         let vmcb = Vmcb::new();
         alloc::boxed::Box::leak(alloc::boxed::Box::new(Vcpu {

@@ -84,17 +84,18 @@ normal:
     jne     fail
     test    %edx, %edx
     jnz     fail
-    mov     ${PASS_THROUGH_MSR}, %ecx       # IA32_TSC: passes through (bitmap bit clear)
+    mov     ${PASS_THROUGH_MSR}, %ecx       # IA32_APIC_BASE: passes through (bitmap bit clear)
     rdmsr
     mov     %eax, %esi
     mov     %edx, %edi
     rdmsr
     mov     $4, %ebx
-    sub     %esi, %eax
-    sbb     %edi, %edx
-    jb      fail                            # the TSC went backwards
-    or      %esi, %edi
-    jz      fail                            # or reads as zero
+    cmp     %esi, %eax
+    jne     fail                            # two reads differ
+    cmp     %edi, %edx
+    jne     fail
+    test    $0x800, %eax                    # or the APIC reads disabled (bit 11)
+    jz      fail
 
     mov     ${HC_DONE}, %eax
     xor     %ebx, %ebx

@@ -42,8 +42,11 @@ pub const fn trapped_msr(virt: hvlogic::summary::Virt) -> (u32, u64) {
         _ => (hvlogic::feature_control::IA32_FEATURE_CONTROL, hvlogic::feature_control::LOCK),
     }
 }
-/// The MSR the bitmap lets the guest read directly: IA32_TSC.
-pub const PASS_THROUGH_MSR: u32 = 0x10;
+/// The MSR the bitmap lets the guest read directly: IA32_APIC_BASE, the
+/// real one (it reads the same twice, with the APIC enabled). Not IA32_TSC:
+/// QEMU 7.2's TCG reads it as 0 (its RDMSR has no case for it;
+/// docs/proof-guest.md).
+pub const PASS_THROUGH_MSR: u32 = 0x1b;
 
 /// What the guest program does (`GuestParams::kind`).
 pub const KIND_NORMAL: u32 = 1;

@@ -6,9 +6,12 @@
 //! page tables' shape, exit statistics and the SUMMARY) is written once,
 //! here and in `hvlogic`.
 //!
-//! The backend is chosen once, from the boot CPU's vendor (CPUID leaf 0):
-//! SVM on AMD (and Hygon), VMX everywhere else. A CPU that has neither ends
-//! the run NO_VMX, named in the backend's terms.
+//! The backend is chosen once, on the boot CPU: the extension CPUID offers
+//! (VMX in CPUID.01H:ECX[5], SVM in Fn8000_0001_ECX[2]); where it offers
+//! neither, the vendor's (CPUID leaf 0: SVM on AMD and Hygon, VMX on every
+//! other), so that NO_VMX is named in that vendor's terms. No real CPU offers
+//! both; QEMU's TCG offers SVM under an Intel vendor string (`-cpu max` on an
+//! Intel host), and gets SVM.
 
 pub mod cpuid;
 pub mod guest_image;
@@ -71,9 +74,11 @@ static KIND: Once<Kind> = Once::new();
 pub fn kind() -> Kind {
     *KIND.call_once(|| {
         let r = raw_cpuid::cpuid!(0);
-        match Vendor::from_cpuid0(r.ebx, r.ecx, r.edx) {
-            Vendor::Amd => Kind::Svm,
-            Vendor::Intel | Vendor::Other => Kind::Vmx,
+        let vmx = raw_cpuid::cpuid!(1).ecx & (1 << 5) != 0;
+        match (Vendor::from_cpuid0(r.ebx, r.ecx, r.edx), vmx, crate::svm::offered()) {
+            (_, true, _) => Kind::Vmx,
+            (_, false, true) | (Vendor::Amd, false, false) => Kind::Svm,
+            (Vendor::Intel | Vendor::Other, false, false) => Kind::Vmx,
         }
     })
 }

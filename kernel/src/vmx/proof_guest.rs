@@ -224,7 +224,7 @@ fn build_address_space(mode: GuestMode, mem: u64, d: &VmxGlobalData) -> Result<S
 }
 
 /// I/O bitmaps A and B: every port exits. MSR bitmap: every MSR access exits,
-/// except reads of IA32_TSC (SDM Vol. 3C §25.6.4 "I/O-Bitmap
+/// except reads of IA32_APIC_BASE (SDM Vol. 3C §25.6.4 "I/O-Bitmap
 /// Addresses", §25.6.9 "MSR-Bitmap Address").
 pub(super) struct Bitmaps {
     io: u64,

@@ -70,6 +70,19 @@ pub const INVALID: u64 = u64::MAX;
 /// VMRUN found the VMSA busy (SEV-ES).
 pub const BUSY: u64 = u64::MAX - 1;
 
+/// The exit code a #VMEXIT stored, with the negative codes sign-extended:
+/// EXITCODE is 64 bits and VMEXIT_INVALID is -1 (APM Vol. 2 Appendix C
+/// "SVM Intercept Exit Codes"), but QEMU 7.2's TCG stores -1 and -2 as
+/// 32-bit values, FFFF_FFFFh and FFFF_FFFEh (its #VMEXIT takes the code as a
+/// 32-bit argument). No real exit code comes near them.
+pub const fn normalize(code: u64) -> u64 {
+    match code {
+        0xffff_ffff => INVALID,
+        0xffff_fffe => BUSY,
+        c => c,
+    }
+}
+
 /// Exit codes counted per CPU: 00h-A5h by code, then NPF and INVALID in two
 /// slots of their own (`counter_index`).
 pub const COUNTERS: usize = 0xa8;
@@ -291,6 +304,14 @@ mod tests {
         assert_eq!(name(0x13), "CR3_WRITE");
         assert_eq!(name(0x3), "CR3");
         assert_eq!(name(0x999), "(unknown)");
+    }
+
+    #[test]
+    fn negative_codes_sign_extended() {
+        assert_eq!(normalize(0xffff_ffff), INVALID, "QEMU 7.2's VMEXIT_INVALID");
+        assert_eq!(normalize(u64::MAX), INVALID);
+        assert_eq!(normalize(0xffff_fffe), BUSY);
+        assert_eq!(normalize(NPF), NPF);
     }
 
     #[test]

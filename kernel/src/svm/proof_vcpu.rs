@@ -14,6 +14,9 @@ use log::{error, warn};
 
 pub type ProofVcpu = Vcpu<Proof>;
 
+/// IA32_EFER's MSR number.
+const EFER: u32 = 0xc000_0080;
+
 /// End the guest with `ending` (the handler's stop).
 fn end(vcpu: &mut ProofVcpu, ending: Ending) -> u64 {
     vcpu.guest.ending = Some(ending);
@@ -121,6 +124,13 @@ fn slow_path(vcpu: &mut ProofVcpu, exit: u64) -> u64 {
         code::VMMCALL => {
             let a = proof::hypercall(&mut vcpu.guest, &mut vcpu.regs);
             act(vcpu, a, None)
+        }
+        // EFER is the guest's own (in the VMCB) and reads as on a CPU without
+        // SVM: SVME clear. Writes are refused, as every other MSR's.
+        code::MSR if info1 == 0 && vcpu.regs.rcx as u32 == EFER => {
+            let efer = vmcb.u64(save::EFER) & !hvlogic::svm::EFER_SVME;
+            (vcpu.regs.rax, vcpu.regs.rdx) = (efer & 0xffff_ffff, efer >> 32);
+            next_instruction(vcpu, None)
         }
         code::MSR if info1 == 0 => {
             let a = proof::rdmsr(&mut vcpu.guest, &mut vcpu.regs);

@@ -122,10 +122,12 @@ impl<G> Vcpu<G> {
         unsafe { svm_run(self as *mut Self as *mut core::ffi::c_void) }
     }
 
-    /// The #VMEXIT's code (`hvlogic::svm::exit_code`).
+    /// The #VMEXIT's code (`hvlogic::svm::exit_code`). QEMU 7.2's TCG
+    /// stores VMEXIT_INVALID (-1) and VMEXIT_BUSY (-2) as 32-bit values
+    /// (`exit_code::normalize`).
     #[inline(always)]
     pub fn exit_code(&self) -> u64 {
-        self.vmcb.u64(control::EXITCODE)
+        exit_code::normalize(self.vmcb.u64(control::EXITCODE))
     }
 
     /// Before resuming: an event whose delivery the #VMEXIT interrupted

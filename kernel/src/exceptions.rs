@@ -102,7 +102,7 @@ extern "C" fn exception_dispatch(f: &mut ExceptionFrame) {
     // An NMI that reached the host while this CPU runs the OS guest was meant
     // for the OS (NMIs do not exit): it goes back in on a VM entry.
     if vector == 2 && pcb::has_pcb() && pcb::this_cpu().has(pcb::CPU_STATUS_OS) {
-        crate::virt::nmi_in_host(pcb::this_cpu());
+        crate::virt::backend::nmi_in_host(pcb::this_cpu());
         return;
     }
     // A guest fuzzer's watchdog NMI that arrived after its run had ended.

@@ -156,18 +156,18 @@ extern "C" fn kernel_main(boot_info_addr: usize) -> ! {
 
     // Hardware virtualization on every CPU: VMX root operation on Intel,
     // EFER.SVME with a host save area on AMD.
-    smp::run_on_all(virt::enter_stage(), bsp, virt::enter);
+    smp::run_on_all(virt::backend::enter_stage(), bsp, virt::backend::enter);
     smp::report_vmx_root_bench();
 
     // A guest on every CPU, all at once; the boot CPU gathers them.
-    smp::run_on_all("guest", bsp, virt::run_guest);
+    smp::run_on_all("guest", bsp, virt::backend::run_guest);
 
     // The OS, if there is one; otherwise every CPU leaves VMX operation and
     // the run ends with the summary.
     if let Some(os) = &os {
         hand_off(os, &boot, bsp, image, power, options);
     }
-    smp::run_on_all(virt::leave_stage(), bsp, virt::leave);
+    smp::run_on_all(virt::backend::leave_stage(), bsp, virt::backend::leave);
     run::end()
 }
 
@@ -192,7 +192,7 @@ fn hand_off(
     let online = pcb::all().filter(|p| p.has(CPU_STATUS_ONLINE)).count();
     let heap = memory::freeze(OS_SETUP_BYTES + online as u64 * OS_PER_CPU_BYTES);
     let hypervisor = &[image, heap, boot.range];
-    let guest = match (options.linux, virt::os_unsupported(bsp)) {
+    let guest = match (options.linux, virt::backend::os_unsupported(bsp)) {
         (LinuxMode::Native, _) => {
             info!("linux: runs natively (linux=native)");
             false
@@ -223,9 +223,9 @@ fn hand_off(
     );
     if guest {
         let top = boot.areas().iter().map(|a| a.range.end).max().unwrap_or(0);
-        virt::prepare_os(bsp, hypervisor, boot.available(), power, top);
+        virt::backend::prepare_os(bsp, hypervisor, boot.available(), power, top);
         // Every AP goes into the OS guest, waiting for the OS's SIPI, before the OS starts.
-        for ap in smp::post_to_aps(virt::arm_os_ap) {
+        for ap in smp::post_to_aps(virt::backend::arm_os_ap) {
             let armed = || ap.has(pcb::CPU_STATUS_OS) || ap.has(pcb::CPU_STATUS_FAILED);
             if !tsc::wait_until(OS_ARM_TIMEOUT_US, armed) {
                 error!(
@@ -237,7 +237,7 @@ fn hand_off(
             }
         }
     } else {
-        smp::run_on_all(virt::leave_stage(), bsp, virt::leave);
+        smp::run_on_all(virt::backend::leave_stage(), bsp, virt::backend::leave);
         smp::run_on_all("apic-restore", bsp, |p| apic::restore_firmware_mode(p.own().firmware_apic_base));
         // As firmware leaves them: every AP in wait-for-SIPI, for the OS to start.
         for ap in pcb::all().filter(|p| !p.is_bsp && p.has(CPU_STATUS_ONLINE)) {
@@ -250,7 +250,7 @@ fn hand_off(
     info!("handoff: linux {}, {online} CPUs, {}", handoff.version, if guest { "guest" } else { "native" });
     run::handed_off("linux");
     if guest {
-        virt::launch_os(bsp, &handoff);
+        virt::backend::launch_os(bsp, &handoff);
     }
     linux::enter_native(&handoff)
 }

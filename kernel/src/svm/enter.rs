@@ -33,7 +33,7 @@ pub fn enter(pcb: &Pcb) {
 
 fn try_enter(pcb: &Pcb) -> Result<(), NotEntered> {
     // 1. CPUID Fn8000_0001_ECX[2]. Without it no SVM MSR is touched.
-    if !super::offered() {
+    if !crate::virt::svm_offered() {
         error!("SVM not supported (CPUID Fn8000_0001_ECX[2]=0)");
         return Err(NotEntered::Unavailable);
     }
@@ -139,14 +139,4 @@ pub fn leave(pcb: &Pcb) {
     }
     pcb.clear(CPU_STATUS_VMXON);
     info!("svm off, EFER.SVME cleared");
-}
-
-/// A CPU being parked: GIF set (a handler may have stopped with it clear),
-/// then EFER.SVME cleared.
-pub fn leave_for_park() {
-    // SAFETY: only called with EFER.SVME set (this CPU's status says SVM is on).
-    unsafe {
-        instructions::stgi();
-        wrmsr(IA32_EFER, rdmsr(IA32_EFER) & !EFER_SVME);
-    }
 }

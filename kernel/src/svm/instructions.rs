@@ -20,3 +20,17 @@ pub unsafe fn vmsave(pa: u64) {
     // SAFETY: the caller vouches for the page; VMSAVE writes only it.
     unsafe { core::arch::asm!("vmsave rax", in("rax") pa, options(nostack, preserves_flags)) };
 }
+
+/// A CPU being parked: GIF set (a handler may have stopped with it clear),
+/// then EFER.SVME cleared.
+///
+/// # Safety
+/// EFER.SVME must be set; no guest runs on this CPU any more.
+pub unsafe fn leave() {
+    // SAFETY: the caller vouches for EFER.SVME; clearing it only turns SVM off.
+    unsafe {
+        stgi();
+        let efer = x86::msr::rdmsr(x86::msr::IA32_EFER);
+        x86::msr::wrmsr(x86::msr::IA32_EFER, efer & !hvlogic::svm::EFER_SVME);
+    }
+}

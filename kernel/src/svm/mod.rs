@@ -10,7 +10,7 @@
 mod dump;
 mod emulate;
 mod enter;
-mod instructions;
+pub mod instructions;
 mod proof_guest;
 mod proof_vcpu;
 mod vcpu;
@@ -24,12 +24,6 @@ use hvlogic::power::Ports;
 
 /// AMD's SVM, behind `virt::Backend`.
 pub struct Svm;
-
-/// Whether CPUID offers SVM (Fn8000_0001_ECX[2]).
-pub fn offered() -> bool {
-    raw_cpuid::cpuid!(0x8000_0000).eax >= 0x8000_0001
-        && raw_cpuid::cpuid!(0x8000_0001).ecx & hvlogic::svm::CPUID_80000001_ECX_SVM != 0
-}
 
 impl Backend for Svm {
     const ENTER_STAGE: &'static str = "svm-enter";
@@ -45,10 +39,6 @@ impl Backend for Svm {
 
     fn run_guest(pcb: &Pcb) {
         proof_guest::run(pcb)
-    }
-
-    fn leave_for_park() {
-        enter::leave_for_park()
     }
 
     fn os_unsupported(_: &Pcb) -> Option<&'static str> {

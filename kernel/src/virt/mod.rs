@@ -22,6 +22,8 @@ pub mod os_memory;
 pub mod proof;
 pub mod regs;
 
+pub mod backend;
+
 use crate::linux::Handoff;
 use crate::pcb::Pcb;
 use hvlogic::memmap::Range;
@@ -45,8 +47,6 @@ pub trait Backend {
     fn leave(pcb: &Pcb);
     /// This CPU's guest stage: the proof guest, or `guest=`/`entryfuzz=`'s.
     fn run_guest(pcb: &Pcb);
-    /// Turn it off on a CPU that is being parked (best effort).
-    fn leave_for_park();
     /// Why the OS cannot run as the guest of every CPU, if it cannot.
     fn os_unsupported(bsp: &Pcb) -> Option<&'static str>;
     /// On the boot CPU, before any CPU runs the OS: what every CPU's OS guest
@@ -75,7 +75,7 @@ pub fn kind() -> Kind {
     *KIND.call_once(|| {
         let r = raw_cpuid::cpuid!(0);
         let vmx = raw_cpuid::cpuid!(1).ecx & (1 << 5) != 0;
-        match (Vendor::from_cpuid0(r.ebx, r.ecx, r.edx), vmx, crate::svm::offered()) {
+        match (Vendor::from_cpuid0(r.ebx, r.ecx, r.edx), vmx, svm_offered()) {
             (_, true, _) => Kind::Vmx,
             (_, false, true) | (Vendor::Amd, false, false) => Kind::Svm,
             (Vendor::Intel | Vendor::Other, false, false) => Kind::Vmx,
@@ -92,70 +92,31 @@ pub fn summary_virt() -> Virt {
     }
 }
 
+/// Whether CPUID offers SVM (Fn8000_0001_ECX[2]).
+pub fn svm_offered() -> bool {
+    raw_cpuid::cpuid!(0x8000_0000).eax >= 0x8000_0001
+        && raw_cpuid::cpuid!(0x8000_0001).ecx & hvlogic::svm::CPUID_80000001_ECX_SVM != 0
+}
+
 /// Whether the boot CPU's CPUID offers this backend's extension (for the heap
 /// estimate, before any CPU has looked closer).
 pub fn offered() -> bool {
     match kind() {
         Kind::Vmx => raw_cpuid::cpuid!(1).ecx & (1 << 5) != 0,
-        Kind::Svm => crate::svm::offered(),
+        Kind::Svm => svm_offered(),
     }
 }
 
-macro_rules! dispatch {
-    ($f:ident ( $($arg:expr),* )) => {
-        match kind() {
-            Kind::Vmx => <crate::vmx::Vmx as Backend>::$f($($arg),*),
-            Kind::Svm => <crate::svm::Svm as Backend>::$f($($arg),*),
-        }
-    };
-}
-
-pub fn enter_stage() -> &'static str {
-    match kind() {
-        Kind::Vmx => crate::vmx::Vmx::ENTER_STAGE,
-        Kind::Svm => crate::svm::Svm::ENTER_STAGE,
-    }
-}
-
-pub fn leave_stage() -> &'static str {
-    match kind() {
-        Kind::Vmx => crate::vmx::Vmx::LEAVE_STAGE,
-        Kind::Svm => crate::svm::Svm::LEAVE_STAGE,
-    }
-}
-
-pub fn enter(pcb: &Pcb) {
-    dispatch!(enter(pcb))
-}
-
-pub fn leave(pcb: &Pcb) {
-    dispatch!(leave(pcb))
-}
-
-pub fn run_guest(pcb: &Pcb) {
-    dispatch!(run_guest(pcb))
-}
-
+/// Turn hardware virtualization off on a CPU that is being parked (best
+/// effort: the CPU halts right after). Only called where this CPU's status
+/// says it is on.
 pub fn leave_for_park() {
-    dispatch!(leave_for_park())
-}
-
-pub fn os_unsupported(bsp: &Pcb) -> Option<&'static str> {
-    dispatch!(os_unsupported(bsp))
-}
-
-pub fn prepare_os(bsp: &Pcb, holes: &[Range], ram: &[Range], ports: Ports, memory_top: u64) {
-    dispatch!(prepare_os(bsp, holes, ram, ports, memory_top))
-}
-
-pub fn arm_os_ap(pcb: &Pcb) {
-    dispatch!(arm_os_ap(pcb))
-}
-
-pub fn launch_os(bsp: &'static Pcb, h: &Handoff) -> ! {
-    dispatch!(launch_os(bsp, h))
-}
-
-pub fn nmi_in_host(pcb: &Pcb) {
-    dispatch!(nmi_in_host(pcb))
+    match kind() {
+        // SAFETY: this CPU is in VMX root operation (its status says so).
+        Kind::Vmx => {
+            let _ = unsafe { crate::vmx::instructions::vmxoff() };
+        }
+        // SAFETY: EFER.SVME is set on this CPU (its status says so).
+        Kind::Svm => unsafe { crate::svm::instructions::leave() },
+    }
 }

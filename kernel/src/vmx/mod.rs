@@ -12,7 +12,7 @@ mod emulate;
 mod enter;
 mod entry_fuzz;
 mod fuzz_guest;
-mod instructions;
+pub mod instructions;
 mod os_guest;
 mod os_vcpu;
 mod proof_guest;
@@ -50,11 +50,6 @@ impl Backend for Vmx {
 
     fn run_guest(pcb: &Pcb) {
         stage::run_guest(pcb)
-    }
-
-    fn leave_for_park() {
-        // SAFETY: only called when this CPU's status says it is in VMX root operation.
-        let _ = unsafe { instructions::vmxoff() };
     }
 
     fn os_unsupported(bsp: &Pcb) -> Option<&'static str> {

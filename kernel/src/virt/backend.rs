@@ -1,0 +1,63 @@
+//! The boot flow's calls into whichever backend this machine uses
+//! (`super::kind`), each to its `Backend` implementation.
+
+use super::{kind, Backend, Kind};
+use crate::linux::Handoff;
+use crate::pcb::Pcb;
+use hvlogic::memmap::Range;
+use hvlogic::power::Ports;
+
+macro_rules! dispatch {
+    ($f:ident ( $($arg:expr),* )) => {
+        match kind() {
+            Kind::Vmx => <crate::vmx::Vmx as Backend>::$f($($arg),*),
+            Kind::Svm => <crate::svm::Svm as Backend>::$f($($arg),*),
+        }
+    };
+}
+
+pub fn enter_stage() -> &'static str {
+    match kind() {
+        Kind::Vmx => crate::vmx::Vmx::ENTER_STAGE,
+        Kind::Svm => crate::svm::Svm::ENTER_STAGE,
+    }
+}
+
+pub fn leave_stage() -> &'static str {
+    match kind() {
+        Kind::Vmx => crate::vmx::Vmx::LEAVE_STAGE,
+        Kind::Svm => crate::svm::Svm::LEAVE_STAGE,
+    }
+}
+
+pub fn enter(pcb: &Pcb) {
+    dispatch!(enter(pcb))
+}
+
+pub fn leave(pcb: &Pcb) {
+    dispatch!(leave(pcb))
+}
+
+pub fn run_guest(pcb: &Pcb) {
+    dispatch!(run_guest(pcb))
+}
+
+pub fn os_unsupported(bsp: &Pcb) -> Option<&'static str> {
+    dispatch!(os_unsupported(bsp))
+}
+
+pub fn prepare_os(bsp: &Pcb, holes: &[Range], ram: &[Range], ports: Ports, memory_top: u64) {
+    dispatch!(prepare_os(bsp, holes, ram, ports, memory_top))
+}
+
+pub fn arm_os_ap(pcb: &Pcb) {
+    dispatch!(arm_os_ap(pcb))
+}
+
+pub fn launch_os(bsp: &'static Pcb, h: &Handoff) -> ! {
+    dispatch!(launch_os(bsp, h))
+}
+
+pub fn nmi_in_host(pcb: &Pcb) {
+    dispatch!(nmi_in_host(pcb))
+}

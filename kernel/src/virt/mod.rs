@@ -112,8 +112,8 @@ pub fn offered() -> bool {
 /// says it is on.
 pub fn leave_for_park() {
     match kind() {
-        // SAFETY: this CPU is in VMX root operation (its status says so).
         Kind::Vmx => {
+            // SAFETY: this CPU is in VMX root operation (its status says so).
             let _ = unsafe { crate::vmx::instructions::vmxoff() };
         }
         // SAFETY: EFER.SVME is set on this CPU (its status says so).

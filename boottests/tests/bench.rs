@@ -166,6 +166,6 @@ fn exit_table(rows: &[String], cpus: u32) -> String {
             (total, format!("{}={}", name.join("-"), counts.join("/")))
         })
         .collect();
-    reasons.sort_by(|a, b| b.0.cmp(&a.0));
+    reasons.sort_by_key(|r| std::cmp::Reverse(r.0));
     reasons.into_iter().map(|(_, r)| r).collect::<Vec<_>>().join(" ")
 }

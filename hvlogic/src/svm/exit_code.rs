@@ -32,6 +32,8 @@ pub const HLT: u64 = 0x78;
 pub const INVLPG: u64 = 0x79;
 pub const INVLPGA: u64 = 0x7a;
 pub const IOIO: u64 = 0x7b;
+/// IOIO as `Ending::UnexpectedSvm` holds it.
+pub const IOIO_U16: u16 = IOIO as u16;
 pub const MSR: u64 = 0x7c;
 pub const TASK_SWITCH: u64 = 0x7d;
 pub const FERR_FREEZE: u64 = 0x7e;
@@ -345,4 +347,3 @@ mod tests {
         );
     }
 }
-pub const IOIO_U16: u16 = IOIO as u16;

@@ -181,7 +181,7 @@ impl Log {
     /// from those rows.
     pub fn assert_screen_summary(&self, expected: &str) {
         let screen = self.screen();
-        let result = expected.rsplit("result=").next().unwrap_or_default();
+        let result = expected.rsplit("result=").next().and_then(|r| r.split_whitespace().next()).unwrap_or_default();
         let colour = Colour::of_result(result);
         let rows = screen.rows_with(colour, 20);
         let (Some(&first), Some(&last)) = (rows.first(), rows.last()) else {

@@ -16,6 +16,8 @@
 //!   loglevel=info (target: <= 3,000,000). Bochs's TSC counts instructions
 //!   with one CPU and per scheduling quantum with several.
 //! - `bench: screen us=<per line>`: drawing one log line on the screen console.
+//! - `bench: cpuid-exit-svm ...`, `bench: svm-on ticks=<n>` and SVM's
+//!   `bench: ap-bringup`: the same figures under SVM, Bochs `ryzen`.
 
 use boottests::{Boot, Log};
 
@@ -38,6 +40,27 @@ fn cpuid_exit_round_trip() {
     let log = Boot::bochs("bench", "corei7_skylake_x").cmdline("guest=bench").run();
     print_bench(&log, "cpuid-exit");
     print_bench(&log, "cpuid-exit-adjusted");
+}
+
+/// The same round trip under SVM, Bochs `ryzen` (NRIP save, so entry.s's
+/// fast path answers leaf 0): `bench: cpuid-exit-svm ...` (target <= 64).
+#[test]
+#[ignore = "run by `make bench`"]
+fn cpuid_exit_round_trip_svm() {
+    let log = Boot::bochs("bench-svm", "ryzen").cmdline("guest=bench").run();
+    print_bench(&log, "cpuid-exit-svm");
+    print_bench(&log, "cpuid-exit-adjusted-svm");
+}
+
+/// SVM's AP bring-up and `bench: svm-on ticks=N`: from the kernel's entry
+/// to EFER.SVME on the last CPU, Bochs `ryzen`, 4 CPUs, ips=200M (the
+/// setting of `vmx-root`'s figure).
+#[test]
+#[ignore = "run by `make bench`"]
+fn svm_on_every_cpu() {
+    let log = Boot::bochs("bench-svm-on", "ryzen").cpus(4).ips(200_000_000).cmdline("loglevel=info").run();
+    print_bench(&log, "ap-bringup");
+    print_bench(&log, "svm-on");
 }
 
 #[test]

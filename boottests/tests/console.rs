@@ -5,7 +5,7 @@
 
 use boottests::{normalize, Boot, Log};
 
-const NO_VMX_1: &str = "SUMMARY cpus=1 online=1 vmx_root=0 guests_ok=0 result=NO_VMX";
+const NO_VMX_1: &str = "SUMMARY cpus=1 online=1 vmx_root=0 guests_ok=0 result=NO_VMX virt=none";
 
 /// The log lines a person should see above the SUMMARY (OCR, normalized).
 /// Phrases without "cpu0": OCR reads this font's dotted zero after "cpu" as two characters.

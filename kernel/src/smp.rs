@@ -307,12 +307,16 @@ pub fn run_on_all(stage: &str, bsp: &Pcb, work: Work) {
     }
 }
 
-/// `bench: vmx-root ticks=N`: TSC ticks from the kernel's entry to the end of
-/// the last CPU's `vmx-enter` stage (it reached VMX root just before), when
-/// any CPU reached VMX root.
+/// `bench: vmx-root ticks=N` (`bench: svm-on ticks=N` on SVM): TSC ticks
+/// from the kernel's entry to the end of the last CPU's enter stage (it
+/// reached VMX root, or set EFER.SVME, just before), when any CPU did.
 pub fn report_vmx_root_bench() {
     let last = pcb::all().filter(|p| p.has(CPU_STATUS_VMX_ROOT_REACHED)).map(|p| p.mailbox.done_tsc()).max();
+    let name = match crate::virt::kind() {
+        crate::virt::Kind::Vmx => "vmx-root",
+        crate::virt::Kind::Svm => "svm-on",
+    };
     if let Some(last) = last {
-        info!("bench: vmx-root ticks={}", last.saturating_sub(crate::boot::entry_tsc()));
+        info!("bench: {name} ticks={}", last.saturating_sub(crate::boot::entry_tsc()));
     }
 }

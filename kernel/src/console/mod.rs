@@ -253,9 +253,10 @@ pub fn sink(level: Option<log::Level>, text: &str) {
     line(style, format_args!("{text}"));
 }
 
-/// The result a SUMMARY line states (`result=PASS|NO_VMX|FAIL`).
+/// The result a SUMMARY line states (`result=PASS|NO_VMX|FAIL`, followed by
+/// ` virt=...`).
 fn summary_result(text: &str) -> RunResult {
-    match text.rsplit("result=").next() {
+    match text.rsplit("result=").next().and_then(|r| r.split_whitespace().next()) {
         Some("PASS") => RunResult::Pass,
         Some("NO_VMX") => RunResult::NoVmx,
         _ => RunResult::Fail,

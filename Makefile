@@ -1,5 +1,5 @@
 # make iso    build/hypervisor.iso (BIOS + UEFI) and build/kernel.elf
-# make run    build and boot in the best engine (ENGINE=qemu|qemu-kvm|bochs, CPUS=N, MODEL=..., CMDLINE=...);
+# make run    build and boot in the best engine (ENGINE=qemu|qemu-kvm|bochs, CPUS=N, MODEL=..., QEMU_CPU=..., CMDLINE=...);
 #             GUEST=linux boots Debian's kernel and a busybox initramfs after the run (LINUX_CMDLINE=...)
 # make test   host unit tests + boot tests (QEMU and Bochs)
 # make bench  figures in Bochs: the CPUID exit round trip, AP bring-up, entry to VMX root
@@ -17,6 +17,8 @@ TARGET_ELF := target/x86_64-unknown-none/release/kernel
 CMDLINE    ?= loglevel=info
 CPUS       ?= 4
 MODEL      ?= corei7_skylake_x
+# QEMU's CPU model under TCG: `max` emulates SVM with nested paging.
+QEMU_CPU   ?= max
 ENGINE     ?= $(shell scripts/best-engine)
 FEATURES   ?=
 # GUEST=linux: the run hands the machine to Linux (build/linux, scripts/linux-guest).
@@ -53,7 +55,7 @@ linux-guest: deps
 run: kernel $(if $(filter linux,$(GUEST)),linux-guest)
 	@gfx=; case "$(ENGINE)" in \
 	  qemu-kvm) eng=qemu; extra="--kvm";; \
-	  qemu) eng=qemu; extra="";; \
+	  qemu) eng=qemu; extra="--cpu $(QEMU_CPU)";; \
 	  bochs) eng=bochs; extra="--model $(MODEL)"; gfx="--gfxpayload text";; \
 	  *) echo "ENGINE is qemu, qemu-kvm or bochs"; exit 2;; \
 	esac; \

@@ -5,7 +5,8 @@
 //! for VM_HSAVE_PA in place of the VMXON region; EFER.SVME in place of VMXON.
 
 use super::instructions;
-use crate::pcb::{Pcb, CPU_STATUS_FAILED, CPU_STATUS_NO_VMX, CPU_STATUS_VMXON, CPU_STATUS_VMX_ROOT_REACHED};
+use crate::pcb::{Pcb, CPU_STATUS_VMXON, CPU_STATUS_VMX_ROOT_REACHED};
+use crate::virt::NotEntered;
 use crate::run;
 use hvlogic::cmdline::Inject;
 use hvlogic::svm::features::{write_svmcap, SvmFeatures};
@@ -14,21 +15,9 @@ use hvlogic::svm::{EFER_SVME, VM_HSAVE_PA};
 use log::{debug, error, info, warn};
 use x86::msr::{rdmsr, wrmsr, IA32_EFER};
 
-/// Why a CPU did not turn SVM on.
-enum NotEntered {
-    /// SVM absent or disabled by firmware: result NO_VMX.
-    Unavailable,
-    /// Anything else: result FAIL.
-    Failed,
-}
-
 /// Stage work: turn SVM on on this CPU.
 pub fn enter(pcb: &Pcb) {
-    match try_enter(pcb) {
-        Ok(()) => {}
-        Err(NotEntered::Unavailable) => pcb.set(CPU_STATUS_NO_VMX),
-        Err(NotEntered::Failed) => pcb.set(CPU_STATUS_FAILED),
-    }
+    crate::virt::record_enter(pcb, try_enter(pcb))
 }
 
 fn try_enter(pcb: &Pcb) -> Result<(), NotEntered> {

@@ -19,41 +19,6 @@
 .section .text.svm, "ax"
 .code64
 
-.macro SVM_SAVE_GUEST_GPRS
-    push    %r15
-    push    %r14
-    push    %r13
-    push    %r12
-    push    %r11
-    push    %r10
-    push    %r9
-    push    %r8
-    push    %rdi
-    push    %rsi
-    push    %rbp
-    push    %rbx
-    push    %rdx
-    push    %rcx
-    push    %rax
-.endm
-
-.macro SVM_LOAD_GUEST_GPRS
-    pop     %rax
-    pop     %rcx
-    pop     %rdx
-    pop     %rbx
-    pop     %rbp
-    pop     %rsi
-    pop     %rdi
-    pop     %r8
-    pop     %r9
-    pop     %r10
-    pop     %r11
-    pop     %r12
-    pop     %r13
-    pop     %r14
-    pop     %r15
-.endm
 
 # u64 svm_run(struct Vcpu *vcpu [rdi])
 .global svm_run
@@ -73,7 +38,7 @@ svm_enter:                                  # RSP = &vcpu->regs
     mov     %rcx, {SAVE_RAX}(%rax)          # the guest's RAX lives in the VMCB
     clgi
     vmload  %rax
-    SVM_LOAD_GUEST_GPRS                     # RSP = the end of vcpu->regs
+    LOAD_GUEST_GPRS                     # RSP = the end of vcpu->regs
     mov     {VMCB_PA}-{REGS_SIZE}(%rsp), %rax
     sti
 1:  vmrun   %rax
@@ -136,7 +101,7 @@ svm_enter:                                  # RSP = &vcpu->regs
     mov     {REG_RDX}-{REGS_SIZE}(%rsp), %rdx
     cli
     vmsave  %rax                            # the guest's FS, GS, TR, LDTR, ... into its VMCB
-    SVM_SAVE_GUEST_GPRS                     # RSP = &vcpu->regs
+    SAVE_GUEST_GPRS                     # RSP = &vcpu->regs
     mov     {SAVE_RAX}(%rax), %rcx
     mov     %rcx, {REG_RAX}(%rsp)           # the guest's RAX, from the VMCB
     mov     {HOST_STATE_PA}(%rsp), %rax
@@ -157,3 +122,6 @@ svm_enter:                                  # RSP = &vcpu->regs
     pop     %rbp
     pop     %rbx
     ret
+
+.purgem SAVE_GUEST_GPRS
+.purgem LOAD_GUEST_GPRS

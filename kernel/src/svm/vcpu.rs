@@ -12,6 +12,7 @@ use hvlogic::svm::exit_code;
 use hvlogic::svm::vmcb::{control, event, save};
 
 core::arch::global_asm!(
+    include_str!("../virt/gprs.s"),
     include_str!("entry.s"),
     HOST_RSP_SAVE = const offset_of!(Vcpu<()>, host_rsp_save),
     EXIT_STACK_TOP = const offset_of!(Vcpu<()>, exit_stack_top),

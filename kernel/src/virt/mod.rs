@@ -61,6 +61,23 @@ pub trait Backend {
     fn nmi_in_host(pcb: &Pcb);
 }
 
+/// Why a CPU did not turn hardware virtualization on.
+pub enum NotEntered {
+    /// Absent or locked off by firmware: result NO_VMX.
+    Unavailable,
+    /// Anything else: result FAIL.
+    Failed,
+}
+
+/// A backend's enter stage, recorded in this CPU's status.
+pub fn record_enter(pcb: &Pcb, result: Result<(), NotEntered>) {
+    match result {
+        Ok(()) => {}
+        Err(NotEntered::Unavailable) => pcb.set(crate::pcb::CPU_STATUS_NO_VMX),
+        Err(NotEntered::Failed) => pcb.set(crate::pcb::CPU_STATUS_FAILED),
+    }
+}
+
 /// Which backend this machine uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {

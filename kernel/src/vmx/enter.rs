@@ -4,7 +4,8 @@
 
 use super::instructions::{self, VmFail};
 use crate::memory;
-use crate::pcb::{Own, Pcb, CPU_STATUS_FAILED, CPU_STATUS_NO_VMX, CPU_STATUS_VMXON, CPU_STATUS_VMX_ROOT_REACHED};
+use crate::pcb::{Own, Pcb, CPU_STATUS_FAILED, CPU_STATUS_VMXON, CPU_STATUS_VMX_ROOT_REACHED};
+use crate::virt::NotEntered;
 use crate::run;
 use core::fmt;
 use hvlogic::cmdline::Inject;
@@ -27,21 +28,9 @@ const TXT_STS: u64 = 0xfed3_0000;
 
 static FEATURE_CONTROL_LOCK: spin::Mutex<()> = spin::Mutex::new(());
 
-/// Why a CPU did not reach VMX root operation.
-enum NotEntered {
-    /// VMX absent or locked off: result NO_VMX.
-    Unavailable,
-    /// Anything else: result FAIL.
-    Failed,
-}
-
 /// Stage work: enter VMX root operation on this CPU.
 pub fn enter(pcb: &Pcb) {
-    match try_enter(pcb) {
-        Ok(()) => {}
-        Err(NotEntered::Unavailable) => pcb.set(CPU_STATUS_NO_VMX),
-        Err(NotEntered::Failed) => pcb.set(CPU_STATUS_FAILED),
-    }
+    crate::virt::record_enter(pcb, try_enter(pcb))
 }
 
 fn try_enter(pcb: &Pcb) -> Result<(), NotEntered> {

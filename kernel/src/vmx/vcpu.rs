@@ -10,6 +10,7 @@ use core::sync::atomic::AtomicU32;
 use x86::vmx::vmcs::{guest, ro};
 
 core::arch::global_asm!(
+    include_str!("../virt/gprs.s"),
     include_str!("entry.s"),
     HOST_RSP_SAVE = const offset_of!(Vcpu<()>, host_rsp_save),
     EXIT_STACK_TOP = const offset_of!(Vcpu<()>, exit_stack_top),

@@ -97,6 +97,18 @@ pub fn heap_range() -> Option<Range> {
     (!range.is_empty()).then_some(range)
 }
 
+/// Reads 8 bytes of physical memory a software checker may look at: the
+/// heap (every structure this hypervisor points a VMCS or VMCB at) and the
+/// first 640 KiB of RAM; None elsewhere, so no device register is ever read.
+pub fn read_physical(address: u64) -> Option<u64> {
+    let in_heap = heap_range().is_some_and(|h| address >= h.start && address + 8 <= h.end);
+    if !(in_heap || address + 8 <= 0xa_0000) || !address.is_multiple_of(8) {
+        return None;
+    }
+    // SAFETY: identity-mapped RAM (the heap or conventional memory), 8-byte aligned.
+    Some(unsafe { (address as *const u64).read_volatile() })
+}
+
 /// The heap's range now, the bytes in use, and how much it grew on demand
 /// past `size_for`'s estimate.
 pub fn usage() -> (Range, u64, u64) {

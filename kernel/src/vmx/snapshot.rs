@@ -56,18 +56,6 @@ pub fn facts(maxphyaddr: u32) -> CpuFacts {
     }
 }
 
-/// Reads 8 bytes of physical memory the checker may look at: the heap
-/// (every structure this hypervisor points a VMCS at) and the first 640 KiB
-/// of RAM; None elsewhere, so no device register is ever read.
-pub fn read_physical(address: u64) -> Option<u64> {
-    let in_heap = crate::memory::heap_range().is_some_and(|h| address >= h.start && address + 8 <= h.end);
-    if !(in_heap || address + 8 <= 0xa_0000) || !address.is_multiple_of(8) {
-        return None;
-    }
-    // SAFETY: identity-mapped RAM (the heap or conventional memory), 8-byte aligned.
-    Some(unsafe { (address as *const u64).read_volatile() })
-}
-
 /// Run the checker on a snapshot.
 pub fn check(v: &Snapshot, caps: &VmxGlobalData, cpu: CpuFacts) -> Vec<Violation> {
     check_skipping(v, caps, cpu, &[])
@@ -75,8 +63,14 @@ pub fn check(v: &Snapshot, caps: &VmxGlobalData, cpu: CpuFacts) -> Vec<Violation
 
 /// Run the checker without the rules in `skip` (for the known Bochs departures).
 pub fn check_skipping(v: &Snapshot, caps: &VmxGlobalData, cpu: CpuFacts, skip: &[&str]) -> Vec<Violation> {
-    let input =
-        Input { vmcs: v, caps, cpu, memory: &read_physical, msr_writable: &hvlogic::entry_fuzz::msr_writable, skip };
+    let input = Input {
+        vmcs: v,
+        caps,
+        cpu,
+        memory: &crate::memory::read_physical,
+        msr_writable: &hvlogic::entry_fuzz::msr_writable,
+        skip,
+    };
     entry_check::check(&input)
 }
 

@@ -106,7 +106,7 @@ extern "C" fn exception_dispatch(f: &mut ExceptionFrame) {
         return;
     }
     // A guest fuzzer's watchdog NMI that arrived after its run had ended.
-    if vector == 2 && pcb::has_pcb() && crate::vmx::fuzz_watchdog_nmi_in_host(pcb::this_cpu_index()) {
+    if vector == 2 && pcb::has_pcb() && crate::virt::fuzz::watchdog_nmi_in_host(pcb::this_cpu_index()) {
         return;
     }
     let nested = pcb::has_pcb() && pcb::this_cpu().in_exception.swap(true, Ordering::AcqRel);
@@ -129,6 +129,6 @@ extern "C" fn exception_dispatch(f: &mut ExceptionFrame) {
     error!("  RSI={:#018x} RDI={:#018x} RBP={:#018x} R8 ={:#018x}", f.rsi, f.rdi, f.rbp, f.r8);
     error!("  R9 ={:#018x} R10={:#018x} R11={:#018x} R12={:#018x}", f.r9, f.r10, f.r11, f.r12);
     error!("  R13={:#018x} R14={:#018x} R15={:#018x}", f.r13, f.r14, f.r15);
-    crate::vmx::fuzz_note_host_exception(cpu);
+    crate::virt::fuzz::note_host_exception(cpu);
     crate::run::fail_and_end("exception");
 }

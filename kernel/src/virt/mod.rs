@@ -14,6 +14,7 @@
 //! Intel host), and gets SVM.
 
 pub mod cpuid;
+pub mod fuzz;
 pub mod guest_image;
 pub mod layout;
 pub mod mode;

@@ -112,22 +112,6 @@ impl core::fmt::Display for FuzzError {
     }
 }
 
-/// A 64-bit seed from RDRAND where the CPU has it (CPUID.01H:ECX[30]), else the TSC.
-pub(super) fn random_seed() -> (u64, &'static str) {
-    if raw_cpuid::cpuid!(1).ecx & (1 << 30) != 0 {
-        for _ in 0..10 {
-            let (value, ok): (u64, u8);
-            // SAFETY: RDRAND exists (CPUID); it only writes its operand and CF.
-            unsafe { core::arch::asm!("rdrand {v}", "setc {ok}", v = out(reg) value, ok = out(reg_byte) ok) };
-            if ok != 0 {
-                return (value, "RDRAND");
-            }
-        }
-    }
-    // SAFETY: RDTSC is available in every mode this kernel runs in.
-    (unsafe { core::arch::x86_64::_rdtsc() }, "RDTSC")
-}
-
 fn write(field: u32, value: u64) -> Result<(), FuzzError> {
     Ok(vmcs::write(field, value)?)
 }
@@ -327,7 +311,7 @@ fn fuzz(pcb: &Pcb, n: u32, seed: Option<u64>) -> Result<bool, FuzzError> {
     };
     let (seed, source) = match seed {
         Some(s) => (s.wrapping_add(pcb.processor_index as u64), "option"),
-        None => random_seed(),
+        None => crate::virt::fuzz::random_seed(),
     };
     let slot = memory::alloc_pages(1).as_mut_ptr() as *mut u64;
     let (vmcs_address, policy, places, timer) = build(pcb, slot as u64)?;

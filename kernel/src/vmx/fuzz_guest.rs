@@ -18,11 +18,11 @@ use super::proof_vcpu::{self, Proof, ProofVcpu};
 use super::proof_vmcs;
 use super::vcpu::{GuestRegs, Return, Vcpu};
 use super::vmcs::{self, Controls, Segment, VmcsError, AR_CODE_32, AR_DATA_32, AR_TSS_BUSY_32, AR_UNUSABLE, PAT_RESET};
-use crate::pcb::{Pcb, CPU_STATUS_FAILED, CPU_STATUS_GUEST_OK, CPU_STATUS_VMXON, MAX_CPUS};
+use crate::pcb::{Pcb, CPU_STATUS_FAILED, CPU_STATUS_GUEST_OK, CPU_STATUS_VMXON};
+use crate::virt::fuzz::{self as vfuzz, HostState, Replay, DUMP_LIMIT, HANG_US, PROGRESS_EVERY, RUN_DEADLINE_US};
 use crate::virt::nested::{self as ept, Format, Tables as Ept};
 use crate::{apic, memory, run, tsc};
 use core::fmt;
-use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use hvlogic::cmdline::{GuestKind, Inject};
 use hvlogic::controls::{entry, exit, pin, proc1};
 use hvlogic::fixed::{Fixed, CR0_KEPT_BY_VM_EXIT};
@@ -37,42 +37,10 @@ use x86::vmx::vmcs::{control as ctl, guest};
 const TIME_BUDGET_US: u64 = 200;
 /// Exits per run: a guest that loops on exiting instructions ends here.
 const EXIT_BUDGET: u64 = 500;
-/// A run that takes longer than this (host time included) did not end as it
-/// should: a host failure.
-const RUN_DEADLINE_US: u64 = 50_000;
-/// Host failures whose guest state is dumped in full; later ones get one line.
-const DUMP_LIMIT: u64 = 5;
-/// A progress line every this many runs.
-const PROGRESS_EVERY: u64 = 1_000;
 /// Task-priority class while a guest runs on a CPU timed by the local-APIC
 /// timer: below TIMER_VECTOR's class 15, so the timer's interrupt reaches
 /// the CPU (and exits the guest) even on an AP that works at class 15.
 const TPR_TIMED_GUEST: u8 = 14;
-
-/// The run each CPU is in (index + 1; 0 when none) and its stream's seed,
-/// for the report of an exception in the host.
-static ACTIVE_RUN: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
-static CPU_SEED: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
-/// The TSC at the start of each CPU's current run (0 between runs), the run a
-/// watchdog NMI was sent for (index + 1), and whether the CPU is done with its runs.
-static RUN_START: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
-static NMI_SENT: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
-static DONE: [AtomicBool; MAX_CPUS] = [const { AtomicBool::new(false) }; MAX_CPUS];
-/// A watchdog NMI is on its way to the CPU and has not been taken yet: it may
-/// arrive after the run it was sent for has ended, in the host or in a later run.
-static NMI_PENDING: [AtomicBool; MAX_CPUS] = [const { AtomicBool::new(false) }; MAX_CPUS];
-/// A watchdog NMI for a run still going landed in the host, between two of
-/// its exits, and was dropped: the watcher sends another.
-static NMI_AGAIN: [AtomicBool; MAX_CPUS] = [const { AtomicBool::new(false) }; MAX_CPUS];
-/// A run still going after this long has hung: a CPU done with its own runs
-/// sends the hung one an NMI, which exits its guest (NMI exiting).
-const HANG_US: u64 = RUN_DEADLINE_US;
-/// How long a watcher waits after its NMI before it leaves a CPU that still
-/// does not finish its run to the stage timeout.
-const GIVE_UP_US: u64 = 5_000_000;
-/// A random seed, chosen once by whichever CPU comes first (bit 63 marks it set).
-static RANDOM_SEED: AtomicU64 = AtomicU64::new(0);
-const SEED_SET: u64 = 1 << 63;
 
 /// Stage work with `guest=fuzz`, in place of the proof guest.
 pub fn run(pcb: &Pcb) {
@@ -81,7 +49,7 @@ pub fn run(pcb: &Pcb) {
     }
     let result = fuzz(pcb);
     // However the runs ended (a set-up error returns early), no watcher waits on this CPU.
-    DONE[pcb.processor_index as usize].store(true, Ordering::Release);
+    vfuzz::done(pcb.processor_index);
     match result {
         Ok(true) => pcb.set(CPU_STATUS_GUEST_OK),
         Ok(false) => pcb.set(CPU_STATUS_FAILED),
@@ -89,134 +57,6 @@ pub fn run(pcb: &Pcb) {
             error!("fuzz: {e}");
             pcb.set(CPU_STATUS_FAILED);
         }
-    }
-}
-
-/// From the exception handler: if this CPU was in a fuzz run, name it.
-pub fn note_host_exception(cpu: u32) {
-    let Some(active) = ACTIVE_RUN.get(cpu as usize) else { return };
-    let run = active.load(Ordering::Acquire);
-    if run != 0 {
-        let seed = CPU_SEED[cpu as usize].load(Ordering::Acquire);
-        error!(
-            "fuzz: host failure on cpu{cpu} run {}: an exception in the host; replay: {}",
-            run - 1,
-            Replay(seed, run - 1)
-        );
-    }
-}
-
-/// From the NMI handler: whether this NMI is a watchdog's that arrived in the
-/// host. It is dropped: if the run it was sent for has ended, that run's own
-/// check (RUN_DEADLINE_US) reports a run that went on too long; if the run
-/// goes on (the NMI came between two of its exits), the watcher sends another.
-pub fn watchdog_nmi_in_host(cpu: u32) -> bool {
-    let i = cpu as usize;
-    if !NMI_PENDING.get(i).is_some_and(|p| p.swap(false, Ordering::AcqRel)) {
-        return false;
-    }
-    let running = RUN_START[i].load(Ordering::Acquire) != 0;
-    if running && ACTIVE_RUN[i].load(Ordering::Acquire) == NMI_SENT[i].load(Ordering::Acquire) {
-        NMI_AGAIN[i].store(true, Ordering::Release);
-    }
-    true
-}
-
-/// The words that replay run `k` of a stream on one CPU.
-struct Replay(u64, u64);
-
-impl fmt::Display for Replay {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "guest=fuzz seed={} fuzz-runs=1 fuzz-skip={}", self.0, self.1)
-    }
-}
-
-/// The run's seed: `seed=`, or one random 32-bit seed shared by every CPU.
-fn shared_seed() -> (u64, &'static str) {
-    if let Some(s) = run::options().seed {
-        return (s, "given");
-    }
-    let (random, source) = super::entry_fuzz::random_seed();
-    let candidate = SEED_SET | (random & 0xffff_ffff);
-    let seed = match RANDOM_SEED.compare_exchange(0, candidate, Ordering::AcqRel, Ordering::Acquire) {
-        Ok(_) => candidate,
-        Err(first) => first,
-    };
-    (seed & !SEED_SET, source)
-}
-
-/// The host state a guest must not change (what VM exits do not load, and
-/// what they do, as a check on the VMCS's host-state area).
-#[derive(Clone, Copy, PartialEq, Eq)]
-struct HostState {
-    values: [u64; HOST_STATE_NAMES.len()],
-}
-
-const HOST_STATE_NAMES: [&str; 19] = [
-    "CR0",
-    "CR3",
-    "CR4",
-    "CR8",
-    "DR7",
-    "IA32_EFER",
-    "IA32_PAT",
-    "IA32_SYSENTER_CS",
-    "IA32_SYSENTER_ESP",
-    "IA32_SYSENTER_EIP",
-    "IA32_FS_BASE",
-    "IA32_GS_BASE",
-    "IA32_KERNEL_GS_BASE",
-    "IA32_STAR",
-    "IA32_LSTAR",
-    "IA32_FMASK",
-    "IA32_DEBUGCTL",
-    "GDTR base",
-    "IDTR base",
-];
-
-impl HostState {
-    fn read() -> HostState {
-        let dr7: u64;
-        // SAFETY: reading DR7 at CPL 0 has no side effect.
-        unsafe { core::arch::asm!("mov {}, dr7", out(reg) dr7, options(nomem, nostack, preserves_flags)) };
-        // SAFETY: architectural MSRs of every x86-64 CPU with VMX (SDM Vol. 4 Table 2-2
-        // "IA-32 Architectural MSRs").
-        let msr = |n| unsafe { x86::msr::rdmsr(n) };
-        let gdt = x86_64::instructions::tables::sgdt();
-        let idt = x86_64::instructions::tables::sidt();
-        HostState {
-            values: [
-                x86_64::registers::control::Cr0::read_raw(),
-                x86_64::registers::control::Cr3::read_raw().0.start_address().as_u64(),
-                x86_64::registers::control::Cr4::read_raw(),
-                apic::task_priority() as u64,
-                dr7,
-                msr(0xc000_0080),
-                msr(0x277),
-                msr(0x174),
-                msr(0x175),
-                msr(0x176),
-                msr(0xc000_0100),
-                msr(0xc000_0101),
-                msr(0xc000_0102),
-                msr(0xc000_0081),
-                msr(0xc000_0082),
-                msr(0xc000_0084),
-                msr(0x1d9),
-                // Every VM exit sets both limits to FFFFH (SDM Vol. 3C §28.5.2
-                // "Loading Host Segment and Descriptor-Table Registers"); the
-                // IDT covers every vector for that reason (idt.rs).
-                gdt.base.as_u64(),
-                idt.base.as_u64(),
-            ],
-        }
-    }
-
-    /// What changed from `before`, as `name before -> after`.
-    fn changes<'a>(&'a self, before: &'a HostState) -> impl Iterator<Item = (&'static str, u64, u64)> + 'a {
-        (0..HOST_STATE_NAMES.len())
-            .filter(|&i| self.values[i] != before.values[i])
-            .map(|i| (HOST_STATE_NAMES[i], before.values[i], self.values[i]))
     }
 }
 
@@ -316,13 +156,11 @@ fn fuzz(pcb: &Pcb) -> Result<bool, VmcsError> {
     };
     let cpu = pcb.processor_index;
     let opts = run::options();
-    let (seed, source) = shared_seed();
+    let (seed, source) = vfuzz::shared_seed();
     let cpu_seed = gf::cpu_seed(seed, cpu);
     let (runs, skip) = (opts.fuzz_runs as u64, opts.fuzz_skip);
     if cpu == 0 {
-        info!(
-            "fuzz: seed={seed} ({source}); {runs} runs per CPU from run {skip}; cpu i replays run k alone with `guest=fuzz seed=<seed+i> fuzz-runs=1 fuzz-skip=<k>`"
-        );
+        vfuzz::announce(seed, source, runs, skip);
     }
 
     let mode = choose_mode(&d);
@@ -393,14 +231,14 @@ fn fuzz(pcb: &Pcb) -> Result<bool, VmcsError> {
         vmcs: super::new_region(&d),
     };
 
-    CPU_SEED[cpu as usize].store(cpu_seed, Ordering::Release);
+    let record = vfuzz::Runs::new(cpu, cpu_seed);
     let host = HostState::read();
     let deadline = tsc::micros_to_ticks(RUN_DEADLINE_US);
     let mut tally = Tally::default();
     for k in skip..skip.saturating_add(runs) {
-        ACTIVE_RUN[cpu as usize].store(k + 1, Ordering::Release);
+        record.enter(k);
         let plan = gf::generate(gf::run_seed(cpu_seed, k), caps, mem);
-        RUN_START[cpu as usize].store(tsc::rdtsc().max(1), Ordering::Release);
+        record.start();
         // Report a host failure (the tally has counted it).
         let failure = |tally: &Tally, what: fmt::Arguments, vcpu: &ProofVcpu, exits: u64| {
             error!(
@@ -413,17 +251,16 @@ fn fuzz(pcb: &Pcb) -> Result<bool, VmcsError> {
             }
         };
         let outcome = f.run(vcpu, &plan);
-        RUN_START[cpu as usize].store(0, Ordering::Release);
+        record.stop();
         let nmi_exit = |o: &Outcome| o.ending == Ending::Unexpected(hvlogic::exit_reason::basic::EXCEPTION_OR_NMI);
-        let watchdog_nmi =
-            matches!(&outcome, Ok(o) if nmi_exit(o)) && NMI_PENDING[cpu as usize].swap(false, Ordering::AcqRel);
+        let watchdog_nmi = matches!(&outcome, Ok(o) if nmi_exit(o)) && record.take_pending_nmi();
         match outcome {
             Err(e) => {
                 tally.runs += 1;
                 tally.host_failure();
                 failure(&tally, format_args!("a VMX instruction failed in the host: {e}"), vcpu, 0);
             }
-            Ok(o) if NMI_SENT[cpu as usize].load(Ordering::Acquire) == k + 1 => {
+            Ok(o) if record.watchdog_sent_for(k) => {
                 // Stopped by another CPU's watchdog NMI. Bochs 2.7 holds
                 // external interrupts back from a guest with RFLAGS.IF 0
                 // although "external-interrupt exiting" is 1 (RFLAGS.IF does
@@ -522,125 +359,23 @@ fn fuzz(pcb: &Pcb) -> Result<bool, VmcsError> {
                 tally.host_failure();
                 failure(&tally, format_args!("host {name} changed: {before:#x} -> {after:#x}"), vcpu, 0);
             }
-            restore_host(&host);
+            host.restore();
         }
         // Let the log reach COM1 while the runs go on (never waits), and
         // watch the other CPUs' runs.
         crate::logger::poll();
-        watch(cpu);
+        vfuzz::watch(cpu);
         if (k + 1 - skip) % PROGRESS_EVERY == 0 && k + 1 - skip < runs {
             info!("fuzz: cpu={cpu} {} of {runs} runs, {} host failures so far", k + 1 - skip, tally.host_failures);
         }
     }
-    ACTIVE_RUN[cpu as usize].store(0, Ordering::Release);
-    RUN_START[cpu as usize].store(0, Ordering::Release);
-    DONE[cpu as usize].store(true, Ordering::Release);
-    watch_others(cpu);
+    record.finish();
+    vfuzz::watch_others(cpu);
     // SAFETY: in VMX root operation; the VMCS is this CPU's (not left current or active).
     let _ = unsafe { vmclear(f.vmcs) };
     info!("{}", ModesLine(cpu, &tally));
     info!("{}", Line { cpu, tally: &tally, seed });
     Ok(tally.host_failures == 0)
-}
-
-/// Until every other fuzzing CPU is done (or WATCH_US passed): send an NMI
-/// to one whose run has gone on for HANG_US, once per run. In its guest the
-/// NMI exits (the handler ends the run, which counts as a host failure);
-/// in its host it is reported as an exception with the run's replay words.
-fn watch_others(me: u32) {
-    loop {
-        crate::logger::poll();
-        match watch(me) {
-            Watch::AllDone => return,
-            Watch::GaveUp => {
-                error!("fuzz: a run did not end even after an NMI: cpu{me} stops watching");
-                return;
-            }
-            Watch::Running => core::hint::spin_loop(),
-        }
-    }
-}
-
-enum Watch {
-    AllDone,
-    Running,
-    GaveUp,
-}
-
-/// One look at the other fuzzing CPUs: an NMI to one whose run has gone on
-/// for HANG_US (once per run).
-fn watch(me: u32) -> Watch {
-    let others = || crate::pcb::all().filter(move |p| p.processor_index != me && p.has(CPU_STATUS_VMXON));
-    let (hang, give_up) = (tsc::micros_to_ticks(HANG_US), tsc::micros_to_ticks(HANG_US + GIVE_UP_US));
-    {
-        let mut all_done = true;
-        for p in others() {
-            let i = p.processor_index as usize;
-            if DONE[i].load(Ordering::Acquire) {
-                continue;
-            }
-            all_done = false;
-            // A consistent pair: the run read between two equal reads of its
-            // start (a new run stores ACTIVE_RUN before its RUN_START, and
-            // the TSC never repeats a start).
-            let start = RUN_START[i].load(Ordering::Acquire);
-            let run = ACTIVE_RUN[i].load(Ordering::Acquire);
-            if RUN_START[i].load(Ordering::Acquire) != start {
-                continue;
-            }
-            let elapsed = if start == 0 { 0 } else { tsc::rdtsc().saturating_sub(start) };
-            if elapsed <= hang {
-                continue;
-            }
-            let sent = NMI_SENT[i].load(Ordering::Acquire);
-            if sent != run {
-                if NMI_SENT[i].compare_exchange(sent, run, Ordering::AcqRel, Ordering::Acquire).is_ok() {
-                    info!(
-                        "fuzz: cpu{i} run {} has not ended after {} ms: cpu{me} sends it an NMI",
-                        run - 1,
-                        HANG_US / 1000
-                    );
-                    NMI_PENDING[i].store(true, Ordering::Release);
-                    apic::send_nmi(p.apic_id());
-                }
-            } else if NMI_AGAIN[i].swap(false, Ordering::AcqRel) {
-                NMI_PENDING[i].store(true, Ordering::Release);
-                apic::send_nmi(p.apic_id());
-            } else if elapsed > give_up {
-                return Watch::GaveUp;
-            }
-        }
-        if all_done {
-            Watch::AllDone
-        } else {
-            Watch::Running
-        }
-    }
-}
-
-/// DR0-DR3 and DR6 as at reset: the guest writes them directly (VM entry and
-/// exit switch only DR7), and a run must not find the last run's breakpoints.
-fn clear_debug_registers() {
-    // SAFETY: the host uses no debug register (DR7 is 400H after every exit);
-    // these are the values of SDM Vol. 3A Table 10-1 "IA-32 and Intel 64
-    // Processor States Following Power-up, Reset, or INIT".
-    unsafe {
-        core::arch::asm!(
-            "mov dr0, {z}", "mov dr1, {z}", "mov dr2, {z}", "mov dr3, {z}", "mov dr6, {dr6}",
-            z = in(reg) 0u64, dr6 = in(reg) 0xffff_0ff0u64,
-            options(nomem, nostack, preserves_flags)
-        )
-    };
-}
-
-/// Put back what a guest changed, so later runs check against a sane host.
-fn restore_host(before: &HostState) {
-    // SAFETY: the CR0 the host had before the run (CD and NW are the bits a guest can leave changed).
-    unsafe { core::arch::asm!("mov cr0, {}", in(reg) before.values[0], options(nostack, preserves_flags)) };
-    apic::set_task_priority(before.values[3] as u8);
-    let kernel_gs = before.values[12];
-    // SAFETY: IA32_KERNEL_GS_BASE takes any canonical address; this is the host's own value.
-    unsafe { x86::msr::wrmsr(0xc000_0102, kernel_gs) };
 }
 
 /// The modes this CPU's runs start in.
@@ -705,7 +440,7 @@ impl Fuzzer<'_> {
         vcpu.guest.line_len = 0;
         vcpu.guest.cr8 = 0;
         vcpu.exits = 0;
-        clear_debug_registers();
+        vfuzz::clear_debug_registers();
         if !vcpu.flush_vpid() {
             return Err(VmcsError::Flush);
         }

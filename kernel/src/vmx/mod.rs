@@ -24,9 +24,6 @@ mod vcpu;
 mod vmcs;
 mod vmxcap;
 
-pub use fuzz_guest::note_host_exception as fuzz_note_host_exception;
-pub use fuzz_guest::watchdog_nmi_in_host as fuzz_watchdog_nmi_in_host;
-
 use crate::linux::Handoff;
 use crate::pcb::Pcb;
 use crate::virt::Backend;

@@ -1,0 +1,369 @@
+//! What the guest fuzzers of both backends share (`vmx/fuzz_guest.rs`,
+//! `svm/fuzz_guest.rs`): the seed, the replay words, the record of which run
+//! each CPU is in (for the report of an exception in the host), the watchdog
+//! that sends a hung CPU an NMI, and the host state a guest must not change.
+//! The runs themselves, and how each backend's guest ends, are the backends'.
+
+use crate::pcb::{CPU_STATUS_VMXON, MAX_CPUS};
+use crate::{apic, run, tsc};
+use core::fmt;
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use log::{error, info};
+
+/// A run that takes longer than this (host time included) did not end as it
+/// should: a host failure.
+pub const RUN_DEADLINE_US: u64 = 50_000;
+/// Host failures whose guest state is dumped in full; later ones get one line.
+pub const DUMP_LIMIT: u64 = 5;
+/// A progress line every this many runs.
+pub const PROGRESS_EVERY: u64 = 1_000;
+/// A run still going after this long has hung: a CPU done with its own runs
+/// sends the hung one an NMI, which exits its guest (VMX: NMI exiting; SVM:
+/// the NMI intercept).
+pub const HANG_US: u64 = RUN_DEADLINE_US;
+/// How long a watcher waits after its NMI before it leaves a CPU that still
+/// does not finish its run to the stage timeout.
+const GIVE_UP_US: u64 = 5_000_000;
+
+/// The run each CPU is in (index + 1; 0 when none) and its stream's seed,
+/// for the report of an exception in the host.
+static ACTIVE_RUN: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
+static CPU_SEED: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
+/// The TSC at the start of each CPU's current run (0 between runs), the run a
+/// watchdog NMI was sent for (index + 1), and whether the CPU is done with its runs.
+static RUN_START: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
+static NMI_SENT: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
+static DONE: [AtomicBool; MAX_CPUS] = [const { AtomicBool::new(false) }; MAX_CPUS];
+/// A watchdog NMI is on its way to the CPU and has not been taken yet: it may
+/// arrive after the run it was sent for has ended, in the host or in a later run.
+static NMI_PENDING: [AtomicBool; MAX_CPUS] = [const { AtomicBool::new(false) }; MAX_CPUS];
+/// A watchdog NMI for a run still going landed in the host, between two of
+/// its exits, and was dropped: the watcher sends another.
+static NMI_AGAIN: [AtomicBool; MAX_CPUS] = [const { AtomicBool::new(false) }; MAX_CPUS];
+/// SVM: an NMI exited the guest and stays pending (the #VMEXIT does not take
+/// it, APM Vol. 2 §15.13.2 "NMI Intercept"; GIF 0 holds it, §15.17 "Global
+/// Interrupt Flag, STGI and CLGI"), so the host takes it at the STGI that
+/// follows: its run has dealt with it.
+static NMI_EXITED: [AtomicBool; MAX_CPUS] = [const { AtomicBool::new(false) }; MAX_CPUS];
+/// A random seed, chosen once by whichever CPU comes first (bit 63 marks it set).
+static RANDOM_SEED: AtomicU64 = AtomicU64::new(0);
+const SEED_SET: u64 = 1 << 63;
+
+/// A 64-bit seed from RDRAND where the CPU has it (CPUID.01H:ECX[30]), else the TSC.
+pub fn random_seed() -> (u64, &'static str) {
+    if raw_cpuid::cpuid!(1).ecx & (1 << 30) != 0 {
+        for _ in 0..10 {
+            let (value, ok): (u64, u8);
+            // SAFETY: RDRAND exists (CPUID); it only writes its operand and CF.
+            unsafe { core::arch::asm!("rdrand {v}", "setc {ok}", v = out(reg) value, ok = out(reg_byte) ok) };
+            if ok != 0 {
+                return (value, "RDRAND");
+            }
+        }
+    }
+    // SAFETY: RDTSC is available in every mode this kernel runs in.
+    (unsafe { core::arch::x86_64::_rdtsc() }, "RDTSC")
+}
+
+/// The run's seed: `seed=`, or one random 32-bit seed shared by every CPU.
+pub fn shared_seed() -> (u64, &'static str) {
+    if let Some(s) = run::options().seed {
+        return (s, "given");
+    }
+    let (random, source) = random_seed();
+    let candidate = SEED_SET | (random & 0xffff_ffff);
+    let seed = match RANDOM_SEED.compare_exchange(0, candidate, Ordering::AcqRel, Ordering::Acquire) {
+        Ok(_) => candidate,
+        Err(first) => first,
+    };
+    (seed & !SEED_SET, source)
+}
+
+/// The words that replay run `k` of a stream on one CPU.
+pub struct Replay(pub u64, pub u64);
+
+impl fmt::Display for Replay {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "guest=fuzz seed={} fuzz-runs=1 fuzz-skip={}", self.0, self.1)
+    }
+}
+
+/// The first line of a fuzzing run, on the boot CPU.
+pub fn announce(seed: u64, source: &str, runs: u64, skip: u64) {
+    info!(
+        "fuzz: seed={seed} ({source}); {runs} runs per CPU from run {skip}; cpu i replays run k alone with `guest=fuzz seed=<seed+i> fuzz-runs=1 fuzz-skip=<k>`"
+    );
+}
+
+/// One CPU's record, for the watchdog and the exception handler.
+#[derive(Clone, Copy)]
+pub struct Runs(usize);
+
+impl Runs {
+    /// CPU `cpu` fuzzes with stream seed `cpu_seed`.
+    pub fn new(cpu: u32, cpu_seed: u64) -> Runs {
+        CPU_SEED[cpu as usize].store(cpu_seed, Ordering::Release);
+        Runs(cpu as usize)
+    }
+
+    /// Run `k` is being prepared (an exception from here on names it).
+    pub fn enter(&self, k: u64) {
+        ACTIVE_RUN[self.0].store(k + 1, Ordering::Release);
+    }
+
+    /// Run `k`'s guest starts: the watchdog's clock runs.
+    pub fn start(&self) {
+        RUN_START[self.0].store(tsc::rdtsc().max(1), Ordering::Release);
+    }
+
+    /// The guest has stopped.
+    pub fn stop(&self) {
+        RUN_START[self.0].store(0, Ordering::Release);
+    }
+
+    /// Whether another CPU's watchdog sent an NMI for run `k`.
+    pub fn watchdog_sent_for(&self, k: u64) -> bool {
+        NMI_SENT[self.0].load(Ordering::Acquire) == k + 1
+    }
+
+    /// Take the note that a watchdog NMI is on its way (true if one was).
+    pub fn take_pending_nmi(&self) -> bool {
+        NMI_PENDING[self.0].swap(false, Ordering::AcqRel)
+    }
+
+    /// Done with its runs: no watcher waits on this CPU any more.
+    pub fn finish(&self) {
+        ACTIVE_RUN[self.0].store(0, Ordering::Release);
+        RUN_START[self.0].store(0, Ordering::Release);
+        done(self.0 as u32);
+    }
+}
+
+/// However a CPU's runs ended (a set-up error returns early), no watcher
+/// waits on it any more.
+pub fn done(cpu: u32) {
+    DONE[cpu as usize].store(true, Ordering::Release);
+}
+
+/// From the exception handler: if this CPU was in a fuzz run, name it.
+pub fn note_host_exception(cpu: u32) {
+    let Some(active) = ACTIVE_RUN.get(cpu as usize) else { return };
+    let run = active.load(Ordering::Acquire);
+    if run != 0 {
+        let seed = CPU_SEED[cpu as usize].load(Ordering::Acquire);
+        error!(
+            "fuzz: host failure on cpu{cpu} run {}: an exception in the host; replay: {}",
+            run - 1,
+            Replay(seed, run - 1)
+        );
+    }
+}
+
+/// From the NMI handler: whether this NMI is a fuzzer's, to be dropped.
+/// Under SVM the NMI that exited a guest is taken in the host at the STGI
+/// that follows (`Runs::nmi_exited`): its run has dealt with it. Otherwise a
+/// watchdog NMI arrived in the host: if the run it was sent for has ended,
+/// that run's own check (RUN_DEADLINE_US) reports a run that went on too
+/// long; if the run goes on (the NMI came between two of its exits), the
+/// watcher sends another.
+pub fn watchdog_nmi_in_host(cpu: u32) -> bool {
+    let i = cpu as usize;
+    if NMI_EXITED.get(i).is_some_and(|e| e.swap(false, Ordering::AcqRel)) {
+        return true;
+    }
+    if !NMI_PENDING.get(i).is_some_and(|p| p.swap(false, Ordering::AcqRel)) {
+        return false;
+    }
+    let running = RUN_START[i].load(Ordering::Acquire) != 0;
+    if running && ACTIVE_RUN[i].load(Ordering::Acquire) == NMI_SENT[i].load(Ordering::Acquire) {
+        NMI_AGAIN[i].store(true, Ordering::Release);
+    }
+    true
+}
+
+/// Until every other fuzzing CPU is done (or WATCH_US passed): send an NMI
+/// to one whose run has gone on for HANG_US, once per run. In its guest the
+/// NMI exits (the handler ends the run, which counts as a host failure);
+/// in its host it is reported as an exception with the run's replay words.
+pub fn watch_others(me: u32) {
+    loop {
+        crate::logger::poll();
+        match watch(me) {
+            Watch::AllDone => return,
+            Watch::GaveUp => {
+                error!("fuzz: a run did not end even after an NMI: cpu{me} stops watching");
+                return;
+            }
+            Watch::Running => core::hint::spin_loop(),
+        }
+    }
+}
+
+pub enum Watch {
+    AllDone,
+    Running,
+    GaveUp,
+}
+
+/// One look at the other fuzzing CPUs: an NMI to one whose run has gone on
+/// for HANG_US (once per run).
+pub fn watch(me: u32) -> Watch {
+    let others = || crate::pcb::all().filter(move |p| p.processor_index != me && p.has(CPU_STATUS_VMXON));
+    let (hang, give_up) = (tsc::micros_to_ticks(HANG_US), tsc::micros_to_ticks(HANG_US + GIVE_UP_US));
+    let mut all_done = true;
+    for p in others() {
+        let i = p.processor_index as usize;
+        if DONE[i].load(Ordering::Acquire) {
+            continue;
+        }
+        all_done = false;
+        // A consistent pair: the run read between two equal reads of its
+        // start (a new run stores ACTIVE_RUN before its RUN_START, and the
+        // TSC never repeats a start).
+        let start = RUN_START[i].load(Ordering::Acquire);
+        let run = ACTIVE_RUN[i].load(Ordering::Acquire);
+        if RUN_START[i].load(Ordering::Acquire) != start {
+            continue;
+        }
+        let elapsed = if start == 0 { 0 } else { tsc::rdtsc().saturating_sub(start) };
+        if elapsed <= hang {
+            continue;
+        }
+        let sent = NMI_SENT[i].load(Ordering::Acquire);
+        if sent != run {
+            if NMI_SENT[i].compare_exchange(sent, run, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+                info!(
+                    "fuzz: cpu{i} run {} has not ended after {} ms: cpu{me} sends it an NMI",
+                    run - 1,
+                    HANG_US / 1000
+                );
+                NMI_PENDING[i].store(true, Ordering::Release);
+                apic::send_nmi(p.apic_id());
+            }
+        } else if NMI_AGAIN[i].swap(false, Ordering::AcqRel) {
+            NMI_PENDING[i].store(true, Ordering::Release);
+            apic::send_nmi(p.apic_id());
+        } else if elapsed > give_up {
+            return Watch::GaveUp;
+        }
+    }
+    if all_done {
+        Watch::AllDone
+    } else {
+        Watch::Running
+    }
+}
+
+/// The host state a guest must not change (what VM exits and #VMEXITs do not
+/// load, and what they do, as a check on the host-state area or the host
+/// save area).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct HostState {
+    values: [u64; HOST_STATE_NAMES.len()],
+}
+
+/// The last entry is SVM's own (read as 0 under VMX).
+const HOST_STATE_NAMES: [&str; 20] = [
+    "CR0",
+    "CR3",
+    "CR4",
+    "CR8",
+    "DR7",
+    "IA32_EFER",
+    "IA32_PAT",
+    "IA32_SYSENTER_CS",
+    "IA32_SYSENTER_ESP",
+    "IA32_SYSENTER_EIP",
+    "IA32_FS_BASE",
+    "IA32_GS_BASE",
+    "IA32_KERNEL_GS_BASE",
+    "IA32_STAR",
+    "IA32_LSTAR",
+    "IA32_FMASK",
+    "IA32_DEBUGCTL",
+    "GDTR base",
+    "IDTR base",
+    "VM_HSAVE_PA",
+];
+
+impl HostState {
+    pub fn read() -> HostState {
+        let dr7: u64;
+        // SAFETY: reading DR7 at CPL 0 has no side effect.
+        unsafe { core::arch::asm!("mov {}, dr7", out(reg) dr7, options(nomem, nostack, preserves_flags)) };
+        // SAFETY: architectural MSRs of every x86-64 CPU with VMX or SVM (SDM Vol. 4
+        // Table 2-2 "IA-32 Architectural MSRs"; APM Vol. 2 Appendix A "MSR Cross-Reference").
+        let msr = |n| unsafe { x86::msr::rdmsr(n) };
+        let hsave = match super::kind() {
+            // SAFETY: VM_HSAVE_PA exists on every CPU with SVM (APM Vol. 2 §15.30.4 "VM_HSAVE_PA MSR").
+            super::Kind::Svm => unsafe { x86::msr::rdmsr(hvlogic::svm::VM_HSAVE_PA) },
+            super::Kind::Vmx => 0,
+        };
+        let gdt = x86_64::instructions::tables::sgdt();
+        let idt = x86_64::instructions::tables::sidt();
+        HostState {
+            values: [
+                x86_64::registers::control::Cr0::read_raw(),
+                x86_64::registers::control::Cr3::read_raw().0.start_address().as_u64(),
+                x86_64::registers::control::Cr4::read_raw(),
+                apic::task_priority() as u64,
+                dr7,
+                msr(0xc000_0080),
+                msr(0x277),
+                msr(0x174),
+                msr(0x175),
+                msr(0x176),
+                msr(0xc000_0100),
+                msr(0xc000_0101),
+                msr(0xc000_0102),
+                msr(0xc000_0081),
+                msr(0xc000_0082),
+                msr(0xc000_0084),
+                // Not under SVM: VMRUN and #VMEXIT switch DBGCTL only with LBR
+                // virtualization, which this hypervisor leaves off, and Bochs
+                // 2.7's AMD models have no MSR 1D9h.
+                if hsave == 0 { msr(0x1d9) } else { 0 },
+                // Every VM exit sets both limits to FFFFH (SDM Vol. 3C §28.5.2
+                // "Loading Host Segment and Descriptor-Table Registers"); the
+                // IDT covers every vector for that reason (idt.rs).
+                gdt.base.as_u64(),
+                idt.base.as_u64(),
+                hsave,
+            ],
+        }
+    }
+
+    /// What changed from `before`, as `name before -> after`.
+    pub fn changes<'a>(&'a self, before: &'a HostState) -> impl Iterator<Item = (&'static str, u64, u64)> + 'a {
+        (0..HOST_STATE_NAMES.len())
+            .filter(|&i| self.values[i] != before.values[i])
+            .map(|i| (HOST_STATE_NAMES[i], before.values[i], self.values[i]))
+    }
+
+    /// Put back what a guest can leave changed, so later runs check against
+    /// a sane host: CR0 (CD and NW survive a VM exit), the task priority,
+    /// IA32_KERNEL_GS_BASE.
+    pub fn restore(&self) {
+        // SAFETY: the CR0 the host had before the run.
+        unsafe { core::arch::asm!("mov cr0, {}", in(reg) self.values[0], options(nostack, preserves_flags)) };
+        apic::set_task_priority(self.values[3] as u8);
+        // SAFETY: IA32_KERNEL_GS_BASE takes any canonical address; this is the host's own value.
+        unsafe { x86::msr::wrmsr(0xc000_0102, self.values[12]) };
+    }
+}
+
+/// DR0-DR3 and DR6 as at reset: the guest writes them directly (VM entry and
+/// exit, VMRUN and #VMEXIT switch only DR7 and, under SVM, DR6), and a run
+/// must not find the last run's breakpoints.
+pub fn clear_debug_registers() {
+    // SAFETY: the host uses no debug register (DR7 is 400H after every exit);
+    // these are the values of SDM Vol. 3A Table 10-1 "IA-32 and Intel 64
+    // Processor States Following Power-up, Reset, or INIT".
+    unsafe {
+        core::arch::asm!(
+            "mov dr0, {z}", "mov dr1, {z}", "mov dr2, {z}", "mov dr3, {z}", "mov dr6, {dr6}",
+            z = in(reg) 0u64, dr6 = in(reg) 0xffff_0ff0u64,
+            options(nomem, nostack, preserves_flags)
+        )
+    };
+}

@@ -11,7 +11,7 @@
 //! VMRUN and compares. Executing is only safe when whatever the guest does,
 //! it stays confined and stops: see `Policy::allows`.
 
-use super::vmcb::{control, intercept1, np, save, vintr, Vmcb};
+use super::vmcb::{control, intercept1, np, save, vintr, ProofAddresses, Vmcb};
 use super::vmrun_check::{cr, efer, Cpu};
 use crate::entry_fuzz::Rng;
 use core::fmt;
@@ -403,18 +403,57 @@ pub enum Refusal {
     /// An ASID at or beyond NASID: a CPU might alias it with another ASID
     /// (the host's 0 among them).
     AsidOutOfRange,
+    /// Without nested paging the guest's paging is the host's protection:
+    /// the guest runs on page tables the hypervisor owns, so CR0, CR3, CR4,
+    /// EFER, NP_CONTROL and N_CR3 stay as the base has them (a guest with
+    /// paging off, or on other tables, would reach host memory).
+    GuestPaging,
 }
+
+impl Refusal {
+    /// A short name for the refusal counts.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Refusal::LosesIntercept(_) => "intercept",
+            Refusal::NestedPagingOff => "nested-paging-off",
+            Refusal::NestedRootMoved => "ncr3-moved",
+            Refusal::InterruptMaskingOff => "v-intr-masking-off",
+            Refusal::NotModeled => "not-modeled",
+            Refusal::AsidOutOfRange => "asid-range",
+            Refusal::GuestPaging => "guest-paging",
+        }
+    }
+
+    /// Every refusal's name, in the order of the refusal counts.
+    pub const NAMES: [&'static str; 7] = [
+        "intercept",
+        "nested-paging-off",
+        "ncr3-moved",
+        "v-intr-masking-off",
+        "not-modeled",
+        "asid-range",
+        "guest-paging",
+    ];
+}
+
+/// The fields that make up the guest's paging where the hypervisor owns it
+/// (no nested paging): `Refusal::GuestPaging`.
+pub const PAGING_FIELDS: [Field; 6] = [CR0, CR3, CR4, EFER, NP_CONTROL, N_CR3];
 
 /// Which mutations may be executed on this CPU.
 #[derive(Clone, Copy, Debug)]
 pub struct Policy {
     /// CPUID Fn8000_000A_EBX: the number of ASIDs.
     pub nasid: u32,
+    /// The base runs its guest with nested paging; without, the guest's own
+    /// paging (on host-owned tables) is what confines it.
+    pub nested_paging: bool,
 }
 
 impl Policy {
-    pub fn new(cpu: &Cpu) -> Policy {
-        Policy { nasid: cpu.svm.nasid }
+    /// The policy for mutations of `base` on `cpu`.
+    pub fn new(cpu: &Cpu, base: &Vmcb) -> Policy {
+        Policy { nasid: cpu.svm.nasid, nested_paging: cpu.nested_paging(base) }
     }
 
     /// A mutated VMCB may be executed if, whatever VMRUN does with it, a
@@ -426,12 +465,19 @@ impl Policy {
     /// - nested paging stays on, at the same nested tables (nCR3 bits 51:12),
     ///   and V_INTR_MASKING stays set where the base sets it;
     /// - nothing the checker does not model is enabled (AVIC, SEV, SEV-ES);
-    /// - the ASID is 0 (which every implementation refuses) or below NASID.
+    /// - the ASID is 0 (which every implementation refuses) or below NASID;
+    /// - without nested paging, the guest's paging is the base's (CR0, CR3,
+    ///   CR4, EFER, NP_CONTROL, N_CR3 unchanged): the host-owned tables map
+    ///   only guest memory.
     ///
     /// Clearing the VMRUN intercept is fine: VMRUN must then fail, and a
     /// guest that ran would still meet HLT first. The verdict plays no part:
     /// a departure or a checker mistake may run any VMCB.
     pub fn allows(&self, base: &Vmcb, after: &Vmcb) -> Result<(), Refusal> {
+        let same = |f: &Field| base.read(f.offset, f.width) == after.read(f.offset, f.width);
+        if !self.nested_paging && !PAGING_FIELDS.iter().all(same) {
+            return Err(Refusal::GuestPaging);
+        }
         let one = (base.read_u32(control::INTERCEPT1), after.read_u32(control::INTERCEPT1));
         for (bit, name) in SAFETY_INTERCEPTS {
             if one.0 & bit != 0 && one.1 & bit == 0 {
@@ -466,6 +512,32 @@ impl Policy {
     }
 }
 
+/// `base` in 64-bit mode: the state save area of `Vmcb::proof_guest_long_mode`
+/// (the segments, CPL, EFER, CR0, CR3, CR4, RIP, RSP; CR3, the GDT and the
+/// entry at `at`'s guest addresses) over `base`'s controls and its other
+/// state. The entry fuzzer's second base: the long-mode rules (CS.L with
+/// CS.D, #BR and #OF in 64-bit mode, CR3 in long mode) need four or more
+/// changes from a real-mode start, one or two from this one.
+pub fn in_long_mode(base: &Vmcb, at: &ProofAddresses) -> Vmcb {
+    let long = Vmcb::proof_guest_long_mode(at);
+    let mut v = base.clone();
+    for (seg, _) in save::SEGMENTS {
+        v.set_segment(seg, long.segment(seg));
+    }
+    for (offset, width) in [
+        (save::CPL, 1),
+        (save::EFER, 8),
+        (save::CR0, 8),
+        (save::CR3, 8),
+        (save::CR4, 8),
+        (save::RIP, 8),
+        (save::RSP, 8),
+    ] {
+        v.write(offset, width, long.read(offset, width));
+    }
+    v
+}
+
 /// A guest entered with this VMCB takes a #VMEXIT before its first
 /// instruction: a virtual interrupt is pending that nothing masks (V_IRQ with
 /// V_IGN_TPR, RFLAGS.IF, no interrupt shadow) and VINTR is intercepted (APM
@@ -484,7 +556,8 @@ pub fn stops_at_once(v: &Vmcb) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::svm::vmcb::{event as ev, intercept2, ProofAddresses};
+    use crate::svm::vmcb::{event as ev, intercept2};
+    use crate::svm::vmrun_check::efer;
     use crate::svm::vmrun_check::{self, Cpuid};
     use std::collections::BTreeSet;
 
@@ -529,6 +602,27 @@ mod tests {
         v.write_u64(control::EVENTINJ, ev::NMI);
         assert!(!stops_at_once(&v));
         assert!(!stops_at_once(&Vmcb::proof_guest_real_mode(&ProofAddresses::EXAMPLE)));
+    }
+
+    #[test]
+    fn the_long_mode_base_is_valid_stops_at_once_and_reaches_the_long_mode_rules() {
+        let c = cpu();
+        let b = in_long_mode(&base(), &ProofAddresses::EXAMPLE);
+        assert!(vmrun_check::check(&b, &c).is_empty(), "{:?}", vmrun_check::check(&b, &c));
+        assert!(stops_at_once(&b));
+        assert_eq!(b.read_u32(control::INTERCEPT_EXCEPTIONS), 0xffff_ffff, "the controls are the base's");
+        assert_eq!(b.read_u64(save::EFER), crate::svm::EFER_SVME | efer::LMA | efer::LME);
+        let m = Mutator { base: &b, cpu: c, spare_page: 0x40_0000 };
+        let mut rng = Rng::new(5);
+        let mut reached = BTreeSet::new();
+        for _ in 0..20_000 {
+            for v in vmrun_check::check(&m.mutate(&mut rng).apply(&b), &c) {
+                reached.insert(v.rule.id);
+            }
+        }
+        for id in ["svm.cs.l_and_d", "svm.event.br_in_64bit_mode", "svm.event.of_in_64bit_mode", "svm.cr3.mbz"] {
+            assert!(reached.contains(id), "{id}");
+        }
     }
 
     #[test]
@@ -619,7 +713,7 @@ mod tests {
     #[test]
     fn policy_refuses_what_could_escape_or_not_come_back() {
         let b = base();
-        let p = Policy::new(&cpu());
+        let p = Policy::new(&cpu(), &b);
         let with = |f: Field, value: u64| {
             let mut m = Mutation::default();
             m.push(f, value);
@@ -663,10 +757,50 @@ mod tests {
     }
 
     #[test]
+    fn without_nested_paging_the_guest_paging_stays() {
+        // The proof guest's start without nested paging: 32-bit paging on
+        // host-owned tables (CR0 = PE|ET|PG, CR3 the host's page directory).
+        let mut b = base();
+        b.write_u64(control::NP_CONTROL, 0);
+        b.write_u64(control::N_CR3, 0);
+        b.write_u64(save::CR0, 0x8000_0011);
+        b.write_u64(save::CR3, 0x30_0000);
+        let mut c = cpu();
+        c.svm.edx &= !crate::svm::features::edx::NP;
+        let p = Policy::new(&c, &b);
+        assert!(!p.nested_paging);
+        let with = |f: Field, value: u64| {
+            let mut m = Mutation::default();
+            m.push(f, value);
+            m.apply(&b)
+        };
+        assert_eq!(p.allows(&b, &b), Ok(()));
+        for (f, v) in [(CR0, 0x11), (CR3, 0x40_0000), (CR4, 0x20), (EFER, 0x1100), (NP_CONTROL, 1), (N_CR3, 0x1000)] {
+            assert_eq!(p.allows(&b, &with(f, v)), Err(Refusal::GuestPaging), "{}", f.name);
+        }
+        for f in [EVENTINJ, CS_ATTRIB, RIP, RFLAGS, IDTR_BASE, GUEST_ASID] {
+            assert_eq!(p.allows(&b, &with(f, 1)), Ok(()), "{}", f.name);
+        }
+        // With nested paging, the same changes are the checker's to judge.
+        let n = Policy::new(&cpu(), &base());
+        assert!(n.nested_paging);
+        assert_eq!(
+            n.allows(&base(), &{
+                let mut v = base();
+                v.write_u64(save::CR0, 0x11);
+                v
+            }),
+            Ok(())
+        );
+        assert_eq!(Refusal::NAMES.len(), 7);
+        assert!(Refusal::NAMES.contains(&Refusal::GuestPaging.name()));
+    }
+
+    #[test]
     fn most_draws_are_allowed() {
         let b = base();
         let m = mutator(&b);
-        let p = Policy::new(&cpu());
+        let p = Policy::new(&cpu(), &b);
         let mut rng = Rng::new(3);
         let allowed = (0..10_000).filter(|_| p.allows(&b, &m.mutate(&mut rng).apply(&b)).is_ok()).count();
         assert!(allowed > 8_000, "{allowed}");

@@ -36,6 +36,27 @@ pub enum Emulator {
     Bochs,
 }
 
+impl Emulator {
+    /// The emulator a hypervisor signature names (CPUID leaf 4000_0000h's
+    /// EBX, ECX, EDX): QEMU's TCG answers `TCGTCGTCGTCG` (its CPUID leaf
+    /// 4000_0000h under TCG, `expose-tcg` on by default). Bochs has no
+    /// signature: its CPU models copy real CPUs' CPUID.
+    pub fn from_hypervisor_signature(ebx: u32, ecx: u32, edx: u32) -> Option<Emulator> {
+        let mut s = [0u8; 12];
+        s[..4].copy_from_slice(&ebx.to_le_bytes());
+        s[4..8].copy_from_slice(&ecx.to_le_bytes());
+        s[8..].copy_from_slice(&edx.to_le_bytes());
+        (&s == b"TCGTCGTCGTCG").then_some(Emulator::Qemu)
+    }
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            Emulator::Qemu => "QEMU",
+            Emulator::Bochs => "Bochs",
+        }
+    }
+}
+
 /// How a departure is known.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Status {
@@ -128,17 +149,23 @@ fn event_vector(c: &Case) -> u32 {
 /// PAE, MCE, PGE, PCE, OSFXSR, OSXMMEXCPT, PCIDE (`CR4_RESERVED_MASK`).
 pub const QEMU_CR4_ALWAYS: u64 = 0x7ff | cr::CR4_PCIDE;
 /// CR4 bits QEMU 7.2 allows when CPUID has the feature: UMIP, LA57,
-/// FSGSBASE, OSXSAVE, SMEP, SMAP, PKE, PKS (`cr4_reserved_bits`).
-pub const QEMU_CR4_GATED: u64 =
-    (1 << 11) | (1 << 12) | (1 << 16) | (1 << 18) | (1 << 20) | (1 << 21) | (1 << 22) | (1 << 24);
+/// FSGSBASE, OSXSAVE, SMEP, SMAP, PKE (`cr4_reserved_bits`), each an AMD64
+/// CR4 bit `Cpu::cr4_valid` follows; and PKS, below.
+pub const QEMU_CR4_GATED: u64 = (1 << 11) | (1 << 12) | (1 << 16) | (1 << 18) | (1 << 20) | (1 << 21) | (1 << 22);
+/// CR4 bit 24, PKS: QEMU 7.2 allows it where its CPUID reports Intel's PKS
+/// (`Cpu::intel_pks`); AMD64 reserves it.
+pub const QEMU_CR4_PKS: u64 = 1 << 24;
 /// QEMU 7.2's only valid EFER bits (`MSR_EFER_RESERVED` is their complement).
 pub const QEMU_EFER: u64 = efer::SCE | efer::LME | efer::LMA | efer::NXE | efer::SVME | efer::FFXSR;
-/// The EFER bits Bochs 2.7 can implement (`efer_suppmask`): no LMSLE,
-/// MCOMMIT, UAIE or AIBRSE.
-pub const BOCHS_EFER: u64 = QEMU_EFER | efer::TCE;
+/// The EFER bits Bochs 2.7 implements (`efer_suppmask`): no LMSLE,
+/// MCOMMIT, UAIE or AIBRSE, and no TCE either: `efer_suppmask` has TCE only
+/// with the TCE ISA extension, which no Bochs 2.7 model enables (ryzen's and
+/// trinity_apu's CPUID report TCE all the same).
+pub const BOCHS_EFER: u64 = QEMU_EFER;
 
 fn qemu_cr4_allowed(cpu: &Cpu) -> u64 {
-    QEMU_CR4_ALWAYS | (cpu.cr4_valid & QEMU_CR4_GATED)
+    let pks = if cpu.intel_pks { QEMU_CR4_PKS } else { 0 };
+    QEMU_CR4_ALWAYS | (cpu.cr4_valid & QEMU_CR4_GATED) | pks
 }
 
 pub static DEPARTURES: &[Departure] = &[
@@ -156,10 +183,10 @@ pub static DEPARTURES: &[Departure] = &[
         emulator: Emulator::Qemu,
         status: Status::ReadFromSource,
         apm: "APM Vol. 2 §15.5.1 \"Basic Operation\": \"Any MBZ bit of CR4 is set\" is illegal; a CR4 bit is MBZ where the CPU does not support its feature",
-        emulator_does: "takes CR4's reserved bits from a fixed list: always allows VME, PVI, TSD, DE, PSE, PAE, MCE, PGE, PCE, OSFXSR, OSXMMEXCPT and PCIDE whatever CPUID says, and never CET",
+        emulator_does: "takes CR4's reserved bits from a fixed list: always allows VME, PVI, TSD, DE, PSE, PAE, MCE, PGE, PCE, OSFXSR, OSXMMEXCPT and PCIDE whatever CPUID says, never CET, and PKS (bit 24, which AMD64 reserves) where its CPUID reports Intel's PKS (Fn0000_0007_ECX[31], set for -cpu max)",
         misses: |c, v| {
             let bad = cr4_of(c) & !(c.cpu.cr4_valid & 0xffff_ffff);
-            rule_is(v, &["svm.cr4.mbz"]) && bad & !QEMU_CR4_ALWAYS == 0
+            rule_is(v, &["svm.cr4.mbz"]) && bad & !qemu_cr4_allowed(c.cpu) == 0
         },
         adds: |c| cr4_of(c) & c.cpu.cr4_valid & !qemu_cr4_allowed(c.cpu) != 0,
     },
@@ -197,6 +224,18 @@ pub static DEPARTURES: &[Departure] = &[
         apm: "APM Vol. 2 §15.5.1 \"Basic Operation\": \"If the guest is in PAE paging mode ... and nested paging is not enabled, the processor will also read the four PDPEs pointed to by the newly loaded CR3 value; setting any reserved bits in the PDPEs also causes a #VMEXIT\"",
         emulator_does: "does not read the PDPEs at VMRUN (a reserved bit faults later, on a walk)",
         misses: |_, v| rule_is(v, &["svm.pdpe.reserved"]),
+        adds: never,
+    },
+    Departure {
+        id: "qemu.iopm_size",
+        emulator: Emulator::Qemu,
+        status: Status::Confirmed,
+        apm: "APM Vol. 2 §15.10.1 \"I/O Permissions Map\": the IOPM occupies 12 Kbytes of contiguous physical memory; §15.5.1 \"Basic Operation\": \"The MSR or IOIO intercept tables extend to a physical address that is greater than or equal to the maximum supported physical address\" is illegal",
+        emulator_does: "bounds the IOPM as 8 KiB + 1 byte (SVM_IOPM_SIZE, the bits of 65,536 ports and the byte an access at the top port spills into): accepts an IOPM whose 12 KiB end in the top page of the physical-address space",
+        misses: |c, v| {
+            let base = c.vmcb.read_u64(control::IOPM_BASE_PA) & !0xfff;
+            v.rule.id == "svm.iopm.address" && (base as u128) < (1u128 << c.cpu.maxphyaddr.min(64)) - 0x2001
+        },
         adds: never,
     },
     Departure {
@@ -248,15 +287,6 @@ pub static DEPARTURES: &[Departure] = &[
             let apm = long_mode(c) && cr4_of(c) & cr::CR4_PAE != 0;
             a & attrib::L != 0 && a & attrib::DB != 0 && descriptor && !apm
         },
-    },
-    Departure {
-        id: "bochs.lme_pg_without_pe",
-        emulator: Emulator::Bochs,
-        status: Status::ReadFromSource,
-        apm: "APM Vol. 2 §15.5.1 \"Basic Operation\": \"EFER.LME and CR0.PG are both non-zero and CR0.PE is zero\" is illegal",
-        emulator_does: "takes CR0.PE = 0 with CR0.PG = 1 as paged real mode before its CR0 check and never tests PE against LME: with CR4.PAE set it runs the guest",
-        misses: |c, v| rule_is(v, &["svm.efer.lme_pg_without_pe"]) && cr4_of(c) & cr::CR4_PAE != 0,
-        adds: never,
     },
     Departure {
         id: "bochs.pcide_outside_long_mode",
@@ -320,9 +350,9 @@ pub static DEPARTURES: &[Departure] = &[
     Departure {
         id: "bochs.efer_bits",
         emulator: Emulator::Bochs,
-        status: Status::ReadFromSource,
-        apm: "APM Vol. 2 §15.5.1 \"Basic Operation\": \"Any MBZ bit of EFER is set\" is illegal; LMSLE (bit 13) is implemented unless CPUID Fn8000_0008_EBX[20] (EferLmsleUnsupported) is 1 (§3.1.7 \"Extended Feature Enable Register (EFER)\")",
-        emulator_does: "implements at most SCE, LME, LMA, NXE, SVME, FFXSR and TCE: refuses LMSLE though its ryzen CPUID does not report it unsupported",
+        status: Status::Confirmed,
+        apm: "APM Vol. 2 §15.5.1 \"Basic Operation\": \"Any MBZ bit of EFER is set\" is illegal; LMSLE (bit 13) is implemented unless CPUID Fn8000_0008_EBX[20] (EferLmsleUnsupported) is 1, TCE (bit 15) where CPUID Fn8000_0001_ECX[17] (TCE) is 1 (§3.1.7 \"Extended Feature Enable Register (EFER)\")",
+        emulator_does: "implements at most SCE, LME, LMA, NXE, SVME and FFXSR: refuses LMSLE though its ryzen CPUID does not report it unsupported, and TCE though its ryzen CPUID reports TCE (no Bochs 2.7 model enables the TCE extension its EFER mask needs)",
         misses: |_, _| false,
         adds: |c| efer_of(c) & c.cpu.efer_valid & !BOCHS_EFER != 0,
     },
@@ -416,6 +446,70 @@ pub static HOST_DEPARTURES: &[HostDeparture] = &[
         misses: |_, v| v.rule.id == "svm.host.hsave_zero",
     },
 ];
+
+/// A guest state an emulator's #VMEXIT cannot come back from: it leaves the
+/// host's own state broken. Not a VMRUN check the emulator gets wrong (the
+/// VMCB is valid, or refused either way), but a reason never to VMRUN it
+/// there: the entry fuzzer refuses such a mutation, and the guest fuzzer
+/// keeps its guests out of the state (docs/entry-checker.md).
+pub struct HostHazard {
+    pub id: &'static str,
+    pub emulator: Emulator,
+    pub status: Status,
+    /// What the APM says the #VMEXIT does.
+    pub apm: &'static str,
+    /// What the emulator does instead.
+    pub emulator_does: &'static str,
+    /// The VMCB's guest state is (or may become, once loaded) the hazard.
+    pub applies: fn(&Vmcb) -> bool,
+}
+
+impl core::fmt::Debug for HostHazard {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("HostHazard").field("id", &self.id).field("status", &self.status).finish()
+    }
+}
+
+/// Guest EFER.LME set with CR0.PG and CR4.PAE clear: a legal state (the
+/// first step of activating long mode), in which QEMU 7.2's #VMEXIT loses
+/// the host's CR0.
+pub fn lme_without_pg_and_pae(v: &Vmcb) -> bool {
+    v.read_u64(save::EFER) & efer::LME != 0
+        && v.read_u64(save::CR0) & cr::CR0_PG == 0
+        && v.read_u64(save::CR4) & cr::CR4_PAE == 0
+}
+
+pub static HOST_HAZARDS: &[HostHazard] = &[HostHazard {
+    id: "qemu.vmexit_host_cr0",
+    emulator: Emulator::Qemu,
+    status: Status::Confirmed,
+    apm: "APM Vol. 2 §15.6 \"#VMEXIT\": the #VMEXIT reloads the host state VMRUN saved in the host save area (CR0, CR4, CR3, EFER, the segment registers, RIP, RSP, RAX, ...), whatever state the guest left",
+    emulator_does: "reloads the host's CR0 through its MOV-to-CR0 path while the guest's EFER (LME set) and CR4 (PAE clear) are still loaded; turning paging on with LME and without PAE is refused there, so the host keeps the guest's CR0 (paging off) and the host's code runs on from RIP with garbage: the emulator hangs or resets",
+    applies: lme_without_pg_and_pae,
+},
+HostHazard {
+    id: "bochs.lme_pg_without_pe",
+    emulator: Emulator::Bochs,
+    status: Status::Confirmed,
+    apm: "APM Vol. 2 §15.5.1 \"Basic Operation\": \"EFER.LME and CR0.PG are both non-zero and CR0.PE is zero\" is an illegal state combination: VMRUN exits with VMEXIT_INVALID",
+    emulator_does: "computes EFER.LMA = LME & PG, takes CR0.PE = 0 with PG = 1 as paged real mode (PG set aside for its CR0 checks, put back after), passes CR4 with PAE, and then its mode switch finds LMA with PE clear and panics (\"change_cpu_mode: EFER.LMA is set when CR0.PE=0 !\"): the emulator stops; with CR4.PAE clear its CR4 check refuses the VMCB first",
+    applies: lme_pg_pae_without_pe,
+}];
+
+/// Guest EFER.LME, CR0.PG and CR4.PAE set with CR0.PE clear: illegal (APM
+/// Vol. 2 §15.5.1 "Basic Operation"), and Bochs 2.7 panics on it.
+pub fn lme_pg_pae_without_pe(v: &Vmcb) -> bool {
+    let cr0 = v.read_u64(save::CR0);
+    v.read_u64(save::EFER) & efer::LME != 0
+        && cr0 & cr::CR0_PG != 0
+        && cr0 & cr::CR0_PE == 0
+        && v.read_u64(save::CR4) & cr::CR4_PAE != 0
+}
+
+/// The hazard, if any, of running `vmcb` on `emulator`.
+pub fn host_hazard(emulator: Emulator, vmcb: &Vmcb) -> Option<&'static HostHazard> {
+    HOST_HAZARDS.iter().find(|h| h.emulator == emulator && (h.applies)(vmcb))
+}
 
 /// The fault the emulator is predicted to raise, every host departure applied.
 pub fn host_fault(emulator: Emulator, h: &Host) -> Option<super::Fault> {

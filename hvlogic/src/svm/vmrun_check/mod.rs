@@ -214,6 +214,11 @@ pub struct Cpu {
     pub exception_vectors: u32,
     /// The host's CR0.PG at VMRUN (always 1 for this 64-bit kernel).
     pub host_paging: bool,
+    /// CPUID Fn0000_0007_ECX[31]: protection keys for supervisor pages, an
+    /// Intel feature (SDM CR4.PKS, bit 24) that AMD64 reserves; a CPU model
+    /// that mixes the two (QEMU's `-cpu max`) may report it. The APM's rules
+    /// ignore it; only `departures` reads it.
+    pub intel_pks: bool,
 }
 
 impl Cpu {
@@ -230,6 +235,7 @@ impl Cpu {
             cr4_valid: Cpu::cr4_valid_from_cpuid(c.l1_ecx, c.l1_edx, c.l7_ebx, c.l7_ecx),
             exception_vectors: Cpu::exception_vectors(c.l7_ecx & (1 << 7) != 0, c.e1f_eax & (1 << 3) != 0),
             host_paging: true,
+            intel_pks: c.l7_ecx & (1 << 31) != 0,
         }
     }
 

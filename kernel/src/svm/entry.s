@@ -42,6 +42,8 @@ svm_enter:                                  # RSP = &vcpu->regs
     mov     {VMCB_PA}-{REGS_SIZE}(%rsp), %rax
     sti
 1:  vmrun   %rax
+.global svm_vmexit_first
+svm_vmexit_first:                           # the host's first instruction after #VMEXIT
 
     # #VMEXIT. The CPUID fast path, for a vCPU that turned it on (a counter
     # address in vcpu->fast_cpuid; only where the CPU saves the next RIP): a
@@ -106,6 +108,8 @@ svm_enter:                                  # RSP = &vcpu->regs
     mov     %rcx, {REG_RAX}(%rsp)           # the guest's RAX, from the VMCB
     mov     {HOST_STATE_PA}(%rsp), %rax
     vmload  %rax                            # the host's FS, GS (the PCB), TR, LDTR, ...
+.global svm_vmexit_host_loaded
+svm_vmexit_host_loaded:
     mov     %rsp, %rbx                      # RBX = vcpu (regs is its first field)
     mov     {EXIT_STACK_TOP}(%rbx), %rsp
     mov     %rbx, %rdi

@@ -16,6 +16,8 @@ mod proof_vcpu;
 mod vcpu;
 mod vmcb;
 
+pub use vcpu::leaked_single_step;
+
 use crate::linux::Handoff;
 use crate::pcb::Pcb;
 use crate::virt::Backend;

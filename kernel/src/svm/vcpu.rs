@@ -7,7 +7,7 @@
 use super::vmcb::Vmcb;
 use crate::virt::regs::GuestRegs;
 use core::mem::{offset_of, size_of};
-use core::sync::atomic::AtomicU32;
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use hvlogic::svm::exit_code;
 use hvlogic::svm::vmcb::{control, event, save};
 
@@ -38,6 +38,35 @@ core::arch::global_asm!(
 
 extern "C" {
     fn svm_run(vcpu: *mut core::ffi::c_void) -> u64;
+    fn svm_vmexit_first();
+    fn svm_vmexit_host_loaded();
+}
+
+/// Single-step traps taken in the host after a #VMEXIT (`leaked_single_step`).
+static LEAKED_SINGLE_STEPS: AtomicU64 = AtomicU64::new(0);
+
+/// From the exception handler, before it touches GS: whether a #DB at `rip`
+/// is a single-step trap the guest's RFLAGS.TF scheduled that an emulator
+/// delivered to the host after the #VMEXIT, between VMRUN and the host's
+/// VMLOAD (GS is still the guest's there). Bochs 2.7 does that: its #VMEXIT
+/// keeps the trap pending (its VMX VM exit clears it), although the
+/// instruction it was for was intercepted, or the #DB it raised was. The
+/// host never sets RFLAGS.TF, so such a #DB is the guest's; it is counted and
+/// the host goes on (the handler returns to `rip`, the next instruction).
+pub fn leaked_single_step(vector: u64, rip: u64, rflags: u64) -> bool {
+    const DB: u64 = 1;
+    const RFLAGS_TF: u64 = 1 << 8;
+    let window = svm_vmexit_first as *const () as u64..=svm_vmexit_host_loaded as *const () as u64;
+    if vector != DB || rflags & RFLAGS_TF != 0 || !window.contains(&rip) {
+        return false;
+    }
+    LEAKED_SINGLE_STEPS.fetch_add(1, Ordering::Relaxed);
+    true
+}
+
+/// How many single-step traps `leaked_single_step` has let go, on every CPU.
+pub fn leaked_single_steps() -> u64 {
+    LEAKED_SINGLE_STEPS.load(Ordering::Relaxed)
 }
 
 /// What an exit handler returns: resume the guest, or stop and return to

@@ -41,7 +41,7 @@ pub fn cpu_facts() -> Cpu {
 }
 
 /// The VMCB as the checker reads it.
-fn image(vmcb: &Vmcb) -> Image {
+pub fn image(vmcb: &Vmcb) -> Image {
     let mut bytes = [0u8; 4096];
     for (i, chunk) in bytes.chunks_exact_mut(8).enumerate() {
         chunk.copy_from_slice(&vmcb.u64(i * 8).to_le_bytes());
@@ -51,7 +51,9 @@ fn image(vmcb: &Vmcb) -> Image {
 
 /// The checker's rules broken by `vmcb`, and its verdict.
 pub fn check(vmcb: &Vmcb) -> (alloc::vec::Vec<vmrun_check::Violation>, Verdict) {
-    let violations = vmrun_check::check(&image(vmcb), &cpu_facts());
+    let input =
+        vmrun_check::Input { vmcb: &image(vmcb), cpu: &cpu_facts(), memory: &crate::memory::read_physical, skip: &[] };
+    let violations = vmrun_check::check_with(&input);
     let verdict = Verdict::from_violations(&violations);
     (violations, verdict)
 }

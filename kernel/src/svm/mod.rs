@@ -10,9 +10,11 @@
 mod dump;
 mod emulate;
 mod enter;
+mod entry_fuzz;
 pub mod instructions;
 mod proof_guest;
 mod proof_vcpu;
+mod stage;
 mod vcpu;
 mod vmcb;
 
@@ -40,7 +42,7 @@ impl Backend for Svm {
     }
 
     fn run_guest(pcb: &Pcb) {
-        proof_guest::run(pcb)
+        stage::run_guest(pcb)
     }
 
     fn os_unsupported(_: &Pcb) -> Option<&'static str> {

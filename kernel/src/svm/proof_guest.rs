@@ -90,7 +90,7 @@ fn launch_all(pcb: &Pcb, kind: GuestKind) -> Result<bool, SetupError> {
 
 /// The parts of the VMCB that stay the same across launches: the intercepts
 /// and their maps, the ASID, nested paging.
-fn configure(vmcb: &Vmcb, f: &SvmFeatures, asid: u32, mode: GuestMode, space: &AddressSpace) {
+pub(super) fn configure(vmcb: &Vmcb, f: &SvmFeatures, asid: u32, mode: GuestMode, space: &AddressSpace) {
     let nested = mode.uses_ept();
     // Exceptions: #DB and #AC, given straight back (virt::proof: a delivery
     // that raises the same exception again would loop with no boundary).
@@ -156,7 +156,7 @@ fn configure(vmcb: &Vmcb, f: &SvmFeatures, asid: u32, mode: GuestMode, space: &A
 /// entry on host-owned tables; RFLAGS, DR6, DR7 and PAT at their reset
 /// values; EFER.SVME, which VMRUN requires of every guest (APM Vol. 2
 /// §15.5.1 "Basic Operation").
-fn write_start(vmcb: &Vmcb, mode: GuestMode, space: &AddressSpace) {
+pub(super) fn write_start(vmcb: &Vmcb, mode: GuestMode, space: &AddressSpace) {
     use hvlogic::svm::vmcb::save::*;
     const CODE16: u16 = 0x9b;
     const DATA16: u16 = 0x93;

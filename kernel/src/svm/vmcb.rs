@@ -47,6 +47,15 @@ impl Vmcb {
         self.write(offset, value)
     }
 
+    /// Copy a whole VMCB image (`hvlogic::svm::vmcb::Vmcb`) into this page.
+    pub fn load(&self, image: &hvlogic::svm::vmcb::Vmcb) {
+        for (i, chunk) in image.bytes().chunks_exact(8).enumerate() {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(chunk);
+            self.set_u64(i * 8, u64::from_le_bytes(word));
+        }
+    }
+
     /// A segment of the state save area: selector, attributes, limit, base.
     pub fn set_segment(&self, segment: usize, selector: u16, attrib: u16, limit: u32, base: u64) {
         self.write(segment + save::SEL, selector);

@@ -5,6 +5,7 @@
 //! Needs `build/kernel.elf` (`make test` builds it first). Screen tests
 //! (`screendump`) read the picture with `tesseract` (Debian's tesseract-ocr).
 
+pub mod fuzz;
 mod screen;
 
 pub use screen::{normalize, Colour, Screen};

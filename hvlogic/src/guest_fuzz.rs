@@ -71,6 +71,22 @@ pub struct Caps {
     /// bit is reserved and VM entry refuses it (SDM Vol. 3C §27.3.1.1 "Checks
     /// on Guest Control Registers, Debug Registers, and MSRs").
     pub nx: bool,
+    /// The host is SVM: the hypercall is VMMCALL, and the templates that
+    /// try the host's own instructions and MSRs try SVM's (VMRUN, VMLOAD,
+    /// VMSAVE, STGI, CLGI, SKINIT, INVLPGA; VM_CR, VM_HSAVE_PA, SVM_KEY)
+    /// instead of VMX's. A VMX host's streams are unchanged by it.
+    pub svm: bool,
+}
+
+impl Caps {
+    /// What an SVM guest can start in: with nested paging every mode (SVM
+    /// runs real mode and unpaged protected mode as they are), without it the
+    /// paged modes on host-owned tables; the long modes where the CPU has
+    /// long mode (V_INTR_MASKING keeps a 64-bit guest's CR8 to its V_TPR:
+    /// APM Vol. 2 §15.21.1 "Physical (INTR) Interrupt Masking in EFLAGS").
+    pub const fn svm(nested_paging: bool, long_mode: bool, nx: bool) -> Caps {
+        Caps { unrestricted: nested_paging, ept: nested_paging, ia32e: long_mode, nx, svm: true }
+    }
 }
 
 /// The mode a run starts in.
@@ -353,9 +369,28 @@ pub const MSRS: [u32; 28] = [
     0x4000_0000, // a hypervisor range MSR
 ];
 
+/// `MSRS` on an SVM host: VMX's own (IA32_FEATURE_CONTROL, IA32_VMX_BASIC,
+/// IA32_VMX_PROCBASED_CTLS2) give way to SVM's (VM_CR, VM_HSAVE_PA, SVM_KEY),
+/// in the same places.
+pub const MSRS_SVM: [u32; 28] = {
+    let mut m = MSRS;
+    m[0] = 0xc001_0114; // VM_CR
+    m[17] = 0xc001_0117; // VM_HSAVE_PA
+    m[18] = 0xc001_0118; // SVM_KEY
+    m
+};
+
 /// CPUID leaves a program asks for.
 pub const LEAVES: [u32; 12] =
     [0, 1, 7, 0xb, 0xd, 0x16, 0x4000_0000, 0x4000_0001, 0x4000_0002, 0x8000_0000, 0x8000_0001, 0x8000_0008];
+
+/// `LEAVES` on an SVM host: 16h gives way to 8000_000Ah, SVM's (which the
+/// hypervisor zeroes).
+pub const LEAVES_SVM: [u32; 12] = {
+    let mut l = LEAVES;
+    l[5] = 0x8000_000a;
+    l
+};
 
 /// Writes a program into guest memory, never past `end`.
 struct Emitter<'a> {
@@ -363,6 +398,8 @@ struct Emitter<'a> {
     pos: usize,
     end: usize,
     bits: u32,
+    /// SVM's instructions and MSRs (`Caps::svm`).
+    svm: bool,
 }
 
 impl Emitter<'_> {
@@ -434,6 +471,10 @@ impl Emitter<'_> {
             }
         }
     }
+    /// The hypercall: VMCALL (0F 01 C1), or VMMCALL (0F 01 D9) on SVM.
+    fn hypercall(&mut self) {
+        self.bytes(&[0x0f, 0x01, if self.svm { 0xd9 } else { 0xc1 }]);
+    }
     /// IRET of the code size (IRETQ in 64-bit code).
     fn iret(&mut self) {
         if self.bits == 64 {
@@ -485,10 +526,10 @@ fn gpr(rng: &mut Rng, bits: u32) -> u8 {
 /// An instruction that always exits (or is #UD), for the end of a two-instruction template.
 fn exiting(e: &mut Emitter, rng: &mut Rng) {
     match rng.below(4) {
-        0 => e.bytes(&[0x0f, 0xa2]),       // CPUID
-        1 => e.bytes(&[0x0f, 0x01, 0xc1]), // VMCALL
-        2 => e.byte(0xec),                 // IN AL, DX
-        _ => e.bytes(&[0x0f, 0x32]),       // RDMSR
+        0 => e.bytes(&[0x0f, 0xa2]), // CPUID
+        1 => e.hypercall(),
+        2 => e.byte(0xec),           // IN AL, DX
+        _ => e.bytes(&[0x0f, 0x32]), // RDMSR
     }
 }
 
@@ -507,7 +548,8 @@ impl Op {
         let bits = e.bits;
         match self {
             Op::Cpuid => {
-                let leaf = if rng.chance(70) { rng.pick(&LEAVES) } else { value32(rng) };
+                let leaves = if e.svm { &LEAVES_SVM } else { &LEAVES };
+                let leaf = if rng.chance(70) { rng.pick(leaves) } else { value32(rng) };
                 e.mov32(0, leaf);
                 e.mov32(1, rng.below(4) as u32);
                 e.bytes(&[0x0f, 0xa2]);
@@ -537,7 +579,8 @@ impl Op {
                 e.byte(rng.pick(&[0x6c, 0x6d, 0x6e, 0x6f])); // INSB INSD OUTSB OUTSD
             }
             Op::Rdmsr | Op::Wrmsr => {
-                let msr = if rng.chance(80) { rng.pick(&MSRS) } else { value32(rng) };
+                let msrs = if e.svm { &MSRS_SVM } else { &MSRS };
+                let msr = if rng.chance(80) { rng.pick(msrs) } else { value32(rng) };
                 e.mov32(1, msr);
                 e.mov32(0, value32(rng));
                 e.mov32(2, value32(rng));
@@ -619,7 +662,14 @@ impl Op {
                 e.mov32(3, if rng.chance(50) { rng.below(MEM_SIZE + 0x100) as u32 } else { value32(rng) });
                 e.mov32(1, value32(rng));
                 e.mov32(2, value32(rng));
-                e.bytes(&[0x0f, 0x01, 0xc1]);
+                e.hypercall();
+            }
+            Op::Vmx if e.svm => {
+                // SVM's instructions, which the guest must not reach (#UD
+                // injected): VMRUN, VMLOAD, VMSAVE with a VMCB address in
+                // RAX, STGI, CLGI, SKINIT, INVLPGA.
+                e.mov64(0, if rng.chance(50) { scratch(rng) as u64 & !0xfff } else { value64(rng) });
+                e.bytes(&[0x0f, 0x01, rng.pick(&[0xd8, 0xda, 0xdb, 0xdc, 0xdd, 0xde, 0xdf])]);
             }
             Op::Vmx => {
                 let at = scratch(rng);
@@ -763,7 +813,8 @@ impl Op {
                 if bits != 32 || wrap_base.is_some() || e.room() < 16 {
                     return;
                 }
-                let insn: &[u8] = rng.pick(&[&[0x0f, 0xa2][..], &[0x0f, 0x01, 0xc1], &[0xec], &[0x0f, 0x32]]);
+                let call: &[u8] = if e.svm { &[0x0f, 0x01, 0xd9] } else { &[0x0f, 0x01, 0xc1] };
+                let insn: &[u8] = rng.pick(&[&[0x0f, 0xa2][..], call, &[0xec], &[0x0f, 0x32]]);
                 let n = insn.len() as u32;
                 let jump_len = 7;
                 let at = e.here() as u32 + jump_len;
@@ -836,7 +887,7 @@ pub fn generate(seed: u64, caps: Caps, mem: &mut [u8]) -> Plan {
     // The program.
     let mut wrap_base = None;
     let mut ops = 0u32;
-    let mut e = Emitter { mem, pos: CODE as usize, end: CODE_END as usize, bits };
+    let mut e = Emitter { mem, pos: CODE as usize, end: CODE_END as usize, bits, svm: caps.svm };
     while e.room() > 0 {
         if rng.chance(65) {
             let op = rng.pick(&Op::ALL);
@@ -850,7 +901,7 @@ pub fn generate(seed: u64, caps: Caps, mem: &mut [u8]) -> Plan {
     }
     let mem = e.mem;
 
-    stubs(mem, bits);
+    stubs(mem, bits, caps.svm);
     gdt(mem, &mut rng, wrap_base, mode.ia32e());
     tss(mem, &mut rng, mode.ia32e());
     let idt = rng.chance(60);
@@ -917,11 +968,12 @@ pub fn generate(seed: u64, caps: Caps, mem: &mut [u8]) -> Plan {
 }
 
 /// Handler stubs, one per STUB_SIZE bytes: IRET; drop an error code and
-/// IRET; HLT; VMCALL done; spin. They are written for the start mode's code size.
-fn stubs(mem: &mut [u8], bits: u32) {
+/// IRET; HLT; VMCALL (VMMCALL on SVM) done; spin. They are written for the
+/// start mode's code size.
+fn stubs(mem: &mut [u8], bits: u32, svm: bool) {
     let mut put = |k: u64, f: &dyn Fn(&mut Emitter)| {
         let start = (STUBS + k * STUB_SIZE) as usize;
-        let mut e = Emitter { mem, pos: start, end: start + STUB_SIZE as usize, bits };
+        let mut e = Emitter { mem, pos: start, end: start + STUB_SIZE as usize, bits, svm };
         f(&mut e);
     };
     put(0, &|e| e.iret());
@@ -937,7 +989,7 @@ fn stubs(mem: &mut [u8], bits: u32) {
     put(3, &|e| {
         e.mov32(0, 1);
         e.mov32(3, 0);
-        e.bytes(&[0x0f, 0x01, 0xc1]);
+        e.hypercall();
     });
     put(4, &|e| e.bytes(&[0xeb, 0xfe]));
 }
@@ -1096,9 +1148,15 @@ pub enum Class {
 }
 
 /// The names of the endings the tally counts, in the order of the line.
-pub const ENDING_NAMES: [&str; 22] = [
+/// `npf`, `rsm`, `ltr`, `insn-unreadable` and `not-resumed` are SVM's (a
+/// nested page fault; RSM, which the SVM proof guest intercepts; LTR, which
+/// the SVM guest fuzzer intercepts under QEMU; an exiting instruction the
+/// handler cannot read to step over, without NRIP save; a guest the fuzzer
+/// did not resume under Bochs 2.7, docs/fuzz.md); `vmcall` is VMMCALL under SVM.
+pub const ENDING_NAMES: [&str; 27] = [
     "triple-fault",
     "ept-violation",
+    "npf",
     "hlt",
     "vmcall",
     "cr-refused",
@@ -1118,6 +1176,10 @@ pub const ENDING_NAMES: [&str; 22] = [
     "invlpg",
     "mov-dr",
     "pause",
+    "rsm",
+    "ltr",
+    "insn-unreadable",
+    "not-resumed",
     "watchdog",
 ];
 
@@ -1142,6 +1204,25 @@ fn guest_caused(reason: u16) -> Option<&'static str> {
     })
 }
 
+/// #VMEXITs a guest instruction causes by itself (with the SVM proof
+/// guest's intercepts), which end the run when the handler has nothing to
+/// emulate.
+fn svm_guest_caused(code: u64) -> Option<&'static str> {
+    use crate::svm::exit_code as c;
+    Some(match code {
+        c::IOIO => "io-refused",
+        c::TASK_SWITCH => "task-switch",
+        c::INVD => "invd",
+        c::XSETBV => "xsetbv",
+        c::MWAIT | c::MWAIT_CONDITIONAL => "mwait",
+        c::MONITOR => "monitor",
+        c::RSM => "rsm",
+        c::TR_WRITE => "ltr",
+        c::DR0_READ..=0x3f => "mov-dr",
+        _ => return None,
+    })
+}
+
 /// Sort a guest's ending into the tally, or name the host failure it is.
 /// A failed VM entry is the host's fault (its state or its handler broke a
 /// rule), and so is an exit the handler ended without knowing it (an NMI,
@@ -1161,8 +1242,13 @@ pub fn classify(ending: Ending) -> Class {
             Some(name) => Class::Named(name),
             None => Class::HostFailure("an exit the handler cannot name"),
         },
-        Ending::UnexpectedSvm(_) => Class::HostFailure("a #VMEXIT the handler cannot name"),
-        Ending::EntryFailed => Class::HostFailure("VM entry failed"),
+        Ending::UnexpectedSvm(c) => match svm_guest_caused(c as u64) {
+            Some(name) => Class::Named(name),
+            None => Class::HostFailure("a #VMEXIT the handler cannot name"),
+        },
+        Ending::EntryFailed => Class::HostFailure("VM entry (VMRUN) failed"),
+        Ending::InsnUnreadable => Class::Named("insn-unreadable"),
+        Ending::NotResumed => Class::Named("not-resumed"),
     }
 }
 
@@ -1237,6 +1323,21 @@ impl fmt::Display for Line<'_> {
     }
 }
 
+/// The modes a CPU's runs start in, as the set-up line lists them:
+/// `real,protected,paged32,pae,long64,compat`.
+pub struct StartModes(pub Caps);
+
+impl fmt::Display for StartModes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut first = true;
+        for m in Mode::ALL.iter().filter(|m| m.supported(self.0)) {
+            write!(f, "{}{}", if first { "" } else { "," }, m.name())?;
+            first = false;
+        }
+        Ok(())
+    }
+}
+
 /// `fuzz: cpu=<i> modes=real:<n>,...`: how many runs started in each mode.
 pub struct ModesLine<'a>(pub u32, pub &'a Tally);
 
@@ -1265,9 +1366,9 @@ mod tests {
     use alloc::vec;
     use alloc::vec::Vec;
 
-    const ALL_CAPS: Caps = Caps { unrestricted: true, ept: true, ia32e: true, nx: true };
-    const LYNNFIELD: Caps = Caps { unrestricted: false, ept: true, ia32e: true, nx: true };
-    const PENRYN: Caps = Caps { unrestricted: false, ept: false, ia32e: true, nx: true };
+    const ALL_CAPS: Caps = Caps { unrestricted: true, ept: true, ia32e: true, nx: true, svm: false };
+    const LYNNFIELD: Caps = Caps { unrestricted: false, ept: true, ia32e: true, nx: true, svm: false };
+    const PENRYN: Caps = Caps { unrestricted: false, ept: false, ia32e: true, nx: true, svm: false };
 
     fn gen(seed: u64, caps: Caps) -> (Vec<u8>, Plan) {
         let mut mem = vec![0u8; MEM_SIZE as usize];
@@ -1303,7 +1404,12 @@ mod tests {
             (ALL_CAPS, &Mode::ALL[..]),
             (LYNNFIELD, &[Mode::Paged32, Mode::Pae, Mode::Long64, Mode::Compat][..]),
             (PENRYN, &[Mode::Paged32, Mode::Pae, Mode::Long64, Mode::Compat][..]),
-            (Caps { unrestricted: false, ept: false, ia32e: false, nx: true }, &[Mode::Paged32, Mode::Pae][..]),
+            (
+                Caps { unrestricted: false, ept: false, ia32e: false, nx: true, svm: false },
+                &[Mode::Paged32, Mode::Pae][..],
+            ),
+            (Caps::svm(true, true, true), &Mode::ALL[..]),
+            (Caps::svm(false, true, true), &[Mode::Paged32, Mode::Pae, Mode::Long64, Mode::Compat][..]),
         ] {
             let mut seen = Vec::new();
             for s in 0..300 {
@@ -1317,6 +1423,53 @@ mod tests {
         }
     }
 
+    /// FNV-1a over 200 runs' memory and plan: a VMX host's streams must not
+    /// change (the replay tests in boottests/tests/fuzz.rs name runs by number).
+    fn digest(caps: Caps) -> u64 {
+        let mut h = 0xcbf2_9ce4_8422_2325u64;
+        let mut fnv = |b: &[u8]| {
+            for x in b {
+                h ^= *x as u64;
+                h = h.wrapping_mul(0x100_0000_01b3);
+            }
+        };
+        for s in 0..200u64 {
+            let (mem, plan) = gen(run_seed(1, s), caps);
+            fnv(&mem);
+            fnv(alloc::format!("{plan:?}").as_bytes());
+        }
+        h
+    }
+
+    #[test]
+    fn vmx_streams_are_unchanged_by_the_svm_templates() {
+        // Measured before the SVM variants were added (the generator of 1e4355e).
+        assert_eq!(digest(ALL_CAPS), 0x1360_eb5d_1faa_8de5);
+        assert_eq!(digest(PENRYN), 0xf222_84ac_e5aa_afe2);
+    }
+
+    #[test]
+    fn svm_programs_call_with_vmmcall_and_try_svm_instructions() {
+        let count = |mem: &[u8], pat: &[u8]| mem.windows(pat.len()).filter(|w| *w == pat).count();
+        let (mut vmmcall, mut vmcall, mut svm_insns) = (0, 0, 0);
+        for s in 0..50 {
+            let (mem, _) = gen(s, Caps::svm(true, true, true));
+            vmmcall += count(&mem[CODE as usize..], &[0x0f, 0x01, 0xd9]);
+            vmcall += count(&mem[CODE as usize..], &[0x0f, 0x01, 0xc1]);
+            svm_insns += (0xd8..=0xdf)
+                .filter(|&b| b != 0xd9)
+                .map(|b| count(&mem[CODE as usize..], &[0x0f, 0x01, b]))
+                .sum::<usize>();
+            let stub = &mem[(STUBS + 3 * STUB_SIZE) as usize..][..STUB_SIZE as usize];
+            assert_eq!(count(stub, &[0x0f, 0x01, 0xd9]), 1, "the done stub");
+        }
+        assert!(vmmcall > 100 && svm_insns > 50, "{vmmcall} {svm_insns}");
+        assert!(vmcall < vmmcall / 5, "VMCALL only from random bytes: {vmcall}");
+        assert_eq!(MSRS_SVM[0], 0xc001_0114);
+        assert!(!MSRS_SVM.contains(&0x3a) && MSRS_SVM.contains(&0x1b));
+        assert!(LEAVES_SVM.contains(&0x8000_000a));
+    }
+
     #[test]
     fn every_template_is_emitted_in_every_code_size() {
         for bits in [16, 32, 64] {
@@ -1324,7 +1477,7 @@ mod tests {
                 let mut mem = vec![0u8; MEM_SIZE as usize];
                 let mut rng = Rng::new(1);
                 let mut wrap = None;
-                let mut e = Emitter { mem: &mut mem, pos: CODE as usize, end: CODE_END as usize, bits };
+                let mut e = Emitter { mem: &mut mem, pos: CODE as usize, end: CODE_END as usize, bits, svm: false };
                 for _ in 0..20 {
                     op.emit(&mut e, &mut rng, &mut wrap);
                 }
@@ -1337,19 +1490,19 @@ mod tests {
     #[test]
     fn templates_encode_as_the_sdm_says() {
         let mut mem = vec![0u8; 64];
-        let mut e = Emitter { mem: &mut mem, pos: 0, end: 64, bits: 32 };
+        let mut e = Emitter { mem: &mut mem, pos: 0, end: 64, bits: 32, svm: false };
         e.mov32(1, 0x1234_5678);
         mov_cr_dr(&mut e, 0x22, 8, 9); // MOV CR8, R9: REX.R REX.B 0F 22 C1
         e.mem(6, 0x6008);
         assert_eq!(&mem[..15], &[0xb9, 0x78, 0x56, 0x34, 0x12, 0x45, 0x0f, 0x22, 0xc1, 0x35, 0x08, 0x60, 0, 0, 0]);
         let mut mem = vec![0u8; 64];
-        let mut e = Emitter { mem: &mut mem, pos: 0, end: 64, bits: 16 };
+        let mut e = Emitter { mem: &mut mem, pos: 0, end: 64, bits: 16, svm: false };
         e.mov32(0, 1);
         e.mem(7, 0x6010);
         e.mov_dx(0x3f8);
         assert_eq!(&mem[..12], &[0x66, 0xb8, 1, 0, 0, 0, 0x3e, 0x10, 0x60, 0xba, 0xf8, 0x03]);
         let mut mem = vec![0u8; 64];
-        let mut e = Emitter { mem: &mut mem, pos: 0, end: 64, bits: 64 };
+        let mut e = Emitter { mem: &mut mem, pos: 0, end: 64, bits: 64, svm: false };
         e.mov64(10, 0x1122_3344_5566_7788);
         e.mem(2, 0x6000);
         e.iret();
@@ -1362,7 +1515,7 @@ mod tests {
     #[test]
     fn the_emitter_never_writes_past_its_end() {
         let mut mem = vec![0u8; 32];
-        let mut e = Emitter { mem: &mut mem, pos: 0, end: 10, bits: 64 };
+        let mut e = Emitter { mem: &mut mem, pos: 0, end: 10, bits: 64, svm: false };
         e.mov64(0, u64::MAX);
         e.mov64(0, u64::MAX);
         assert_eq!(e.pos, 10);
@@ -1424,7 +1577,28 @@ mod tests {
         assert_eq!(classify(Ending::GuestReportedFailure(3)), Class::Named("vmcall"));
         assert_eq!(classify(Ending::Unexpected(basic::INVD)), Class::Named("invd"));
         assert_eq!(classify(Ending::Unexpected(basic::IO_INSTRUCTION)), Class::Named("io-refused"));
-        assert_eq!(classify(Ending::EntryFailed), Class::HostFailure("VM entry failed"));
+        assert_eq!(classify(Ending::EntryFailed), Class::HostFailure("VM entry (VMRUN) failed"));
+        use crate::svm::exit_code as c;
+        assert_eq!(classify(Ending::NestedPageFault), Class::Named("npf"));
+        assert_eq!(classify(Ending::InsnUnreadable), Class::Named("insn-unreadable"));
+        assert_eq!(classify(Ending::NotResumed), Class::Named("not-resumed"));
+        assert_eq!(classify(Ending::UnexpectedSvm(c::IOIO as u16)), Class::Named("io-refused"));
+        assert_eq!(classify(Ending::UnexpectedSvm(c::MWAIT_CONDITIONAL as u16)), Class::Named("mwait"));
+        assert_eq!(classify(Ending::UnexpectedSvm(c::RSM as u16)), Class::Named("rsm"));
+        assert_eq!(classify(Ending::UnexpectedSvm(c::TR_WRITE as u16)), Class::Named("ltr"));
+        assert_eq!(classify(Ending::UnexpectedSvm(c::DR0_WRITE as u16 + 7)), Class::Named("mov-dr"));
+        for code in [c::NMI, c::SMI, c::INIT, c::INTR, c::SHUTDOWN, c::NPF, c::VMRUN, c::CPUID] {
+            assert_eq!(
+                classify(Ending::UnexpectedSvm(code as u16)),
+                Class::HostFailure("a #VMEXIT the handler cannot name"),
+                "{code:#x}"
+            );
+        }
+        for code in 0..0x100u16 {
+            if let Class::Named(n) = classify(Ending::UnexpectedSvm(code)) {
+                assert!(ENDING_NAMES.contains(&n), "{n}");
+            }
+        }
         for r in [basic::EXCEPTION_OR_NMI, basic::EPT_MISCONFIGURATION, basic::INIT_SIGNAL, 200] {
             assert_eq!(classify(Ending::Unexpected(r)), Class::HostFailure("an exit the handler cannot name"));
         }
@@ -1449,6 +1623,8 @@ mod tests {
         let line = alloc::format!("{}", Line { cpu: 1, tally: &t, seed: 123 });
         assert_eq!(line, "fuzz: cpu=1 runs=4 exits=14 endings=triple-fault:2,hlt:1 host_failures=2 seed=123");
         assert_eq!(alloc::format!("{}", ModesLine(1, &t)), "fuzz: cpu=1 modes=real:2,long64:2");
+        assert_eq!(alloc::format!("{}", StartModes(ALL_CAPS)), "real,protected,paged32,pae,long64,compat");
+        assert_eq!(alloc::format!("{}", StartModes(PENRYN)), "paged32,pae,long64,compat");
         t.count_named(Mode::Pae, "watchdog", 1);
         let line = alloc::format!("{}", Line { cpu: 1, tally: &t, seed: 123 });
         assert_eq!(

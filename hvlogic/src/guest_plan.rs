@@ -98,6 +98,14 @@ pub enum Ending {
     UnexpectedSvm(u16),
     /// VM entry failed (VMLAUNCH/VMRESUME VMfail, or an entry-failure exit).
     EntryFailed,
+    /// SVM without NRIP save: the instruction that exited could not be read
+    /// at CS:RIP through the guest's page tables (the guest changed them
+    /// after its TLB mapped the instruction), so it cannot be stepped over.
+    InsnUnreadable,
+    /// The guest fuzzer under Bochs 2.7 did not resume a guest with RFLAGS.IF
+    /// 0 (which Bochs's timer cannot stop) while another CPU's such guest
+    /// already waits for the watchdog.
+    NotResumed,
 }
 
 impl fmt::Display for Ending {
@@ -118,6 +126,12 @@ impl fmt::Display for Ending {
                 write!(f, "unexpected #VMEXIT {c:#x} ({})", crate::svm::exit_code::name(c as u64))
             }
             Ending::EntryFailed => f.write_str("VM-entry failure"),
+            Ending::NotResumed => {
+                f.write_str("not resumed with RFLAGS.IF 0 while another CPU's such guest needs the watchdog (Bochs 2.7)")
+            }
+            Ending::InsnUnreadable => {
+                f.write_str("the exiting instruction unreadable through the guest's page tables (no NRIP save)")
+            }
         }
     }
 }

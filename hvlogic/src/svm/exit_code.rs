@@ -20,6 +20,8 @@ pub const SMI: u64 = 0x62;
 pub const INIT: u64 = 0x63;
 pub const VINTR: u64 = 0x64;
 pub const CR0_SEL_WRITE: u64 = 0x65;
+/// LTR (the TR write intercept).
+pub const TR_WRITE: u64 = 0x6d;
 pub const RDTSC: u64 = 0x6e;
 pub const RDPMC: u64 = 0x6f;
 pub const CPUID: u64 = 0x72;
@@ -184,7 +186,7 @@ pub fn name(code: u64) -> &'static str {
         0x6a => "IDTR_WRITE",
         0x6b => "GDTR_WRITE",
         0x6c => "LDTR_WRITE",
-        0x6d => "TR_WRITE",
+        TR_WRITE => "TR_WRITE",
         RDTSC => "RDTSC",
         RDPMC => "RDPMC",
         0x70 => "PUSHF",

@@ -5,8 +5,10 @@
 
 use super::vmcb::Vmcb;
 use crate::virt::regs::GuestRegs;
+use hvlogic::cmdline::ExitMode;
 use hvlogic::svm::exit_code;
 use hvlogic::svm::vmcb::{control, save, Vmcb as Image};
+use hvlogic::svm::vmrun_check::departures::Emulator;
 use hvlogic::svm::vmrun_check::{self, Cpu, Cpuid, Verdict};
 use log::{error, info, log, Level};
 
@@ -38,6 +40,19 @@ pub fn cpu_facts() -> Cpu {
         e1f_eax: e1f.eax,
         e21_eax: e21.eax,
     })
+}
+
+/// Which emulator's departures apply: QEMU's TCG (CPUID leaf 4000_0000h
+/// reads `TCGTCGTCGTCG`), Bochs (`exit=bochs`), or none.
+pub fn emulator() -> Option<Emulator> {
+    let r = raw_cpuid::cpuid!(0x4000_0000);
+    let hypervisor = raw_cpuid::cpuid!(1).ecx & (1 << 31) != 0;
+    if hypervisor {
+        if let Some(e) = Emulator::from_hypervisor_signature(r.ebx, r.ecx, r.edx) {
+            return Some(e);
+        }
+    }
+    (crate::run::options().exit == ExitMode::Bochs).then_some(Emulator::Bochs)
 }
 
 /// The VMCB as the checker reads it.
@@ -85,6 +100,28 @@ pub fn vmrun_failure<G>(vcpu: &super::vcpu::Vcpu<G>) {
         error!("  {v}");
     }
     guest_state(&vcpu.vmcb, &vcpu.regs, vcpu.exits, Level::Error);
+}
+
+/// The checker's rules a VMCB image breaks, and its guest state, as ERROR
+/// lines headed by `what`.
+pub fn explain_image(v: &Image, what: &str) {
+    let input = vmrun_check::Input { vmcb: v, cpu: &cpu_facts(), memory: &crate::memory::read_physical, skip: &[] };
+    let violations = vmrun_check::check_with(&input);
+    error!(
+        "  {what}: RIP={:#x} CR0={:#x} CR3={:#x} CR4={:#x} EFER={:#x} DR6={:#x} DR7={:#x} EVENTINJ={:#x}; {} rule(s) broken",
+        v.read_u64(save::RIP),
+        v.read_u64(save::CR0),
+        v.read_u64(save::CR3),
+        v.read_u64(save::CR4),
+        v.read_u64(save::EFER),
+        v.read_u64(save::DR6),
+        v.read_u64(save::DR7),
+        v.read_u64(control::EVENTINJ),
+        violations.len()
+    );
+    for v in &violations {
+        error!("    {v}");
+    }
 }
 
 /// The guest's state from the VMCB and the saved registers.

@@ -27,11 +27,10 @@ use crate::virt::fuzz::HostState;
 use crate::virt::layout::*;
 use crate::virt::nested::{self, Format, Tables};
 use crate::virt::proof::AddressSpace;
-use crate::{apic, memory, run};
+use crate::{apic, memory};
 use alloc::boxed::Box;
 use alloc::vec::Vec;
 use core::fmt;
-use hvlogic::cmdline::ExitMode;
 use hvlogic::entry_fuzz::Rng;
 use hvlogic::guest_plan::GuestMode;
 use hvlogic::svm::exit_code;
@@ -86,19 +85,6 @@ impl fmt::Display for FuzzError {
             FuzzError::BaseRuns => f.write_str("the base VMCB does not stop its guest before the first instruction"),
         }
     }
-}
-
-/// Which emulator's departures apply: QEMU's TCG (CPUID leaf 4000_0000h
-/// reads `TCGTCGTCGTCG`), Bochs (`exit=bochs`), or none.
-fn emulator() -> Option<Emulator> {
-    let r = raw_cpuid::cpuid!(0x4000_0000);
-    let hypervisor = raw_cpuid::cpuid!(1).ecx & (1 << 31) != 0;
-    if hypervisor {
-        if let Some(e) = Emulator::from_hypervisor_signature(r.ebx, r.ecx, r.edx) {
-            return Some(e);
-        }
-    }
-    (run::options().exit == ExitMode::Bochs).then_some(Emulator::Bochs)
 }
 
 /// The guest's memory and nested tables (or host-owned page tables): like the
@@ -224,7 +210,7 @@ fn fuzz(pcb: &Pcb, n: u32, seed: Option<u64>) -> Result<bool, FuzzError> {
         let at = ProofAddresses { guest_cr3: PAGE_DIRECTORY, gdt: IMAGE, entry: IMAGE, ..ProofAddresses::EXAMPLE };
         bases.push(Box::new(in_long_mode(&bases[0], &at)));
     }
-    let emulator = emulator();
+    let emulator = dump::emulator();
     info!(
         "entry-fuzz: {n} mutations, seed={seed} (from {source}); bases: the proof guest's VMCB{}; the guest stops at once by a pending virtual interrupt (VINTR intercept); departures: {}",
         if bases.len() > 1 { " and the same in 64-bit mode, in turn" } else { "" },

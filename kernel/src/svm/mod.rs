@@ -11,6 +11,7 @@ mod dump;
 mod emulate;
 mod enter;
 mod entry_fuzz;
+mod fuzz_guest;
 pub mod instructions;
 mod proof_guest;
 mod proof_vcpu;

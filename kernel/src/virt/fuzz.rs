@@ -5,9 +5,10 @@
 //! The runs themselves, and how each backend's guest ends, are the backends'.
 
 use crate::pcb::{CPU_STATUS_VMXON, MAX_CPUS};
-use crate::{apic, run, tsc};
+use crate::{apic, memory, run, tsc};
 use core::fmt;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use hvlogic::guest_fuzz::{self as gf, Mode};
 use log::{error, info};
 
 /// A run that takes longer than this (host time included) did not end as it
@@ -19,8 +20,14 @@ pub const DUMP_LIMIT: u64 = 5;
 pub const PROGRESS_EVERY: u64 = 1_000;
 /// A run still going after this long has hung: a CPU done with its own runs
 /// sends the hung one an NMI, which exits its guest (VMX: NMI exiting; SVM:
-/// the NMI intercept).
+/// the NMI intercept). Each fuzzer passes its bound to `watch`.
 pub const HANG_US: u64 = RUN_DEADLINE_US;
+/// Both bounds under QEMU's TCG, whose TSC follows the host's clock: with
+/// more virtual CPUs than host cores, a virtual CPU waits for its turn in
+/// the middle of a run, and tens of milliseconds pass (a 4-CPU run on this
+/// 2-core machine saw runs of 50-55 ms between exits of an ordinary guest).
+/// The proof guest's time budget under SVM is 2 s for the same reason.
+pub const HOST_CLOCK_DEADLINE_US: u64 = 2_000_000;
 /// How long a watcher waits after its NMI before it leaves a CPU that still
 /// does not finish its run to the stage timeout.
 const GIVE_UP_US: u64 = 5_000_000;
@@ -139,6 +146,15 @@ impl Runs {
     }
 }
 
+/// SVM, from the #VMEXIT handler: an NMI exited CPU `cpu`'s guest, and the
+/// host takes it at the STGI that ends the run; the exception handler then
+/// drops it (`watchdog_nmi_in_host`).
+pub fn nmi_exited(cpu: u32) {
+    if let Some(e) = NMI_EXITED.get(cpu as usize) {
+        e.store(true, Ordering::Release);
+    }
+}
+
 /// However a CPU's runs ended (a set-up error returns early), no watcher
 /// waits on it any more.
 pub fn done(cpu: u32) {
@@ -185,10 +201,10 @@ pub fn watchdog_nmi_in_host(cpu: u32) -> bool {
 /// to one whose run has gone on for HANG_US, once per run. In its guest the
 /// NMI exits (the handler ends the run, which counts as a host failure);
 /// in its host it is reported as an exception with the run's replay words.
-pub fn watch_others(me: u32) {
+pub fn watch_others(me: u32, hang_us: u64) {
     loop {
         crate::logger::poll();
-        match watch(me) {
+        match watch(me, hang_us) {
             Watch::AllDone => return,
             Watch::GaveUp => {
                 error!("fuzz: a run did not end even after an NMI: cpu{me} stops watching");
@@ -206,10 +222,10 @@ pub enum Watch {
 }
 
 /// One look at the other fuzzing CPUs: an NMI to one whose run has gone on
-/// for HANG_US (once per run).
-pub fn watch(me: u32) -> Watch {
+/// for `hang_us` (once per run).
+pub fn watch(me: u32, hang_us: u64) -> Watch {
     let others = || crate::pcb::all().filter(move |p| p.processor_index != me && p.has(CPU_STATUS_VMXON));
-    let (hang, give_up) = (tsc::micros_to_ticks(HANG_US), tsc::micros_to_ticks(HANG_US + GIVE_UP_US));
+    let (hang, give_up) = (tsc::micros_to_ticks(hang_us), tsc::micros_to_ticks(hang_us + GIVE_UP_US));
     let mut all_done = true;
     for p in others() {
         let i = p.processor_index as usize;
@@ -366,4 +382,53 @@ pub fn clear_debug_registers() {
             options(nomem, nostack, preserves_flags)
         )
     };
+}
+
+/// Page tables the hypervisor owns for a guest without EPT or nested paging:
+/// guest-linear [0, MEM_SIZE) to the guest's memory, for 32-bit, PAE and
+/// 4-level paging (SDM Vol. 3A §4.3 "32-Bit Paging", §4.4 "PAE Paging", §4.5
+/// "4-Level Paging and 5-Level Paging"; AMD64's legacy and long-mode paging,
+/// APM Vol. 2 Chapter 5 "Page Translation and Protection"). The PAE and 4-level maps share their PD and PT.
+pub struct HostTables {
+    pd32: u64,
+    pdpt: u64,
+    pml4: u64,
+}
+
+impl HostTables {
+    /// The tables for guest memory at host `mem`; None where any of it lies
+    /// above 4 GiB (a 32-bit table cannot reach it).
+    pub fn build(mem: u64) -> Option<HostTables> {
+        const P: u64 = 1;
+        const P_RW_US: u64 = 0b111;
+        let page = || memory::alloc_pages(1).as_ptr() as u64;
+        let (pd32, pt32, pdpt, pd, pt, pml4, pdpt4) = (page(), page(), page(), page(), page(), page(), page());
+        if [pd32, pt32, pdpt, pd, pt, pml4, pdpt4, mem + gf::MEM_SIZE].iter().any(|a| a >> 32 != 0) {
+            return None;
+        }
+        // SAFETY: zeroed pages this function allocated (identity-mapped); every index is below 512.
+        unsafe {
+            (pd32 as *mut u32).write((pt32 | P_RW_US) as u32);
+            for i in 0..gf::MEM_SIZE / 4096 {
+                let frame = mem + i * 4096;
+                (pt32 as *mut u32).add(i as usize).write((frame | P_RW_US) as u32);
+                (pt as *mut u64).add(i as usize).write(frame | P_RW_US);
+            }
+            // PAE PDPTEs have no R/W or U/S bit (bits 2:1 are reserved).
+            (pdpt as *mut u64).write(pd | P);
+            (pd as *mut u64).write(pt | P_RW_US);
+            (pml4 as *mut u64).write(pdpt4 | P_RW_US);
+            (pdpt4 as *mut u64).write(pd | P_RW_US);
+        }
+        Some(HostTables { pd32, pdpt, pml4 })
+    }
+
+    /// The CR3 of a start in `mode`.
+    pub fn cr3(&self, mode: Mode) -> u64 {
+        match mode {
+            Mode::Pae => self.pdpt,
+            Mode::Long64 | Mode::Compat => self.pml4,
+            _ => self.pd32,
+        }
+    }
 }

@@ -19,14 +19,16 @@ use super::proof_vmcs;
 use super::vcpu::{GuestRegs, Return, Vcpu};
 use super::vmcs::{self, Controls, Segment, VmcsError, AR_CODE_32, AR_DATA_32, AR_TSS_BUSY_32, AR_UNUSABLE, PAT_RESET};
 use crate::pcb::{Pcb, CPU_STATUS_FAILED, CPU_STATUS_GUEST_OK, CPU_STATUS_VMXON};
-use crate::virt::fuzz::{self as vfuzz, HostState, Replay, DUMP_LIMIT, HANG_US, PROGRESS_EVERY, RUN_DEADLINE_US};
+use crate::virt::fuzz::{
+    self as vfuzz, HostState, HostTables, Replay, DUMP_LIMIT, HANG_US, PROGRESS_EVERY, RUN_DEADLINE_US,
+};
 use crate::virt::nested::{self as ept, Format, Tables as Ept};
 use crate::{apic, memory, run, tsc};
 use core::fmt;
 use hvlogic::cmdline::{GuestKind, Inject};
 use hvlogic::controls::{entry, exit, pin, proc1};
 use hvlogic::fixed::{Fixed, CR0_KEPT_BY_VM_EXIT};
-use hvlogic::guest_fuzz::{self as gf, cr0, cr4, efer, Caps, Class, Line, Mode, ModesLine, Plan, Tally};
+use hvlogic::guest_fuzz::{self as gf, cr0, cr4, efer, Caps, Class, Line, Mode, ModesLine, Plan, StartModes, Tally};
 use hvlogic::guest_plan::{Ending, GuestMode};
 use hvlogic::vmx_global::VmxGlobalData;
 use log::{error, info, warn, Level};
@@ -56,51 +58,6 @@ pub fn run(pcb: &Pcb) {
         Err(e) => {
             error!("fuzz: {e}");
             pcb.set(CPU_STATUS_FAILED);
-        }
-    }
-}
-
-/// Page tables the hypervisor owns for a guest without EPT: guest-linear
-/// [0, MEM_SIZE) to the guest's memory, for 32-bit, PAE and 4-level paging
-/// (SDM Vol. 3A §4.3 "32-Bit Paging", §4.4 "PAE Paging", §4.5 "4-Level Paging
-/// and 5-Level Paging"). The PAE and 4-level maps share their PD and PT.
-struct HostTables {
-    pd32: u64,
-    pdpt: u64,
-    pml4: u64,
-}
-
-impl HostTables {
-    fn build(mem: u64) -> Result<HostTables, VmcsError> {
-        const P: u64 = 1;
-        const P_RW_US: u64 = 0b111;
-        let page = || memory::alloc_pages(1).as_ptr() as u64;
-        let (pd32, pt32, pdpt, pd, pt, pml4, pdpt4) = (page(), page(), page(), page(), page(), page(), page());
-        if [pd32, pt32, pdpt, pd, pt, pml4, pdpt4, mem + gf::MEM_SIZE].iter().any(|a| a >> 32 != 0) {
-            return Err(VmcsError::Above4GiB);
-        }
-        // SAFETY: zeroed pages this function allocated (identity-mapped); every index is below 512.
-        unsafe {
-            (pd32 as *mut u32).write((pt32 | P_RW_US) as u32);
-            for i in 0..gf::MEM_SIZE / 4096 {
-                let frame = mem + i * 4096;
-                (pt32 as *mut u32).add(i as usize).write((frame | P_RW_US) as u32);
-                (pt as *mut u64).add(i as usize).write(frame | P_RW_US);
-            }
-            // PAE PDPTEs have no R/W or U/S bit (bits 2:1 are reserved).
-            (pdpt as *mut u64).write(pd | P);
-            (pd as *mut u64).write(pt | P_RW_US);
-            (pml4 as *mut u64).write(pdpt4 | P_RW_US);
-            (pdpt4 as *mut u64).write(pd | P_RW_US);
-        }
-        Ok(HostTables { pd32, pdpt, pml4 })
-    }
-
-    fn cr3(&self, mode: Mode) -> u64 {
-        match mode {
-            Mode::Pae => self.pdpt,
-            Mode::Long64 | Mode::Compat => self.pml4,
-            _ => self.pd32,
         }
     }
 }
@@ -167,7 +124,8 @@ fn fuzz(pcb: &Pcb) -> Result<bool, VmcsError> {
     // IA32_EFER.NXE exists where CPUID.80000001H:EDX[20] (XD) says so; the
     // long-mode entry in boot.s has checked that the leaf exists.
     let nx = raw_cpuid::cpuid!(0x8000_0001).edx & (1 << 20) != 0;
-    let caps = Caps { unrestricted: mode == GuestMode::RealFromReset, ept: mode.uses_ept(), ia32e: false, nx };
+    let caps =
+        Caps { unrestricted: mode == GuestMode::RealFromReset, ept: mode.uses_ept(), ia32e: false, nx, svm: false };
     let vpid = d.invvpid_type().map(|flush| (cpu as u16 + 1, flush));
     let controls = proof_vmcs::choose_controls(&d, mode, vpid.is_some())?;
     // 64-bit code only where CR8 accesses exit (proof_vmcs::choose_controls).
@@ -184,7 +142,7 @@ fn fuzz(pcb: &Pcb) -> Result<bool, VmcsError> {
         e.map(0, base, gf::MEM_SIZE, ept::RWX);
         (Some(e.eptp(d.ept_memory_type)), None)
     } else {
-        (None, Some(HostTables::build(base)?))
+        (None, Some(HostTables::build(base).ok_or(VmcsError::Above4GiB)?))
     };
     let clock = if controls.pin & pin::PREEMPTION_TIMER != 0 {
         // The timer counts down every 2^IA32_VMX_MISC[4:0] TSC ticks
@@ -213,7 +171,7 @@ fn fuzz(pcb: &Pcb) -> Result<bool, VmcsError> {
     }
     info!(
         "fuzz: cpu={cpu} modes {}; time budget {TIME_BUDGET_US} us per run ({clock}), {EXIT_BUDGET} exits",
-        Modes(caps)
+        StartModes(caps)
     );
     let fuzzing_cpus = crate::pcb::all().filter(|p| p.has(CPU_STATUS_VMXON)).count();
     if matches!(clock, Clock::Apic(_)) && fuzzing_cpus == 1 {
@@ -364,32 +322,18 @@ fn fuzz(pcb: &Pcb) -> Result<bool, VmcsError> {
         // Let the log reach COM1 while the runs go on (never waits), and
         // watch the other CPUs' runs.
         crate::logger::poll();
-        vfuzz::watch(cpu);
+        vfuzz::watch(cpu, HANG_US);
         if (k + 1 - skip) % PROGRESS_EVERY == 0 && k + 1 - skip < runs {
             info!("fuzz: cpu={cpu} {} of {runs} runs, {} host failures so far", k + 1 - skip, tally.host_failures);
         }
     }
     record.finish();
-    vfuzz::watch_others(cpu);
+    vfuzz::watch_others(cpu, HANG_US);
     // SAFETY: in VMX root operation; the VMCS is this CPU's (not left current or active).
     let _ = unsafe { vmclear(f.vmcs) };
     info!("{}", ModesLine(cpu, &tally));
     info!("{}", Line { cpu, tally: &tally, seed });
     Ok(tally.host_failures == 0)
-}
-
-/// The modes this CPU's runs start in.
-struct Modes(Caps);
-
-impl fmt::Display for Modes {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut first = true;
-        for m in Mode::ALL.iter().filter(|m| m.supported(self.0)) {
-            write!(f, "{}{}", if first { "" } else { "," }, m.name())?;
-            first = false;
-        }
-        Ok(())
-    }
 }
 
 impl Fuzzer<'_> {

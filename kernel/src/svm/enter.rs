@@ -6,8 +6,8 @@
 
 use super::instructions;
 use crate::pcb::{Pcb, CPU_STATUS_VMXON, CPU_STATUS_VMX_ROOT_REACHED};
-use crate::virt::NotEntered;
 use crate::run;
+use crate::virt::NotEntered;
 use hvlogic::cmdline::Inject;
 use hvlogic::svm::features::{write_svmcap, SvmFeatures};
 use hvlogic::svm::vm_cr::{self, Decision, VM_CR};

@@ -28,8 +28,8 @@ use crate::linux::Handoff;
 use crate::pcb::Pcb;
 use hvlogic::memmap::Range;
 use hvlogic::power::Ports;
+use hvlogic::startup::Vendor;
 use hvlogic::summary::Virt;
-use hvlogic::svm::Vendor;
 use spin::Once;
 
 /// What a backend provides: the seed's steps in its terms, and the guests.
@@ -92,9 +92,9 @@ pub fn kind() -> Kind {
     *KIND.call_once(|| {
         let r = raw_cpuid::cpuid!(0);
         let vmx = raw_cpuid::cpuid!(1).ecx & (1 << 5) != 0;
-        match (Vendor::from_cpuid0(r.ebx, r.ecx, r.edx), vmx, svm_offered()) {
+        match (Vendor::from_cpuid0(r.ebx, r.edx, r.ecx), vmx, svm_offered()) {
             (_, true, _) => Kind::Vmx,
-            (_, false, true) | (Vendor::Amd, false, false) => Kind::Svm,
+            (_, false, true) | (Vendor::Amd | Vendor::Hygon, false, false) => Kind::Svm,
             (Vendor::Intel | Vendor::Other, false, false) => Kind::Vmx,
         }
     })

@@ -5,8 +5,8 @@
 use super::instructions::{self, VmFail};
 use crate::memory;
 use crate::pcb::{Own, Pcb, CPU_STATUS_FAILED, CPU_STATUS_VMXON, CPU_STATUS_VMX_ROOT_REACHED};
-use crate::virt::NotEntered;
 use crate::run;
+use crate::virt::NotEntered;
 use core::fmt;
 use hvlogic::cmdline::Inject;
 use hvlogic::feature_control::{self, Decision, IA32_FEATURE_CONTROL};

@@ -191,7 +191,6 @@ fn hand_off(
     // room for the OS guest's EPT and every CPU's VMCS), the boot information.
     let online = pcb::all().filter(|p| p.has(CPU_STATUS_ONLINE)).count();
     let heap = memory::freeze(OS_SETUP_BYTES + online as u64 * OS_PER_CPU_BYTES);
-    let hypervisor = &[image, heap, boot.range];
     let guest = match (options.linux, virt::backend::os_unsupported(bsp)) {
         (LinuxMode::Native, _) => {
             info!("linux: runs natively (linux=native)");
@@ -203,6 +202,12 @@ fn hand_off(
         }
         (LinuxMode::Guest, None) => true,
     };
+    // And, for a guest, what the backend keeps besides (SVM: the trampoline
+    // the OS's application processors come back through).
+    let kept = if guest { virt::backend::os_kept() } else { None };
+    let mut hypervisor = alloc::vec![image, heap, boot.range];
+    hypervisor.extend(kept);
+    let hypervisor = &hypervisor[..];
     let handoff = match linux::load(os, boot, hypervisor, boot.framebuffer.and_then(ScreenInfo::from_framebuffer)) {
         Ok(h) => h,
         Err(e) => {
@@ -211,15 +216,20 @@ fn hand_off(
             return;
         }
     };
+    let nested = match virt::kind() {
+        virt::Kind::Vmx => ", and EPT maps a blank page there",
+        virt::Kind::Svm => ", and nested paging maps a blank page there",
+    };
     info!(
-        "linux: kept from the OS (e820 reserved{}): image {:#x}-{:#x}, heap {:#x}-{:#x}, boot information {:#x}-{:#x}",
-        if guest { ", and EPT maps a blank page there" } else { "" },
+        "linux: kept from the OS (e820 reserved{}): image {:#x}-{:#x}, heap {:#x}-{:#x}, boot information {:#x}-{:#x}{}",
+        if guest { nested } else { "" },
         hypervisor[0].start,
         hypervisor[0].end,
         hypervisor[1].start,
         hypervisor[1].end,
         hypervisor[2].start,
-        hypervisor[2].end
+        hypervisor[2].end,
+        kept.map_or(alloc::string::String::new(), |k| alloc::format!(", trampoline {:#x}-{:#x}", k.start, k.end))
     );
     if guest {
         let top = boot.areas().iter().map(|a| a.range.end).max().unwrap_or(0);

@@ -11,6 +11,8 @@ mod dump;
 mod emulate;
 mod enter;
 pub mod instructions;
+mod os_guest;
+mod os_vcpu;
 mod proof_guest;
 mod proof_vcpu;
 mod vcpu;
@@ -41,17 +43,28 @@ impl Backend for Svm {
         proof_guest::run(pcb)
     }
 
-    fn os_unsupported(_: &Pcb) -> Option<&'static str> {
-        Some("the SVM OS guest is not built yet")
+    fn os_unsupported(bsp: &Pcb) -> Option<&'static str> {
+        os_guest::unsupported(bsp)
     }
 
-    fn prepare_os(_: &Pcb, _: &[Range], _: &[Range], _: Ports, _: u64) {}
-
-    fn arm_os_ap(_: &Pcb) {}
-
-    fn launch_os(_: &'static Pcb, _: &Handoff) -> ! {
-        crate::run::fail_and_end("no SVM OS guest")
+    fn os_kept() -> Option<Range> {
+        os_guest::kept()
     }
 
+    fn prepare_os(bsp: &Pcb, holes: &[Range], ram: &[Range], ports: Ports, memory_top: u64) {
+        os_guest::prepare(bsp, holes, ram, ports, memory_top)
+    }
+
+    fn arm_os_ap(pcb: &Pcb) {
+        os_guest::arm_ap(pcb)
+    }
+
+    fn launch_os(bsp: &'static Pcb, h: &Handoff) -> ! {
+        os_guest::launch_bsp(bsp, h)
+    }
+
+    /// An NMI in the host of a CPU that runs the OS: the handler runs with
+    /// GIF clear, so this is one that met the CPU on its way to wait-for-SIPI
+    /// (the OS is restarting it); natively INIT would have dropped it too.
     fn nmi_in_host(_: &Pcb) {}
 }

@@ -200,7 +200,7 @@ fn write_start(vmcb: &Vmcb, mode: GuestMode, space: &AddressSpace) {
     vmcb.set_u64(RFLAGS, 0x2);
     vmcb.set_u64(DR6, 0xffff_0ff0);
     vmcb.set_u64(DR7, 0x400);
-    vmcb.set_u64(G_PAT, 0x0007_0406_0007_0406);
+    vmcb.set_u64(G_PAT, hvlogic::mtrr::PAT_RESET);
     vmcb.set_u64(DBGCTL, 0);
     for s in [STAR, LSTAR, CSTAR, SFMASK, KERNEL_GS_BASE, SYSENTER_CS, SYSENTER_ESP, SYSENTER_EIP] {
         vmcb.set_u64(s, 0);

@@ -46,6 +46,10 @@ pub fn os_unsupported(bsp: &Pcb) -> Option<&'static str> {
     dispatch!(os_unsupported(bsp))
 }
 
+pub fn os_kept() -> Option<Range> {
+    dispatch!(os_kept())
+}
+
 pub fn prepare_os(bsp: &Pcb, holes: &[Range], ram: &[Range], ports: Ports, memory_top: u64) {
     dispatch!(prepare_os(bsp, holes, ram, ports, memory_top))
 }

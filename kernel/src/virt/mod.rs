@@ -18,6 +18,7 @@ pub mod guest_image;
 pub mod layout;
 pub mod mode;
 pub mod nested;
+pub mod os;
 pub mod os_memory;
 pub mod proof;
 pub mod regs;
@@ -49,6 +50,9 @@ pub trait Backend {
     fn run_guest(pcb: &Pcb);
     /// Why the OS cannot run as the guest of every CPU, if it cannot.
     fn os_unsupported(bsp: &Pcb) -> Option<&'static str>;
+    /// A page the backend keeps from the OS besides the hypervisor's RAM (SVM:
+    /// the trampoline the application processors come back through).
+    fn os_kept() -> Option<Range>;
     /// On the boot CPU, before any CPU runs the OS: what every CPU's OS guest
     /// shares (the nested page tables with `holes` blanked, the intercept maps).
     fn prepare_os(bsp: &Pcb, holes: &[Range], ram: &[Range], ports: Ports, memory_top: u64);
@@ -135,5 +139,19 @@ pub fn leave_for_park() {
         }
         // SAFETY: EFER.SVME is set on this CPU (its status says so).
         Kind::Svm => unsafe { crate::svm::instructions::leave() },
+    }
+}
+
+/// How GUEST-END's table names counter slot `slot` of `Pcb::exits`: VMX's
+/// basic exit reason in decimal and its SDM name, or SVM's exit code in hex
+/// and its APM name.
+pub fn exit_label(slot: usize) -> (alloc::string::String, &'static str) {
+    use hvlogic::svm::exit_code;
+    match kind() {
+        Kind::Vmx => (alloc::format!("{slot}"), hvlogic::exit_reason::ExitReason(slot as u32).name()),
+        Kind::Svm => {
+            let code = exit_code::code_of_counter(slot);
+            (alloc::format!("{code:#x}"), exit_code::name(code))
+        }
     }
 }

@@ -56,6 +56,10 @@ impl Backend for Vmx {
         os_guest::unsupported(bsp)
     }
 
+    fn os_kept() -> Option<Range> {
+        None
+    }
+
     fn prepare_os(bsp: &Pcb, holes: &[Range], ram: &[Range], ports: Ports, memory_top: u64) {
         os_guest::prepare(bsp, holes, ram, ports, memory_top)
     }

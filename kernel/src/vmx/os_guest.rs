@@ -175,7 +175,7 @@ fn set_up(pcb: &'static Pcb) -> Result<&'static mut OsVcpu, VmcsError> {
     crate::apic::restore_firmware_mode(pcb.own().firmware_apic_base);
     crate::apic::set_task_priority(0);
     let shared = SHARED.get().expect("os_guest::prepare runs first");
-    enable_host_xsave();
+    let xcr0_supported = crate::virt::os::enable_host_xsave();
     super::load_new_vmcs(&d).map_err(VmcsError::Load)?;
     let vpid = d.invvpid_type().map(|flush| (pcb.processor_index as u16 + 1, flush));
     let c = os_guest::controls(&d, vpid.is_some());
@@ -204,13 +204,6 @@ fn set_up(pcb: &'static Pcb) -> Result<&'static mut OsVcpu, VmcsError> {
     let cr4_hidden = cr4::VMXE | cr4::SMXE;
     vmcs::write(ctl::CR0_GUEST_HOST_MASK, cr0_fixed.constrained() & 0xffff_ffff)?;
     vmcs::write(ctl::CR4_GUEST_HOST_MASK, cr4_fixed.constrained() | cr4_hidden)?;
-    let xsave = raw_cpuid::cpuid!(1).ecx & (1 << 26) != 0;
-    let xcr0_supported = if xsave {
-        let r = raw_cpuid::cpuid!(0xd, 0);
-        r.eax as u64 | (r.edx as u64) << 32
-    } else {
-        0
-    };
     let os = Os {
         pcb,
         hidden: os_guest::Hidden { tsc_deadline: shared.hide_tsc_deadline, ..c.hidden },
@@ -245,19 +238,6 @@ fn set_up(pcb: &'static Pcb) -> Result<&'static mut OsVcpu, VmcsError> {
         return Err(VmcsError::Flush);
     }
     Ok(vcpu)
-}
-
-/// XSETBV runs in the host on the guest's behalf, and needs CR4.OSXSAVE there
-/// (SDM Vol. 2C "XSETBV—Set Extended Control Register": #UD without it). The
-/// host uses no XSAVE state itself.
-fn enable_host_xsave() {
-    const CPUID_01_ECX_XSAVE: u32 = 1 << 26;
-    const CR4_OSXSAVE: u64 = 1 << 18;
-    if raw_cpuid::cpuid!(1).ecx & CPUID_01_ECX_XSAVE != 0 {
-        use x86_64::registers::control::Cr4;
-        // SAFETY: CPUID says XSAVE exists, so CR4.OSXSAVE may be set.
-        unsafe { Cr4::write_raw(Cr4::read_raw() | CR4_OSXSAVE) };
-    }
 }
 
 /// Stage work for an application processor: its VMCS, then VMLAUNCH into the

@@ -11,17 +11,17 @@ use super::vcpu::{Rsp, Vcpu, RESUME};
 use super::vmcs::{self, VmcsError, AR_CODE_16, AR_DATA_16, AR_TSS_BUSY_32, AR_UNUSABLE};
 use crate::pcb::{Pcb, CPU_STATUS_OS_WAITING};
 use crate::run::{self, How};
-use crate::virt::os_memory;
+use crate::virt::os::{self, PortError};
 use core::sync::atomic::{AtomicU32, Ordering};
 use hvlogic::controls::{entry, pin};
 use hvlogic::cr::{self, Outcome};
 use hvlogic::exit_qual::{CrAccess, CrAccessKind, IoAccess};
 use hvlogic::exit_reason::{basic, ExitReason};
 use hvlogic::fixed::{self, Fixed};
-use hvlogic::guest_mem::{self, Paging, Source, Store};
+use hvlogic::guest_mem::{Paging, Source};
 use hvlogic::icr;
 use hvlogic::os_guest::Hidden;
-use hvlogic::power::{Ports, Request};
+use hvlogic::power::Ports;
 use log::error;
 use x86::vmx::vmcs::{control as ctl, guest, ro};
 
@@ -494,56 +494,29 @@ fn msr(vcpu: &mut OsVcpu, write: bool) -> Result<(), Fatal> {
 /// INIT and SIPI to a processor the hypervisor did not start (online-capable,
 /// beyond `maxcpus=`, or beyond what it runs) are dropped too: that processor
 /// would run the OS natively, outside EPT, with VMX visible and the
-/// hypervisor's memory open to it. The OS reports it as not responding.
+/// hypervisor's memory open to it. The OS reports it as not responding. So
+/// are INIT and SIPI by shorthand or logical destination, which could reach
+/// such a processor (Linux sends none).
 fn forward_ipi(low: u32, dest: u32) -> bool {
     let hosted = |dest: u32| crate::pcb::all().find(|p| p.apic_id() == dest && p.has(crate::pcb::CPU_STATUS_OS));
     match icr::decode(low, dest) {
         icr::Ipi::Init { dest } => hosted(dest).is_some_and(|p| !p.has(CPU_STATUS_OS_WAITING)),
         icr::Ipi::Startup { dest, .. } => hosted(dest).is_some(),
+        icr::Ipi::Many => false,
         icr::Ipi::Other => true,
     }
 }
 
 /// An EPT violation: a write to the local APIC's page (write-protected so
-/// that the OS's INIT IPIs can be seen), emulated; anything else cannot be
-/// handled (the identity map covers all memory).
+/// that the OS's INIT IPIs can be seen), emulated (`virt::os::apic_store`);
+/// anything else cannot be handled (the identity map covers all memory).
 fn ept_violation(vcpu: &mut OsVcpu, qualification: u64) -> Result<(), Fatal> {
     const WRITE: u64 = 1 << 1;
+    const CS_L: u64 = 1 << 13;
     let gpa = vmcs::read(ro::GUEST_PHYSICAL_ADDR_FULL);
     if gpa & !0xfff != vcpu.guest.apic_page || qualification & WRITE == 0 {
         return Err(Fatal::Unhandled(ExitReason(basic::EPT_VIOLATION as u32)));
     }
-    let store = decode_guest_store().ok_or(Fatal::Undecodable(gpa))?;
-    let value = match store.source {
-        Source::Register(n) => vcpu.regs.get(n) as u32,
-        Source::Immediate(v) => v,
-    };
-    if store.size != 4 {
-        return Err(Fatal::Undecodable(gpa));
-    }
-    let apic = |offset: u64| (vcpu.guest.apic_page + offset) as *mut u32;
-    let offset = gpa & 0xfff & !3;
-    // SAFETY: the local APIC's registers, identity-mapped (uncached by the
-    // MTRRs); the OS wrote this register of its own APIC.
-    let forward = offset != icr::XAPIC_ICR_LOW
-        || forward_ipi(value, icr::xapic_destination(unsafe { core::ptr::read_volatile(apic(icr::XAPIC_ICR_HIGH)) }));
-    if let (true, Source::Register(n)) = (store.exchange, store.source) {
-        // XCHG also loads the register's old value into the register (32 bits: zero-extended).
-        // SAFETY: as above; a read of the register the OS is exchanging with.
-        let old = unsafe { core::ptr::read_volatile(apic(offset)) };
-        vcpu.regs.set(n, old as u64)?;
-    }
-    if forward {
-        // SAFETY: as above.
-        unsafe { core::ptr::write_volatile(apic(offset), value) };
-    }
-    Ok(emulate::advance(store.len as u64)?)
-}
-
-/// The store instruction at the guest's RIP, read through its own page tables
-/// and the EPT view (os_memory): one walk per page the instruction touches.
-fn decode_guest_store() -> Option<Store> {
-    const CS_L: u64 = 1 << 13;
     let paging = Paging {
         cr0: vmcs::read(guest::CR0),
         cr3: vmcs::read(guest::CR3),
@@ -551,79 +524,35 @@ fn decode_guest_store() -> Option<Store> {
         efer: vmcs::read(guest::IA32_EFER_FULL),
     };
     let long = paging.efer & cr::EFER_LMA != 0 && vmcs::read(guest::CS_ACCESS_RIGHTS) & CS_L != 0;
-    let linear = vmcs::read(guest::CS_BASE).wrapping_add(vmcs::read(guest::RIP));
-    let mut read = |gpa: u64| os_memory::read_u64(gpa).unwrap_or(0);
-    let mut code = [0u8; 15];
-    let mut page: Option<(u64, u64)> = None; // (linear page, guest-physical page)
-    for (i, byte) in code.iter_mut().enumerate() {
-        let at = linear.wrapping_add(i as u64);
-        let physical_page = match page {
-            Some((l, p)) if l == at & !0xfff => p,
-            _ => {
-                let p = guest_mem::translate(&paging, at & !0xfff, &mut read)?;
-                page = Some((at & !0xfff, p));
-                p
-            }
-        };
-        let physical = physical_page | (at & 0xfff);
-        *byte = os_memory::read_u64(physical)?.to_le_bytes()[(physical & 7) as usize];
+    let store = os::decode_store(&paging, vmcs::read(guest::CS_BASE), vmcs::read(guest::RIP), long)
+        .ok_or(Fatal::Undecodable(gpa))?;
+    let source = match store.source {
+        Source::Register(n) => vcpu.regs.get(n),
+        Source::Immediate(_) => 0,
+    };
+    let done =
+        os::apic_store(vcpu.guest.apic_page, gpa, &store, source, |low, dest| forward_ipi(low, dest).then_some(low))
+            .ok_or(Fatal::Undecodable(gpa))?;
+    if let Some((n, old)) = done.exchange {
+        vcpu.regs.set(n, old as u64)?;
     }
-    guest_mem::decode_store(&code, long)
+    Ok(emulate::advance(store.len as u64)?)
 }
 
-/// The trapped ports: the PM1 control blocks, 0xCF9, the keyboard controller's
-/// command port and the FADT reset register. A write that powers off or
-/// resets ends the run with GUEST-END, then is carried out for real; anything
-/// else is passed on to the port as the guest asked.
+/// The trapped ports (`virt::os::port_io`).
 fn io(vcpu: &mut OsVcpu, q: IoAccess) -> Result<(), Fatal> {
-    if q.string {
-        return Err(Fatal::StringIo(q));
-    }
-    let mask = u64::MAX >> (64 - 8 * q.size as u32);
-    if q.is_in {
-        let value = crate::platform::port_in(q.port, q.size) as u64;
-        // A 32-bit destination zero-extends into RAX (SDM Vol. 1 §3.4.1.1
-        // "General-Purpose Registers in 64-Bit Mode"); 8 and 16 bits leave the
-        // rest of the register alone.
-        vcpu.regs.rax = if q.size == 4 { value & mask } else { (vcpu.regs.rax & !mask) | (value & mask) };
-        return Ok(emulate::skip_instruction()?);
-    }
-    let value = vcpu.regs.rax & mask;
-    match vcpu.guest.ports.classify(q.port, q.size, value) {
-        Request::PowerOff => {
-            run::guest_end(How::PowerOff);
-        }
-        Request::Reset => {
-            run::guest_end(How::Reset);
-            // A platform reset the OS asked for (0xCF9 with SYS_RST, the
-            // FADT's reset register) is done as asked. A warm one (the
-            // keyboard controller's pulse, port 92H, 0xCF9 without SYS_RST)
-            // reaches the processors as INIT, which VMX root operation blocks
-            // (SDM Vol. 3C §24.8 "Restrictions on VMX Operation"), and INIT
-            // leaves IA32_FEATURE_CONTROL locked for the firmware that runs
-            // next (which Bochs 2.7's BIOS does not survive): it becomes a
-            // full reset.
-            if !hvlogic::power::is_cold_reset(&vcpu.guest.ports, q.port, value) {
-                crate::platform::reset(&vcpu.guest.ports);
-            }
-        }
-        Request::Sleep(typ) => return Err(Fatal::Sleep(typ)),
-        Request::None => {}
-    }
-    crate::platform::port_out(q.port, q.size, value as u32);
+    os::port_io(&vcpu.guest.ports, q, &mut vcpu.regs.rax).map_err(|e| match e {
+        PortError::StringIo(q) => Fatal::StringIo(q),
+        PortError::Sleep(typ) => Fatal::Sleep(typ),
+    })?;
     Ok(emulate::skip_instruction()?)
 }
 
 /// XSETBV, executed for the guest when the CPU would accept it; #GP otherwise.
 fn xsetbv(vcpu: &mut OsVcpu) -> Result<(), Fatal> {
-    let index = vcpu.regs.rcx as u32;
-    let value = (vcpu.regs.rdx << 32) | (vcpu.regs.rax & 0xffff_ffff);
-    if !hvlogic::xsetbv::allowed(index, value, vcpu.guest.xcr0_supported) {
+    if !os::xsetbv(&vcpu.regs, vcpu.guest.xcr0_supported) {
         return Ok(inject_gp()?);
     }
-    // SAFETY: the value passed the checks the CPU makes (hvlogic::xsetbv), and
-    // the host runs with CR4.OSXSAVE (os_guest.rs); the host uses no XSAVE state.
-    unsafe { core::arch::asm!("xsetbv", in("ecx") index, in("eax") value as u32, in("edx") (value >> 32) as u32) };
     Ok(emulate::skip_instruction()?)
 }
 

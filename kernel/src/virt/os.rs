@@ -1,0 +1,169 @@
+//! Hosting an OS, as both backends do it: the ports that power off or
+//! reset the machine, XSETBV on the guest's behalf, and the guest's writes
+//! to its local APIC's register page (write-protected in the nested page
+//! tables so that its INIT and SIPI IPIs are seen), decoded from the
+//! instruction at its RIP through its own paging and the nested view.
+
+use super::os_memory;
+use super::regs::GuestRegs;
+use crate::run::{self, How};
+use hvlogic::exit_qual::IoAccess;
+use hvlogic::guest_mem::{self, Paging, Source, Store};
+use hvlogic::icr;
+use hvlogic::power::{Ports, Request};
+
+/// Why a trapped port access cannot be carried out.
+#[derive(Clone, Copy, Debug)]
+pub enum PortError {
+    /// String I/O to a trapped port.
+    StringIo(IoAccess),
+    /// A sleep state other than S5.
+    Sleep(u8),
+}
+
+/// A trapped port access: the PM1 control blocks, 0xCF9, the keyboard
+/// controller's command port and the FADT reset register. A write that
+/// powers off or resets ends the run with GUEST-END, then is carried out
+/// for real; anything else is passed on to the port as the guest asked.
+/// `rax` is the guest's RAX; the caller steps over the instruction.
+pub fn port_io(ports: &Ports, q: IoAccess, rax: &mut u64) -> Result<(), PortError> {
+    if q.string {
+        return Err(PortError::StringIo(q));
+    }
+    let mask = u64::MAX >> (64 - 8 * q.size as u32);
+    if q.is_in {
+        let value = crate::platform::port_in(q.port, q.size) as u64;
+        // A 32-bit destination zero-extends into RAX (SDM Vol. 1 §3.4.1.1
+        // "General-Purpose Registers in 64-Bit Mode"); 8 and 16 bits leave the
+        // rest of the register alone.
+        *rax = if q.size == 4 { value & mask } else { (*rax & !mask) | (value & mask) };
+        return Ok(());
+    }
+    let value = *rax & mask;
+    match ports.classify(q.port, q.size, value) {
+        Request::PowerOff => {
+            run::guest_end(How::PowerOff);
+        }
+        Request::Reset => {
+            run::guest_end(How::Reset);
+            // A platform reset the OS asked for (0xCF9 with SYS_RST, the
+            // FADT's reset register) is done as asked. A warm one (the
+            // keyboard controller's pulse, port 92H, 0xCF9 without SYS_RST)
+            // reaches the processors as INIT, which VMX root operation blocks
+            // (SDM Vol. 3C §24.8 "Restrictions on VMX Operation") and SVM
+            // intercepts, and INIT leaves IA32_FEATURE_CONTROL locked for the
+            // firmware that runs next (which Bochs 2.7's BIOS does not
+            // survive): it becomes a full reset.
+            if !hvlogic::power::is_cold_reset(ports, q.port, value) {
+                crate::platform::reset(ports);
+            }
+        }
+        Request::Sleep(typ) => return Err(PortError::Sleep(typ)),
+        Request::None => {}
+    }
+    crate::platform::port_out(q.port, q.size, value as u32);
+    Ok(())
+}
+
+/// XSETBV for the guest (ECX, EDX:EAX), executed when the CPU would accept
+/// it; false when the guest must get #GP instead.
+pub fn xsetbv(regs: &GuestRegs, xcr0_supported: u64) -> bool {
+    let index = regs.rcx as u32;
+    let value = (regs.rdx << 32) | (regs.rax & 0xffff_ffff);
+    if !hvlogic::xsetbv::allowed(index, value, xcr0_supported) {
+        return false;
+    }
+    // SAFETY: the value passed the checks the CPU makes (hvlogic::xsetbv), and
+    // the host runs with CR4.OSXSAVE (enable_host_xsave); the host uses no XSAVE state.
+    unsafe { core::arch::asm!("xsetbv", in("ecx") index, in("eax") value as u32, in("edx") (value >> 32) as u32) };
+    true
+}
+
+/// XSETBV runs in the host on the guest's behalf, and needs CR4.OSXSAVE there
+/// (SDM Vol. 2C "XSETBV—Set Extended Control Register": #UD without it). The
+/// host uses no XSAVE state itself. Returns the XCR0 bits the CPU supports
+/// (CPUID.(EAX=0DH,ECX=0):EDX:EAX), 0 without XSAVE.
+pub fn enable_host_xsave() -> u64 {
+    const CPUID_01_ECX_XSAVE: u32 = 1 << 26;
+    const CR4_OSXSAVE: u64 = 1 << 18;
+    if raw_cpuid::cpuid!(1).ecx & CPUID_01_ECX_XSAVE == 0 {
+        return 0;
+    }
+    use x86_64::registers::control::Cr4;
+    // SAFETY: CPUID says XSAVE exists, so CR4.OSXSAVE may be set.
+    unsafe { Cr4::write_raw(Cr4::read_raw() | CR4_OSXSAVE) };
+    let r = raw_cpuid::cpuid!(0xd, 0);
+    r.eax as u64 | (r.edx as u64) << 32
+}
+
+/// The store instruction at the guest's CS:RIP, read through its own page
+/// tables and the nested view (os_memory): one walk per page the
+/// instruction touches. `long`: 64-bit code.
+pub fn decode_store(paging: &Paging, cs_base: u64, rip: u64, long: bool) -> Option<Store> {
+    let linear = cs_base.wrapping_add(rip);
+    let mut read = |gpa: u64| os_memory::read_u64(gpa).unwrap_or(0);
+    let mut code = [0u8; 15];
+    let mut page: Option<(u64, u64)> = None; // (linear page, guest-physical page)
+    for (i, byte) in code.iter_mut().enumerate() {
+        let at = linear.wrapping_add(i as u64);
+        let physical_page = match page {
+            Some((l, p)) if l == at & !0xfff => p,
+            _ => {
+                let p = guest_mem::translate(paging, at & !0xfff, &mut read)?;
+                page = Some((at & !0xfff, p));
+                p
+            }
+        };
+        let physical = physical_page | (at & 0xfff);
+        *byte = os_memory::read_u64(physical)?.to_le_bytes()[(physical & 7) as usize];
+    }
+    guest_mem::decode_store(&code, long)
+}
+
+/// What a carried-out store to the APIC page leaves for the caller: for
+/// XCHG, the guest register that receives the APIC register's old value.
+pub struct ApicStore {
+    pub exchange: Option<(u8, u32)>,
+}
+
+/// Carry out the guest's `store` (its source register's value `source`) to
+/// its local APIC page at `apic_page`, offset `gpa & 0xfff`. A write of the
+/// ICR's low half goes through `ipi(low, destination)`, which returns what
+/// reaches the APIC (the value, another, or nothing). None: not a 32-bit
+/// store, which this hypervisor does not emulate.
+pub fn apic_store(
+    apic_page: u64,
+    gpa: u64,
+    store: &Store,
+    source: u64,
+    ipi: impl FnOnce(u32, u32) -> Option<u32>,
+) -> Option<ApicStore> {
+    let value = match store.source {
+        Source::Register(_) => source as u32,
+        Source::Immediate(v) => v,
+    };
+    if store.size != 4 {
+        return None;
+    }
+    let apic = |offset: u64| (apic_page + offset) as *mut u32;
+    let offset = gpa & 0xfff & !3;
+    let write = if offset == icr::XAPIC_ICR_LOW {
+        // SAFETY: the local APIC's registers, identity-mapped (uncached by the
+        // MTRRs); the OS wrote this register of its own APIC.
+        let high = unsafe { core::ptr::read_volatile(apic(icr::XAPIC_ICR_HIGH)) };
+        ipi(value, icr::xapic_destination(high))
+    } else {
+        Some(value)
+    };
+    let exchange = match (store.exchange, store.source) {
+        // XCHG also loads the register's old value into the register (32 bits: zero-extended).
+        // SAFETY: as above; a read of the register the OS is exchanging with.
+        (true, Source::Register(n)) => Some((n, unsafe { core::ptr::read_volatile(apic(offset)) })),
+        _ => None,
+    };
+    if let Some(v) = write {
+        // SAFETY: as above.
+        unsafe { core::ptr::write_volatile(apic(offset), v) };
+    }
+    Some(ApicStore { exchange })
+}

@@ -307,7 +307,12 @@ pub fn text<'a>(file: &File<'a>, name: &'static str) -> Result<&'a str, FileErro
     let bytes = raw(file, name)?;
     let s = match core::str::from_utf8(bytes) {
         Ok(s) => s,
-        Err(e) => return Err(FileError::NotText { name, at: e.valid_up_to() }),
+        Err(e) => {
+            // The first byte that is not printable: a control character before the bad UTF-8, or the bad UTF-8.
+            let valid = core::str::from_utf8(&bytes[..e.valid_up_to()]).unwrap_or("");
+            let at = valid.char_indices().find(|(_, c)| c.is_control()).map_or(e.valid_up_to(), |(at, _)| at);
+            return Err(FileError::NotText { name, at });
+        }
     };
     let s = s.trim_end_matches(|c: char| c == '\0' || c.is_whitespace());
     if let Some((at, _)) = s.char_indices().find(|(_, c)| c.is_control()) {
@@ -500,6 +505,9 @@ pub mod tests {
         assert_eq!(text(&find(&r).cmdline.unwrap(), CMDLINE), Err(FileError::NotText { name: CMDLINE, at: 13 }));
         let r = region(&[file(CMDLINE, TYPE_RAW, None, &[b'a', 0xff, b'b'])]);
         assert_eq!(text(&find(&r).cmdline.unwrap(), CMDLINE), Err(FileError::NotText { name: CMDLINE, at: 1 }));
+        // A gzip file: its first byte (0x1f) is a control character, its second not UTF-8.
+        let r = region(&[file(CMDLINE, TYPE_RAW, None, &[0x1f, 0x8b, 8, 0])]);
+        assert_eq!(text(&find(&r).cmdline.unwrap(), CMDLINE), Err(FileError::NotText { name: CMDLINE, at: 0 }));
         let r = region(&[file(CMDLINE, TYPE_RAW, None, b"a\nb")]);
         assert_eq!(text(&find(&r).cmdline.unwrap(), CMDLINE), Err(FileError::NotText { name: CMDLINE, at: 1 }));
         let r = region(&[file(CMDLINE, TYPE_RAW, None, b"maxcpus=2 \r\n\0\0")]);

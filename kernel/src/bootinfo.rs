@@ -65,7 +65,8 @@ pub struct Module {
 }
 
 pub struct BootInfo {
-    /// The boot information itself: it stays reserved, the command line lives in it.
+    /// The boot information itself (multiboot2's, or coreboot's table): it stays
+    /// reserved and is withheld from an OS guest; a multiboot2 command line lives in it.
     pub range: Range,
     pub cmdline: &'static str,
     /// Every entry of the memory map, in the boot loader's order.

@@ -194,6 +194,13 @@ fn linux_from_cbfs_boots_natively_without_vmx() {
     log.assert_count("GUEST-END ", 0);
 }
 
+// Once the SVM backend lands, QEMU's `-cpu max` (AMD-like under TCG, with
+// SVM) hosts Linux as the guest; today it gives NO_VMX and Linux runs
+// natively there too. The test will be:
+//
+//     let log = linux_from_cbfs("coreboot-linux-guest", "max", 2, "guest");
+//     log.assert_count("GUEST-END os=linux how=poweroff exits=", 1);
+
 /// A bad hand-over that ends the run before the command line is read: one
 /// ERROR line, SUMMARY with FAIL, and every CPU halted (`exit=halt`, the
 /// default, since no command line says otherwise).

@@ -49,7 +49,7 @@ pub fn init() {
 
 /// Use the 16550 at I/O port `base` instead of COM1 (coreboot's console
 /// is elsewhere), programmed as `init` programs COM1. The boot CPU calls it
-/// before any other CPU runs, with the log flushed.
+/// before any other CPU runs; lines still in the log ring go out there.
 pub fn move_to(base: u16) {
     // SAFETY: the firmware names `base` as its console UART; only the boot CPU runs yet.
     let Ok(uart) = (unsafe { Uart16550::new_port(base) }) else { return };

@@ -18,8 +18,12 @@
 //! - `bench: screen us=<per line>`: drawing one log line on the screen console.
 //! - `bench: cpuid-exit-svm ...`, `bench: svm-on ticks=<n>` and SVM's
 //!   `bench: ap-bringup`: the same figures under SVM, Bochs `ryzen`.
+//! - `bench: size elf=<KiB> cbfs=<KiB>`: build/kernel.elf stripped, and as
+//!   the LZMA-compressed payload in CBFS (`cbfstool add-payload -c lzma`,
+//!   the shared firmware's cbfstool) (targets: <= 512 and <= 128).
 
 use boottests::{Boot, Log};
+use std::process::Command;
 
 /// Print the kernel's `bench: <name>` lines; fail if there is none.
 fn print_bench(log: &Log, name: &str) {
@@ -191,4 +195,34 @@ fn exit_table(rows: &[String], cpus: u32) -> String {
         .collect();
     reasons.sort_by_key(|r| std::cmp::Reverse(r.0));
     reasons.into_iter().map(|(_, r)| r).collect::<Vec<_>>().join(" ")
+}
+
+/// `make bench`: the payload's size in flash. The stripped ELF (what a
+/// multiboot2 loader reads from disk) and the payload as cbfstool stores it
+/// in CBFS with LZMA (what a board's flash holds: `simple elf`, its segments
+/// compressed one by one, .bss not stored), in KiB.
+#[test]
+#[ignore = "run by `make bench`"]
+fn size() {
+    let root = boottests::root();
+    let elf = root.join("build/kernel.elf");
+    let dir = root.join("target/boottests/bench-size");
+    std::fs::create_dir_all(&dir).unwrap();
+    let stripped = dir.join("kernel.stripped");
+    let ok = Command::new("strip").arg("-o").arg(&stripped).arg(&elf).status().expect("strip (binutils)");
+    assert!(ok.success(), "strip failed");
+    let elf_kib = std::fs::metadata(&stripped).unwrap().len().div_ceil(1024);
+    let rom = dir.join("coreboot.rom");
+    std::fs::copy(boottests::coreboot_rom(), &rom).unwrap();
+    boottests::cbfstool(&rom, &["remove", "-n", "fallback/payload"]);
+    boottests::cbfstool(&rom, &["add-payload", "-f", elf.to_str().unwrap(), "-n", "fallback/payload", "-c", "lzma"]);
+    let out = Command::new(boottests::firmware_file("cbfstool")).arg(&rom).arg("print").output().unwrap();
+    let listing = String::from_utf8_lossy(&out.stdout);
+    // "fallback/payload   0x1ed40   simple elf   143210 none"
+    let bytes: u64 = listing
+        .lines()
+        .find(|l| l.starts_with("fallback/payload "))
+        .and_then(|l| l.split_whitespace().rev().nth(1)?.parse().ok())
+        .unwrap_or_else(|| panic!("no fallback/payload in cbfstool's listing:\n{listing}"));
+    println!("bench: size elf={elf_kib} cbfs={}", bytes.div_ceil(1024));
 }

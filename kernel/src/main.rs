@@ -50,10 +50,11 @@ use pcb::CPU_STATUS_ONLINE;
 
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 
-/// Entered from boot.s in long mode on the boot stack, with the physical
-/// address of the multiboot2 boot information.
+/// Entered from boot.s in long mode on the boot stack, with what the loader
+/// left: EAX, EBX (a multiboot2 loader's magic and boot information) and
+/// the cdecl argument on its stack (coreboot's tables).
 #[no_mangle]
-extern "C" fn kernel_main(boot_info_addr: usize) -> ! {
+extern "C" fn kernel_main(eax: u32, ebx: u32, arg: u32) -> ! {
     pcb::init_early_gs();
     serial::init();
     logger::init();
@@ -61,14 +62,20 @@ extern "C" fn kernel_main(boot_info_addr: usize) -> ! {
     let bsp = pcb::init_bsp();
     bsp.set(CPU_STATUS_ONLINE);
 
-    // Boot information.
-    let boot = match bootinfo::parse(boot_info_addr) {
+    // Boot information, from a multiboot2 loader or from coreboot.
+    let boot = match bootinfo::gather(bootinfo::Entry { eax, ebx, arg }) {
         Ok(boot) => boot,
         Err(e) => run::fail_and_end(e),
     };
+    if let Some(port) = boot.serial_port() {
+        serial::move_to(port);
+    }
     console::init(boot.framebuffer);
     logger::add_sink(console::sink);
-    info!("boot: hypervisor {VERSION}, loaded by {}, command line `{}`", boot.bootloader, boot.cmdline);
+    info!("boot: hypervisor {VERSION}, loaded by {}, command line `{}`", boot.loader, boot.cmdline);
+    if let Some(facts) = &boot.coreboot {
+        info!("boot: {facts}");
+    }
     for m in boot.modules() {
         info!("boot: module {:#x}-{:#x} `{}`", m.range.start, m.range.end, m.cmdline);
     }
@@ -280,7 +287,7 @@ fn start_application_processors(
     bsp: &pcb::Pcb,
     options: &Options,
 ) -> Ports {
-    let (entries, power) = match acpi_tables::read_madt(boot.rsdp) {
+    let (entries, power) = match acpi_tables::read_madt(boot.rsdp, boot.rsdp_source) {
         Ok(m) => {
             info!("acpi: MADT via {}: {} processor entries", m.source, m.processors.len());
             (m.processors, m.power)

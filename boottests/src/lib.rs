@@ -111,8 +111,8 @@ pub fn coreboot_rom() -> PathBuf {
 /// Makefile's `run` does the same.
 pub const BOCHS_GFXPAYLOAD: &str = "text";
 
-/// QEMU's default CPU (`qemu64`) has SVM, without nested paging; this one
-/// has neither SVM nor VMX.
+/// QEMU's default CPU (`qemu64`, AuthenticAMD) has SVM, without nested
+/// paging; this one has neither SVM nor VMX (NO_VMX, named in SVM's terms).
 pub const QEMU_NO_VIRT: &str = "qemu64,-svm";
 
 /// Bochs's AMD models (the others are Intel's).

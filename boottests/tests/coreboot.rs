@@ -12,7 +12,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const BOOT: &str = "[cpu0] INFO  boot: hypervisor ";
-const NO_VMX: &str = "[cpu0] ERROR VMX not supported (CPUID.01H:ECX[5]=0)";
+const NO_VMX: &str = "[cpu0] ERROR SVM not supported (CPUID Fn8000_0001_ECX[2]=0)";
 
 /// The `boot:` line names coreboot's version, then the command line from CBFS.
 fn assert_loaded_by_coreboot(log: &Log, cmdline: &str) {

@@ -10,8 +10,7 @@
 //! (VMX in CPUID.01H:ECX[5], SVM in Fn8000_0001_ECX[2]); where it offers
 //! neither, the vendor's (CPUID leaf 0: SVM on AMD and Hygon, VMX on every
 //! other), so that NO_VMX is named in that vendor's terms. No real CPU offers
-//! both; QEMU's TCG offers SVM under an Intel vendor string (`-cpu max` on an
-//! Intel host), and gets SVM.
+//! both; one that did would get VMX.
 
 pub mod cpuid;
 pub mod guest_image;

@@ -32,17 +32,27 @@ pub fn paging(vmcb: &Vmcb) -> Paging {
 }
 
 /// The bytes at the guest's CS:RIP, read through `read_linear` (a guest
-/// address to the byte there, or None).
+/// linear address to the byte there, or None): CS's base does not count in
+/// 64-bit mode, and outside it linear addresses are 32 bits.
 pub fn code_at_rip(vmcb: &Vmcb, read_linear: &mut dyn FnMut(u64) -> Option<u8>) -> [u8; insn::MAX_LENGTH] {
-    let linear = vmcb.u64(save::CS + save::BASE).wrapping_add(vmcb.u64(save::RIP));
+    let rip = vmcb.u64(save::RIP);
+    let code64 = code64(vmcb);
+    let linear = if code64 { rip } else { vmcb.u64(save::CS + save::BASE).wrapping_add(rip) };
     let mut code = [0u8; insn::MAX_LENGTH];
     for (i, byte) in code.iter_mut().enumerate() {
-        match read_linear(linear.wrapping_add(i as u64)) {
+        let at = linear.wrapping_add(i as u64);
+        match read_linear(if code64 { at } else { at & 0xffff_ffff }) {
             Some(b) => *byte = b,
             None => break,
         }
     }
     code
+}
+
+/// The guest runs 16-bit code: not 64-bit, and CS.D clear (real mode, or a
+/// 16-bit segment); its IP wraps at 64 KiB.
+fn code16(vmcb: &Vmcb) -> bool {
+    !code64(vmcb) && vmcb.read::<u16>(save::CS + save::ATTRIB) & attrib::DB == 0
 }
 
 /// A guest-linear address to guest-physical through the guest's own page
@@ -61,7 +71,11 @@ pub fn next_instruction(vmcb: &Vmcb, nrips: bool, read_linear: &mut dyn FnMut(u6
     }
     let code = code_at_rip(vmcb, read_linear);
     let len = insn::length(&code, code64(vmcb))? as u64;
-    Some(next_rip(vmcb.u64(save::RIP), len, code64(vmcb)))
+    let rip = vmcb.u64(save::RIP);
+    if code16(vmcb) {
+        return Some((rip.wrapping_add(len)) & 0xffff);
+    }
+    Some(next_rip(rip, len, code64(vmcb)))
 }
 
 /// Continue at `next` as the instruction's completion would: the interrupt

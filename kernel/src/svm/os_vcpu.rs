@@ -76,8 +76,9 @@ enum Fatal {
 pub extern "C" fn dispatch(vcpu: &mut OsVcpu) -> u64 {
     vcpu.exits += 1;
     let vmcb = vcpu.vmcb;
+    // #VMEXIT clears EVENTINJ's valid bit (an event it interrupted is in
+    // EXITINTINFO); cleared here too, so no emulator can deliver it twice.
     vmcb.set_u64(control::EVENTINJ, 0);
-    vmcb.write(control::TLB_CONTROL, hvlogic::svm::vmcb::tlb::DO_NOTHING);
     let exit = vcpu.exit_code();
     vcpu.guest.pcb.count_exit(counter_index(exit) as u32);
     let done = if exit == code::CPUID {

@@ -9,7 +9,7 @@ use crate::virt::proof::{self, note, Action, Proof};
 use hvlogic::guest_plan::{Ending, GuestMode};
 use hvlogic::os_guest::Hidden;
 use hvlogic::svm::exit_code::{self as code, ioio};
-use hvlogic::svm::vmcb::{control, save, tlb};
+use hvlogic::svm::vmcb::{control, save};
 use log::{error, warn};
 
 pub type ProofVcpu = Vcpu<Proof>;
@@ -27,9 +27,9 @@ fn end(vcpu: &mut ProofVcpu, ending: Ending) -> u64 {
 pub extern "C" fn dispatch(vcpu: &mut ProofVcpu) -> u64 {
     vcpu.exits += 1;
     let vmcb = vcpu.vmcb;
-    // The launch's TLB flush is done; an event queued for the last VMRUN was
-    // delivered or is in EXITINTINFO.
-    vmcb.write(control::TLB_CONTROL, tlb::DO_NOTHING);
+    // An event queued for the last VMRUN was delivered or is in EXITINTINFO
+    // (#VMEXIT clears EVENTINJ's valid bit; cleared here too, so no emulator
+    // can deliver it twice).
     vmcb.set_u64(control::EVENTINJ, 0);
     let exit = vcpu.exit_code();
     if exit == code::CPUID && vcpu.exits <= vcpu.guest.exit_budget {
@@ -165,6 +165,14 @@ fn slow_path(vcpu: &mut ProofVcpu, exit: u64) -> u64 {
             // gate for every vector the host expects (an unexpected one is
             // reported as the #NP of its missing gate).
             unsafe { core::arch::asm!("stgi", "sti", "nop", "cli", "clgi", options(nomem, nostack)) };
+            resume(vcpu)
+        }
+        // An SMI (routine on real boards: USB legacy, thermal, power) is held
+        // while GIF is 0: open GIF for SMM to run in the host, then go on.
+        code::SMI => {
+            // SAFETY: GIF is opened with RFLAGS.IF clear: only SMM (and a
+            // pending NMI, which the host's handler takes) runs.
+            unsafe { core::arch::asm!("stgi", "clgi", options(nomem, nostack)) };
             resume(vcpu)
         }
         code::NMI => {

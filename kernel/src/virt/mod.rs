@@ -128,15 +128,21 @@ pub fn offered() -> bool {
 }
 
 /// Turn hardware virtualization off on a CPU that is being parked (best
-/// effort: the CPU halts right after). Only called where this CPU's status
-/// says it is on.
+/// effort: the CPU halts right after), once: only where this CPU's status
+/// says it is on, which this clears (a CPU can be parked twice: by its own
+/// end, then by the ending CPU's NMI; VMXOFF or STGI a second time is #UD).
 pub fn leave_for_park() {
+    let pcb = crate::pcb::this_cpu();
+    if !pcb.has(crate::pcb::CPU_STATUS_VMXON) {
+        return;
+    }
+    pcb.clear(crate::pcb::CPU_STATUS_VMXON);
     match kind() {
         Kind::Vmx => {
-            // SAFETY: this CPU is in VMX root operation (its status says so).
+            // SAFETY: this CPU is in VMX root operation (its status said so).
             let _ = unsafe { crate::vmx::instructions::vmxoff() };
         }
-        // SAFETY: EFER.SVME is set on this CPU (its status says so).
+        // SAFETY: no guest runs on this CPU any more (it is being parked).
         Kind::Svm => unsafe { crate::svm::instructions::leave() },
     }
 }

@@ -174,7 +174,7 @@ mod tests {
         mem[0x1000..0x1004].copy_from_slice(&0x2003u32.to_le_bytes()); // PDE 0 -> PT at 0x2000
         for i in 0..16u32 {
             let at = 0x2000 + 4 * i as usize;
-            mem[at..at + 4].copy_from_slice(&(i * 0x1000 + 0x10_0000 | 3).to_le_bytes());
+            mem[at..at + 4].copy_from_slice(&((i * 0x1000 + 0x10_0000) | 3).to_le_bytes());
         }
         let mut read = |a: u64| {
             let a = (a & !7) as usize;

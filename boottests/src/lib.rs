@@ -216,6 +216,12 @@ impl Boot {
         self.memory = Some(mib);
         self
     }
+
+    /// At least `mib` MiB of guest RAM (more where the scenario asked for more).
+    pub fn memory_at_least(mut self, mib: u32) -> Boot {
+        self.memory = Some(self.memory.map_or(mib, |m| m.max(mib)));
+        self
+    }
     /// Bochs's emulation speed (instructions per emulated second; its TSC rate).
     pub fn ips(mut self, ips: u64) -> Boot {
         assert_eq!(self.engine, Engine::Bochs, "ips is a Bochs setting");

@@ -138,16 +138,30 @@ fn screen_line() {
 #[ignore = "run by `make bench`"]
 fn linux_boot_native_and_guest() {
     for cpus in [2, 3] {
-        linux_boot(cpus);
+        linux_boot("", cpus, |name| Boot::bochs(name, "corei7_skylake_x"));
     }
 }
 
-fn linux_boot(cpus: u32) {
+/// The same under SVM: `bench: linux-boot-svm ...` in QEMU's TCG (`-cpu
+/// max`, q35, 2 CPUs; target ratio <= 1.10).
+#[test]
+#[ignore = "run by `make bench`"]
+fn linux_boot_native_and_guest_svm() {
+    linux_boot("-svm", 2, |name| Boot::qemu(name).cpu_model("max").machine("q35"));
+}
+
+/// Debian's kernel natively and as the guest on `engine`'s `cpus` CPUs:
+/// `bench: linux-boot<suffix> ...`, its exits by reason and CPU, Linux's own
+/// clock at its init, and `bench: linux-exit-rate<suffix> ...`: the guest's
+/// exits per CPU per second of its run (wall clock from the handoff line to
+/// GUEST-END), with the reason that dominates.
+fn linux_boot(suffix: &str, cpus: u32, engine: impl Fn(&str) -> Boot) {
     const HANDOFF: &str = "[cpu0] INFO  handoff: linux ";
     const INIT: &str = "INIT: cpus=";
+    const END: &str = "GUEST-END ";
     let dir = boottests::root().join("build/linux");
     let run = |mode: &str| {
-        let log = Boot::bochs(&format!("bench-linux-{mode}-{cpus}"), "corei7_skylake_x")
+        let log = engine(&format!("bench-linux{suffix}-{mode}-{cpus}"))
             .cpus(cpus)
             .memory(512)
             .module(dir.join("vmlinuz"), "linux console=ttyS0,115200")
@@ -155,6 +169,7 @@ fn linux_boot(cpus: u32) {
             .cmdline(&format!("linux={mode}"))
             .watch(HANDOFF)
             .watch(INIT)
+            .watch(END)
             .timeout(std::time::Duration::from_secs(1500))
             .run();
         let (Some(from), Some(to)) = (log.arrival(HANDOFF), log.arrival(INIT)) else {
@@ -166,18 +181,26 @@ fn linux_boot(cpus: u32) {
     };
     let (_, native, native_uptime) = run("native");
     let (guest_log, guest, guest_uptime) = run("guest");
-    let at = guest_log
-        .lines
-        .iter()
-        .position(|l| l.starts_with("GUEST-END "))
-        .unwrap_or_else(|| guest_log.fail("no GUEST-END line"));
+    let at =
+        guest_log.lines.iter().position(|l| l.starts_with(END)).unwrap_or_else(|| guest_log.fail("no GUEST-END line"));
     let exits = guest_log.lines[at].split("exits=").nth(1).unwrap_or("?").to_string();
     println!(
-        "bench: linux-boot cpus={cpus} native={native} guest={guest} ratio={:.2} exits={exits}",
+        "bench: linux-boot{suffix} cpus={cpus} native={native} guest={guest} ratio={:.2} exits={exits}",
         guest as f64 / native as f64
     );
-    println!("bench: linux-exits cpus={cpus} {}", exit_table(&guest_log.lines[at + 2..], cpus));
-    println!("bench: linux-uptime-at-init cpus={cpus} native={native_uptime} guest={guest_uptime}");
+    let table = exit_table(&guest_log.lines[at + 2..], cpus);
+    println!("bench: linux-exits{suffix} cpus={cpus} {table}");
+    println!("bench: linux-uptime-at-init{suffix} cpus={cpus} native={native_uptime} guest={guest_uptime}");
+    if let (Some(from), Some(to), Ok(n)) =
+        (guest_log.arrival(HANDOFF), guest_log.arrival(END), exits.trim().parse::<f64>())
+    {
+        let seconds = (to - from).as_secs_f64();
+        let dominant = table.split_whitespace().next().unwrap_or("-");
+        println!(
+            "bench: linux-exit-rate{suffix} cpus={cpus} per-cpu-per-second={:.0} seconds={seconds:.1} dominant={dominant}",
+            n / cpus as f64 / seconds
+        );
+    }
 }
 
 /// GUEST-END's table rows (`  48 EPT violation   56986  107597  50584`) as

@@ -157,7 +157,9 @@ fn linux_guest(boot: Boot, cpus: u32, extra: &str) -> Log {
     // /dev/mem reads a blank page there through nested paging, not the
     // hypervisor's bytes.
     let nested = if log.virt == "svm" { "nested paging" } else { "EPT" };
-    let kept = format!("[cpu0] INFO  linux: kept from the OS (e820 reserved, and {nested} maps a blank page there): image 0x200000-");
+    let kept = format!(
+        "[cpu0] INFO  linux: kept from the OS (e820 reserved, and {nested} maps a blank page there): image 0x200000-"
+    );
     if log.lines_starting(&kept).is_empty() {
         log.fail(&format!("no line starting {kept:?}"));
     }

@@ -82,10 +82,8 @@ fn assert_linux_reached_init(log: &Log, version: &str, cpus: u32, how: &str) {
 
 /// The exit table after GUEST-END: one column per CPU, the counts add up
 /// to `exits=`, and every AP has exits of its own (it ran under the
-/// hypervisor). Under VMX each AP took a SIPI exit (Linux started it through
-/// the hypervisor; its INITs to an AP waiting for SIPI are dropped, not
-/// exits); under SVM an AP starts from the processor's own wait-for-SIPI, so
-/// it has no SIPI row.
+/// hypervisor). An AP starts from the processor's own wait-for-SIPI state
+/// (through the hypervisor's trampoline), so no backend has a SIPI row.
 fn assert_exit_table(log: &Log, cpus: u32, how: &str) {
     let at = position_starting(log, "GUEST-END ");
     let end = &log.lines[at];
@@ -116,9 +114,6 @@ fn assert_exit_table(log: &Log, cpus: u32, how: &str) {
         log.fail(&format!("the exit table adds up to {sum}, GUEST-END says {total}"));
     }
     for ap in 1..cpus as usize {
-        if log.virt == "vmx" && by_reason.get("4").is_none_or(|c| c[ap] == 0) {
-            log.fail(&format!("cpu{ap} took no SIPI exit: Linux did not start it through the hypervisor"));
-        }
         if per_cpu[ap] == 0 {
             log.fail(&format!("cpu{ap} has no exits: it did not run under the hypervisor"));
         }
@@ -180,12 +175,34 @@ fn linux_guest(boot: Boot, cpus: u32, extra: &str) -> Log {
     log
 }
 
-/// Two CPUs, and CPU 1 taken offline and online again from Linux (INIT, then
-/// INIT-SIPI-SIPI again, through the hypervisor).
+/// CPU 1 taken offline and online again from Linux: Linux's INIT-SIPI-SIPI
+/// to a CPU that runs it is an INIT exit there (the CPU leaves for the
+/// processor's wait-for-SIPI state), then a start through the trampoline.
+/// QEMU 7.2's TCG resets the CPU at the #VMEXIT(INIT) itself, before the
+/// handler counts it (docs/svm.md): there `init_counted` is false.
+fn assert_cpu1_cycled(log: &Log, init_counted: bool) {
+    log.assert_line("INIT: cpu1 offline ok online ok now 0-1");
+    if !init_counted {
+        return;
+    }
+    let at = position_starting(log, "GUEST-END ");
+    let init = log.lines[at + 2..].iter().take_while(|l| l.starts_with("  ")).find(|l| {
+        let words: Vec<&str> = l.split_whitespace().collect();
+        words.get(1) == Some(&"INIT")
+    });
+    let on_cpu1 = init.and_then(|l| l.split_whitespace().last()).and_then(|n| n.parse::<u64>().ok());
+    if on_cpu1.unwrap_or(0) == 0 {
+        log.fail("cpu1 took no INIT exit: Linux's INIT did not reach it through the hypervisor");
+    }
+}
+
+/// Two CPUs, and CPU 1 taken offline and online again (`assert_cpu1_cycled`).
+/// Bochs 2.7 keeps the INIT whose VM exit it took pending (docs/linux-guest.md):
+/// an AP that waited in VMX non-root operation could never run again.
 #[test]
 fn linux_runs_as_the_guest_of_two_cpus_and_powers_off() {
     let log = linux_guest(Boot::bochs("bochs-linux-guest-2", "corei7_skylake_x").cpus(2), 2, "hvcpucycle");
-    log.assert_line("INIT: cpu1 offline ok online ok now 0-1");
+    assert_cpu1_cycled(&log, true);
 }
 
 /// Issue 16: with the TSC-deadline mode visible, a 3-CPU guest crawled and
@@ -196,6 +213,7 @@ fn linux_runs_as_the_guest_of_three_cpus_and_powers_off() {
 }
 
 #[test]
+#[ignore = "slow: make test-slow"]
 fn linux_runs_as_the_guest_of_four_cpus_and_powers_off() {
     guest_powers_off(4);
 }
@@ -247,7 +265,7 @@ fn without_vmx_linux_boots_natively() {
 #[test]
 fn linux_runs_as_the_guest_under_svm_on_two_cpus() {
     let log = linux_guest(Boot::qemu("svm-linux-2").cpu_model("max").machine("q35").cpus(2), 2, "hvcpucycle");
-    log.assert_line("INIT: cpu1 offline ok online ok now 0-1");
+    assert_cpu1_cycled(&log, false);
     let kept = log.lines_starting("[cpu0] INFO  linux: kept from the OS (e820 reserved, and nested paging maps a blank page there): image 0x200000-");
     if !kept.first().is_some_and(|l| l.contains(", trampoline 0x")) {
         log.fail("the trampoline page the APs come back through must be kept from the OS");
@@ -260,6 +278,7 @@ fn linux_runs_as_the_guest_under_svm_on_eight_cpus() {
 }
 
 #[test]
+#[ignore = "slow: make test-slow"]
 fn linux_runs_as_the_guest_under_svm_on_sixty_four_cpus() {
     linux_guest(Boot::qemu("svm-linux-64").cpu_model("max").machine("q35").cpus(64).memory(2048), 64, "");
 }
@@ -267,6 +286,7 @@ fn linux_runs_as_the_guest_under_svm_on_sixty_four_cpus() {
 /// Bochs's own SVM (`zambezi`: nested paging, NRIP save; Debian's kernel
 /// boots natively there in about 100 s; `ryzen` boots it not even natively).
 #[test]
+#[ignore = "slow: make test-slow"]
 fn linux_runs_as_the_guest_under_svm_on_bochs_zambezi() {
     linux_guest(Boot::bochs("bochs-svm-linux-2", "zambezi").cpus(2), 2, "");
 }

@@ -198,7 +198,8 @@ fn hand_off(
     // room for the OS guest's EPT and every CPU's VMCS), the boot information.
     let online = pcb::all().filter(|p| p.has(CPU_STATUS_ONLINE)).count();
     let heap = memory::freeze(OS_SETUP_BYTES + online as u64 * OS_PER_CPU_BYTES);
-    let guest = match (options.linux, virt::backend::os_unsupported(bsp)) {
+    let unsupported = virt::backend::os_unsupported(bsp).or_else(|| virt::os::unsupported(online));
+    let guest = match (options.linux, unsupported) {
         (LinuxMode::Native, _) => {
             info!("linux: runs natively (linux=native)");
             false
@@ -209,9 +210,9 @@ fn hand_off(
         }
         (LinuxMode::Guest, None) => true,
     };
-    // And, for a guest, what the backend keeps besides (SVM: the trampoline
-    // the OS's application processors come back through).
-    let kept = if guest { virt::backend::os_kept() } else { None };
+    // And, for a guest, the trampoline the OS's application processors come
+    // back through.
+    let kept = if guest { virt::os::kept() } else { None };
     let mut hypervisor = alloc::vec![image, heap, boot.range];
     hypervisor.extend(kept);
     let hypervisor = &hypervisor[..];
@@ -241,7 +242,9 @@ fn hand_off(
     if guest {
         let top = boot.areas().iter().map(|a| a.range.end).max().unwrap_or(0);
         virt::backend::prepare_os(bsp, hypervisor, boot.available(), power, top);
-        // Every AP goes into the OS guest, waiting for the OS's SIPI, before the OS starts.
+        virt::os::prepare_restarts();
+        // Every AP sets up its OS guest and waits, before the OS starts, for
+        // the boot CPU's INIT (`launch_os`) and then the OS's SIPI.
         for ap in smp::post_to_aps(virt::backend::arm_os_ap) {
             let armed = || ap.has(pcb::CPU_STATUS_OS) || ap.has(pcb::CPU_STATUS_FAILED);
             if !tsc::wait_until(OS_ARM_TIMEOUT_US, armed) {

@@ -47,10 +47,6 @@ impl Backend for Svm {
         os_guest::unsupported(bsp)
     }
 
-    fn os_kept() -> Option<Range> {
-        os_guest::kept()
-    }
-
     fn prepare_os(bsp: &Pcb, holes: &[Range], ram: &[Range], ports: Ports, memory_top: u64) {
         os_guest::prepare(bsp, holes, ram, ports, memory_top)
     }
@@ -61,6 +57,10 @@ impl Backend for Svm {
 
     fn launch_os(bsp: &'static Pcb, h: &Handoff) -> ! {
         os_guest::launch_bsp(bsp, h)
+    }
+
+    fn restart_os(pcb: &'static Pcb, vector: u8) -> ! {
+        os_guest::restart(pcb, vector)
     }
 
     /// An NMI in the host of a CPU that runs the OS: the handler runs with

@@ -1,11 +1,9 @@
 //! Hosting an OS under SVM: the identity nested page tables and the
 //! permission maps (built once, shared by every CPU), each CPU's VMCB for a
 //! pass-through guest, and the launch: the boot CPU at the OS's 32-bit entry;
-//! every other CPU in the processor's own wait-for-SIPI state (AMD has none
-//! for guests), from which the OS's start-up IPI, sent to the hypervisor's
-//! trampoline instead, brings it into the OS at the vector the OS chose
-//! (`os_vcpu` says how the IPIs are filtered).
-
+//! every other CPU in the processor's own wait-for-SIPI state, from which
+//! the OS's start-up IPI, sent to the hypervisor's trampoline instead, brings
+//! it back here and into the OS at the vector the OS chose (`virt::os`).
 use super::os_vcpu::{self, Os, OsVcpu};
 use super::vcpu::Vcpu;
 use crate::linux::{Handoff, BOOT_CS, BOOT_DS};
@@ -34,8 +32,6 @@ struct Shared {
     msrpm: u64,
     iopm: u64,
     ports: Ports,
-    /// The hypervisor's trampoline page (0 with one CPU).
-    trampoline: u64,
 }
 
 static SHARED: Once<Shared> = Once::new();
@@ -66,21 +62,13 @@ pub fn unsupported(bsp: &Pcb) -> Option<&'static str> {
             "no nested paging (CPUID Fn8000_000A_EDX[0]): the hypervisor's memory could not be kept from the OS",
         );
     }
-    if online().count() > 1 && crate::smp::trampoline_page().is_none() {
-        return Some("no trampoline page to start the application processors through");
-    }
     None
-}
-
-/// The page the OS must not have: the trampoline the APs come back through.
-pub fn kept() -> Option<Range> {
-    crate::smp::trampoline_page().map(|p| Range::new(p, p + memory::PAGE_SIZE as u64))
 }
 
 /// On the boot CPU, before any CPU launches the OS: the identity nested page
 /// tables with `holes` (the hypervisor's own RAM and trampoline, rounded out
 /// to whole pages) mapped to a blank page and the APIC page write-protected,
-/// the permission maps, and the trampoline pointed at `restart`.
+/// and the permission maps.
 pub fn prepare(bsp: &Pcb, holes: &[Range], ram: &[Range], ports: Ports, memory_top: u64) {
     let holes: alloc::vec::Vec<Range> =
         holes.iter().map(|h| Range::new(h.start & !0xfff, h.end.next_multiple_of(0x1000))).collect();
@@ -135,15 +123,12 @@ pub fn prepare(bsp: &Pcb, holes: &[Range], ram: &[Range], ports: Ports, memory_t
     for port in ports.trapped() {
         io[port as usize / 8] |= 1 << (port % 8);
     }
-    let trampoline = crate::smp::trampoline_page().unwrap_or(0);
-    crate::smp::retarget_trampoline(restart);
     SHARED.call_once(|| Shared {
         ncr3: tables.root(),
         apic_page,
         msrpm: msr.as_ptr() as u64,
         iopm: io.as_ptr() as u64,
         ports,
-        trampoline,
     });
 }
 
@@ -167,7 +152,6 @@ fn set_up(pcb: &'static Pcb) -> &'static mut OsVcpu {
         efer_valid: super::dump::cpu_facts().efer_valid,
         ports: shared.ports,
         apic_page: shared.apic_page,
-        trampoline: shared.trampoline,
     };
     let vcpu = Vcpu::new(pcb.processor_index, host_state, features.nrip_save(), os_vcpu::dispatch, os);
     let vmcb = vcpu.vmcb;
@@ -267,12 +251,13 @@ fn write_entry_state(vcpu: &mut OsVcpu, h: &Handoff) {
     vcpu.regs.rsi = h.boot_params as u64;
 }
 
-/// Stage work for an application processor: its VMCB, then the real
-/// wait-for-SIPI state, through the boot CPU's INIT (`launch_bsp`); from
-/// there the OS starts it (`restart`). Never returns.
+/// Stage work for an application processor: its VMCB, then halted for the
+/// boot CPU's INIT (`launch_bsp`) into the processor's wait-for-SIPI state,
+/// from which the OS starts it (`restart`). Never returns.
 pub fn arm_ap(_: &Pcb) {
     let pcb = crate::pcb::this_cpu();
     set_up(pcb);
+    // GIF is set: the boot CPU's INIT resets this CPU at once.
     pcb.set(CPU_STATUS_OS | CPU_STATUS_OS_WAITING);
     loop {
         x86_64::instructions::interrupts::disable();
@@ -285,19 +270,13 @@ pub fn arm_ap(_: &Pcb) {
 pub fn launch_bsp(pcb: &'static Pcb, h: &Handoff) -> ! {
     let vcpu = set_up(pcb);
     write_entry_state(vcpu, h);
-    for ap in pcb::all().filter(|p| !p.is_bsp && p.has(CPU_STATUS_OS)) {
-        crate::apic::send_init(ap.apic_id());
-    }
+    crate::virt::os::send_aps_to_wait_for_sipi();
     run_os(pcb, vcpu)
 }
 
-/// Where an AP arrives from the trampoline when the OS's start-up IPI (sent
-/// there by `os_vcpu::filter_ipi`) woke it from wait-for-SIPI: the PCB
-/// again, SVM on again (INIT cleared EFER), then the OS in real mode at the
-/// vector it chose. Writes nothing to COM1 (the OS's).
-extern "C" fn restart(pcb: *const Pcb, _apic_id: u64) -> ! {
-    // SAFETY: the trampoline found this CPU's own 'static PCB by its APIC ID.
-    let pcb = pcb::reactivate(unsafe { &*pcb });
+/// An AP the OS started (`virt::os::restart`): SVM on again (INIT cleared
+/// EFER.SVME), then the OS in real mode at `vector`:0000.
+pub fn restart(pcb: &'static Pcb, vector: u8) -> ! {
     let (hsave, host_state) = {
         let own = pcb.own();
         (own.host_save_area, own.host_state)
@@ -309,16 +288,13 @@ extern "C" fn restart(pcb: *const Pcb, _apic_id: u64) -> ! {
         x86::msr::wrmsr(x86::msr::IA32_EFER, x86::msr::rdmsr(x86::msr::IA32_EFER) | EFER_SVME);
         super::instructions::vmsave(host_state);
     }
-    crate::virt::os::enable_host_xsave();
     let vcpu = OS_VCPUS[pcb.processor_index as usize].load(Ordering::Acquire);
-    let sipi = pcb.os_sipi.load(Ordering::Acquire);
     // SAFETY: set_up stored this CPU's leaked vCPU; only this CPU uses it.
-    let (Some(vcpu), true) = (unsafe { vcpu.as_mut() }, sipi & 0x100 != 0) else {
-        error!("os guest: cpu{} came through the trampoline with no OS start to run", pcb.processor_index);
-        run::fail_and_end("an AP restarted without a start-up IPI from the OS")
+    let Some(vcpu) = (unsafe { vcpu.as_mut() }) else {
+        error!("os guest: cpu{} has no OS guest to restart", pcb.processor_index);
+        run::fail_and_end("an AP restarted that never armed")
     };
-    write_started_by_sipi(vcpu, sipi as u8);
-    pcb.clear(CPU_STATUS_OS_WAITING);
+    write_started_by_sipi(vcpu, vector);
     run_os(pcb, vcpu)
 }
 

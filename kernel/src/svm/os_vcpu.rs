@@ -14,7 +14,7 @@
 
 use super::emulate::{self, GP, UD};
 use super::vcpu::{Vcpu, RESUME};
-use crate::pcb::{Pcb, CPU_STATUS_OS, CPU_STATUS_OS_WAITING};
+use crate::pcb::{Pcb, CPU_STATUS_OS_WAITING};
 use crate::run::{self, How};
 use crate::virt::os::{self, PortError};
 use hvlogic::guest_mem::{Paging, Source};
@@ -37,8 +37,6 @@ pub struct Os {
     pub ports: Ports,
     /// The xAPIC register page (write-protected in the nested page tables).
     pub apic_page: u64,
-    /// The page the hypervisor's trampoline is in: the OS's start-up IPIs go there.
-    pub trampoline: u64,
 }
 
 pub type OsVcpu = Vcpu<Os>;
@@ -180,10 +178,9 @@ fn handle(vcpu: &mut OsVcpu, exit: u64) -> Result<(), Fatal> {
 
 /// INIT, which the OS sends before it starts (or restarts) an application
 /// processor. The boot CPU's INIT is a reset of the machine. An AP goes
-/// into the real wait-for-SIPI state: GIF set (where the CPU held the INIT
-/// pending it is taken now), and where it was not held, an INIT to itself;
-/// the OS's start-up IPI then brings it back through the hypervisor's
-/// trampoline. QEMU's TCG resets the CPU at the #VMEXIT itself, before this
+/// into the processor's wait-for-SIPI state (`virt::os::wait_for_sipi`):
+/// GIF set first, so that where the CPU held the INIT pending (Bochs) it is
+/// taken there. QEMU's TCG resets the CPU at the #VMEXIT itself, before this
 /// handler runs (docs/svm.md).
 fn init_signal(vcpu: &mut OsVcpu) -> Result<(), Fatal> {
     if run::is_ending() {
@@ -195,20 +192,10 @@ fn init_signal(vcpu: &mut OsVcpu) -> Result<(), Fatal> {
         crate::platform::reset(&vcpu.guest.ports);
     }
     pcb.set(CPU_STATUS_OS_WAITING);
-    wait_for_sipi(pcb)
-}
-
-/// Leave this CPU in the processor's own wait-for-SIPI state (see `init_signal`).
-pub fn wait_for_sipi(pcb: &Pcb) -> ! {
-    // SAFETY: EFER.SVME is set; the guest is not running. GIF opens with
-    // interrupts off: a pending INIT resets the CPU; an NMI for the OS meets
-    // the host's handler, which drops it (the OS is restarting this CPU).
+    // SAFETY: EFER.SVME is set; the guest is not running. Interrupts stay off;
+    // an NMI for the OS meets the host's handler, which drops it.
     unsafe { super::instructions::stgi() };
-    crate::apic::send_init(pcb.apic_id());
-    loop {
-        x86_64::instructions::interrupts::disable();
-        x86_64::instructions::hlt();
-    }
+    os::wait_for_sipi(pcb)
 }
 
 /// The MSRs that exit (the MSR permissions map, os_guest.rs): EFER reads
@@ -253,41 +240,10 @@ fn msr(vcpu: &mut OsVcpu, write: bool) -> Result<(), Fatal> {
             // refuses faults here as it would in the guest: the OS asked for it.
             unsafe { x86::msr::wrmsr(index, value) };
         }
-        (icr::X2APIC_ICR_MSR, true) => {
-            if let Some(low) = filter_ipi(vcpu.guest.trampoline, value as u32, (value >> 32) as u32) {
-                let value = (value & !0xffff_ffff) | low as u64;
-                // SAFETY: the x2APIC ICR exists (the guest's APIC is in x2APIC mode, or
-                // the WRMSR would have faulted before exiting); the OS asked for this IPI.
-                unsafe { x86::msr::wrmsr(icr::X2APIC_ICR_MSR, value) };
-            }
-        }
+        (icr::X2APIC_ICR_MSR, true) => os::x2apic_icr_write(value),
         _ => return gp(),
     }
     next(vcpu, None)
-}
-
-/// What reaches the APIC of an IPI the OS sends (None: dropped).
-/// - INIT to a processor the hypervisor runs the OS on goes out (it exits
-///   that CPU's guest into the real wait-for-SIPI state; the boot CPU's is a
-///   reset);
-/// - a start-up IPI to such a processor goes to the hypervisor's trampoline,
-///   the OS's vector recorded for the processor to start at;
-/// - INIT and SIPI to a processor it does not run, or by shorthand or logical
-///   destination, are dropped: that processor would run the OS natively,
-///   outside nested paging, with SVM visible;
-/// - everything else goes out as written.
-fn filter_ipi(trampoline: u64, low: u32, dest: u32) -> Option<u32> {
-    let hosted = |dest: u32| crate::pcb::all().find(|p| p.apic_id() == dest && p.has(CPU_STATUS_OS));
-    match icr::decode(low, dest) {
-        icr::Ipi::Init { dest } => hosted(dest).map(|_| low),
-        icr::Ipi::Startup { dest, vector } => {
-            let p = hosted(dest)?;
-            p.os_sipi.store(0x100 | vector as u32, core::sync::atomic::Ordering::Release);
-            Some(icr::with_vector(low, (trampoline >> 12) as u8))
-        }
-        icr::Ipi::Many => None,
-        icr::Ipi::Other => Some(low),
-    }
 }
 
 /// A nested page fault: a write to the local APIC's page, emulated
@@ -312,9 +268,8 @@ fn apic_write(vcpu: &mut OsVcpu, info1: u64) -> Result<(), Fatal> {
         Source::Register(n) => vcpu.regs.gpr(n),
         Source::Immediate(_) => 0,
     };
-    let trampoline = vcpu.guest.trampoline;
-    let done = os::apic_store(vcpu.guest.apic_page, gpa, &store, source, |low, dest| filter_ipi(trampoline, low, dest))
-        .ok_or(Fatal::Undecodable(gpa))?;
+    let done =
+        os::apic_store(vcpu.guest.apic_page, gpa, &store, source, os::filter_ipi).ok_or(Fatal::Undecodable(gpa))?;
     match done.exchange {
         Some((4, old)) => vmcb.set_u64(save::RSP, old as u64),
         Some((n, old)) => vcpu.regs.set_gpr(n, old as u64),

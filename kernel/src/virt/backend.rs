@@ -46,10 +46,6 @@ pub fn os_unsupported(bsp: &Pcb) -> Option<&'static str> {
     dispatch!(os_unsupported(bsp))
 }
 
-pub fn os_kept() -> Option<Range> {
-    dispatch!(os_kept())
-}
-
 pub fn prepare_os(bsp: &Pcb, holes: &[Range], ram: &[Range], ports: Ports, memory_top: u64) {
     dispatch!(prepare_os(bsp, holes, ram, ports, memory_top))
 }
@@ -60,6 +56,10 @@ pub fn arm_os_ap(pcb: &Pcb) {
 
 pub fn launch_os(bsp: &'static Pcb, h: &Handoff) -> ! {
     dispatch!(launch_os(bsp, h))
+}
+
+pub fn restart_os(pcb: &'static Pcb, vector: u8) -> ! {
+    dispatch!(restart_os(pcb, vector))
 }
 
 pub fn nmi_in_host(pcb: &Pcb) {

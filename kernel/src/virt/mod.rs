@@ -49,17 +49,18 @@ pub trait Backend {
     fn run_guest(pcb: &Pcb);
     /// Why the OS cannot run as the guest of every CPU, if it cannot.
     fn os_unsupported(bsp: &Pcb) -> Option<&'static str>;
-    /// A page the backend keeps from the OS besides the hypervisor's RAM (SVM:
-    /// the trampoline the application processors come back through).
-    fn os_kept() -> Option<Range>;
     /// On the boot CPU, before any CPU runs the OS: what every CPU's OS guest
     /// shares (the nested page tables with `holes` blanked, the intercept maps).
     fn prepare_os(bsp: &Pcb, holes: &[Range], ram: &[Range], ports: Ports, memory_top: u64);
-    /// Stage work for an application processor: enter the OS guest, waiting
-    /// there for the OS's own INIT-SIPI-SIPI; never returns unless set-up fails.
+    /// Stage work for an application processor: its OS guest set up, then
+    /// virtualization off and `CPU_STATUS_OS` set, halted for the boot CPU's
+    /// INIT (`os::send_aps_to_wait_for_sipi`); marked failed if set-up fails.
     fn arm_os_ap(pcb: &Pcb);
     /// The boot CPU enters the OS at its entry; never returns.
     fn launch_os(bsp: &'static Pcb, h: &Handoff) -> !;
+    /// An AP the OS started (`os::restart`): virtualization on again, then
+    /// the OS in real mode at `vector`:0000 with the state INIT leaves.
+    fn restart_os(pcb: &'static Pcb, vector: u8) -> !;
     /// An NMI reached the host while this CPU runs the OS guest.
     fn nmi_in_host(pcb: &Pcb);
 }

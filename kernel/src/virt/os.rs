@@ -1,15 +1,21 @@
 //! Hosting an OS, as both backends do it: the ports that power off or
-//! reset the machine, XSETBV on the guest's behalf, and the guest's writes
+//! reset the machine, XSETBV on the guest's behalf, the guest's writes
 //! to its local APIC's register page (write-protected in the nested page
 //! tables so that its INIT and SIPI IPIs are seen), decoded from the
-//! instruction at its RIP through its own paging and the nested view.
+//! instruction at its RIP through its own paging and the nested view, and
+//! how the OS starts the application processors: each waits in the
+//! processor's own wait-for-SIPI state, and the OS's start-up IPI brings it
+//! through the hypervisor's trampoline into the OS at the OS's vector.
 
 use super::os_memory;
 use super::regs::GuestRegs;
+use crate::pcb::{Pcb, CPU_STATUS_OS, CPU_STATUS_OS_WAITING};
 use crate::run::{self, How};
+use core::sync::atomic::Ordering;
 use hvlogic::exit_qual::IoAccess;
 use hvlogic::guest_mem::{self, Paging, Source, Store};
 use hvlogic::icr;
+use hvlogic::memmap::Range;
 use hvlogic::power::{Ports, Request};
 
 /// Why a trapped port access cannot be carried out.
@@ -166,4 +172,106 @@ pub fn apic_store(
         unsafe { core::ptr::write_volatile(apic(offset), v) };
     }
     Some(ApicStore { exchange })
+}
+
+/// What reaches the APIC of an IPI the OS sends (None: dropped). Every AP
+/// the OS has waits in the processor's own wait-for-SIPI state (neither VMX
+/// nor SVM can leave a guest there that INIT-SIPI-SIPI restarts on every
+/// CPU and emulator alike: `wait_for_sipi`), so:
+/// - INIT to a processor the hypervisor runs the OS on goes out (a running
+///   one exits into the real wait-for-SIPI state; the boot CPU's is a reset);
+/// - a start-up IPI to such a processor goes to the hypervisor's trampoline,
+///   the OS's vector recorded for the processor to start at (`restart`);
+/// - INIT and SIPI to a processor the hypervisor does not run (online-capable,
+///   beyond `maxcpus=`, or one that failed) are dropped: it would run the OS
+///   natively, outside the nested page tables, with VMX or SVM visible and
+///   the hypervisor's memory open to it; the OS reports it as not
+///   responding. So are INIT and SIPI by shorthand or logical destination,
+///   which could reach such a processor (Linux sends none);
+/// - everything else goes out as written.
+pub fn filter_ipi(low: u32, dest: u32) -> Option<u32> {
+    let hosted = |dest: u32| crate::pcb::all().find(|p| p.apic_id() == dest && p.has(CPU_STATUS_OS));
+    match icr::decode(low, dest) {
+        icr::Ipi::Init { dest } => hosted(dest).map(|_| low),
+        icr::Ipi::Startup { dest, vector } => {
+            let p = hosted(dest)?;
+            let trampoline = crate::smp::trampoline_page()?;
+            p.os_sipi.store(OS_SIPI_VALID | vector as u32, Ordering::Release);
+            Some(icr::with_vector(low, (trampoline >> 12) as u8))
+        }
+        icr::Ipi::Many => None,
+        icr::Ipi::Other => Some(low),
+    }
+}
+
+/// A write to the x2APIC ICR (MSR 830H) the OS made, through `filter_ipi`.
+pub fn x2apic_icr_write(value: u64) {
+    if let Some(low) = filter_ipi(value as u32, (value >> 32) as u32) {
+        // SAFETY: the x2APIC ICR exists (the guest's APIC is in x2APIC mode, or
+        // its WRMSR would have faulted before exiting); the OS asked for this IPI.
+        unsafe { x86::msr::wrmsr(icr::X2APIC_ICR_MSR, (value & !0xffff_ffff) | low as u64) };
+    }
+}
+
+/// `Pcb::os_sipi`: a start-up IPI came, with its vector in bits 7:0.
+const OS_SIPI_VALID: u32 = 0x100;
+
+/// Why the OS cannot run as the guest of `online` CPUs, whatever the
+/// backend: its APs start through the trampoline, which must exist.
+pub fn unsupported(online: usize) -> Option<&'static str> {
+    (online > 1 && crate::smp::trampoline_page().is_none())
+        .then_some("no trampoline page to start the application processors through")
+}
+
+/// The page the OS must not have besides the hypervisor's RAM: the
+/// trampoline the APs come back through (none with one CPU).
+pub fn kept() -> Option<Range> {
+    crate::smp::trampoline_page().map(|p| Range::new(p, p + crate::memory::PAGE_SIZE as u64))
+}
+
+/// On the boot CPU before the OS starts: start-up IPIs the OS sends come
+/// back into the hypervisor (`restart`).
+pub fn prepare_restarts() {
+    crate::smp::retarget_trampoline(restart);
+}
+
+/// The boot CPU, before it enters the OS: INIT to every AP that armed
+/// (`Backend::arm_os_ap`), so each waits for the OS's start-up IPI in the
+/// processor's own wait-for-SIPI state, as firmware leaves an AP.
+pub fn send_aps_to_wait_for_sipi() {
+    for ap in crate::pcb::all().filter(|p| !p.is_bsp && p.has(CPU_STATUS_OS)) {
+        crate::apic::send_init(ap.apic_id());
+    }
+}
+
+/// Leave this AP in the processor's wait-for-SIPI state, its backend
+/// already off (VMXOFF; SVM: GIF set, so an INIT the CPU held is taken
+/// here): an INIT to itself (physical destination, which INIT allows).
+/// NMIs meanwhile are dropped (`CPU_STATUS_OS_WAITING`): natively a CPU the
+/// OS resets takes none.
+pub fn wait_for_sipi(pcb: &Pcb) -> ! {
+    pcb.set(CPU_STATUS_OS_WAITING);
+    crate::apic::send_init(pcb.apic_id());
+    loop {
+        x86_64::instructions::interrupts::disable();
+        x86_64::instructions::hlt();
+    }
+}
+
+/// Where an AP arrives from the trampoline when the OS's start-up IPI (sent
+/// there by `filter_ipi`) woke it from wait-for-SIPI: its PCB again, then
+/// the backend turns virtualization on again (INIT cleared CR4.VMXE or
+/// EFER.SVME) and enters the OS in real mode at the vector the OS chose.
+/// Writes nothing to COM1 (the OS's) unless it fails.
+extern "C" fn restart(pcb: *const Pcb, _apic_id: u64) -> ! {
+    // SAFETY: the trampoline found this CPU's own 'static PCB by its APIC ID.
+    let pcb = crate::pcb::reactivate(unsafe { &*pcb });
+    let sipi = pcb.os_sipi.load(Ordering::Acquire);
+    if sipi & OS_SIPI_VALID == 0 || !pcb.has(CPU_STATUS_OS) {
+        log::error!("os guest: cpu{} came through the trampoline with no OS start to run", pcb.processor_index);
+        run::fail_and_end("an AP restarted without a start-up IPI from the OS")
+    }
+    enable_host_xsave();
+    pcb.clear(CPU_STATUS_OS_WAITING);
+    super::backend::restart_os(pcb, sipi as u8)
 }

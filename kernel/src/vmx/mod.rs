@@ -56,10 +56,6 @@ impl Backend for Vmx {
         os_guest::unsupported(bsp)
     }
 
-    fn os_kept() -> Option<Range> {
-        None
-    }
-
     fn prepare_os(bsp: &Pcb, holes: &[Range], ram: &[Range], ports: Ports, memory_top: u64) {
         os_guest::prepare(bsp, holes, ram, ports, memory_top)
     }
@@ -71,6 +67,10 @@ impl Backend for Vmx {
     fn launch_os(bsp: &'static Pcb, h: &Handoff) -> ! {
         let e = os_guest::launch_bsp(bsp, h);
         crate::run::fail_and_end(format_args!("the OS guest could not be set up: {e}"))
+    }
+
+    fn restart_os(pcb: &'static Pcb, vector: u8) -> ! {
+        os_guest::restart(pcb, vector)
     }
 
     fn nmi_in_host(pcb: &Pcb) {

@@ -42,10 +42,11 @@ pub const CPU_STATUS_FAILED: u32 = 1 << 4;
 pub const CPU_STATUS_VMX_ROOT_REACHED: u32 = 1 << 6;
 /// Did not finish a stage in time; no further work is sent to it.
 pub const CPU_STATUS_UNRESPONSIVE: u32 = 1 << 5;
-/// This CPU runs the OS guest (or waits in it for a SIPI): its VM exits are
-/// counted, NMIs that reach the host are the OS's, and INIT stops it.
+/// This CPU runs the OS guest, or waits for the OS to start it: its VM exits
+/// are counted, the OS's INIT and SIPI reach it, and INIT stops it.
 pub const CPU_STATUS_OS: u32 = 1 << 7;
-/// This CPU's OS guest waits for a SIPI (the OS's INITs to it are dropped).
+/// This CPU is on its way to, or in, the processor's wait-for-SIPI state
+/// for the OS (`virt::os::wait_for_sipi`): NMIs that reach the host are dropped.
 pub const CPU_STATUS_OS_WAITING: u32 = 1 << 8;
 
 /// Exits counted per CPU, by VMX basic exit reason (SDM Vol. 3D Table C-1
@@ -84,10 +85,14 @@ pub struct Pcb {
     /// code's counter slot). Only this CPU writes them; the CPU that reports
     /// the end reads them.
     pub exits: [AtomicU32; EXIT_REASONS],
-    /// SVM: the vector of the OS's last start-up IPI to this CPU (with bit 8
-    /// set once there is one), which the hypervisor sent to its own
-    /// trampoline instead; the CPU starts the OS there when it arrives.
+    /// The vector of the OS's last start-up IPI to this CPU (with bit 8 set
+    /// once there is one), which the hypervisor sent to its own trampoline
+    /// instead; the CPU starts the OS there when it arrives (`virt::os`).
     pub os_sipi: AtomicU32,
+    /// Where this CPU is between the OS's INIT and its SIPI
+    /// (`virt::os::filter_ipi`): 0 running the OS, 1 an INIT sent to it, else
+    /// the TSC when it left virtualization for wait-for-SIPI.
+    pub os_wait_since: AtomicU64,
     /// What only this CPU reads and writes, through `own()`. The RefCell's
     /// borrow flag, like the rest, is only touched by this CPU.
     own: RefCell<Own>,
@@ -291,6 +296,7 @@ impl Pcb {
             nmi_timer: AtomicBool::new(false),
             exits: [const { AtomicU32::new(0) }; EXIT_REASONS],
             os_sipi: AtomicU32::new(0),
+            os_wait_since: AtomicU64::new(0),
             own: RefCell::new(Own::default()),
             kernel_stack_top,
             mailbox: Mailbox::new(),

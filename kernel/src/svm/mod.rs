@@ -63,8 +63,9 @@ impl Backend for Svm {
         os_guest::restart(pcb, vector)
     }
 
-    /// An NMI in the host of a CPU that runs the OS: the handler runs with
-    /// GIF clear, so this is one that met the CPU on its way to wait-for-SIPI
-    /// (the OS is restarting it); natively INIT would have dropped it too.
+    /// An NMI in the host of a CPU that runs the OS: the exit handler runs
+    /// with GIF clear, so this one met the CPU in `os_guest::restart`, with GIF
+    /// set and the OS not yet entered; it goes nowhere (the OS's NMIs reach
+    /// it directly once it runs).
     fn nmi_in_host(_: &Pcb) {}
 }

@@ -7,9 +7,7 @@
 use super::os_vcpu::{self, Os, OsVcpu};
 use super::vcpu::Vcpu;
 use crate::linux::{Handoff, BOOT_CS, BOOT_DS};
-use crate::pcb::{
-    self, Pcb, CPU_STATUS_FAILED, CPU_STATUS_ONLINE, CPU_STATUS_OS, CPU_STATUS_OS_WAITING, CPU_STATUS_VMXON, MAX_CPUS,
-};
+use crate::pcb::{self, Pcb, CPU_STATUS_FAILED, CPU_STATUS_ONLINE, CPU_STATUS_OS, CPU_STATUS_VMXON, MAX_CPUS};
 use crate::virt::nested::{Format, Identity, Tables};
 use crate::{memory, run};
 use core::sync::atomic::{AtomicPtr, Ordering};
@@ -152,6 +150,7 @@ fn set_up(pcb: &'static Pcb) -> &'static mut OsVcpu {
         efer_valid: super::dump::cpu_facts().efer_valid,
         ports: shared.ports,
         apic_page: shared.apic_page,
+        ran: false,
     };
     let vcpu = Vcpu::new(pcb.processor_index, host_state, features.nrip_save(), os_vcpu::dispatch, os);
     let vmcb = vcpu.vmcb;
@@ -170,13 +169,16 @@ fn set_up(pcb: &'static Pcb) -> &'static mut OsVcpu {
     vmcb.set_u32(control::GUEST_ASID, features.asid_for(pcb.processor_index));
     vmcb.set_u64(control::NP_CONTROL, np::ENABLE);
     vmcb.set_u64(control::N_CR3, shared.ncr3);
+    // The guest's PAT at its power-up value; INIT leaves it alone (APM Vol. 2
+    // Table 14-1), so a restart keeps what the OS set.
+    vmcb.set_u64(save::G_PAT, hvlogic::mtrr::PAT_RESET);
     // A passed-through CPUID leaf needs nothing of the dispatcher but its count.
     vcpu.set_fast_cpuid(Some(&pcb.exits[counter_index(CPUID)]));
     OS_VCPUS[pcb.processor_index as usize].store(vcpu as *mut OsVcpu, Ordering::Release);
     vcpu
 }
 
-/// The state every start writes: RFLAGS, DR6, DR7, PAT at their reset
+/// The state every start writes: RFLAGS, DR6, DR7 at their reset
 /// values, EFER.SVME (VMRUN requires it; the OS reads EFER without it),
 /// nothing pending, this ASID's translations flushed, the general registers
 /// zero.
@@ -191,7 +193,6 @@ fn write_common(vcpu: &mut OsVcpu) {
     vmcb.set_u64(save::RSP, 0);
     vmcb.set_u64(save::DR6, 0xffff_0ff0);
     vmcb.set_u64(save::DR7, 0x400);
-    vmcb.set_u64(save::G_PAT, hvlogic::mtrr::PAT_RESET);
     vmcb.set_u64(save::DBGCTL, 0);
     for s in [
         save::STAR,
@@ -213,9 +214,12 @@ fn write_common(vcpu: &mut OsVcpu) {
 
 /// The state INIT leaves, started by a SIPI with `vector`: real mode at
 /// vector:0000, CS base vector << 12 (APM Vol. 2 §14.1.5 "Fetching the
-/// First Instruction", Table 14-1 "Initial Processor State"), CR0 6000_0010h,
-/// EDX the processor signature.
+/// First Instruction", Table 14-1 "Initial Processor State"), CR0.ET set
+/// and CD and NW as INIT leaves them (the guest's own once it ran; before,
+/// this CPU's, which runs cached), EDX the processor signature.
 fn write_started_by_sipi(vcpu: &mut OsVcpu, vector: u8) {
+    const CD_NW: u64 = 3 << 29;
+    let cd_nw = if vcpu.guest.ran { vcpu.vmcb.u64(save::CR0) & CD_NW } else { 0 };
     write_common(vcpu);
     let vmcb = vcpu.vmcb;
     vmcb.set_segment(save::CS, (vector as u16) << 8, 0x9b, 0xffff, (vector as u64) << 12);
@@ -226,7 +230,7 @@ fn write_started_by_sipi(vcpu: &mut OsVcpu, vector: u8) {
     vmcb.set_segment(save::IDTR, 0, 0, 0xffff, 0);
     vmcb.set_segment(save::LDTR, 0, 0x82, 0xffff, 0);
     vmcb.set_segment(save::TR, 0, 0x8b, 0xffff, 0);
-    vmcb.set_u64(save::CR0, 0x6000_0010);
+    vmcb.set_u64(save::CR0, 0x10 | cd_nw);
     vmcb.set_u64(save::RIP, 0);
     vcpu.regs.rdx = raw_cpuid::cpuid!(1).eax as u64;
 }
@@ -258,7 +262,8 @@ pub fn arm_ap(_: &Pcb) {
     let pcb = crate::pcb::this_cpu();
     set_up(pcb);
     // GIF is set: the boot CPU's INIT resets this CPU at once.
-    pcb.set(CPU_STATUS_OS | CPU_STATUS_OS_WAITING);
+    crate::virt::os::leaving_for_wait_for_sipi(pcb);
+    pcb.set(CPU_STATUS_OS);
     loop {
         x86_64::instructions::interrupts::disable();
         x86_64::instructions::hlt();
@@ -288,6 +293,7 @@ pub fn restart(pcb: &'static Pcb, vector: u8) -> ! {
         x86::msr::wrmsr(x86::msr::IA32_EFER, x86::msr::rdmsr(x86::msr::IA32_EFER) | EFER_SVME);
         super::instructions::vmsave(host_state);
     }
+    pcb.set(CPU_STATUS_VMXON);
     let vcpu = OS_VCPUS[pcb.processor_index as usize].load(Ordering::Acquire);
     // SAFETY: set_up stored this CPU's leaked vCPU; only this CPU uses it.
     let Some(vcpu) = (unsafe { vcpu.as_mut() }) else {
@@ -295,12 +301,14 @@ pub fn restart(pcb: &'static Pcb, vector: u8) -> ! {
         run::fail_and_end("an AP restarted that never armed")
     };
     write_started_by_sipi(vcpu, vector);
+    crate::virt::os::running_os(pcb);
     run_os(pcb, vcpu)
 }
 
 /// Run the OS on this CPU until the exit handler ends the run.
 fn run_os(pcb: &Pcb, vcpu: &mut OsVcpu) -> ! {
     pcb.set(CPU_STATUS_OS);
+    vcpu.guest.ran = true;
     let code = vcpu.run();
     pcb.set(CPU_STATUS_FAILED);
     run::fail_and_end(format_args!("the OS guest's exit handler stopped ({code})"))

@@ -14,7 +14,7 @@
 
 use super::emulate::{self, GP, UD};
 use super::vcpu::{Vcpu, RESUME};
-use crate::pcb::{Pcb, CPU_STATUS_OS_WAITING};
+use crate::pcb::Pcb;
 use crate::run::{self, How};
 use crate::virt::os::{self, PortError};
 use hvlogic::guest_mem::{Paging, Source};
@@ -37,6 +37,8 @@ pub struct Os {
     pub ports: Ports,
     /// The xAPIC register page (write-protected in the nested page tables).
     pub apic_page: u64,
+    /// The OS ran on this vCPU (its CR0.CD and NW are the guest's since).
+    pub ran: bool,
 }
 
 pub type OsVcpu = Vcpu<Os>;
@@ -191,7 +193,7 @@ fn init_signal(vcpu: &mut OsVcpu) -> Result<(), Fatal> {
         run::guest_end(How::Reset);
         crate::platform::reset(&vcpu.guest.ports);
     }
-    pcb.set(CPU_STATUS_OS_WAITING);
+    os::leaving_for_wait_for_sipi(pcb);
     // SAFETY: EFER.SVME is set; the guest is not running. Interrupts stay off;
     // an NMI for the OS meets the host's handler, which drops it.
     unsafe { super::instructions::stgi() };

@@ -192,10 +192,15 @@ pub fn apic_store(
 pub fn filter_ipi(low: u32, dest: u32) -> Option<u32> {
     let hosted = |dest: u32| crate::pcb::all().find(|p| p.apic_id() == dest && p.has(CPU_STATUS_OS));
     match icr::decode(low, dest) {
-        icr::Ipi::Init { dest } => hosted(dest).map(|_| low),
+        icr::Ipi::Init { dest } => {
+            let p = hosted(dest)?;
+            let _ = p.os_wait_since.compare_exchange(RUNNING, INIT_SENT, Ordering::AcqRel, Ordering::Acquire);
+            Some(low)
+        }
         icr::Ipi::Startup { dest, vector } => {
             let p = hosted(dest)?;
             let trampoline = crate::smp::trampoline_page()?;
+            until_waiting_for_sipi(p);
             p.os_sipi.store(OS_SIPI_VALID | vector as u32, Ordering::Release);
             Some(icr::with_vector(low, (trampoline >> 12) as u8))
         }
@@ -204,9 +209,55 @@ pub fn filter_ipi(low: u32, dest: u32) -> Option<u32> {
     }
 }
 
+/// `Pcb::os_wait_since`: running the OS; an INIT sent to it (else: the TSC
+/// when it left virtualization for wait-for-SIPI).
+const RUNNING: u64 = 0;
+const INIT_SENT: u64 = 1;
+/// How long an AP may take from the INIT exit to leaving virtualization
+/// (its exit handler, VMCLEAR; a bound: QEMU's TCG resets the CPU at the
+/// INIT #VMEXIT itself, so its AP never says it left, docs/svm.md).
+const LEAVING_US: u64 = 1000;
+/// From leaving virtualization to the processor's wait-for-SIPI state:
+/// VMXOFF or STGI, and its INIT to itself delivered.
+const SETTLE_US: u64 = 10;
+
+/// Natively the OS's INIT takes effect at once, and Linux sends its SIPI a
+/// few microseconds behind it (no delay on CPUs it calls modern, or under a
+/// hypervisor); an AP that ran the OS first takes an INIT exit and leaves
+/// virtualization, and a SIPI that meets it before it waits for SIPI is
+/// lost (SDM Vol. 3A §9.4.4.1: a processor not in wait-for-SIPI ignores it).
+/// So the sender's SIPI waits, bounded, until the AP has had time to get there.
+fn until_waiting_for_sipi(p: &Pcb) {
+    crate::tsc::wait_until(LEAVING_US, || p.os_wait_since.load(Ordering::Acquire) != INIT_SENT);
+    let since = p.os_wait_since.load(Ordering::Acquire);
+    if since > INIT_SENT {
+        let settled = since.wrapping_add(crate::tsc::micros_to_ticks(SETTLE_US));
+        crate::tsc::wait_until(SETTLE_US, || crate::tsc::rdtsc() >= settled);
+    }
+}
+
+/// On an AP about to leave virtualization for wait-for-SIPI (before VMXOFF
+/// or STGI, where a pending INIT may strike at once): NMIs from here on are
+/// dropped, and the OS's SIPI may follow once it has settled (`filter_ipi`).
+pub fn leaving_for_wait_for_sipi(pcb: &Pcb) {
+    pcb.set(CPU_STATUS_OS_WAITING);
+    pcb.os_wait_since.store(crate::tsc::rdtsc().max(INIT_SENT + 1), Ordering::Release);
+}
+
+/// On an AP entering the OS from the trampoline, its VMCS or VMCB in use
+/// again: NMIs are the OS's again.
+pub fn running_os(pcb: &Pcb) {
+    pcb.os_wait_since.store(RUNNING, Ordering::Release);
+    pcb.clear(CPU_STATUS_OS_WAITING);
+}
+
 /// A write to the x2APIC ICR (MSR 830H) the OS made, through `filter_ipi`.
 pub fn x2apic_icr_write(value: u64) {
     if let Some(low) = filter_ipi(value as u32, (value >> 32) as u32) {
+        // WRMSR to the x2APIC ICR does not wait for earlier stores (SDM Vol.
+        // 3A §11.12.3): the recorded vector must be visible before the SIPI.
+        // SAFETY: MFENCE and LFENCE only order memory and instructions.
+        unsafe { core::arch::asm!("mfence", "lfence", options(nostack, preserves_flags)) };
         // SAFETY: the x2APIC ICR exists (the guest's APIC is in x2APIC mode, or
         // its WRMSR would have faulted before exiting); the OS asked for this IPI.
         unsafe { x86::msr::wrmsr(icr::X2APIC_ICR_MSR, (value & !0xffff_ffff) | low as u64) };
@@ -236,8 +287,9 @@ pub fn prepare_restarts() {
 }
 
 /// The boot CPU, before it enters the OS: INIT to every AP that armed
-/// (`Backend::arm_os_ap`), so each waits for the OS's start-up IPI in the
-/// processor's own wait-for-SIPI state, as firmware leaves an AP.
+/// (`Backend::arm_os_ap`, which called `leaving_for_wait_for_sipi`), so each
+/// waits for the OS's start-up IPI in the processor's own wait-for-SIPI
+/// state, as firmware leaves an AP.
 pub fn send_aps_to_wait_for_sipi() {
     for ap in crate::pcb::all().filter(|p| !p.is_bsp && p.has(CPU_STATUS_OS)) {
         crate::apic::send_init(ap.apic_id());
@@ -245,12 +297,12 @@ pub fn send_aps_to_wait_for_sipi() {
 }
 
 /// Leave this AP in the processor's wait-for-SIPI state, its backend
-/// already off (VMXOFF; SVM: GIF set, so an INIT the CPU held is taken
-/// here): an INIT to itself (physical destination, which INIT allows).
-/// NMIs meanwhile are dropped (`CPU_STATUS_OS_WAITING`): natively a CPU the
-/// OS resets takes none.
+/// already off (`leaving_for_wait_for_sipi`, then VMXOFF or STGI, where an
+/// INIT the CPU held pending is taken: SVM holds the intercepted one while
+/// GIF is clear, Bochs 2.7 also VMX's): else an INIT to itself (physical
+/// destination, which INIT allows). NMIs meanwhile are dropped: natively a
+/// CPU the OS resets takes none.
 pub fn wait_for_sipi(pcb: &Pcb) -> ! {
-    pcb.set(CPU_STATUS_OS_WAITING);
     crate::apic::send_init(pcb.apic_id());
     loop {
         x86_64::instructions::interrupts::disable();
@@ -266,12 +318,13 @@ pub fn wait_for_sipi(pcb: &Pcb) -> ! {
 extern "C" fn restart(pcb: *const Pcb, _apic_id: u64) -> ! {
     // SAFETY: the trampoline found this CPU's own 'static PCB by its APIC ID.
     let pcb = crate::pcb::reactivate(unsafe { &*pcb });
+    // INIT took this CPU out of VMX operation or cleared EFER.SVME.
+    pcb.clear(crate::pcb::CPU_STATUS_VMXON);
     let sipi = pcb.os_sipi.load(Ordering::Acquire);
     if sipi & OS_SIPI_VALID == 0 || !pcb.has(CPU_STATUS_OS) {
         log::error!("os guest: cpu{} came through the trampoline with no OS start to run", pcb.processor_index);
         run::fail_and_end("an AP restarted without a start-up IPI from the OS")
     }
     enable_host_xsave();
-    pcb.clear(CPU_STATUS_OS_WAITING);
     super::backend::restart_os(pcb, sipi as u8)
 }

@@ -344,8 +344,13 @@ pub fn leave(pcb: &Pcb) {
 /// INIT), then the flushes. Logs nothing (COM1 is the OS's); the caller
 /// names a failure.
 pub fn reenter(pcb: &Pcb) -> Result<(), VmFail> {
-    let own = pcb.own();
-    let d = &own.vmx;
+    // Copied out: an INIT before VMXON resets this CPU, which must not leave
+    // the PCB's private state borrowed for its next start.
+    let (d, region) = {
+        let own = pcb.own();
+        (own.vmx, own.vmxon_region)
+    };
+    let d = &d;
     let cr0 = Fixed { fixed0: d.cr0_fixed0, fixed1: d.cr0_fixed1 }.apply(Cr0::read_raw()).value;
     let cr4 =
         Fixed { fixed0: d.cr4_fixed0 | d.cr4_fixed_mask | VMXE, fixed1: d.cr4_fixed1 }.apply(Cr4::read_raw()).value;
@@ -357,7 +362,7 @@ pub fn reenter(pcb: &Pcb) -> Result<(), VmFail> {
     }
     // SAFETY: CPL 0 in 64-bit mode, CR4.VMXE and the fixed bits set,
     // IA32_FEATURE_CONTROL still locked with VMX on; the region `enter` checked.
-    unsafe { instructions::vmxon(own.vmxon_region) }?;
+    unsafe { instructions::vmxon(region) }?;
     pcb.set(CPU_STATUS_VMXON);
     if let Some(kind) = d.invept_all_contexts() {
         // SAFETY: in VMX root operation; INVEPT supports this type.

@@ -13,7 +13,7 @@ use super::vcpu::{Return, Vcpu};
 use super::vmcs::{self, Controls, Segment, VmcsError, AR_CODE_32, AR_DATA_32, AR_TSS_BUSY_32, AR_UNUSABLE, PAT_RESET};
 use crate::linux::{Handoff, BOOT_CS, BOOT_DS};
 use crate::memory;
-use crate::pcb::{Pcb, CPU_STATUS_FAILED, CPU_STATUS_OS, CPU_STATUS_OS_WAITING, CPU_STATUS_VMXON, MAX_CPUS};
+use crate::pcb::{Pcb, CPU_STATUS_FAILED, CPU_STATUS_OS, CPU_STATUS_VMXON, MAX_CPUS};
 use crate::run;
 use crate::virt::nested::{Format, Identity, Tables as Ept};
 use crate::virt::os_memory;
@@ -220,6 +220,7 @@ fn set_up(pcb: &'static Pcb) -> Result<&'static mut OsVcpu, VmcsError> {
         ports: shared.ports,
         apic_page: shared.apic_page,
         vmcs: vmcs_pa,
+        ran: false,
         // A passed-through CPUID leaf needs nothing of the dispatcher but its
         // count, where the VMX-preemption timer brings back the NMIs it would
         // otherwise deliver at that exit (`os_vcpu::nmi_in_host`).
@@ -256,13 +257,16 @@ pub fn arm_ap(_: &Pcb) {
     // The 'static PCB of this CPU (the one the stage was posted to).
     let pcb = crate::pcb::this_cpu();
     let armed = set_up(pcb).map_err(|e| alloc::format!("{e}"));
-    let left = armed.and_then(|vcpu| leave_vmx(vcpu).map_err(|e| alloc::format!("leaving VMX operation: {e}")));
+    let left = armed.and_then(|vcpu| {
+        crate::virt::os::leaving_for_wait_for_sipi(pcb);
+        leave_vmx(vcpu).map_err(|e| alloc::format!("leaving VMX operation: {e}"))
+    });
     if let Err(e) = left {
         error!("os guest: {e}");
         pcb.set(CPU_STATUS_FAILED);
         return;
     }
-    pcb.set(CPU_STATUS_OS | CPU_STATUS_OS_WAITING);
+    pcb.set(CPU_STATUS_OS);
     loop {
         x86_64::instructions::interrupts::disable();
         x86_64::instructions::hlt();
@@ -309,6 +313,7 @@ pub fn restart(pcb: &'static Pcb, vector: u8) -> ! {
     // SAFETY: in VMX root operation; the region is this vCPU's VMCS, cleared by leave_vmx.
     let loaded = entered.and_then(|()| unsafe { vmptrld(vcpu.guest.vmcs) }.map_err(|e| alloc::format!("VMPTRLD: {e}")));
     let started = loaded.and_then(|()| {
+        crate::virt::os::running_os(pcb);
         let exit_controls = vmcs::read(ctl::VMEXIT_CONTROLS) as u32;
         vmcs::write_host_state(pcb, exit_controls, vcpu.host_rsp(), Vcpu::<Os>::host_rip())
             .and_then(|()| os_vcpu::start_up(vcpu, vector))
@@ -352,6 +357,7 @@ fn write_entry_state(os: &Os, h: &Handoff) -> Result<(), VmcsError> {
 /// when the OS is done or cannot go on; a failed VM entry ends it here.
 fn run_os(pcb: &Pcb, vcpu: &mut OsVcpu) -> ! {
     pcb.set(CPU_STATUS_OS);
+    vcpu.guest.ran = true;
     match vcpu.run() {
         Return::EntryFailed { instruction, fail } => {
             super::dump::vm_instruction_failure(instruction, fail);

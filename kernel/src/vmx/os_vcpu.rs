@@ -12,7 +12,7 @@ use super::emulate::{self, inject, inject_gp, UD};
 use super::instructions::{vmread_unchecked, VmFail};
 use super::vcpu::{Rsp, Vcpu, RESUME};
 use super::vmcs::{self, VmcsError, AR_CODE_16, AR_DATA_16, AR_TSS_BUSY_32, AR_UNUSABLE};
-use crate::pcb::{Pcb, CPU_STATUS_OS_WAITING};
+use crate::pcb::Pcb;
 use crate::run::{self, How};
 use crate::virt::os::{self, PortError};
 use core::sync::atomic::{AtomicU32, Ordering};
@@ -44,6 +44,8 @@ pub struct Os {
     pub apic_page: u64,
     /// This CPU's VMCS (physical address), made current again at each restart.
     pub vmcs: u64,
+    /// The OS ran on this vCPU (its CR0.CD and NW are the guest's since).
+    pub ran: bool,
     /// Where entry.s's CPUID fast path counts (this CPU's CPUID exits), or
     /// None where it stays off; `deliver_pending_nmi` turns it off while an
     /// NMI waits.
@@ -266,7 +268,7 @@ fn init_signal(vcpu: &mut OsVcpu) -> Result<(), Fatal> {
         crate::platform::reset(&vcpu.guest.ports);
     }
     // From here NMIs are dropped (the VMCS is about to go).
-    pcb.set(CPU_STATUS_OS_WAITING);
+    os::leaving_for_wait_for_sipi(pcb);
     pcb.nmi_pending.store(0, Ordering::Release);
     super::os_guest::leave_vmx(vcpu).map_err(Fatal::Leave)?;
     os::wait_for_sipi(pcb)
@@ -283,9 +285,10 @@ pub fn start_up(vcpu: &mut OsVcpu, vector: u8) -> Result<(), VmcsError> {
 
 /// The guest as INIT leaves a processor, active: registers and VMCS state.
 fn reset_to_init(vcpu: &mut OsVcpu) -> Result<(), VmcsError> {
-    // CD and NW survive INIT: the guest's own, or (before it ever ran) this
-    // CPU's, which runs cached.
-    let cd_nw = if vcpu.launched { vmcs::read(ctl::CR0_READ_SHADOW) } else { 0 };
+    // CD and NW survive INIT: the guest's own (the host does not own them,
+    // so the guest CR0 field holds them), or (before it ever ran) this CPU's,
+    // which runs cached.
+    let cd_nw = if vcpu.guest.ran { vmcs::read(guest::CR0) } else { 0 };
     write_init_state(&vcpu.guest, cd_nw)?;
     vcpu.regs = Default::default();
     // EDX holds the processor signature after INIT (SDM Vol. 3A §10.1.3 "Model

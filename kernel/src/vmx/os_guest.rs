@@ -7,7 +7,7 @@
 //! (`virt::os`).
 
 use super::instructions::invept;
-use super::instructions::{vmclear, vmptrld, VmFail};
+use super::instructions::vmptrld;
 use super::os_vcpu::{self, Os, OsVcpu};
 use super::vcpu::{Return, Vcpu};
 use super::vmcs::{self, Controls, Segment, VmcsError, AR_CODE_32, AR_DATA_32, AR_TSS_BUSY_32, AR_UNUSABLE, PAT_RESET};
@@ -259,7 +259,7 @@ pub fn arm_ap(_: &Pcb) {
     let armed = set_up(pcb).map_err(|e| alloc::format!("{e}"));
     let left = armed.and_then(|vcpu| {
         crate::virt::os::leaving_for_wait_for_sipi(pcb);
-        leave_vmx(vcpu).map_err(|e| alloc::format!("leaving VMX operation: {e}"))
+        os_vcpu::leave_vmx(vcpu).map_err(|e| alloc::format!("leaving VMX operation: {e}"))
     });
     if let Err(e) = left {
         error!("os guest: {e}");
@@ -271,15 +271,6 @@ pub fn arm_ap(_: &Pcb) {
         x86_64::instructions::interrupts::disable();
         x86_64::instructions::hlt();
     }
-}
-
-/// This CPU's VMCS written back to memory and no longer current (VMCLEAR,
-/// SDM Vol. 3C §25.11.3 "Initializing a VMCS"), so that `restart` can load
-/// it again after INIT, then VMX operation left.
-pub fn leave_vmx(vcpu: &mut OsVcpu) -> Result<(), VmFail> {
-    // SAFETY: in VMX root operation; the region is this vCPU's VMCS.
-    unsafe { vmclear(vcpu.guest.vmcs) }?;
-    super::enter::leave_quietly(vcpu.guest.pcb)
 }
 
 /// The boot CPU: its VMCS with the state the boot protocol's 32-bit entry

@@ -270,8 +270,17 @@ fn init_signal(vcpu: &mut OsVcpu) -> Result<(), Fatal> {
     // From here NMIs are dropped (the VMCS is about to go).
     os::leaving_for_wait_for_sipi(pcb);
     pcb.nmi_pending.store(0, Ordering::Release);
-    super::os_guest::leave_vmx(vcpu).map_err(Fatal::Leave)?;
+    leave_vmx(vcpu).map_err(Fatal::Leave)?;
     os::wait_for_sipi(pcb)
+}
+
+/// This CPU's VMCS written back to memory and no longer current (VMCLEAR,
+/// SDM Vol. 3C §25.11.3 "Initializing a VMCS"), so that `restart` can load
+/// it again after INIT, then VMX operation left.
+pub fn leave_vmx(vcpu: &mut OsVcpu) -> Result<(), VmFail> {
+    // SAFETY: in VMX root operation; the region is this vCPU's VMCS.
+    unsafe { super::instructions::vmclear(vcpu.guest.vmcs) }?;
+    super::enter::leave_quietly(vcpu.guest.pcb)
 }
 
 /// The start-up IPI's state: the state INIT leaves, active, in real mode

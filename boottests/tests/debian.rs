@@ -124,7 +124,11 @@ fn assert_debian_reached_multi_user(log: &Log, version: &str, cpus: u32, mode: M
     let summary = position_starting(log, "SUMMARY ");
     let handoff = position_starting(log, "[cpu0] INFO  handoff: linux ");
     let banner = log.lines.iter().position(|l| l.contains("Linux version 6.")).unwrap_or(usize::MAX);
-    let systemd = log.lines.iter().position(|l| l.contains("Welcome to ") && l.contains("Debian GNU/Linux 12")).unwrap_or(usize::MAX);
+    let systemd = log
+        .lines
+        .iter()
+        .position(|l| l.contains("Welcome to ") && l.contains("Debian GNU/Linux 12"))
+        .unwrap_or(usize::MAX);
     if !(summary < handoff && handoff < banner && banner < systemd && systemd < log.lines.len()) {
         log.fail("expected SUMMARY, then the handoff line, then Linux's banner, then systemd's welcome");
     }
@@ -180,7 +184,8 @@ fn assert_end(log: &Log, mode: Mode, how: &str) {
         Mode::Guest => {
             let handoff = position_starting(log, "[cpu0] INFO  handoff: linux ");
             let end = position_starting(log, "GUEST-END ");
-            let intruders: Vec<&String> = log.lines[handoff + 1..end].iter().filter(|l| l.starts_with("[cpu")).collect();
+            let intruders: Vec<&String> =
+                log.lines[handoff + 1..end].iter().filter(|l| l.starts_with("[cpu")).collect();
             if !intruders.is_empty() {
                 log.fail(&format!("the hypervisor wrote to COM1 while Linux owned it: {intruders:?}"));
             }

@@ -276,7 +276,7 @@ fn debian_boot_native_and_guest() {
     let mut why_native = None;
     for asked in ["native", "guest"] {
         let name = format!("bench-debian-{asked}");
-        let boot = Boot::qemu(&name).machine("q35").qemu_cpu("max").cpus(2).memory(1024);
+        let boot = Boot::qemu(&name).machine("q35").cpu_model("max").cpus(2).memory(1024);
         std::fs::create_dir_all(boot.dir()).unwrap();
         let disk = boot.dir().join("disk.img");
         std::fs::copy(dir.join("disk.img"), &disk).unwrap();

@@ -73,7 +73,7 @@ run: kernel $(if $(filter linux,$(GUEST)),linux-guest) $(if $(filter debian,$(GU
 	  *) echo "ENGINE is qemu, qemu-kvm or bochs"; exit 2;; \
 	esac; \
 	scripts/mkiso $$gfx $(MODULES) $(KERNEL) $(BUILD)/run.iso $(CMDLINE) exit=$$eng && \
-	mkdir -p $(BUILD)/run && $(if $(DISK),cp $(DEBIAN)/disk.img $(BUILD)/run/disk.img &&) \
+	mkdir -p $(BUILD)/run && $(if $(DISK),cp $(DEBIAN)/disk.img $(BUILD)/run/disk.img && rm -f $(BUILD)/run/disk.img.lock &&) \
 	echo "booting $(BUILD)/run.iso in $(ENGINE) with $(CPUS) CPUs; COM1 follows" && \
 	scripts/boot --engine $$eng $$extra --iso $(BUILD)/run.iso --cpus $(CPUS) --mem $(MEM) --workdir $(BUILD)/run $(DISK) || true
 

@@ -76,6 +76,9 @@ fn fresh_disk(boot: &Boot, image: &Path) -> PathBuf {
     std::fs::create_dir_all(boot.dir()).unwrap();
     let copy = boot.dir().join("disk.img");
     std::fs::copy(image, &copy).unwrap();
+    // Bochs locks an image with `<image>.lock` and refuses a locked one; a
+    // Bochs that was killed leaves its lock behind.
+    let _ = std::fs::remove_file(boot.dir().join("disk.img.lock"));
     copy
 }
 

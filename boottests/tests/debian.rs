@@ -331,34 +331,54 @@ fn debian_takes_a_cpu_offline_and_back() {
     assert_disk_after(&log, &disk);
 }
 
-/// Bochs `corei7_skylake_x`, 2 CPUs: the whole Debian system as the guest of
-/// both CPUs under VMX, root on ATA (`/dev/sda`), then the CPU offline/online
-/// cycle, then a clean poweroff carried out by the hypervisor. Slow (about 25
-/// minutes here, docs/debian-guest.md), so not in `make test`: `make
-/// debian-bochs`. The cycle is asserted last, so that a failing cycle (the
-/// case on 2026-12-05: CPU 1 does not come back) leaves everything before it
-/// proven.
-#[test]
-#[ignore = "slow: run by `make debian-bochs`"]
-fn bochs_debian_runs_as_the_guest() {
+/// Bochs `corei7_skylake_x`, 2 CPUs, 1 GiB: the whole Debian system as the
+/// guest of both CPUs under VMX, root on ATA (`/dev/sda`), `extra` on Linux's
+/// command line; returns the log and the scenario's disk once SUMMARY, the
+/// handoff and the marker line are checked. Slow (10 to 25 minutes here,
+/// docs/debian-guest.md), so not in `make test`: `make debian-bochs`.
+fn bochs_guest(name: &str, extra: &str) -> (Log, PathBuf) {
     const HANDOFF: &str = "[cpu0] INFO  handoff: linux ";
     const MARKER: &str = "DEBIAN: cpus=";
-    let name = "bochs-debian-guest";
-    let engine = Boot::bochs(name, "corei7_skylake_x").cpus(2).timeout(Duration::from_secs(3 * 3600));
-    let (boot, version, disk) = debian_boot(engine, "/dev/sda", "hvcpucycle");
+    let engine = Boot::bochs(name, "corei7_skylake_x").cpus(2).timeout(Duration::from_secs(3600));
+    let (boot, version, disk) = debian_boot(engine, "/dev/sda", extra);
     let log = boot.watch(HANDOFF).watch(MARKER).run();
     let to_marker = match (log.arrival(HANDOFF), log.arrival(MARKER)) {
         (Some(from), Some(to)) => format!("{:.0} s", (to - from).as_secs_f64()),
         _ => String::from("-"),
     };
     eprintln!("[{name}] {:.0} s in all, {to_marker} from the handoff to the marker", log.seconds);
+    log.assert_summary(2, 2, 2, 2, "PASS");
+    assert_debian_reached_multi_user(&log, &version, 2, Mode::Guest, "/dev/sda", "hypervisor=yes svm=no vmx=no");
+    (log, disk)
+}
+
+/// The whole system as the VMX guest, to a clean poweroff carried out by
+/// the hypervisor.
+#[test]
+#[ignore = "slow: run by `make debian-bochs`"]
+fn bochs_debian_runs_as_the_guest() {
+    let (log, disk) = bochs_guest("bochs-debian-guest", "");
     if log.timed_out {
         log.fail("Bochs did not end: the poweroff was not carried out");
     }
-    log.assert_summary(2, 2, 2, 2, "PASS");
-    assert_debian_reached_multi_user(&log, &version, 2, Mode::Guest, "/dev/sda", "hypervisor=yes svm=no vmx=no");
     log.assert_line("DEBIAN: poweroff");
     assert_end(&log, Mode::Guest, "poweroff");
     assert_disk_after(&log, &disk);
+}
+
+/// CPU 1 offline and online again from the Debian system under VMX (issue
+/// 19 asks for it under both backends). On 2026-12-05 (main at ccaa0d0) the
+/// machine stops after Linux's `Booting Node 0 Processor 1`: Linux's clock
+/// does not advance, and the test ends at its timeout.
+#[test]
+#[ignore = "slow: run by `make debian-bochs`"]
+fn bochs_debian_guest_takes_a_cpu_offline_and_back() {
+    let (log, disk) = bochs_guest("bochs-debian-cpucycle", "hvcpucycle");
     log.assert_line("DEBIAN: cpu1 offline ok online ok");
+    if log.timed_out {
+        log.fail("Bochs did not end: the poweroff was not carried out");
+    }
+    log.assert_line("DEBIAN: poweroff");
+    assert_end(&log, Mode::Guest, "poweroff");
+    assert_disk_after(&log, &disk);
 }

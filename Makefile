@@ -122,7 +122,7 @@ bench: kernel linux-guest debian-guest
 	$(CARGO) test -p boottests --test bench -- --ignored --nocapture
 
 # The Debian system as the guest of 2 CPUs of Bochs corei7_skylake_x (VMX), root
-# on ATA: to its poweroff, and with the CPU offline/online cycle; 10 to 25
+# on ATA: to its poweroff, and with the CPU offline/online cycle; about 10
 # minutes each (docs/debian-guest.md).
 debian-bochs: kernel debian-guest
 	$(CARGO) test -p boottests --test debian -- --ignored --nocapture --test-threads=1 bochs_debian

@@ -334,7 +334,7 @@ fn debian_takes_a_cpu_offline_and_back() {
 /// Bochs `corei7_skylake_x`, 2 CPUs, 1 GiB: the whole Debian system as the
 /// guest of both CPUs under VMX, root on ATA (`/dev/sda`), `extra` on Linux's
 /// command line; returns the log and the scenario's disk once SUMMARY, the
-/// handoff and the marker line are checked. Slow (10 to 25 minutes here,
+/// handoff and the marker line are checked. Slow (about 10 minutes here,
 /// docs/debian-guest.md), so not in `make test`: `make debian-bochs`.
 fn bochs_guest(name: &str, extra: &str) -> (Log, PathBuf) {
     const HANDOFF: &str = "[cpu0] INFO  handoff: linux ";
@@ -367,9 +367,8 @@ fn bochs_debian_runs_as_the_guest() {
 }
 
 /// CPU 1 offline and online again from the Debian system under VMX (issue
-/// 19 asks for it under both backends). On 2026-12-05 (main at ccaa0d0) the
-/// machine stops after Linux's `Booting Node 0 Processor 1`: Linux's clock
-/// does not advance, and the test ends at its timeout.
+/// 19 asks for it under both backends): about 10 minutes here on 306f660,
+/// which made it work (before, the AP never came back).
 #[test]
 #[ignore = "slow: run by `make debian-bochs`"]
 fn bochs_debian_guest_takes_a_cpu_offline_and_back() {

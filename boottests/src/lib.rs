@@ -50,6 +50,10 @@ pub struct Boot {
     /// QEMU's `-cpu` model (QEMU's default when None).
     /// Boot coreboot (../shared/firmware) instead of SeaBIOS or OVMF.
     coreboot: Option<Coreboot>,
+    /// A raw disk image the machine writes to (scripts/boot --disk).
+    disk: Option<PathBuf>,
+    /// QEMU boots again after a reset instead of exiting (no -no-reboot).
+    reboot: bool,
 }
 
 /// What coreboot boots: its GRUB payload (which boots the scenario's ISO),
@@ -146,6 +150,8 @@ impl Boot {
             screendump: false,
             gfxpayload: None,
             coreboot: None,
+            disk: None,
+            reboot: false,
         }
     }
 
@@ -248,6 +254,23 @@ impl Boot {
 
     pub fn cmdline(mut self, c: &str) -> Boot {
         self.cmdline = c.into();
+        self
+    }
+
+    /// Attach a raw disk image, which the run writes to: QEMU virtio-blk
+    /// (`/dev/vda` in Linux), Bochs ata0-slave (`/dev/sda`, the CD staying
+    /// ata0-master and the boot device).
+    pub fn disk(mut self, image: impl Into<PathBuf>) -> Boot {
+        self.disk = Some(image.into());
+        self
+    }
+
+    /// QEMU: a reset boots the machine again (firmware, GRUB, the
+    /// hypervisor) instead of ending QEMU; pair it with `stop_after`. Bochs
+    /// always boots again.
+    pub fn boots_again_on_reset(mut self) -> Boot {
+        assert_eq!(self.engine, Engine::Qemu, "Bochs boots again by itself");
+        self.reboot = true;
         self
     }
 
@@ -370,6 +393,12 @@ impl Boot {
         }
         if let Some(ips) = self.ips {
             cmd.arg("--ips").arg(ips.to_string());
+        }
+        if let Some(disk) = &self.disk {
+            cmd.arg("--disk").arg(disk);
+        }
+        if self.reboot {
+            cmd.arg("--reboot");
         }
         let monitor = dir.join("monitor.sock");
         if self.halt {

@@ -21,6 +21,8 @@
 //! - `bench: size elf=<KiB> cbfs=<KiB>`: build/kernel.elf stripped, and as
 //!   the LZMA-compressed payload in CBFS (`cbfstool add-payload -c lzma`,
 //!   the shared firmware's cbfstool) (targets: <= 512 and <= 128).
+//! - `bench: linux-boot ...`, `bench: debian-boot ...`: Linux's boot after the
+//!   handoff, natively and as the guest (below).
 
 use boottests::{Boot, Log};
 use std::process::Command;
@@ -248,4 +250,70 @@ fn size() {
         .and_then(|l| l.split_whitespace().rev().nth(1)?.parse().ok())
         .unwrap_or_else(|| panic!("no fallback/payload in cbfstool's listing:\n{listing}"));
     println!("bench: size elf={elf_kib} cbfs={}", bytes.div_ceil(1024));
+}
+
+/// `bench: debian-boot native=<ms> guest=<ms> ratio=<r> exits=<n>`: the whole
+/// Debian 12 system (build/debian, scripts/debian-rootfs) in QEMU q35 `-cpu
+/// max`, 2 CPUs, 1 GiB, booted twice, with `linux=native` and with
+/// `linux=guest`; ms is wall-clock from the `handoff:` line to the marker line
+/// (`DEBIAN: cpus=`, printed once systemd's boot is over), as the harness sees
+/// them on COM1. Each run is filed under what its handoff line says, so the
+/// `linux=guest` run counts as a guest run only where the hypervisor could
+/// host Linux; where it could not (QEMU's TCG has no VMX) the line says so and
+/// why, and gives the native figure alone.
+#[test]
+#[ignore = "run by `make bench`"]
+fn debian_boot_native_and_guest() {
+    const HANDOFF: &str = "[cpu0] INFO  handoff: linux ";
+    const MARKER: &str = "DEBIAN: cpus=";
+    const WHY_NATIVE: &str = "[cpu0] INFO  linux: runs natively, not as a guest: ";
+    let root = boottests::root();
+    let dir = root.join("build/debian");
+    let built = std::process::Command::new(root.join("scripts/debian-rootfs")).arg(&dir).status();
+    assert!(built.is_ok_and(|s| s.success()), "scripts/debian-rootfs failed");
+    // (what the handoff line says, ms from it to the marker, GUEST-END's exits)
+    let mut figures: Vec<(String, u128, Option<String>)> = Vec::new();
+    let mut why_native = None;
+    for asked in ["native", "guest"] {
+        let name = format!("bench-debian-{asked}");
+        let boot = Boot::qemu(&name).machine("q35").cpu_model("max").cpus(2).memory(1024);
+        std::fs::create_dir_all(boot.dir()).unwrap();
+        let disk = boot.dir().join("disk.img");
+        std::fs::copy(dir.join("disk.img"), &disk).unwrap();
+        let log = boot
+            .module(dir.join("vmlinuz"), "linux console=ttyS0,115200 root=/dev/vda ro")
+            .module(dir.join("initrd.img"), "initrd")
+            .disk(&disk)
+            .cmdline(&format!("linux={asked}"))
+            .watch(HANDOFF)
+            .watch(MARKER)
+            .timeout(std::time::Duration::from_secs(900))
+            .run();
+        log.assert_no_exception();
+        let (Some(from), Some(to)) = (log.arrival(HANDOFF), log.arrival(MARKER)) else {
+            log.fail(&format!("linux={asked}: no handoff or no marker line"));
+        };
+        let handoff = log.lines_starting(HANDOFF)[0];
+        let mode = handoff.rsplit(", ").next().unwrap_or("?").to_string();
+        if asked == "guest" && mode != "guest" {
+            why_native = log.lines_starting(WHY_NATIVE).first().map(|l| l[WHY_NATIVE.len()..].to_string());
+        }
+        let exits = log.lines_starting("GUEST-END ").first().and_then(|l| l.split("exits=").nth(1)).map(str::to_owned);
+        if !figures.iter().any(|(m, _, _)| *m == mode) {
+            figures.push((mode, (to - from).as_millis(), exits));
+        }
+    }
+    let figure = |m: &str| figures.iter().find(|(mode, _, _)| mode == m);
+    match (figure("native"), figure("guest")) {
+        (Some((_, native, _)), Some((_, guest, exits))) => println!(
+            "bench: debian-boot native={native} guest={guest} ratio={:.2} exits={}",
+            *guest as f64 / *native as f64,
+            exits.as_deref().unwrap_or("?")
+        ),
+        (Some((_, native, _)), None) => println!(
+            "bench: debian-boot native={native} guest=none (linux=guest ran natively: {})",
+            why_native.as_deref().unwrap_or("no reason logged")
+        ),
+        _ => panic!("no native figure: {figures:?}"),
+    }
 }

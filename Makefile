@@ -118,8 +118,10 @@ fuzz: kernel
 	echo "make fuzz: seed=$$seed, $$(( $$(date +%s) - start )) s"; \
 	grep -q '^SUMMARY .*result=PASS' $(BUILD)/fuzz/serial.log
 
+# One figure at a time: a native/guest pair timed beside another emulator
+# measures the host's load (a 2-CPU pair read native=170 s guest=96 s so).
 bench: kernel linux-guest debian-guest
-	$(CARGO) test -p boottests --test bench -- --ignored --nocapture
+	$(CARGO) test -p boottests --test bench -- --ignored --nocapture --test-threads=1
 
 # The Debian system as the guest of 2 CPUs of Bochs corei7_skylake_x (VMX), root
 # on ATA: to its poweroff, and with the CPU offline/online cycle; about 10

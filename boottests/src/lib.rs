@@ -48,6 +48,66 @@ pub struct Boot {
     screendump: bool,
     /// GRUB's `gfxpayload` (scripts/mkiso --gfxpayload): `text`, or WxHxD.
     gfxpayload: Option<&'static str>,
+    /// QEMU's `-cpu` model (QEMU's default when None).
+    /// Boot coreboot (../shared/firmware) instead of SeaBIOS or OVMF.
+    coreboot: Option<Coreboot>,
+    /// A raw disk image the machine writes to (scripts/boot --disk).
+    disk: Option<PathBuf>,
+    /// QEMU boots again after a reset instead of exiting (no -no-reboot).
+    reboot: bool,
+}
+
+/// What coreboot boots: its GRUB payload (which boots the scenario's ISO),
+/// or a payload ELF (the kernel, or a test's wrapper of it) with files added
+/// to CBFS; the ROM is a copy of the shared one, changed with cbfstool.
+#[derive(Clone, Debug)]
+pub enum Coreboot {
+    Grub,
+    Payload {
+        elf: PathBuf,
+        /// Write the command line (with `exit=`) as `hypervisor/cmdline`.
+        cmdline_file: bool,
+        /// CBFS files: name, contents, cbfstool options (`-t raw`, `-c lzma`, ...).
+        files: Vec<(String, PathBuf, Vec<String>)>,
+    },
+}
+
+/// Where the shared coreboot firmware is: `$HV_FIRMWARE`, else `../shared/firmware`
+/// beside the repository (as CI lays it out and /work/shared/firmware here).
+pub fn firmware_dir() -> PathBuf {
+    std::env::var_os("HV_FIRMWARE").map(PathBuf::from).unwrap_or_else(|| root().join("../shared/firmware"))
+}
+
+/// A firmware file, or a failure that says plainly what is missing and where.
+pub fn firmware_file(name: &str) -> PathBuf {
+    let path = firmware_dir().join(name);
+    assert!(
+        path.exists(),
+        "the coreboot tests need the shared firmware: {} is missing (they look in ../shared/firmware beside the \
+         repository, or $HV_FIRMWARE; docs/coreboot.md says what it holds and how to build coreboot instead)",
+        path.display()
+    );
+    path
+}
+
+/// `cbfstool ROM ARGS...`, which must succeed.
+pub fn cbfstool(rom: &Path, args: &[&str]) {
+    let out = Command::new(firmware_file("cbfstool")).arg(rom).args(args).output().expect("cbfstool");
+    assert!(out.status.success(), "cbfstool {} {args:?}: {}", rom.display(), String::from_utf8_lossy(&out.stderr));
+}
+
+/// The shared coreboot ROM (GRUB as its payload), unpacked once into target/.
+pub fn coreboot_rom() -> PathBuf {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    let xz = firmware_file("coreboot-qemu-q35-grub.rom.xz");
+    let rom = root().join("target/boottests/coreboot-qemu-q35-grub.rom");
+    ONCE.call_once(|| {
+        std::fs::create_dir_all(rom.parent().unwrap()).unwrap();
+        let out = Command::new("xz").arg("-dc").arg(&xz).output().expect("xz");
+        assert!(out.status.success(), "xz -dc {}: {}", xz.display(), String::from_utf8_lossy(&out.stderr));
+        std::fs::write(&rom, out.stdout).unwrap();
+    });
+    rom
 }
 
 /// GRUB 2.06 in Bochs 2.7 (no EDID, so 640x480) picks a 640x480x8 VBE mode
@@ -56,8 +116,8 @@ pub struct Boot {
 /// Makefile's `run` does the same.
 pub const BOCHS_GFXPAYLOAD: &str = "text";
 
-/// QEMU's default CPU (`qemu64`) has SVM, without nested paging; this one
-/// has neither SVM nor VMX.
+/// QEMU's default CPU (`qemu64`, AuthenticAMD) has SVM, without nested
+/// paging; this one has neither SVM nor VMX (NO_VMX, named in SVM's terms).
 pub const QEMU_NO_VIRT: &str = "qemu64,-svm";
 
 /// Bochs's AMD models (the others are Intel's).
@@ -90,7 +150,38 @@ impl Boot {
             watch: Vec::new(),
             screendump: false,
             gfxpayload: None,
+            coreboot: None,
+            disk: None,
+            reboot: false,
         }
+    }
+
+    /// QEMU q35 with coreboot (`Boot::qemu` otherwise): its GRUB payload
+    /// booting the scenario's ISO, or `payload` as the payload ELF.
+    pub fn coreboot(name: &str, payload: Coreboot) -> Boot {
+        Boot { machine: "q35", coreboot: Some(payload), ..Boot::qemu(name) }
+    }
+
+    /// The kernel itself as coreboot's payload, its command line in CBFS.
+    pub fn coreboot_payload(name: &str) -> Boot {
+        let elf = root().join("build/kernel.elf");
+        Boot::coreboot(name, Coreboot::Payload { elf, cmdline_file: true, files: Vec::new() })
+    }
+
+    /// Add a file to CBFS (`cbfstool add -n NAME -f FILE OPTIONS`), for a payload boot.
+    pub fn cbfs_file(mut self, name: &str, file: impl Into<PathBuf>, options: &[&str]) -> Boot {
+        let Some(Coreboot::Payload { files, .. }) = &mut self.coreboot else {
+            panic!("cbfs_file needs a payload boot")
+        };
+        files.push((name.into(), file.into(), options.iter().map(|o| o.to_string()).collect()));
+        self
+    }
+
+    /// No `hypervisor/cmdline` in CBFS (the kernel's defaults: `exit=halt`).
+    pub fn no_cmdline_file(mut self) -> Boot {
+        let Some(Coreboot::Payload { cmdline_file, .. }) = &mut self.coreboot else { panic!("needs a payload boot") };
+        *cmdline_file = false;
+        self
     }
 
     /// Bochs with the given CPU model, one CPU. GRUB stays in text mode
@@ -132,6 +223,12 @@ impl Boot {
         self.memory = Some(mib);
         self
     }
+
+    /// At least `mib` MiB of guest RAM (more where the scenario asked for more).
+    pub fn memory_at_least(mut self, mib: u32) -> Boot {
+        self.memory = Some(self.memory.map_or(mib, |m| m.max(mib)));
+        self
+    }
     /// Bochs's emulation speed (instructions per emulated second; its TSC rate).
     pub fn ips(mut self, ips: u64) -> Boot {
         assert_eq!(self.engine, Engine::Bochs, "ips is a Bochs setting");
@@ -158,6 +255,23 @@ impl Boot {
 
     pub fn cmdline(mut self, c: &str) -> Boot {
         self.cmdline = c.into();
+        self
+    }
+
+    /// Attach a raw disk image, which the run writes to: QEMU virtio-blk
+    /// (`/dev/vda` in Linux), Bochs ata0-slave (`/dev/sda`, the CD staying
+    /// ata0-master and the boot device).
+    pub fn disk(mut self, image: impl Into<PathBuf>) -> Boot {
+        self.disk = Some(image.into());
+        self
+    }
+
+    /// QEMU: a reset boots the machine again (firmware, GRUB, the
+    /// hypervisor) instead of ending QEMU; pair it with `stop_after`. Bochs
+    /// always boots again.
+    pub fn boots_again_on_reset(mut self) -> Boot {
+        assert_eq!(self.engine, Engine::Qemu, "Bochs boots again by itself");
+        self.reboot = true;
         self
     }
 
@@ -203,22 +317,31 @@ impl Boot {
             (Engine::Bochs, false) => "exit=bochs",
         };
         let cmdline = format!("{} {exit}", self.cmdline);
-        let mut mkiso = Command::new(root.join("scripts/mkiso"));
-        if let Some(mode) = self.gfxpayload {
-            mkiso.args(["--gfxpayload", mode]);
-        }
-        for (file, string) in &self.modules {
-            mkiso.arg("--module").arg(file).arg(string);
-        }
-        let status = mkiso.arg(&kernel).arg(&iso).args(cmdline.split_whitespace()).status().expect("scripts/mkiso");
-        assert!(status.success(), "mkiso failed for {}", self.name);
+        let rom = self.coreboot.as_ref().map(|c| self.build_rom(c, &cmdline, &dir));
+        let iso = match self.coreboot {
+            Some(Coreboot::Payload { .. }) => None,
+            _ => {
+                let mut mkiso = Command::new(root.join("scripts/mkiso"));
+                if let Some(mode) = self.gfxpayload {
+                    mkiso.args(["--gfxpayload", mode]);
+                }
+                for (file, string) in &self.modules {
+                    mkiso.arg("--module").arg(file).arg(string);
+                }
+                let status =
+                    mkiso.arg(&kernel).arg(&iso).args(cmdline.split_whitespace()).status().expect("scripts/mkiso");
+                assert!(status.success(), "mkiso failed for {}", self.name);
+                Some(iso)
+            }
+        };
+        let (iso, rom) = (iso.as_deref(), rom.as_deref());
 
         // Bochs's headless display (rfb) listens on the first free port from
         // 5900; two Bochs started in the same instant can both bind 5900, and
         // the one whose listen() then fails cannot bind again and panics before
         // the BIOS runs. That start is the host's, not the boot's: try again.
         for _ in 0..3 {
-            let log = self.boot_once(&iso, &serial, &dir);
+            let log = self.boot_once(iso, rom, &serial, &dir);
             let engine_log = std::fs::read_to_string(dir.join("bochs.log")).unwrap_or_default();
             if self.engine == Engine::Bochs && log.lines.is_empty() && engine_log.contains("RFB could not bind") {
                 eprintln!("[{}] Bochs lost the race for its display port; starting it again", self.name);
@@ -227,21 +350,56 @@ impl Boot {
             }
             return log;
         }
-        self.boot_once(&iso, &serial, &dir)
+        self.boot_once(iso, rom, &serial, &dir)
     }
 
-    /// One boot of the built ISO.
-    fn boot_once(&self, iso: &Path, serial: &Path, dir: &Path) -> Log {
+    /// This scenario's coreboot ROM: a copy of the shared one, its payload
+    /// and CBFS files as the scenario says.
+    fn build_rom(&self, coreboot: &Coreboot, cmdline: &str, dir: &Path) -> PathBuf {
+        let rom = dir.join("coreboot.rom");
+        std::fs::copy(coreboot_rom(), &rom).unwrap();
+        if let Coreboot::Payload { elf, cmdline_file, files } = coreboot {
+            cbfstool(&rom, &["remove", "-n", "fallback/payload"]);
+            let elf = elf.to_str().unwrap();
+            cbfstool(&rom, &["add-payload", "-f", elf, "-n", "fallback/payload", "-c", "lzma"]);
+            if *cmdline_file {
+                let file = dir.join("cmdline");
+                std::fs::write(&file, format!("{}\n", cmdline.trim())).unwrap();
+                cbfstool(&rom, &["add", "-f", file.to_str().unwrap(), "-n", "hypervisor/cmdline", "-t", "raw"]);
+            }
+            for (name, file, options) in files {
+                let mut args = vec!["add", "-f", file.to_str().unwrap(), "-n", name];
+                args.extend(options.iter().map(String::as_str));
+                cbfstool(&rom, &args);
+            }
+        }
+        rom
+    }
+
+    /// One boot of the built ISO, or of the ROM.
+    fn boot_once(&self, iso: Option<&Path>, rom: Option<&Path>, serial: &Path, dir: &Path) -> Log {
         let root = root();
         let _ = std::fs::remove_file(serial);
         let mut cmd = Command::new(root.join("scripts/boot"));
-        cmd.arg("--iso").arg(iso).arg("--serial").arg(serial).arg("--workdir").arg(dir);
+        if let Some(iso) = iso {
+            cmd.arg("--iso").arg(iso);
+        }
+        if let Some(rom) = rom {
+            cmd.arg("--bios").arg(rom);
+        }
+        cmd.arg("--serial").arg(serial).arg("--workdir").arg(dir);
         cmd.arg("--cpus").arg(self.cpus.to_string());
         if let Some(mib) = self.memory {
             cmd.arg("--mem").arg(mib.to_string());
         }
         if let Some(ips) = self.ips {
             cmd.arg("--ips").arg(ips.to_string());
+        }
+        if let Some(disk) = &self.disk {
+            cmd.arg("--disk").arg(disk);
+        }
+        if self.reboot {
+            cmd.arg("--reboot");
         }
         let monitor = dir.join("monitor.sock");
         if self.halt {
@@ -370,7 +528,7 @@ fn summary_seen(serial: &Path) -> bool {
 }
 
 /// Send one command to QEMU's human monitor on a Unix socket; return its answer.
-fn monitor_command(socket: &Path, command: &str) -> String {
+pub fn monitor_command(socket: &Path, command: &str) -> String {
     use std::io::{Read, Write};
     let Ok(mut s) = std::os::unix::net::UnixStream::connect(socket) else {
         return String::from("(no monitor)");

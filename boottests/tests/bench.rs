@@ -18,8 +18,14 @@
 //! - `bench: screen us=<per line>`: drawing one log line on the screen console.
 //! - `bench: cpuid-exit-svm ...`, `bench: svm-on ticks=<n>` and SVM's
 //!   `bench: ap-bringup`: the same figures under SVM, Bochs `ryzen`.
+//! - `bench: size elf=<KiB> cbfs=<KiB>`: build/kernel.elf stripped, and as
+//!   the LZMA-compressed payload in CBFS (`cbfstool add-payload -c lzma`,
+//!   the shared firmware's cbfstool) (targets: <= 512 and <= 128).
+//! - `bench: linux-boot ...`, `bench: debian-boot ...`: Linux's boot after the
+//!   handoff, natively and as the guest (below).
 
 use boottests::{Boot, Log};
+use std::process::Command;
 
 /// Print the kernel's `bench: <name>` lines; fail if there is none.
 fn print_bench(log: &Log, name: &str) {
@@ -134,16 +140,30 @@ fn screen_line() {
 #[ignore = "run by `make bench`"]
 fn linux_boot_native_and_guest() {
     for cpus in [2, 3] {
-        linux_boot(cpus);
+        linux_boot("", cpus, |name| Boot::bochs(name, "corei7_skylake_x"));
     }
 }
 
-fn linux_boot(cpus: u32) {
+/// The same under SVM: `bench: linux-boot-svm ...` in QEMU's TCG (`-cpu
+/// max`, q35, 2 CPUs; target ratio <= 1.10).
+#[test]
+#[ignore = "run by `make bench`"]
+fn linux_boot_native_and_guest_svm() {
+    linux_boot("-svm", 2, |name| Boot::qemu(name).cpu_model("max").machine("q35"));
+}
+
+/// Debian's kernel natively and as the guest on `engine`'s `cpus` CPUs:
+/// `bench: linux-boot<suffix> ...`, its exits by reason and CPU, Linux's own
+/// clock at its init, and `bench: linux-exit-rate<suffix> ...`: the guest's
+/// exits per CPU per second of its run (wall clock from the handoff line to
+/// GUEST-END), with the reason that dominates.
+fn linux_boot(suffix: &str, cpus: u32, engine: impl Fn(&str) -> Boot) {
     const HANDOFF: &str = "[cpu0] INFO  handoff: linux ";
     const INIT: &str = "INIT: cpus=";
+    const END: &str = "GUEST-END ";
     let dir = boottests::root().join("build/linux");
     let run = |mode: &str| {
-        let log = Boot::bochs(&format!("bench-linux-{mode}-{cpus}"), "corei7_skylake_x")
+        let log = engine(&format!("bench-linux{suffix}-{mode}-{cpus}"))
             .cpus(cpus)
             .memory(512)
             .module(dir.join("vmlinuz"), "linux console=ttyS0,115200")
@@ -151,6 +171,7 @@ fn linux_boot(cpus: u32) {
             .cmdline(&format!("linux={mode}"))
             .watch(HANDOFF)
             .watch(INIT)
+            .watch(END)
             .timeout(std::time::Duration::from_secs(1500))
             .run();
         let (Some(from), Some(to)) = (log.arrival(HANDOFF), log.arrival(INIT)) else {
@@ -162,18 +183,26 @@ fn linux_boot(cpus: u32) {
     };
     let (_, native, native_uptime) = run("native");
     let (guest_log, guest, guest_uptime) = run("guest");
-    let at = guest_log
-        .lines
-        .iter()
-        .position(|l| l.starts_with("GUEST-END "))
-        .unwrap_or_else(|| guest_log.fail("no GUEST-END line"));
+    let at =
+        guest_log.lines.iter().position(|l| l.starts_with(END)).unwrap_or_else(|| guest_log.fail("no GUEST-END line"));
     let exits = guest_log.lines[at].split("exits=").nth(1).unwrap_or("?").to_string();
     println!(
-        "bench: linux-boot cpus={cpus} native={native} guest={guest} ratio={:.2} exits={exits}",
+        "bench: linux-boot{suffix} cpus={cpus} native={native} guest={guest} ratio={:.2} exits={exits}",
         guest as f64 / native as f64
     );
-    println!("bench: linux-exits cpus={cpus} {}", exit_table(&guest_log.lines[at + 2..], cpus));
-    println!("bench: linux-uptime-at-init cpus={cpus} native={native_uptime} guest={guest_uptime}");
+    let table = exit_table(&guest_log.lines[at + 2..], cpus);
+    println!("bench: linux-exits{suffix} cpus={cpus} {table}");
+    println!("bench: linux-uptime-at-init{suffix} cpus={cpus} native={native_uptime} guest={guest_uptime}");
+    if let (Some(from), Some(to), Ok(n)) =
+        (guest_log.arrival(HANDOFF), guest_log.arrival(END), exits.trim().parse::<f64>())
+    {
+        let seconds = (to - from).as_secs_f64();
+        let dominant = table.split_whitespace().next().unwrap_or("-");
+        println!(
+            "bench: linux-exit-rate{suffix} cpus={cpus} per-cpu-per-second={:.0} seconds={seconds:.1} dominant={dominant}",
+            n / cpus as f64 / seconds
+        );
+    }
 }
 
 /// GUEST-END's table rows (`  48 EPT violation   56986  107597  50584`) as
@@ -191,4 +220,100 @@ fn exit_table(rows: &[String], cpus: u32) -> String {
         .collect();
     reasons.sort_by_key(|r| std::cmp::Reverse(r.0));
     reasons.into_iter().map(|(_, r)| r).collect::<Vec<_>>().join(" ")
+}
+
+/// `make bench`: the payload's size in flash. The stripped ELF (what a
+/// multiboot2 loader reads from disk) and the payload as cbfstool stores it
+/// in CBFS with LZMA (what a board's flash holds: `simple elf`, its segments
+/// compressed one by one, .bss not stored), in KiB.
+#[test]
+#[ignore = "run by `make bench`"]
+fn size() {
+    let root = boottests::root();
+    let elf = root.join("build/kernel.elf");
+    let dir = root.join("target/boottests/bench-size");
+    std::fs::create_dir_all(&dir).unwrap();
+    let stripped = dir.join("kernel.stripped");
+    let ok = Command::new("strip").arg("-o").arg(&stripped).arg(&elf).status().expect("strip (binutils)");
+    assert!(ok.success(), "strip failed");
+    let elf_kib = std::fs::metadata(&stripped).unwrap().len().div_ceil(1024);
+    let rom = dir.join("coreboot.rom");
+    std::fs::copy(boottests::coreboot_rom(), &rom).unwrap();
+    boottests::cbfstool(&rom, &["remove", "-n", "fallback/payload"]);
+    boottests::cbfstool(&rom, &["add-payload", "-f", elf.to_str().unwrap(), "-n", "fallback/payload", "-c", "lzma"]);
+    let out = Command::new(boottests::firmware_file("cbfstool")).arg(&rom).arg("print").output().unwrap();
+    let listing = String::from_utf8_lossy(&out.stdout);
+    // "fallback/payload   0x1ed40   simple elf   143210 none"
+    let bytes: u64 = listing
+        .lines()
+        .find(|l| l.starts_with("fallback/payload "))
+        .and_then(|l| l.split_whitespace().rev().nth(1)?.parse().ok())
+        .unwrap_or_else(|| panic!("no fallback/payload in cbfstool's listing:\n{listing}"));
+    println!("bench: size elf={elf_kib} cbfs={}", bytes.div_ceil(1024));
+}
+
+/// `bench: debian-boot native=<ms> guest=<ms> ratio=<r> exits=<n>`: the whole
+/// Debian 12 system (build/debian, scripts/debian-rootfs) in QEMU q35 `-cpu
+/// max`, 2 CPUs, 1 GiB, booted twice, with `linux=native` and with
+/// `linux=guest`; ms is wall-clock from the `handoff:` line to the marker line
+/// (`DEBIAN: cpus=`, printed once systemd's boot is over), as the harness sees
+/// them on COM1. Each run is filed under what its handoff line says, so the
+/// `linux=guest` run counts as a guest run only where the hypervisor could
+/// host Linux; where it could not (QEMU's TCG has no VMX) the line says so and
+/// why, and gives the native figure alone.
+#[test]
+#[ignore = "run by `make bench`"]
+fn debian_boot_native_and_guest() {
+    const HANDOFF: &str = "[cpu0] INFO  handoff: linux ";
+    const MARKER: &str = "DEBIAN: cpus=";
+    const WHY_NATIVE: &str = "[cpu0] INFO  linux: runs natively, not as a guest: ";
+    let root = boottests::root();
+    let dir = root.join("build/debian");
+    let built = std::process::Command::new(root.join("scripts/debian-rootfs")).arg(&dir).status();
+    assert!(built.is_ok_and(|s| s.success()), "scripts/debian-rootfs failed");
+    // (what the handoff line says, ms from it to the marker, GUEST-END's exits)
+    let mut figures: Vec<(String, u128, Option<String>)> = Vec::new();
+    let mut why_native = None;
+    for asked in ["native", "guest"] {
+        let name = format!("bench-debian-{asked}");
+        let boot = Boot::qemu(&name).machine("q35").cpu_model("max").cpus(2).memory(1024);
+        std::fs::create_dir_all(boot.dir()).unwrap();
+        let disk = boot.dir().join("disk.img");
+        std::fs::copy(dir.join("disk.img"), &disk).unwrap();
+        let log = boot
+            .module(dir.join("vmlinuz"), "linux console=ttyS0,115200 root=/dev/vda ro")
+            .module(dir.join("initrd.img"), "initrd")
+            .disk(&disk)
+            .cmdline(&format!("linux={asked}"))
+            .watch(HANDOFF)
+            .watch(MARKER)
+            .timeout(std::time::Duration::from_secs(900))
+            .run();
+        log.assert_no_exception();
+        let (Some(from), Some(to)) = (log.arrival(HANDOFF), log.arrival(MARKER)) else {
+            log.fail(&format!("linux={asked}: no handoff or no marker line"));
+        };
+        let handoff = log.lines_starting(HANDOFF)[0];
+        let mode = handoff.rsplit(", ").next().unwrap_or("?").to_string();
+        if asked == "guest" && mode != "guest" {
+            why_native = log.lines_starting(WHY_NATIVE).first().map(|l| l[WHY_NATIVE.len()..].to_string());
+        }
+        let exits = log.lines_starting("GUEST-END ").first().and_then(|l| l.split("exits=").nth(1)).map(str::to_owned);
+        if !figures.iter().any(|(m, _, _)| *m == mode) {
+            figures.push((mode, (to - from).as_millis(), exits));
+        }
+    }
+    let figure = |m: &str| figures.iter().find(|(mode, _, _)| mode == m);
+    match (figure("native"), figure("guest")) {
+        (Some((_, native, _)), Some((_, guest, exits))) => println!(
+            "bench: debian-boot native={native} guest={guest} ratio={:.2} exits={}",
+            *guest as f64 / *native as f64,
+            exits.as_deref().unwrap_or("?")
+        ),
+        (Some((_, native, _)), None) => println!(
+            "bench: debian-boot native={native} guest=none (linux=guest ran natively: {})",
+            why_native.as_deref().unwrap_or("no reason logged")
+        ),
+        _ => panic!("no native figure: {figures:?}"),
+    }
 }

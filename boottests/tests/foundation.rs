@@ -4,7 +4,7 @@
 use boottests::Boot;
 
 const BSP_ONLINE: &str = "[cpu0] INFO  online: cpu0 APIC ID 0 (initial APIC ID 0) boot processor";
-const NO_VMX: &str = "[cpu0] ERROR VMX not supported (CPUID.01H:ECX[5]=0)";
+const NO_VMX: &str = "[cpu0] ERROR SVM not supported (CPUID Fn8000_0001_ECX[2]=0)";
 
 #[test]
 fn qemu_bios_one_cpu() {

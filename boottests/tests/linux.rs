@@ -37,7 +37,7 @@ fn linux_boot(engine: Boot, extra: &str) -> (Boot, String) {
     let (vmlinuz, initrd) = guest_files();
     let version = kernel_version(&vmlinuz);
     let cmdline = format!("{LINUX_CMDLINE} {extra}");
-    (engine.module(&vmlinuz, cmdline.trim_end()).module(&initrd, "initrd").memory(512), version)
+    (engine.module(&vmlinuz, cmdline.trim_end()).module(&initrd, "initrd").memory_at_least(512), version)
 }
 
 /// Lines the hypervisor wrote between two line indices (its `[cpuN]` prefix).
@@ -80,9 +80,10 @@ fn assert_linux_reached_init(log: &Log, version: &str, cpus: u32, how: &str) {
     }
 }
 
-/// The exit table after GUEST-END: one column per CPU, a SIPI exit on every AP
-/// (Linux started it; its INITs to an AP waiting for SIPI are dropped, not
-/// exits), and the counts add up to `exits=`.
+/// The exit table after GUEST-END: one column per CPU, the counts add up
+/// to `exits=`, and every AP has exits of its own (it ran under the
+/// hypervisor). An AP starts from the processor's own wait-for-SIPI state
+/// (through the hypervisor's trampoline), so no backend has a SIPI row.
 fn assert_exit_table(log: &Log, cpus: u32, how: &str) {
     let at = position_starting(log, "GUEST-END ");
     let end = &log.lines[at];
@@ -98,45 +99,59 @@ fn assert_exit_table(log: &Log, cpus: u32, how: &str) {
         log.fail(&format!("exit table header {header:?} does not list {want:?}"));
     }
     let mut sum = 0u64;
-    let mut by_reason = std::collections::HashMap::new();
+    let mut per_cpu = vec![0u64; cpus as usize];
     for l in log.lines[at + 2..].iter().take_while(|l| l.starts_with("  ")) {
         let words: Vec<&str> = l.split_whitespace().collect();
         let counts: Vec<u64> = words[words.len() - cpus as usize..].iter().map(|w| w.parse().unwrap()).collect();
         sum += counts.iter().sum::<u64>();
-        by_reason.insert(words[0].parse::<u32>().unwrap(), counts);
+        for (c, n) in per_cpu.iter_mut().zip(&counts) {
+            *c += n;
+        }
     }
     if sum != total || total == 0 {
         log.fail(&format!("the exit table adds up to {sum}, GUEST-END says {total}"));
     }
-    for ap in 1..cpus as usize {
-        if by_reason.get(&4).is_none_or(|c| c[ap] == 0) {
-            log.fail(&format!("cpu{ap} took no SIPI exit: Linux did not start it through the hypervisor"));
-        }
+    if let Some(ap) = per_cpu.iter().skip(1).position(|&n| n == 0) {
+        log.fail(&format!("cpu{} has no exits: it did not run under the hypervisor", ap + 1));
     }
 }
 
-/// Linux as the guest of `cpus` CPUs in Bochs `corei7_skylake_x`: every CPU
-/// online in Linux, /dev/mem blank at the hypervisor, COM1 Linux's alone until
-/// GUEST-END, and the poweroff carried out.
-fn guest_powers_off(cpus: u32) {
+/// Linux as the guest of `cpus` CPUs (Bochs `corei7_skylake_x` under VMX,
+/// or `boot`'s engine): every CPU online in Linux, /dev/mem blank at the
+/// hypervisor, COM1 Linux's alone until GUEST-END, and the poweroff carried
+/// out; `extra` on Linux's command line.
+fn guest_powers_off(cpus: u32) -> Log {
     let name = format!("bochs-linux-guest-{cpus}");
-    let (boot, version) = linux_boot(Boot::bochs(&name, "corei7_skylake_x").cpus(cpus), "");
-    let log = boot.timeout(Duration::from_secs(1500)).run();
-    if log.timed_out {
-        log.fail("Bochs did not end: the poweroff was not carried out");
-    }
-    log.assert_summary(cpus, cpus, cpus, cpus, "PASS");
-    assert_linux_reached_init(&log, &version, cpus, "guest");
+    let log = linux_guest(Boot::bochs(&name, "corei7_skylake_x").cpus(cpus), cpus, "");
     // Issue 16: this model's microcode has the TSC-deadline erratum (stepping
     // 4, no IA32_BIOS_SIGN_ID), so Linux must not see the mode, as natively.
     log.assert_line("[cpu0] INFO  os guest: TSC-deadline timer mode hidden: microcode revision 0x0 is older than 0x2000014, which this CPU's deadline erratum needs (CPUID.01H:EAX=0x50654)");
     if log.lines.iter().any(|l| l.contains("TSC deadline timer available")) {
         log.fail("Linux uses the TSC-deadline mode, which it turns off natively on this CPU");
     }
+    log
+}
+
+/// `boot` with Linux as the guest of its `cpus` CPUs, run to its poweroff.
+fn linux_guest(boot: Boot, cpus: u32, extra: &str) -> Log {
+    let (boot, version) = linux_boot(boot, extra);
+    let log = boot.timeout(Duration::from_secs(1500)).run();
+    if log.timed_out {
+        log.fail("the engine did not end: the poweroff was not carried out");
+    }
+    log.assert_summary(cpus, cpus, cpus, cpus, "PASS");
+    assert_linux_reached_init(&log, &version, cpus, "guest");
+    if log.lines_starting("INIT: cpus=").iter().any(|l| !l.contains(" svm=no ")) {
+        log.fail("Linux sees SVM");
+    }
     // The hypervisor's memory is withheld from Linux: e820 reserves it, and
-    // /dev/mem reads a blank page there through EPT, not the hypervisor's bytes.
-    let kept = "[cpu0] INFO  linux: kept from the OS (e820 reserved, and EPT maps a blank page there): image 0x200000-";
-    if log.lines_starting(kept).is_empty() {
+    // /dev/mem reads a blank page there through nested paging, not the
+    // hypervisor's bytes.
+    let nested = if log.virt == "svm" { "nested paging" } else { "EPT" };
+    let kept = format!(
+        "[cpu0] INFO  linux: kept from the OS (e820 reserved, and {nested} maps a blank page there): image 0x200000-"
+    );
+    if log.lines_starting(&kept).is_empty() {
         log.fail(&format!("no line starting {kept:?}"));
     }
     let probe = log.lines_starting("INIT: devmem 0x200000 = ");
@@ -153,11 +168,37 @@ fn guest_powers_off(cpus: u32) {
     }
     assert_exit_table(&log, cpus, "poweroff");
     log.assert_line("INIT: poweroff");
+    log
 }
 
+/// CPU 1 taken offline and online again from Linux: Linux's INIT-SIPI-SIPI
+/// to a CPU that runs it is an INIT exit there (the CPU leaves for the
+/// processor's wait-for-SIPI state), then a start through the trampoline.
+/// QEMU 7.2's TCG resets the CPU at the #VMEXIT(INIT) itself, before the
+/// handler counts it (docs/svm.md): there `init_counted` is false.
+fn assert_cpu1_cycled(log: &Log, init_counted: bool) {
+    log.assert_line("INIT: cpu1 offline ok online ok now 0-1");
+    if !init_counted {
+        return;
+    }
+    let at = position_starting(log, "GUEST-END ");
+    let init = log.lines[at + 2..].iter().take_while(|l| l.starts_with("  ")).find(|l| {
+        let words: Vec<&str> = l.split_whitespace().collect();
+        words.get(1) == Some(&"INIT")
+    });
+    let on_cpu1 = init.and_then(|l| l.split_whitespace().last()).and_then(|n| n.parse::<u64>().ok());
+    if on_cpu1.unwrap_or(0) == 0 {
+        log.fail("cpu1 took no INIT exit: Linux's INIT did not reach it through the hypervisor");
+    }
+}
+
+/// Two CPUs, and CPU 1 taken offline and online again (`assert_cpu1_cycled`).
+/// Bochs 2.7 keeps the INIT whose VM exit it took pending (docs/linux-guest.md):
+/// an AP that waited in VMX non-root operation could never run again.
 #[test]
 fn linux_runs_as_the_guest_of_two_cpus_and_powers_off() {
-    guest_powers_off(2);
+    let log = linux_guest(Boot::bochs("bochs-linux-guest-2", "corei7_skylake_x").cpus(2), 2, "hvcpucycle");
+    assert_cpu1_cycled(&log, true);
 }
 
 /// Issue 16: with the TSC-deadline mode visible, a 3-CPU guest crawled and
@@ -168,6 +209,7 @@ fn linux_runs_as_the_guest_of_three_cpus_and_powers_off() {
 }
 
 #[test]
+#[ignore = "slow: make test-slow"]
 fn linux_runs_as_the_guest_of_four_cpus_and_powers_off() {
     guest_powers_off(4);
 }
@@ -197,7 +239,8 @@ fn linux_guest_reboot_resets_the_machine_for_real() {
 
 #[test]
 fn without_vmx_linux_boots_natively() {
-    let (boot, version) = linux_boot(Boot::qemu("qemu-linux-native").machine("q35").cpus(2), "");
+    let intel_without_vmx = Boot::qemu("qemu-linux-native").cpu_model("Skylake-Server").machine("q35").cpus(2);
+    let (boot, version) = linux_boot(intel_without_vmx, "");
     let log = boot.run();
     if log.timed_out || log.exit_status != Some(0) {
         log.fail(&format!("QEMU did not power off (exit status {:?})", log.exit_status));
@@ -209,6 +252,55 @@ fn without_vmx_linux_boots_natively() {
     log.assert_line(&format!("INIT: devmem 0x200000 = {HYPERVISOR_MAGIC}"));
     log.assert_count("GUEST-END ", 0);
     log.assert_line("INIT: poweroff");
+}
+
+/// Issue 19: Linux as the guest under SVM, QEMU's `-cpu max` (nested
+/// paging, no NRIP save), with 2 CPUs (and CPU 1 taken offline and online
+/// again: Linux's INIT sends it to the processor's wait-for-SIPI, and its
+/// SIPIs bring it back through the hypervisor's trampoline), 8 and 64.
+#[test]
+fn linux_runs_as_the_guest_under_svm_on_two_cpus() {
+    let log = linux_guest(Boot::qemu("svm-linux-2").cpu_model("max").machine("q35").cpus(2), 2, "hvcpucycle");
+    assert_cpu1_cycled(&log, false);
+    let kept = log.lines_starting("[cpu0] INFO  linux: kept from the OS (e820 reserved, and nested paging maps a blank page there): image 0x200000-");
+    if !kept.first().is_some_and(|l| l.contains(", trampoline 0x")) {
+        log.fail("the trampoline page the APs come back through must be kept from the OS");
+    }
+}
+
+#[test]
+fn linux_runs_as_the_guest_under_svm_on_eight_cpus() {
+    linux_guest(Boot::qemu("svm-linux-8").cpu_model("EPYC").machine("q35").cpus(8).memory(1024), 8, "");
+}
+
+#[test]
+#[ignore = "slow: make test-slow"]
+fn linux_runs_as_the_guest_under_svm_on_sixty_four_cpus() {
+    linux_guest(Boot::qemu("svm-linux-64").cpu_model("max").machine("q35").cpus(64).memory(2048), 64, "");
+}
+
+/// Bochs's own SVM (`zambezi`: nested paging, NRIP save; Debian's kernel
+/// boots natively there in about 100 s; `ryzen` boots it not even natively).
+#[test]
+#[ignore = "slow: make test-slow"]
+fn linux_runs_as_the_guest_under_svm_on_bochs_zambezi() {
+    linux_guest(Boot::bochs("bochs-svm-linux-2", "zambezi").cpus(2), 2, "");
+}
+
+/// SVM without nested paging (QEMU's default CPU, `qemu64`): nothing could
+/// keep the hypervisor's memory from the OS, so Linux boots natively, and the
+/// log says why.
+#[test]
+fn svm_without_nested_paging_boots_linux_natively() {
+    let (boot, version) = linux_boot(Boot::qemu("svm-linux-no-npt").cpu_model("qemu64").machine("q35").cpus(2), "");
+    let log = boot.run();
+    if log.timed_out || log.exit_status != Some(0) {
+        log.fail(&format!("QEMU did not power off (exit status {:?})", log.exit_status));
+    }
+    log.assert_summary(2, 2, 2, 2, "PASS");
+    log.assert_line("[cpu0] INFO  linux: runs natively, not as a guest: no nested paging (CPUID Fn8000_000A_EDX[0]): the hypervisor's memory could not be kept from the OS");
+    assert_linux_reached_init(&log, &version, 2, "native");
+    log.assert_count("GUEST-END ", 0);
 }
 
 /// A bad `linux`/`initrd` set: one ERROR line naming the problem, no

@@ -30,6 +30,6 @@ fn a_full_ring_reports_its_loss() {
         "[cpu0] WARN  log: {RING_SLOTS} lines lost in this run (the log ring was full; see the `log:` lines above)"
     ));
     // Logging goes on afterwards.
-    log.assert_line("[cpu0] ERROR VMX not supported (CPUID.01H:ECX[5]=0)");
+    log.assert_line("[cpu0] ERROR SVM not supported (CPUID Fn8000_0001_ECX[2]=0)");
     log.assert_summary(1, 1, 0, 0, "NO_VMX");
 }

@@ -104,7 +104,7 @@ fn an_ap_that_never_answers_is_reported_and_the_boot_goes_on() {
     log.assert_online_lines(2);
     log.assert_count("[cpu0] INFO  smp: 2 of 3 processors online (1 failed); AP bring-up took ", 1);
     // The others still run to the end; the missing CPU makes the run FAIL.
-    log.assert_line("[cpu1] ERROR VMX not supported (CPUID.01H:ECX[5]=0)");
+    log.assert_line("[cpu1] ERROR SVM not supported (CPUID Fn8000_0001_ECX[2]=0)");
     log.assert_summary(3, 2, 0, 0, "FAIL");
 }
 
@@ -124,7 +124,7 @@ fn a_late_ap_is_withdrawn_without_a_hang() {
     }
     log.assert_count("[cpu0] INFO  smp: 3 of 4 processors online (1 failed); AP bring-up took ", 1);
     for i in 0..3 {
-        log.assert_line(&format!("[cpu{i}] ERROR VMX not supported (CPUID.01H:ECX[5]=0)"));
+        log.assert_line(&format!("[cpu{i}] ERROR SVM not supported (CPUID Fn8000_0001_ECX[2]=0)"));
     }
     log.assert_summary(4, 3, 0, 0, "FAIL");
 }

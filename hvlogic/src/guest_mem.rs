@@ -27,7 +27,8 @@ pub struct Paging {
 }
 
 /// Translate `linear` through the guest's page tables, reading guest-physical
-/// memory with `read` (8 bytes at an address). None: not present.
+/// memory with `read` (the 8 bytes at an 8-byte-aligned address; 32-bit
+/// paging's 4-byte entries are taken from the right half). None: not present.
 pub fn translate(p: &Paging, linear: u64, read: &mut dyn FnMut(u64) -> u64) -> Option<u64> {
     if p.cr0 & CR0_PG == 0 {
         return Some(linear & 0xffff_ffff);
@@ -64,8 +65,9 @@ pub fn translate(p: &Paging, linear: u64, read: &mut dyn FnMut(u64) -> u64) -> O
         let pte = read((pde & ADDR) + ((linear >> 12) & 0x1ff) * 8);
         return (pte & P != 0).then_some((pte & ADDR) | (linear & 0xfff));
     }
-    // 32-bit paging: 4-byte entries.
-    let mut read32 = |a: u64| read(a) & 0xffff_ffff;
+    // 32-bit paging: 4-byte entries, the upper half of an aligned qword at
+    // an address with bit 2 set.
+    let mut read32 = |a: u64| (read(a & !7) >> ((a & 4) * 8)) & 0xffff_ffff;
     let pde = read32((p.cr3 & 0xffff_f000) + ((linear >> 22) & 0x3ff) * 4);
     if pde & P == 0 {
         return None;
@@ -161,6 +163,28 @@ pub fn decode_store(code: &[u8], long_mode: bool) -> Option<Store> {
 
 #[cfg(test)]
 mod tests {
+
+    /// A reader that, like the kernel's, reads the aligned qword: 32-bit
+    /// paging's odd-numbered entries are its upper half (found by review:
+    /// linear 0x9123 translated to 0x8123).
+    #[test]
+    fn thirty_two_bit_entries_from_an_aligned_reader() {
+        let mut mem = alloc::vec![0u8; 0x4000];
+        let p = Paging { cr0: 1 << 31 | 1, cr3: 0x1000, cr4: 0, efer: 0 };
+        mem[0x1000..0x1004].copy_from_slice(&0x2003u32.to_le_bytes()); // PDE 0 -> PT at 0x2000
+        for i in 0..16u32 {
+            let at = 0x2000 + 4 * i as usize;
+            mem[at..at + 4].copy_from_slice(&((i * 0x1000 + 0x10_0000) | 3).to_le_bytes());
+        }
+        let mut read = |a: u64| {
+            let a = (a & !7) as usize;
+            u64::from_le_bytes(mem[a..a + 8].try_into().unwrap())
+        };
+        assert_eq!(translate(&p, 0x9123, &mut read), Some(0x10_9123));
+        assert_eq!(translate(&p, 0xb000, &mut read), Some(0x10_b000));
+        assert_eq!(translate(&p, 0xa000, &mut read), Some(0x10_a000));
+    }
+
     use super::*;
     use std::collections::HashMap;
 
@@ -244,8 +268,9 @@ mod tests {
         // Paging off: linear is physical.
         let off = Paging { cr0: 1, cr3: 0, cr4: 0, efer: 0 };
         assert_eq!(translate(&off, 0xfee0_0300, &mut |_| 0), Some(0xfee0_0300));
-        // 32-bit paging with a 4 MiB page.
-        let m = memory(&[(0x1000 + 4 * 0x3fb, 0xfec0_0083)]);
+        // 32-bit paging with a 4 MiB page: entry 0x3fb is the upper half of
+        // the aligned qword at entry 0x3fa.
+        let m = memory(&[(0x1000 + 4 * 0x3fa, 0xfec0_0083 << 32)]);
         let p = Paging { cr0: CR0_PG | 1, cr3: 0x1000, cr4: CR4_PSE, efer: 0 };
         assert_eq!(translate(&p, 0xfee0_0300, &mut |a| m.get(&a).copied().unwrap_or(0)), Some(0xfee0_0300));
         // PAE paging, 4 KiB page.

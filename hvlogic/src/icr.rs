@@ -26,20 +26,32 @@ pub enum Ipi {
     Init { dest: u32 },
     /// Start-up IPI to one processor.
     Startup { dest: u32, vector: u8 },
-    /// Anything else (other modes, INIT de-assert, shorthands, logical destinations).
+    /// INIT or a start-up IPI to several processors at once (a shorthand or a
+    /// logical destination): it could reach processors the hypervisor does
+    /// not run, which would then run the OS outside it. Linux sends none.
+    Many,
+    /// Anything else (other modes, INIT de-assert).
     Other,
 }
 
 /// Decode an ICR write. Only physical-destination IPIs without a shorthand
-/// name one processor; everything else is `Other` and passed on as is.
+/// name one processor.
 pub fn decode(low: u32, dest: u32) -> Ipi {
     let targeted = low & SHORTHAND == 0 && low & DEST_MODE_LOGICAL == 0;
+    // INIT level de-assert (level 0, trigger level) only resyncs arbitration IDs.
+    let deassert = low & LEVEL_ASSERT == 0 && low & TRIGGER_LEVEL != 0;
     match low & DELIVERY_MODE {
-        // INIT level de-assert (level 0, trigger level) only resyncs arbitration IDs.
-        DELIVERY_INIT if targeted && !(low & LEVEL_ASSERT == 0 && low & TRIGGER_LEVEL != 0) => Ipi::Init { dest },
+        DELIVERY_INIT if deassert => Ipi::Other,
+        DELIVERY_INIT if targeted => Ipi::Init { dest },
         DELIVERY_STARTUP if targeted => Ipi::Startup { dest, vector: low as u8 },
+        DELIVERY_INIT | DELIVERY_STARTUP => Ipi::Many,
         _ => Ipi::Other,
     }
+}
+
+/// `low` with its start-up vector replaced by `vector`.
+pub const fn with_vector(low: u32, vector: u8) -> u32 {
+    (low & !0xff) | vector as u32
 }
 
 /// The destination APIC ID of an xAPIC ICR high half (bits 31:24).
@@ -64,8 +76,11 @@ mod tests {
 
     #[test]
     fn broadcast_logical_and_other_ipis_pass() {
-        assert_eq!(decode(0xc500 | 0b11 << 18, 0), Ipi::Other, "INIT to all but self");
-        assert_eq!(decode(0xc500 | 1 << 11, 1), Ipi::Other, "logical destination");
+        assert_eq!(decode(0xc500 | 0b11 << 18, 0), Ipi::Many, "INIT to all but self");
+        assert_eq!(decode(0xc500 | 1 << 11, 1), Ipi::Many, "logical destination");
+        assert_eq!(decode(0x0696 | 0b11 << 18, 0), Ipi::Many, "SIPI to all but self");
+        assert_eq!(decode(0x8500 | 0b11 << 18, 0), Ipi::Other, "INIT de-assert to all");
+        assert_eq!(with_vector(0x0696, 0x9e), 0x069e);
         assert_eq!(decode(0x00fd, 1), Ipi::Other, "a fixed interrupt");
         assert_eq!(decode(0x0400, 1), Ipi::Other, "an NMI");
     }

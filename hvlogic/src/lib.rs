@@ -17,8 +17,10 @@ extern crate alloc;
 #[cfg(test)]
 extern crate std;
 
+pub mod cbfs;
 pub mod cmdline;
 pub mod controls;
+pub mod coreboot;
 pub mod cr;
 pub mod entry_check;
 pub mod entry_fuzz;

@@ -31,7 +31,9 @@ const LEVEL_SHIFT: u32 = 12;
 const FIRST: u64 = 1 << 15;
 const STAMP_SHIFT: u32 = 16;
 const STAMP_MASK: u64 = (1 << 48) - 1;
-const NO_LOSS: u64 = u64::MAX;
+/// `lost_at` holds `head + 1` of the first unreported loss; 0 (none) keeps
+/// a new ring all zeros, so a `static` ring goes into .bss, not the image.
+const NO_LOSS: u64 = 0;
 
 struct Slot {
     header: AtomicU64,
@@ -84,7 +86,7 @@ pub struct LogRing<const N: usize> {
     tail: AtomicU64,
     /// Lines lost to a full ring since the last report.
     lost: AtomicU64,
-    /// `head` when the first unreported loss happened (the report goes there), or NO_LOSS.
+    /// `head + 1` when the first unreported loss happened (the report goes at `head`), or NO_LOSS.
     lost_at: AtomicU64,
     lost_total: AtomicU64,
     abandoned: AtomicU64,
@@ -160,7 +162,7 @@ impl<const N: usize> LogRing<N> {
                 }
                 self.lost.fetch_add(1, Ordering::AcqRel);
                 self.lost_total.fetch_add(1, Ordering::AcqRel);
-                let _ = self.lost_at.compare_exchange(NO_LOSS, h, Ordering::AcqRel, Ordering::Relaxed);
+                let _ = self.lost_at.compare_exchange(NO_LOSS, h + 1, Ordering::AcqRel, Ordering::Relaxed);
                 return false;
             }
             match self.head.compare_exchange_weak(h, h + n, Ordering::AcqRel, Ordering::Relaxed) {
@@ -305,7 +307,7 @@ impl<const N: usize> Consumer<'_, N> {
         let abandoned = self.ring.abandoned.swap(0, Ordering::AcqRel);
         let at = self.ring.lost_at.load(Ordering::Acquire);
         let mut full = 0;
-        if at != NO_LOSS && self.tail() >= at {
+        if at != NO_LOSS && self.tail() >= at - 1 {
             // Clear the position first: a loss counted after the swap sets it again.
             self.ring.lost_at.store(NO_LOSS, Ordering::Release);
             full = self.ring.lost.swap(0, Ordering::AcqRel);

@@ -6,6 +6,11 @@
 
 /// Memory types (SDM Vol. 3A Table 12-8 "Memory Types That Can Be Encoded in
 /// MTRRs").
+/// IA32_PAT at reset (SDM Vol. 3A §12.12.4 "Programming the PAT"; APM Vol. 2
+/// §7.8.2 "PAT Register"): WB, WT, UC-, UC, twice. Also a guest's PAT
+/// (VMX's guest IA32_PAT, SVM's G_PAT) at its start.
+pub const PAT_RESET: u64 = 0x0007_0406_0007_0406;
+
 pub const UC: u8 = 0;
 pub const WC: u8 = 1;
 pub const WT: u8 = 4;

@@ -4,16 +4,13 @@
 //! The OS runs pass-through: its own memory map 1:1 through EPT, its own
 //! interrupts, devices and timers, no exits for HLT, I/O or MSRs but the few
 //! the hypervisor must see. It starts in the state the Linux boot protocol
-//! asks (32-bit protected mode, paging off: unrestricted guest), and the
-//! application processors wait in the wait-for-SIPI activity state until the
-//! OS starts them itself.
+//! asks (32-bit protected mode, paging off: unrestricted guest); the
+//! application processors wait out of VMX operation, in the processor's own
+//! wait-for-SIPI state, until the OS starts them itself (no wait-for-SIPI
+//! activity state is needed).
 
 use crate::controls::{self, entry, exit, pin, proc1, proc2, Control};
 use crate::vmx_global::{ept_vpid, VmxGlobalData};
-
-/// IA32_VMX_MISC bit 8: the wait-for-SIPI activity state is supported (SDM Vol.
-/// 3D §A.6 "Miscellaneous Data").
-pub const MISC_WAIT_FOR_SIPI: u64 = 1 << 8;
 
 /// Why this CPU cannot host the OS as a guest, if it cannot.
 pub fn missing(d: &VmxGlobalData) -> Option<&'static str> {
@@ -25,9 +22,6 @@ pub fn missing(d: &VmxGlobalData) -> Option<&'static str> {
     }
     if !controls::can_set(d.processor_based_ctls2, proc2::UNRESTRICTED_GUEST) {
         return Some("no unrestricted guest (the boot protocol's entry runs with paging off)");
-    }
-    if d.misc & MISC_WAIT_FOR_SIPI == 0 {
-        return Some("no wait-for-SIPI activity state (IA32_VMX_MISC[8]) for the application processors");
     }
     let needed = [
         (
@@ -326,8 +320,8 @@ mod tests {
         d.processor_based_ctls2 &= !((proc2::UNRESTRICTED_GUEST as u64) << 32);
         assert_eq!(missing(&d), Some("no unrestricted guest (the boot protocol's entry runs with paging off)"));
         let mut d = skylake();
-        d.misc &= !MISC_WAIT_FOR_SIPI;
-        assert!(missing(&d).unwrap().contains("wait-for-SIPI"));
+        d.misc &= !(1 << 8);
+        assert_eq!(missing(&d), None, "APs wait for SIPI outside VMX: no wait-for-SIPI activity state needed");
         let mut d = skylake();
         d.ept_vpid_cap = 0;
         assert!(missing(&d).unwrap().contains("EPT"));

@@ -391,14 +391,16 @@ impl<const N: usize> Default for Grid<N> {
 }
 
 impl<const N: usize> Grid<N> {
-    /// An empty grid of no size: nothing is kept until `resize`.
+    /// An empty grid of no size: nothing is kept until `resize`, which
+    /// blanks the cells. All zeros, so a `static` grid goes into .bss.
     pub const fn new() -> Self {
+        const UNUSED: Cell = Cell { ch: 0, style: Style::Log };
         Grid {
-            cells: [Cell::BLANK; N],
-            shown: [Cell::BLANK; N],
+            cells: [UNUSED; N],
+            shown: [UNUSED; N],
             cols: 0,
             rows: 0,
-            step: 1,
+            step: 0,
             row: 0,
             col: 0,
             style: Style::Log,

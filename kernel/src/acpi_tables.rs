@@ -1,5 +1,6 @@
-//! Finding the MADT: through the multiboot2 RSDP tags (new first, then old),
-//! and only as the last resort by scanning the BIOS areas for the RSDP.
+//! Finding the MADT: through the RSDP the loader gave (multiboot2's RSDP
+//! tags, new first, then old; coreboot's RSDP record), and only as the last
+//! resort by scanning the BIOS areas for the RSDP.
 
 use crate::bootinfo::Rsdp;
 use crate::paging::PagingError;
@@ -77,19 +78,16 @@ impl fmt::Display for AcpiError {
     }
 }
 
-/// The processor entries of the MADT, or why there are none.
-pub fn read_madt(rsdp: Option<Rsdp>) -> Result<MadtInfo, AcpiError> {
-    // SAFETY: the addresses come from the boot loader's RSDP copy (checksum checked)
+/// The processor entries of the MADT, or why there are none; `source` says
+/// where the loader's RSDP came from (`BootInfo::rsdp_source`).
+pub fn read_madt(rsdp: Option<Rsdp>, source: &'static str) -> Result<MadtInfo, AcpiError> {
+    // SAFETY: the addresses come from the loader's RSDP (checksum checked)
     // or from the acpi crate's own BIOS-area scan; tables are identity-mapped.
-    let (tables, source) = unsafe {
+    let tables = unsafe {
         match rsdp {
-            Some(Rsdp::V2 { xsdt }) => {
-                (AcpiTables::from_rsdt(IdentityMapped, 2, xsdt as usize), "multiboot2 new RSDP tag (XSDT)")
-            }
-            Some(Rsdp::V1 { rsdt }) => {
-                (AcpiTables::from_rsdt(IdentityMapped, 0, rsdt as usize), "multiboot2 old RSDP tag (RSDT)")
-            }
-            None => (AcpiTables::search_for_rsdp_bios(IdentityMapped), "RSDP found by scanning the BIOS areas"),
+            Some(Rsdp::V2 { xsdt }) => AcpiTables::from_rsdt(IdentityMapped, 2, xsdt as usize),
+            Some(Rsdp::V1 { rsdt }) => AcpiTables::from_rsdt(IdentityMapped, 0, rsdt as usize),
+            None => AcpiTables::search_for_rsdp_bios(IdentityMapped),
         }
     };
     let unmappable = || UNMAPPABLE.get().copied().map(AcpiError::Unmappable);

@@ -206,8 +206,13 @@ fn live_mode() -> Option<Mode> {
 /// APIC has taken it (delivery status idle).
 fn send_ipi(dest: u32, low: u32) {
     match live_mode() {
-        // SAFETY: a single 64-bit ICR write sends the IPI in x2APIC mode (11.12.9).
-        Some(Mode::X2Apic) => unsafe { wrmsr(X2APIC_ICR, (dest as u64) << 32 | low as u64) },
+        // SAFETY: MFENCE and LFENCE only order: WRMSR to the x2APIC ICR does
+        // not wait for earlier stores (SDM Vol. 3A §11.12.3), which the target
+        // may read; then a single 64-bit ICR write sends the IPI (11.12.9).
+        Some(Mode::X2Apic) => unsafe {
+            core::arch::asm!("mfence", "lfence", options(nostack, preserves_flags));
+            wrmsr(X2APIC_ICR, (dest as u64) << 32 | low as u64)
+        },
         Some(Mode::XApic { base }) => {
             mmio_write(base + XAPIC_ICR_HIGH, dest << 24);
             mmio_write(base + XAPIC_ICR_LOW, low);

@@ -1,12 +1,16 @@
-# Multiboot2 header and 32-bit entry: GRUB -> long mode -> Rust `kernel_main`.
+# Multiboot2 header and 32-bit entry: GRUB or coreboot -> long mode -> Rust
+# `kernel_main`.
 #
-# Machine state on entry (Multiboot2 spec 3.3, i386): protected mode, paging
-# off, flat 4 GiB CS/DS, EAX = 0x36d76289, EBX = physical address of the
-# boot information, interrupts off, no valid stack and no valid GDT.
+# Machine state on entry, from either loader: protected mode, paging off,
+# flat 4 GiB CS/DS. From a multiboot2 loader (Multiboot2 spec 3.3, i386):
+# EAX = 0x36d76289, EBX = physical address of the boot information,
+# interrupts off, no valid stack and no valid GDT. From coreboot (an ELF
+# payload; docs/coreboot.md): a valid stack whose one cdecl argument, at
+# 4(%esp), is the address of the coreboot tables, and no magic in EAX.
+# Which loader it was is decided in Rust (bootinfo::gather), from all three.
 
 .set MB2_MAGIC,        0xe85250d6     # header magic (spec 3.1.1)
 .set MB2_ARCH_I386,    0
-.set MB2_BOOT_MAGIC,   0x36d76289     # EAX on entry
 .set MB2_TAG_OPTIONAL, 1              # header tag flags bit 0 (spec 3.1.3)
 .set COM1,             0x3f8
 
@@ -59,7 +63,15 @@ _start:
     rdtsc                                   # the kernel's entry, for `bench: vmx-root`
     mov     %eax, boot_entry_tsc
     mov     %edx, boot_entry_tsc + 4
-    mov     $boot_stack_top, %esp
+    # coreboot's cdecl argument, before the stack moves; only read where ESP
+    # can point at a stack (a multiboot2 loader leaves it undefined).
+    xor     %ebp, %ebp
+    cmp     $0x1000, %esp
+    jb      1f
+    cmp     $0xfffffff0, %esp
+    ja      1f
+    mov     4(%esp), %ebp
+1:  mov     $boot_stack_top, %esp
 
     # Zero .bss (page tables, stack, log ring, statics) before anything uses
     # it; the linker script aligns both ends to 4 KiB.
@@ -72,9 +84,9 @@ _start:
     mov     %esi, %eax
 
     call    com1_init32
-    cmp     $MB2_BOOT_MAGIC, %eax
-    jne     .Lbad_magic
+    mov     %eax, boot_entry_eax
     mov     %ebx, boot_info_phys
+    mov     %ebp, boot_entry_arg
 
     # Long mode present? CPUID.80000001H:EDX[29] (SDM Vol. 2A "CPUID—CPU
     # Identification").
@@ -116,12 +128,8 @@ _start:
     lgdt    boot_gdt_ptr
     ljmp    $0x08, $long_mode_entry
 
-.Lbad_magic:
-    mov     $msg_bad_magic, %esi
-    jmp     .Lfatal32
 .Lno_long_mode:
     mov     $msg_no_long_mode, %esi
-.Lfatal32:
     call    com1_puts32
 3:  cli
     hlt
@@ -166,7 +174,9 @@ long_mode_entry:
     mov     %ax, %fs
     mov     %ax, %gs
     mov     $boot_stack_top, %rsp
-    mov     boot_info_phys(%rip), %edi      # zero-extends into RDI
+    mov     boot_entry_eax(%rip), %edi      # kernel_main(eax, ebx, arg): each
+    mov     boot_info_phys(%rip), %esi      # zero-extends into its 64-bit register
+    mov     boot_entry_arg(%rip), %edx
     xor     %ebp, %ebp
     call    kernel_main
 6:  cli
@@ -175,8 +185,6 @@ long_mode_entry:
 
 # ------------------------------------------------------------------------
 .section .rodata.boot, "a"
-msg_bad_magic:
-    .asciz "FATAL: not loaded by a Multiboot2 loader (EAX != 0x36d76289); halting.\r\n"
 msg_no_long_mode:
     .asciz "FATAL: this CPU has no long mode (CPUID.80000001H:EDX[29]=0); halting.\r\n"
 
@@ -215,6 +223,10 @@ boot_stack_bottom:
     .skip 64 * 1024
 boot_stack_top:
 boot_info_phys:
+    .long 0
+boot_entry_eax:
+    .long 0
+boot_entry_arg:
     .long 0
 
 .purgem ENABLE_PAGING_IA32E

@@ -1,23 +1,59 @@
-//! What GRUB hands over: the multiboot2 boot information, read with the
-//! `multiboot2` crate into the few facts the kernel uses.
+//! What the loader hands over, gathered once into the few facts the kernel
+//! uses (`BootInfo`), whichever loader it was: a multiboot2 loader (GRUB),
+//! whose boot information is read here with the `multiboot2` crate, or
+//! coreboot, whose tables and CBFS are read by `coreboot` (as libpayload's
+//! sysinfo gathers them for its payloads). `gather` tells them apart.
+
+mod coreboot;
 
 use core::fmt;
 use hvlogic::memmap::{MemoryArea, Range};
 pub use hvlogic::screen::{Field, Framebuffer, FramebufferKind};
 use multiboot2::{BootInformation, BootInformationHeader, MemoryAreaType};
 
+/// EAX from a multiboot2 loader (Multiboot2 spec 3.3).
+const MB2_BOOT_MAGIC: u32 = 0x36d7_6289;
+
 /// Most memory-map entries kept.
 const MAX_AREAS: usize = 128;
 /// Most boot modules kept.
 pub const MAX_MODULES: usize = 8;
 
-/// Where the ACPI RSDP came from.
+/// The ACPI root table the loader pointed at.
 #[derive(Clone, Copy, Debug)]
 pub enum Rsdp {
-    /// Multiboot2 "ACPI new RSDP" tag (ACPI 2.0+): the XSDT address.
+    /// An ACPI 2.0+ RSDP (multiboot2 "ACPI new RSDP" tag): the XSDT address.
     V2 { xsdt: u64 },
-    /// Multiboot2 "ACPI old RSDP" tag (ACPI 1.0): the RSDT address.
+    /// An ACPI 1.0 RSDP (multiboot2 "ACPI old RSDP" tag): the RSDT address.
     V1 { rsdt: u64 },
+}
+
+/// Who loaded the kernel, for the `boot:` line.
+#[derive(Clone, Copy, Debug)]
+pub enum Loader {
+    /// A multiboot2 loader, by the name it gave (boot loader name tag).
+    Multiboot2 { name: &'static str },
+    /// coreboot, by its version and extra version strings.
+    Coreboot { version: &'static str, extra: &'static str },
+}
+
+impl fmt::Display for Loader {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Loader::Multiboot2 { name } => f.write_str(name),
+            Loader::Coreboot { version: "", extra } => write!(f, "coreboot (no version given){extra}"),
+            Loader::Coreboot { version, extra } => write!(f, "coreboot {version}{extra}"),
+        }
+    }
+}
+
+/// How the kernel was entered (boot.s): EAX, EBX, and the cdecl argument
+/// on the loader's stack (0 where ESP pointed at no stack).
+#[derive(Clone, Copy, Debug)]
+pub struct Entry {
+    pub eax: u32,
+    pub ebx: u32,
+    pub arg: u32,
 }
 
 /// A boot module (`module2 FILE STRING` in grub.cfg): where GRUB loaded it
@@ -29,7 +65,8 @@ pub struct Module {
 }
 
 pub struct BootInfo {
-    /// The boot information itself: it stays reserved, the command line lives in it.
+    /// The boot information itself (multiboot2's, or coreboot's table): it stays
+    /// reserved and is withheld from an OS guest; a multiboot2 command line lives in it.
     pub range: Range,
     pub cmdline: &'static str,
     /// Every entry of the memory map, in the boot loader's order.
@@ -43,11 +80,18 @@ pub struct BootInfo {
     /// (20 bytes for ACPI 1.0, 36 for 2.0+): handed on to an OS, which may
     /// have no other way to find ACPI (UEFI).
     pub rsdp_bytes: Option<&'static [u8]>,
+    /// Where the RSDP came from, for the `acpi:` line.
+    pub rsdp_source: &'static str,
     modules: [Option<Module>; MAX_MODULES],
-    pub bootloader: &'static str,
-    /// The framebuffer tag (type 8) as the boot loader wrote it, unchecked
-    /// (`Framebuffer::validate`); None without one.
+    pub loader: Loader,
+    /// The framebuffer tag (type 8) or coreboot's framebuffer record as the
+    /// loader wrote it, unchecked (`Framebuffer::validate`); None without one.
     pub framebuffer: Option<Framebuffer>,
+    /// What coreboot said beyond that (tables, serial port, CBFS), for the log.
+    pub coreboot: Option<coreboot::Facts>,
+    /// An OS in CBFS that is not what its file names say: refused by
+    /// `linux::plan` as a bad module set is (no handoff, the run fails).
+    pub os_error: Option<hvlogic::cbfs::FileError>,
 }
 
 /// Why the boot information cannot be used.
@@ -59,6 +103,8 @@ pub enum BootInfoError {
     NoMemoryMap,
     /// More modules than this kernel keeps.
     TooManyModules,
+    /// Entered without the multiboot2 magic, and no usable coreboot tables.
+    Coreboot(coreboot::Error),
 }
 
 impl fmt::Display for BootInfoError {
@@ -69,6 +115,7 @@ impl fmt::Display for BootInfoError {
             }
             BootInfoError::NoMemoryMap => f.write_str("the boot loader gave no memory map (multiboot2 tag 6)"),
             BootInfoError::TooManyModules => write!(f, "more than {MAX_MODULES} boot modules"),
+            BootInfoError::Coreboot(e) => write!(f, "{e}"),
         }
     }
 }
@@ -87,14 +134,33 @@ impl BootInfo {
     pub fn modules(&self) -> impl Iterator<Item = &Module> {
         self.modules.iter().flatten()
     }
+
+    /// The I/O port of the loader's serial console where it is not COM1's
+    /// (coreboot's serial record); None: COM1 it is.
+    pub fn serial_port(&self) -> Option<u16> {
+        let s = self.coreboot.as_ref()?.serial?;
+        let port = u16::try_from(s.base).ok()?;
+        (s.kind == hvlogic::coreboot::SERIAL_IO && port != crate::serial::COM1).then_some(port)
+    }
 }
 
 /// Kept for the whole run: the command line borrows from it.
 static MBI: spin::Once<BootInformation<'static>> = spin::Once::new();
 
-/// Parse the boot information at `addr` (EBX at entry).
-pub fn parse(addr: usize) -> Result<BootInfo, BootInfoError> {
-    // SAFETY: boot.s checked the multiboot2 magic, so EBX points at valid boot
+/// The boot facts, from the loader that entered the kernel: a multiboot2
+/// loader if EAX holds its magic, else coreboot (its tables' address is the
+/// argument); neither is an error that names both.
+pub fn gather(entry: Entry) -> Result<BootInfo, BootInfoError> {
+    if entry.eax == MB2_BOOT_MAGIC {
+        parse(entry.ebx as usize)
+    } else {
+        coreboot::gather(entry).map_err(BootInfoError::Coreboot)
+    }
+}
+
+/// Parse the multiboot2 boot information at `addr` (EBX at entry).
+fn parse(addr: usize) -> Result<BootInfo, BootInfoError> {
+    // SAFETY: EAX held the multiboot2 magic (gather), so EBX points at valid boot
     // information, which stays reserved (never handed to the heap) for the whole run.
     let loaded = unsafe { BootInformation::load(addr as *const BootInformationHeader) };
     let mbi = match loaded {
@@ -114,9 +180,12 @@ pub fn parse(addr: usize) -> Result<BootInfo, BootInfoError> {
         available_len: 0,
         rsdp: None,
         rsdp_bytes: None,
+        rsdp_source: "RSDP found by scanning the BIOS areas",
         modules: [None; MAX_MODULES],
-        bootloader,
+        loader: Loader::Multiboot2 { name: bootloader },
         framebuffer: framebuffer(mbi),
+        coreboot: None,
+        os_error: None,
     };
     let mmap = mbi.memory_map_tag().ok_or(BootInfoError::NoMemoryMap)?;
     for area in mmap.memory_areas() {
@@ -138,9 +207,11 @@ pub fn parse(addr: usize) -> Result<BootInfo, BootInfoError> {
     if let Some(t) = mbi.rsdp_v2_tag().filter(|t| t.checksum_is_valid() && t.xsdt_address() != 0) {
         info.rsdp = Some(Rsdp::V2 { xsdt: t.xsdt_address() as u64 });
         info.rsdp_bytes = Some(tag_payload(t, 36));
+        info.rsdp_source = "multiboot2 new RSDP tag (XSDT)";
     } else if let Some(t) = mbi.rsdp_v1_tag().filter(|t| t.checksum_is_valid()) {
         info.rsdp = Some(Rsdp::V1 { rsdt: t.rsdt_address() as u64 });
         info.rsdp_bytes = Some(tag_payload(t, 20));
+        info.rsdp_source = "multiboot2 old RSDP tag (RSDT)";
     }
     for (i, m) in mbi.module_tags().enumerate() {
         let slot = info.modules.get_mut(i).ok_or(BootInfoError::TooManyModules)?;

@@ -105,9 +105,14 @@ extern "C" fn exception_dispatch(f: &mut ExceptionFrame) {
         crate::run::park();
     }
     // An NMI that reached the host while this CPU runs the OS guest was meant
-    // for the OS (NMIs do not exit): it goes back in on a VM entry.
+    // for the OS (NMIs do not exit): it goes back in on a VM entry; one that
+    // meets the CPU on its way to wait-for-SIPI is dropped, as the INIT that
+    // sends it there would drop it natively.
     if vector == 2 && pcb::has_pcb() && pcb::this_cpu().has(pcb::CPU_STATUS_OS) {
-        crate::virt::backend::nmi_in_host(pcb::this_cpu());
+        let pcb = pcb::this_cpu();
+        if !pcb.has(pcb::CPU_STATUS_OS_WAITING) {
+            crate::virt::backend::nmi_in_host(pcb);
+        }
         return;
     }
     // A guest fuzzer's watchdog NMI that arrived after its run had ended.

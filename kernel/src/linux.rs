@@ -1,4 +1,5 @@
-//! Booting Linux from the boot modules: the loader's side of the Linux/x86
+//! Booting Linux from the boot modules (GRUB's, or coreboot's CBFS files
+//! as bootinfo presents them): the loader's side of the Linux/x86
 //! boot protocol (the kernel's Documentation/arch/x86/boot.rst), for its
 //! 32-bit entry. The decisions (roles, header checks, placement, e820, the
 //! zero page) are `hvlogic::linux`; this module reads the modules, copies,
@@ -68,12 +69,23 @@ impl Plan {
 pub enum LinuxError {
     Roles(RoleError<'static>),
     BzImage(BzImageError),
-    KernelDoesNotFit { init_size: u32, pref: u64 },
-    InitrdDoesNotFit { size: u64, max: u32 },
+    KernelDoesNotFit {
+        init_size: u32,
+        pref: u64,
+    },
+    InitrdDoesNotFit {
+        size: u64,
+        max: u32,
+    },
     NoRoomForBootData,
-    CmdlineTooLong { len: usize, max: usize },
+    CmdlineTooLong {
+        len: usize,
+        max: usize,
+    },
     E820(TooManyEntries),
     EmptyInitrd(hvlogic::linux::EmptyInitrd),
+    /// An OS in coreboot's CBFS that is not what its file names say.
+    Cbfs(hvlogic::cbfs::FileError),
 }
 
 impl fmt::Display for LinuxError {
@@ -97,6 +109,7 @@ impl fmt::Display for LinuxError {
             }
             LinuxError::E820(e) => write!(f, "{e}"),
             LinuxError::EmptyInitrd(e) => write!(f, "{e}"),
+            LinuxError::Cbfs(e) => write!(f, "{e}"),
         }
     }
 }
@@ -105,6 +118,9 @@ impl fmt::Display for LinuxError {
 /// everything goes, clear of `reserved` (image, boot information, modules).
 /// Ok(None): there is no OS to boot.
 pub fn plan(boot: &BootInfo, reserved: &[Range]) -> Result<Option<Plan>, LinuxError> {
+    if let Some(e) = boot.os_error {
+        return Err(LinuxError::Cbfs(e));
+    }
     let modules: [Option<&crate::bootinfo::Module>; crate::bootinfo::MAX_MODULES] = {
         let mut all = [None; crate::bootinfo::MAX_MODULES];
         for (slot, m) in all.iter_mut().zip(boot.modules()) {

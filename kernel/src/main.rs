@@ -50,10 +50,11 @@ use pcb::CPU_STATUS_ONLINE;
 
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 
-/// Entered from boot.s in long mode on the boot stack, with the physical
-/// address of the multiboot2 boot information.
+/// Entered from boot.s in long mode on the boot stack, with what the loader
+/// left: EAX, EBX (a multiboot2 loader's magic and boot information) and
+/// the cdecl argument on its stack (coreboot's tables).
 #[no_mangle]
-extern "C" fn kernel_main(boot_info_addr: usize) -> ! {
+extern "C" fn kernel_main(eax: u32, ebx: u32, arg: u32) -> ! {
     pcb::init_early_gs();
     serial::init();
     logger::init();
@@ -61,14 +62,20 @@ extern "C" fn kernel_main(boot_info_addr: usize) -> ! {
     let bsp = pcb::init_bsp();
     bsp.set(CPU_STATUS_ONLINE);
 
-    // Boot information.
-    let boot = match bootinfo::parse(boot_info_addr) {
+    // Boot information, from a multiboot2 loader or from coreboot.
+    let boot = match bootinfo::gather(bootinfo::Entry { eax, ebx, arg }) {
         Ok(boot) => boot,
         Err(e) => run::fail_and_end(e),
     };
+    if let Some(port) = boot.serial_port() {
+        serial::move_to(port);
+    }
     console::init(boot.framebuffer);
     logger::add_sink(console::sink);
-    info!("boot: hypervisor {VERSION}, loaded by {}, command line `{}`", boot.bootloader, boot.cmdline);
+    info!("boot: hypervisor {VERSION}, loaded by {}, command line `{}`", boot.loader, boot.cmdline);
+    if let Some(facts) = &boot.coreboot {
+        info!("boot: {facts}");
+    }
     for m in boot.modules() {
         info!("boot: module {:#x}-{:#x} `{}`", m.range.start, m.range.end, m.cmdline);
     }
@@ -191,8 +198,8 @@ fn hand_off(
     // room for the OS guest's EPT and every CPU's VMCS), the boot information.
     let online = pcb::all().filter(|p| p.has(CPU_STATUS_ONLINE)).count();
     let heap = memory::freeze(OS_SETUP_BYTES + online as u64 * OS_PER_CPU_BYTES);
-    let hypervisor = &[image, heap, boot.range];
-    let guest = match (options.linux, virt::backend::os_unsupported(bsp)) {
+    let unsupported = virt::backend::os_unsupported(bsp).or_else(|| virt::os::unsupported(online));
+    let guest = match (options.linux, unsupported) {
         (LinuxMode::Native, _) => {
             info!("linux: runs natively (linux=native)");
             false
@@ -203,6 +210,12 @@ fn hand_off(
         }
         (LinuxMode::Guest, None) => true,
     };
+    // And, for a guest, the trampoline the OS's application processors come
+    // back through.
+    let kept = if guest { virt::os::kept() } else { None };
+    let mut hypervisor = alloc::vec![image, heap, boot.range];
+    hypervisor.extend(kept);
+    let hypervisor = &hypervisor[..];
     let handoff = match linux::load(os, boot, hypervisor, boot.framebuffer.and_then(ScreenInfo::from_framebuffer)) {
         Ok(h) => h,
         Err(e) => {
@@ -211,20 +224,27 @@ fn hand_off(
             return;
         }
     };
+    let nested = match virt::kind() {
+        virt::Kind::Vmx => ", and EPT maps a blank page there",
+        virt::Kind::Svm => ", and nested paging maps a blank page there",
+    };
     info!(
-        "linux: kept from the OS (e820 reserved{}): image {:#x}-{:#x}, heap {:#x}-{:#x}, boot information {:#x}-{:#x}",
-        if guest { ", and EPT maps a blank page there" } else { "" },
+        "linux: kept from the OS (e820 reserved{}): image {:#x}-{:#x}, heap {:#x}-{:#x}, boot information {:#x}-{:#x}{}",
+        if guest { nested } else { "" },
         hypervisor[0].start,
         hypervisor[0].end,
         hypervisor[1].start,
         hypervisor[1].end,
         hypervisor[2].start,
-        hypervisor[2].end
+        hypervisor[2].end,
+        kept.map_or(alloc::string::String::new(), |k| alloc::format!(", trampoline {:#x}-{:#x}", k.start, k.end))
     );
     if guest {
         let top = boot.areas().iter().map(|a| a.range.end).max().unwrap_or(0);
         virt::backend::prepare_os(bsp, hypervisor, boot.available(), power, top);
-        // Every AP goes into the OS guest, waiting for the OS's SIPI, before the OS starts.
+        virt::os::prepare_restarts();
+        // Every AP sets up its OS guest and waits, before the OS starts, for
+        // the boot CPU's INIT (`launch_os`) and then the OS's SIPI.
         for ap in smp::post_to_aps(virt::backend::arm_os_ap) {
             let armed = || ap.has(pcb::CPU_STATUS_OS) || ap.has(pcb::CPU_STATUS_FAILED);
             if !tsc::wait_until(OS_ARM_TIMEOUT_US, armed) {
@@ -270,7 +290,7 @@ fn start_application_processors(
     bsp: &pcb::Pcb,
     options: &Options,
 ) -> Ports {
-    let (entries, power) = match acpi_tables::read_madt(boot.rsdp) {
+    let (entries, power) = match acpi_tables::read_madt(boot.rsdp, boot.rsdp_source) {
         Ok(m) => {
             info!("acpi: MADT via {}: {} processor entries", m.source, m.processors.len());
             (m.processors, m.power)

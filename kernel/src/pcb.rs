@@ -42,15 +42,17 @@ pub const CPU_STATUS_FAILED: u32 = 1 << 4;
 pub const CPU_STATUS_VMX_ROOT_REACHED: u32 = 1 << 6;
 /// Did not finish a stage in time; no further work is sent to it.
 pub const CPU_STATUS_UNRESPONSIVE: u32 = 1 << 5;
-/// This CPU runs the OS guest (or waits in it for a SIPI): its VM exits are
-/// counted, NMIs that reach the host are the OS's, and INIT stops it.
+/// This CPU runs the OS guest, or waits for the OS to start it: its VM exits
+/// are counted, the OS's INIT and SIPI reach it, and INIT stops it.
 pub const CPU_STATUS_OS: u32 = 1 << 7;
-/// This CPU's OS guest waits for a SIPI (the OS's INITs to it are dropped).
+/// This CPU is on its way to, or in, the processor's wait-for-SIPI state
+/// for the OS (`virt::os::wait_for_sipi`): NMIs that reach the host are dropped.
 pub const CPU_STATUS_OS_WAITING: u32 = 1 << 8;
 
-/// Basic exit reasons counted per CPU (SDM Vol. 3D Table C-1 "Basic Exit
-/// Reasons" names 0-77).
-pub const EXIT_REASONS: usize = 80;
+/// Exits counted per CPU, by VMX basic exit reason (SDM Vol. 3D Table C-1
+/// "Basic Exit Reasons" names 0-77) or by SVM exit code
+/// (`hvlogic::svm::exit_code::counter_index`: 168 slots).
+pub const EXIT_REASONS: usize = hvlogic::svm::exit_code::COUNTERS;
 
 /// Selectors of every per-CPU GDT (the same as the boot GDT's code and data).
 pub const KERNEL_CS: u16 = 0x08;
@@ -79,9 +81,18 @@ pub struct Pcb {
     /// The OS guest's VMCS may activate the VMX-preemption timer, which
     /// brings a set-aside NMI back in (`vmx::os_vcpu::nmi_in_host`).
     pub nmi_timer: AtomicBool,
-    /// The OS guest's VM exits on this CPU by basic reason. Only this CPU
-    /// writes them; the CPU that reports the end reads them.
+    /// The OS guest's VM exits on this CPU by basic reason (SVM: by exit
+    /// code's counter slot). Only this CPU writes them; the CPU that reports
+    /// the end reads them.
     pub exits: [AtomicU32; EXIT_REASONS],
+    /// The vector of the OS's last start-up IPI to this CPU (with bit 8 set
+    /// once there is one), which the hypervisor sent to its own trampoline
+    /// instead; the CPU starts the OS there when it arrives (`virt::os`).
+    pub os_sipi: AtomicU32,
+    /// Where this CPU is between the OS's INIT and its SIPI
+    /// (`virt::os::filter_ipi`): 0 running the OS, 1 an INIT sent to it, else
+    /// the TSC when it left virtualization for wait-for-SIPI.
+    pub os_wait_since: AtomicU64,
     /// What only this CPU reads and writes, through `own()`. The RefCell's
     /// borrow flag, like the rest, is only touched by this CPU.
     own: RefCell<Own>,
@@ -284,6 +295,8 @@ impl Pcb {
             nmi_pending: AtomicU8::new(0),
             nmi_timer: AtomicBool::new(false),
             exits: [const { AtomicU32::new(0) }; EXIT_REASONS],
+            os_sipi: AtomicU32::new(0),
+            os_wait_since: AtomicU64::new(0),
             own: RefCell::new(Own::default()),
             kernel_stack_top,
             mailbox: Mailbox::new(),
@@ -365,6 +378,23 @@ pub fn new_ap(processor_index: u32, apic_id: u32) -> &'static Pcb {
 /// Heap bytes one processor's PCB and stacks take (for the heap estimate),
 /// with room for the allocator's alignment.
 pub const PER_CPU_BYTES: u64 = (core::mem::size_of::<Pcb>() + KERNEL_STACK_SIZE + 3 * IST_STACK_SIZE + 8192) as u64;
+
+/// A CPU that INIT reset and an OS's SIPI sent back through the trampoline
+/// (SVM's OS guest): its TSS descriptor is still marked busy from the first
+/// LTR, which LTR refuses (#GP; SDM Vol. 3A §7.2.2 "TSS Descriptor"), so the
+/// busy bit is cleared, then the PCB activated again.
+pub fn reactivate(pcb: &'static Pcb) -> &'static Pcb {
+    const TSS_BUSY: u64 = 1 << 41;
+    let descriptor = pcb.gdt.entries().as_ptr() as *mut u64;
+    // SAFETY: the GDT is this CPU's own, in its 'static PCB; entry KERNEL_TR >> 3
+    // is the low half of its TSS descriptor, and only the CPU itself (through
+    // LTR) writes the busy bit, which no other CPU reads.
+    unsafe {
+        let entry = descriptor.add((KERNEL_TR >> 3) as usize);
+        entry.write_volatile(entry.read_volatile() & !TSS_BUSY);
+    }
+    activate(pcb)
+}
 
 /// On the CPU the PCB belongs to: load its GDT, TSS and IDT, point GS at it,
 /// and fill in what only this CPU can tell (CPUID). Touches nothing shared.

@@ -15,7 +15,6 @@ use crate::pcb::{
 use core::fmt::Write;
 use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use hvlogic::cmdline::{ExitMode, Options};
-use hvlogic::exit_reason::ExitReason;
 use hvlogic::summary::{Counts, RunResult};
 use spin::Once;
 use x86_64::instructions::port::Port;
@@ -144,7 +143,8 @@ pub fn guest_end(how: How) -> bool {
     crate::logger::raw_line(format_args!("{line}"));
     for r in (0..EXIT_REASONS).filter(|&r| cpus.iter().any(|p| per_cpu(p, r) != 0)) {
         line.clear();
-        let _ = write!(line, "  {:>2} {:<31}", r, ExitReason(r as u32).name());
+        let (number, name) = crate::virt::exit_label(r);
+        let _ = write!(line, "  {number:>2} {name:<31}");
         for p in &cpus {
             let _ = write!(line, " {:>10}", per_cpu(p, r));
         }

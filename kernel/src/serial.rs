@@ -17,7 +17,8 @@ use uart_16550::backend::PioBackend;
 use uart_16550::spec::registers::LSR;
 use uart_16550::{BaudRate, Config, Uart16550};
 
-const COM1: u16 = 0x3f8;
+/// The first serial port of a PC, the console unless the firmware names another.
+pub const COM1: u16 = 0x3f8;
 
 struct Com1(UnsafeCell<Uart16550<PioBackend>>);
 
@@ -44,6 +45,19 @@ pub fn init() {
     let uart = unsafe { &mut *PORT.0.get() };
     let config = Config { baud_rate: BaudRate::Baud115200, ..Config::DEFAULT };
     PRESENT.store(uart.init(config).is_ok(), Ordering::Release);
+}
+
+/// Use the 16550 at I/O port `base` instead of COM1 (coreboot's console
+/// is elsewhere), programmed as `init` programs COM1. The boot CPU calls it
+/// before any other CPU runs; lines still in the log ring go out there.
+pub fn move_to(base: u16) {
+    // SAFETY: the firmware names `base` as its console UART; only the boot CPU runs yet.
+    let Ok(uart) = (unsafe { Uart16550::new_port(base) }) else { return };
+    // SAFETY: only the boot CPU runs yet, and nothing drains the log meanwhile.
+    let port = unsafe { &mut *PORT.0.get() };
+    *port = uart;
+    let config = Config { baud_rate: BaudRate::Baud115200, ..Config::DEFAULT };
+    PRESENT.store(port.init(config).is_ok(), Ordering::Release);
 }
 
 /// Only ERROR lines (and the SUMMARY) go to COM1 while quiet: for the time an

@@ -46,6 +46,32 @@ const TPR_IDLE: u8 = 0;
 
 /// The APs of this run, by processor index - 1.
 static SLOTS: spin::Once<&'static [ApSlot]> = spin::Once::new();
+/// The trampoline's page (0 before the APs were started).
+static TRAMPOLINE: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
+/// The page the APs were started from, if any were.
+pub fn trampoline_page() -> Option<u64> {
+    match TRAMPOLINE.load(Ordering::Acquire) {
+        0 => None,
+        page => Some(page),
+    }
+}
+
+/// Point the trampoline at `entry`, for processors that an OS starts again
+/// through it: they arrive in `entry(pcb, apic_id)` on their own kernel
+/// stack, found by APIC ID in the same table. On the boot CPU, while no AP
+/// runs the trampoline.
+pub fn retarget_trampoline(entry: extern "C" fn(*const Pcb, u64) -> !) {
+    let Some(page) = trampoline_page() else { return };
+    let at = (page as usize + ap_trampoline::params_offset()) as *mut TrampolineParams;
+    // SAFETY: the parameter block lies inside the trampoline page, which the
+    // hypervisor keeps; no AP runs the trampoline now.
+    unsafe {
+        let mut params = at.read_volatile();
+        params.entry = entry as *const () as u64;
+        at.write_volatile(params);
+    }
+}
 
 /// Result of bringing up the APs.
 pub struct Started {
@@ -100,6 +126,7 @@ pub fn start_aps(plan: &[Processor], trampoline_page: u64) -> Started {
     let at = (trampoline_page as usize + ap_trampoline::params_offset()) as *mut TrampolineParams;
     // SAFETY: the parameter block lies inside the trampoline page; no AP runs yet.
     unsafe { at.write_volatile(params) };
+    TRAMPOLINE.store(trampoline_page, Ordering::Release);
 
     let inject = run::options().inject;
     // inject=ap-no-sipi: the last AP gets INIT but no SIPI.

@@ -45,6 +45,8 @@ static SERIAL: AtomicBool = AtomicBool::new(true);
 
 // One value, in a static: built before the heap exists, so not boxed.
 #[allow(clippy::large_enum_variant)]
+/// `repr(u8)` puts `None` at tag 0, so the console's static state is all zeros (.bss).
+#[repr(u8)]
 enum Backend {
     None,
     Pixels(framebuffer::Painter),
@@ -87,7 +89,9 @@ struct State {
     stats: Stats,
 }
 
+/// `repr(u8)`: `Nothing` at tag 0, as for `Backend`.
 #[derive(Clone, Copy)]
+#[repr(u8)]
 enum About {
     Nothing,
     Rejected(hvlogic::screen::FbError),

@@ -99,7 +99,6 @@ pub fn vmrun_failure<G>(vcpu: &super::vcpu::Vcpu<G>) {
     for v in &violations {
         error!("  {v}");
     }
-    guest_state(&vcpu.vmcb, &vcpu.regs, vcpu.exits, Level::Error);
 }
 
 /// The checker's rules a VMCB image breaks, and its guest state, as ERROR
@@ -165,7 +164,7 @@ pub fn guest_state(vmcb: &Vmcb, r: &GuestRegs, exits: u64, level: Level) {
         r.rdi,
         r.rbp
     );
-    let exit = vmcb.u64(control::EXITCODE);
+    let exit = exit_code::normalize(vmcb.u64(control::EXITCODE));
     log!(
         level,
         "  #VMEXIT {exit:#x} ({}) EXITINFO1={:#x} EXITINFO2={:#x} EXITINTINFO={:#x}; {exits} exits",

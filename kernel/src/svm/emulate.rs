@@ -32,21 +32,27 @@ pub fn paging(vmcb: &Vmcb) -> Paging {
 }
 
 /// The bytes at the guest's CS:RIP, read through `read_linear` (a guest
-/// address to the byte there, or None). Outside 64-bit code linear addresses
-/// are 32 bits and wrap at 4 GiB (APM Vol. 2 §4.1 "Segmentation
-/// Overview"): an instruction that ends at 4 GiB (guest=fuzz seed=1 run 132
-/// on QEMU's `-cpu max`, no NRIP save) was read past it.
+/// linear address to the byte there, or None): CS's base does not count in
+/// 64-bit mode, and outside it linear addresses are 32 bits.
 pub fn code_at_rip(vmcb: &Vmcb, read_linear: &mut dyn FnMut(u64) -> Option<u8>) -> [u8; insn::MAX_LENGTH] {
-    let wrap = if code64(vmcb) { u64::MAX } else { 0xffff_ffff };
-    let linear = vmcb.u64(save::CS + save::BASE).wrapping_add(vmcb.u64(save::RIP));
+    let rip = vmcb.u64(save::RIP);
+    let code64 = code64(vmcb);
+    let linear = if code64 { rip } else { vmcb.u64(save::CS + save::BASE).wrapping_add(rip) };
     let mut code = [0u8; insn::MAX_LENGTH];
     for (i, byte) in code.iter_mut().enumerate() {
-        match read_linear(linear.wrapping_add(i as u64) & wrap) {
+        let at = linear.wrapping_add(i as u64);
+        match read_linear(if code64 { at } else { at & 0xffff_ffff }) {
             Some(b) => *byte = b,
             None => break,
         }
     }
     code
+}
+
+/// The guest runs 16-bit code: not 64-bit, and CS.D clear (real mode, or a
+/// 16-bit segment); its IP wraps at 64 KiB.
+fn code16(vmcb: &Vmcb) -> bool {
+    !code64(vmcb) && vmcb.read::<u16>(save::CS + save::ATTRIB) & attrib::DB == 0
 }
 
 /// A guest-linear address to guest-physical through the guest's own page
@@ -65,11 +71,11 @@ pub fn next_instruction(vmcb: &Vmcb, nrips: bool, read_linear: &mut dyn FnMut(u6
     }
     let code = code_at_rip(vmcb, read_linear);
     let len = insn::length(&code, code64(vmcb))? as u64;
-    let next = next_rip(vmcb.u64(save::RIP), len, code64(vmcb));
-    // 16-bit code (real mode, or a CS with D clear) counts IP in 16 bits:
-    // it wraps at 64 KiB (APM Vol. 3 §1.2.2 "Operand-Size Override Prefix").
-    let sixteen = !code64(vmcb) && vmcb.read::<u16>(save::CS + save::ATTRIB) & attrib::DB == 0;
-    Some(if sixteen { next & 0xffff } else { next })
+    let rip = vmcb.u64(save::RIP);
+    if code16(vmcb) {
+        return Some((rip.wrapping_add(len)) & 0xffff);
+    }
+    Some(next_rip(rip, len, code64(vmcb)))
 }
 
 /// Continue at `next` as the instruction's completion would: the interrupt

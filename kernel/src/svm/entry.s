@@ -45,7 +45,11 @@ svm_enter:                                  # RSP = &vcpu->regs
 .global svm_vmexit_first
 svm_vmexit_first:                           # the host's first instruction after #VMEXIT
 
-    # #VMEXIT. The CPUID fast path, for a vCPU that turned it on (a counter
+    # #VMEXIT. A flush TLB_CONTROL asked for is done: every later VMRUN of
+    # this VMCB, the fast path's included, does nothing to the TLB (APM Vol.
+    # 2 §15.16.2 "TLB Flush").
+    movb    $0, {TLB_CONTROL}(%rax)
+    # The CPUID fast path, for a vCPU that turned it on (a counter
     # address in vcpu->fast_cpuid; only where the CPU saves the next RIP): a
     # CPUID exit for a leaf that reaches the guest as the CPU answers it
     # (hvlogic::os_guest::passes_through, same comparisons, same order), with

@@ -186,7 +186,7 @@ fn fuzz(pcb: &Pcb, n: u32, seed: Option<u64>) -> Result<bool, FuzzError> {
     let asid = features.asid_for(pcb.processor_index);
     let vcpu = Vcpu::new(pcb.processor_index, host_state, features.nrip_save(), stop_at_exit, ());
     let vmcb = vcpu.vmcb;
-    super::proof_guest::configure(&vmcb, &features, asid, mode, &space);
+    super::proof_guest::configure(&vmcb, asid, mode, &space, &super::proof_guest::Maps::new());
     super::proof_guest::write_start(&vmcb, mode, &space);
     // Every exception intercepted; a pending virtual interrupt nothing masks,
     // with the VINTR intercept: the guest exits before its first instruction

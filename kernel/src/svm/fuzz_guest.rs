@@ -230,7 +230,7 @@ fn fuzz(pcb: &Pcb) -> Result<bool, FuzzError> {
     // As for the proof guest: the APIC timer bounds a guest that loops on a
     // passed-through CPUID leaf the fast path answers.
     vcpu.set_fast_cpuid(Some(vcpu.guest.fast_cpuids));
-    proof_guest::configure(&vcpu.vmcb, &features, asid, mode, &space);
+    proof_guest::configure(&vcpu.vmcb, asid, mode, &space, &proof_guest::Maps::new());
     let facts = dump::cpu_facts();
     let f = Fuzzer {
         template: alloc::boxed::Box::new(dump::image(&vcpu.vmcb)),

@@ -22,15 +22,19 @@ pub unsafe fn vmsave(pa: u64) {
 }
 
 /// A CPU being parked: GIF set (a handler may have stopped with it clear),
-/// then EFER.SVME cleared.
+/// then EFER.SVME cleared. Nothing where SVM is already off (STGI would be
+/// #UD: a CPU parked twice, by its own end and by the ending CPU's NMI).
 ///
 /// # Safety
-/// EFER.SVME must be set; no guest runs on this CPU any more.
+/// No guest runs on this CPU any more.
 pub unsafe fn leave() {
-    // SAFETY: the caller vouches for EFER.SVME; clearing it only turns SVM off.
+    // SAFETY: EFER exists on every x86-64 CPU; STGI only with EFER.SVME set;
+    // clearing SVME only turns SVM off.
     unsafe {
-        stgi();
         let efer = x86::msr::rdmsr(x86::msr::IA32_EFER);
-        x86::msr::wrmsr(x86::msr::IA32_EFER, efer & !hvlogic::svm::EFER_SVME);
+        if efer & hvlogic::svm::EFER_SVME != 0 {
+            stgi();
+            x86::msr::wrmsr(x86::msr::IA32_EFER, efer & !hvlogic::svm::EFER_SVME);
+        }
     }
 }

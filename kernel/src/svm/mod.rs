@@ -13,6 +13,8 @@ mod enter;
 mod entry_fuzz;
 mod fuzz_guest;
 pub mod instructions;
+mod os_guest;
+mod os_vcpu;
 mod proof_guest;
 mod proof_vcpu;
 mod stage;
@@ -46,17 +48,29 @@ impl Backend for Svm {
         stage::run_guest(pcb)
     }
 
-    fn os_unsupported(_: &Pcb) -> Option<&'static str> {
-        Some("the SVM OS guest is not built yet")
+    fn os_unsupported(bsp: &Pcb) -> Option<&'static str> {
+        os_guest::unsupported(bsp)
     }
 
-    fn prepare_os(_: &Pcb, _: &[Range], _: &[Range], _: Ports, _: u64) {}
-
-    fn arm_os_ap(_: &Pcb) {}
-
-    fn launch_os(_: &'static Pcb, _: &Handoff) -> ! {
-        crate::run::fail_and_end("no SVM OS guest")
+    fn prepare_os(bsp: &Pcb, holes: &[Range], ram: &[Range], ports: Ports, memory_top: u64) {
+        os_guest::prepare(bsp, holes, ram, ports, memory_top)
     }
 
+    fn arm_os_ap(pcb: &Pcb) {
+        os_guest::arm_ap(pcb)
+    }
+
+    fn launch_os(bsp: &'static Pcb, h: &Handoff) -> ! {
+        os_guest::launch_bsp(bsp, h)
+    }
+
+    fn restart_os(pcb: &'static Pcb, vector: u8) -> ! {
+        os_guest::restart(pcb, vector)
+    }
+
+    /// An NMI in the host of a CPU that runs the OS: the exit handler runs
+    /// with GIF clear, so this one met the CPU in `os_guest::restart`, with GIF
+    /// set and the OS not yet entered; it goes nowhere (the OS's NMIs reach
+    /// it directly once it runs).
     fn nmi_in_host(_: &Pcb) {}
 }

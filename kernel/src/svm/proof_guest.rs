@@ -83,18 +83,44 @@ fn launch_all(pcb: &Pcb, kind: GuestKind) -> Result<bool, SetupError> {
     // A passed-through CPUID leaf needs nothing of the dispatcher but its
     // count; the APIC timer bounds a guest that loops on it.
     vcpu.set_fast_cpuid(Some(vcpu.guest.fast_cpuids));
-    configure(&vcpu.vmcb, &features, asid, mode, &space);
+    let maps = Maps::new();
     let timer = apic::timer_count_for(TIME_BUDGET_US);
-    proof::run_to_end(&mut Running { vcpu, space: &space, features, timer })
+    proof::run_to_end(&mut Running { vcpu, space: &space, features, asid, maps, timer })
 }
 
-/// The parts of the VMCB that stay the same across launches: the intercepts
-/// and their maps, the ASID, nested paging.
-pub(super) fn configure(vmcb: &Vmcb, f: &SvmFeatures, asid: u32, mode: GuestMode, space: &AddressSpace) {
+/// The I/O and MSR permissions maps: every port and every MSR exits, but
+/// reads of IA32_APIC_BASE (APM Vol. 2 §15.10.1 "I/O Permissions Map",
+/// §15.11 "MSR Intercepts").
+pub(super) struct Maps {
+    iopm: u64,
+    msrpm: u64,
+}
+
+impl Maps {
+    pub(super) fn new() -> Maps {
+        let io = memory::alloc_pages(iopm::SIZE / memory::PAGE_SIZE);
+        io.fill(0xff);
+        let msr = memory::alloc_pages(msrpm::SIZE / memory::PAGE_SIZE);
+        msr.fill(0xff);
+        if let Some(bit) = msrpm::read_bit(PASS_THROUGH_MSR) {
+            msr[bit / 8] &= !(1 << (bit % 8));
+        }
+        Maps { iopm: io.as_ptr() as u64, msrpm: msr.as_ptr() as u64 }
+    }
+}
+
+/// The VMCB's control area, written whole at every launch (a VMCB is
+/// undefined after a SHUTDOWN intercept, and a hostile guest's steps follow
+/// one another: KVM rebuilds it likewise): the intercepts and their maps,
+/// the ASID, nested paging.
+pub(super) fn configure(vmcb: &Vmcb, asid: u32, mode: GuestMode, space: &AddressSpace, maps: &Maps) {
+    vmcb.clear();
     let nested = mode.uses_ept();
     // Exceptions: #DB and #AC, given straight back (virt::proof: a delivery
-    // that raises the same exception again would loop with no boundary).
-    vmcb.set_u32(control::INTERCEPT_EXCEPTIONS, 1 << 1 | 1 << 17);
+    // that raises the same exception again would loop with no boundary);
+    // #MC, so that a machine check is reported as one, not as the triple
+    // fault the IDT-less guest would make of it.
+    vmcb.set_u32(control::INTERCEPT_EXCEPTIONS, 1 << 1 | 1 << 17 | 1 << 18);
     let mut one = i1::INTR
         | i1::NMI
         | i1::SMI
@@ -129,17 +155,8 @@ pub(super) fn configure(vmcb: &Vmcb, f: &SvmFeatures, asid: u32, mode: GuestMode
             | i2::MWAIT_ARMED
             | i2::XSETBV,
     );
-    // Every port and every MSR exits, but reads of IA32_APIC_BASE (APM Vol. 2
-    // §15.10.1 "I/O Permissions Map", §15.11 "MSR Intercepts").
-    let io = memory::alloc_pages(iopm::SIZE / memory::PAGE_SIZE);
-    io.fill(0xff);
-    let msr = memory::alloc_pages(msrpm::SIZE / memory::PAGE_SIZE);
-    msr.fill(0xff);
-    if let Some(bit) = msrpm::read_bit(PASS_THROUGH_MSR) {
-        msr[bit / 8] &= !(1 << (bit % 8));
-    }
-    vmcb.set_u64(control::IOPM_BASE_PA, io.as_ptr() as u64);
-    vmcb.set_u64(control::MSRPM_BASE_PA, msr.as_ptr() as u64);
+    vmcb.set_u64(control::IOPM_BASE_PA, maps.iopm);
+    vmcb.set_u64(control::MSRPM_BASE_PA, maps.msrpm);
     vmcb.set_u32(control::GUEST_ASID, asid);
     // The guest's RFLAGS.IF and CR8 govern only its own virtual interrupts;
     // the host's timer interrupt exits it whatever the guest does.
@@ -148,7 +165,6 @@ pub(super) fn configure(vmcb: &Vmcb, f: &SvmFeatures, asid: u32, mode: GuestMode
         vmcb.set_u64(control::NP_CONTROL, np::ENABLE);
         vmcb.set_u64(control::N_CR3, tables.root());
     }
-    let _ = f;
 }
 
 /// The guest's start: real mode at F000:FFF0 as out of reset (with nested
@@ -200,7 +216,7 @@ pub(super) fn write_start(vmcb: &Vmcb, mode: GuestMode, space: &AddressSpace) {
     vmcb.set_u64(RFLAGS, 0x2);
     vmcb.set_u64(DR6, 0xffff_0ff0);
     vmcb.set_u64(DR7, 0x400);
-    vmcb.set_u64(G_PAT, 0x0007_0406_0007_0406);
+    vmcb.set_u64(G_PAT, hvlogic::mtrr::PAT_RESET);
     vmcb.set_u64(DBGCTL, 0);
     for s in [STAR, LSTAR, CSTAR, SFMASK, KERNEL_GS_BASE, SYSENTER_CS, SYSENTER_ESP, SYSENTER_EIP] {
         vmcb.set_u64(s, 0);
@@ -212,6 +228,8 @@ struct Running<'a> {
     vcpu: &'static mut ProofVcpu,
     space: &'a AddressSpace,
     features: SvmFeatures,
+    asid: u32,
+    maps: Maps,
     /// Local-APIC timer ticks per launch.
     timer: u32,
 }
@@ -236,9 +254,8 @@ impl proof::Launch for Running<'_> {
         vcpu.guest.ending = None;
         vcpu.exits = 0;
         let vmcb = vcpu.vmcb;
+        configure(&vmcb, self.asid, vcpu.guest.mode, self.space, &self.maps);
         write_start(&vmcb, vcpu.guest.mode, self.space);
-        vmcb.set_u64(control::EVENTINJ, 0);
-        vmcb.set_u64(control::INTERRUPT_SHADOW, 0);
         // A fresh start: nothing cached for this ASID from the last launch may survive.
         let flush = if self.features.has(hvlogic::svm::features::edx::FLUSH_BY_ASID) {
             tlb::FLUSH_ASID

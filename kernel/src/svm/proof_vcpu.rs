@@ -9,7 +9,7 @@ use crate::virt::proof::{self, note, Action, Proof};
 use hvlogic::guest_plan::{Ending, GuestMode};
 use hvlogic::os_guest::Hidden;
 use hvlogic::svm::exit_code::{self as code, ioio};
-use hvlogic::svm::vmcb::{control, save, tlb};
+use hvlogic::svm::vmcb::{control, save};
 use log::warn;
 
 pub type ProofVcpu = Vcpu<Proof>;
@@ -27,9 +27,9 @@ fn end(vcpu: &mut ProofVcpu, ending: Ending) -> u64 {
 pub extern "C" fn dispatch(vcpu: &mut ProofVcpu) -> u64 {
     vcpu.exits += 1;
     let vmcb = vcpu.vmcb;
-    // The launch's TLB flush is done; an event queued for the last VMRUN was
-    // delivered or is in EXITINTINFO.
-    vmcb.write(control::TLB_CONTROL, tlb::DO_NOTHING);
+    // An event queued for the last VMRUN was delivered or is in EXITINTINFO
+    // (#VMEXIT clears EVENTINJ's valid bit; cleared here too, so no emulator
+    // can deliver it twice).
     vmcb.set_u64(control::EVENTINJ, 0);
     let exit = vcpu.exit_code();
     if exit == code::CPUID && vcpu.exits <= vcpu.guest.exit_budget {
@@ -91,18 +91,8 @@ fn resume(vcpu: &mut ProofVcpu) -> u64 {
 /// host-owned tables, which map guest-linear X to guest memory + X.
 fn read_guest(p: &Proof, vmcb: &super::vmcb::Vmcb, nested: bool, linear: u64) -> Option<u8> {
     let gpa = if nested && vmcb.u64(save::CR0) & (1 << 31) != 0 {
-        // The 8 bytes at `gpa` itself (a 32-bit paging entry sits at a
-        // multiple of 4, and the walk takes the low 4 bytes), those past the
-        // end of guest memory read as 0. Reading at `gpa & !7` gave the
-        // entry before an odd one: guest=fuzz seed=1 run 342 on QEMU's
-        // `-cpu max` (no NRIP save) measured the wrong bytes.
-        let mut read8 = |gpa: u64| {
-            let mut b = [0u8; 8];
-            for (i, byte) in b.iter_mut().enumerate() {
-                *byte = p.guest_slice(gpa.wrapping_add(i as u64), 1).map_or(0, |s| s[0]);
-            }
-            u64::from_le_bytes(b)
-        };
+        let mut read8 =
+            |gpa: u64| p.guest_slice(gpa & !7, 8).map_or(0, |b| u64::from_le_bytes(b.try_into().unwrap_or([0; 8])));
         emulate::linear_to_physical(vmcb, linear, &mut read8)?
     } else {
         linear & if vmcb.u64(save::CR0) & 1 == 0 { 0xf_ffff } else { u64::MAX }
@@ -184,6 +174,14 @@ fn slow_path(vcpu: &mut ProofVcpu, exit: u64) -> u64 {
             // gate for every vector the host expects (an unexpected one is
             // reported as the #NP of its missing gate).
             unsafe { core::arch::asm!("stgi", "sti", "nop", "cli", "clgi", options(nomem, nostack)) };
+            resume(vcpu)
+        }
+        // An SMI (routine on real boards: USB legacy, thermal, power) is held
+        // while GIF is 0: open GIF for SMM to run in the host, then go on.
+        code::SMI => {
+            // SAFETY: GIF is opened with RFLAGS.IF clear: only SMM (and a
+            // pending NMI, which the host's handler takes) runs.
+            unsafe { core::arch::asm!("stgi", "clgi", options(nomem, nostack)) };
             resume(vcpu)
         }
         code::NMI => {

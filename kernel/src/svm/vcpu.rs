@@ -32,6 +32,7 @@ core::arch::global_asm!(
     EXITCODE = const control::EXITCODE,
     INTERRUPT_SHADOW = const control::INTERRUPT_SHADOW,
     NRIP = const control::NRIP,
+    TLB_CONTROL = const control::TLB_CONTROL,
     EXITCODE_CPUID = const exit_code::CPUID,
     options(att_syntax)
 );
@@ -162,11 +163,22 @@ impl<G> Vcpu<G> {
 
     /// Before resuming: an event whose delivery the #VMEXIT interrupted
     /// (EXITINTINFO) is delivered again, unless the handler injected one
-    /// (APM Vol. 2 §15.7.2 "Intercepts During IDT Interrupt Delivery").
+    /// (APM Vol. 2 §15.7.2 "Intercepts During IDT Interrupt Delivery"). A
+    /// software interrupt (INTn) or software exception (INT3, INTO) is not:
+    /// RIP still points at its instruction, which runs again and raises it
+    /// anew (as KVM does it for the exceptions).
     #[inline(always)]
     pub fn redeliver_interrupted_event(&self) {
         let interrupted = self.vmcb.u64(control::EXITINTINFO);
-        if interrupted & event::VALID != 0 && self.vmcb.u64(control::EVENTINJ) & event::VALID == 0 {
+        if interrupted & event::VALID == 0 || self.vmcb.u64(control::EVENTINJ) & event::VALID != 0 {
+            return;
+        }
+        let software = match event::kind(interrupted) {
+            event::TYPE_SOFT_INT => true,
+            event::TYPE_EXCEPTION => matches!(event::vector(interrupted), 3 | 4),
+            _ => false,
+        };
+        if !software {
             self.vmcb.set_u64(control::EVENTINJ, interrupted);
         }
     }

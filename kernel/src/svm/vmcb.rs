@@ -13,6 +13,13 @@ impl Vmcb {
         Vmcb(crate::memory::alloc_pages(1).as_ptr() as u64)
     }
 
+    /// Every field zero.
+    pub fn clear(&self) {
+        for offset in (0..hvlogic::svm::vmcb::SIZE).step_by(8) {
+            self.set_u64(offset, 0);
+        }
+    }
+
     /// Its physical address (for VMRUN, VMLOAD, VMSAVE).
     pub fn pa(&self) -> u64 {
         self.0

@@ -58,6 +58,10 @@ pub fn launch_os(bsp: &'static Pcb, h: &Handoff) -> ! {
     dispatch!(launch_os(bsp, h))
 }
 
+pub fn restart_os(pcb: &'static Pcb, vector: u8) -> ! {
+    dispatch!(restart_os(pcb, vector))
+}
+
 pub fn nmi_in_host(pcb: &Pcb) {
     dispatch!(nmi_in_host(pcb))
 }

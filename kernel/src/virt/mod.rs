@@ -10,8 +10,7 @@
 //! (VMX in CPUID.01H:ECX[5], SVM in Fn8000_0001_ECX[2]); where it offers
 //! neither, the vendor's (CPUID leaf 0: SVM on AMD and Hygon, VMX on every
 //! other), so that NO_VMX is named in that vendor's terms. No real CPU offers
-//! both; QEMU's TCG offers SVM under an Intel vendor string (`-cpu max` on an
-//! Intel host), and gets SVM.
+//! both; one that did would get VMX.
 
 pub mod cpuid;
 pub mod fuzz;
@@ -19,6 +18,7 @@ pub mod guest_image;
 pub mod layout;
 pub mod mode;
 pub mod nested;
+pub mod os;
 pub mod os_memory;
 pub mod proof;
 pub mod regs;
@@ -29,8 +29,8 @@ use crate::linux::Handoff;
 use crate::pcb::Pcb;
 use hvlogic::memmap::Range;
 use hvlogic::power::Ports;
+use hvlogic::startup::Vendor;
 use hvlogic::summary::Virt;
-use hvlogic::svm::Vendor;
 use spin::Once;
 
 /// What a backend provides: the seed's steps in its terms, and the guests.
@@ -53,11 +53,15 @@ pub trait Backend {
     /// On the boot CPU, before any CPU runs the OS: what every CPU's OS guest
     /// shares (the nested page tables with `holes` blanked, the intercept maps).
     fn prepare_os(bsp: &Pcb, holes: &[Range], ram: &[Range], ports: Ports, memory_top: u64);
-    /// Stage work for an application processor: enter the OS guest, waiting
-    /// there for the OS's own INIT-SIPI-SIPI; never returns unless set-up fails.
+    /// Stage work for an application processor: its OS guest set up, then
+    /// virtualization off and `CPU_STATUS_OS` set, halted for the boot CPU's
+    /// INIT (`os::send_aps_to_wait_for_sipi`); marked failed if set-up fails.
     fn arm_os_ap(pcb: &Pcb);
     /// The boot CPU enters the OS at its entry; never returns.
     fn launch_os(bsp: &'static Pcb, h: &Handoff) -> !;
+    /// An AP the OS started (`os::restart`): virtualization on again, then
+    /// the OS in real mode at `vector`:0000 with the state INIT leaves.
+    fn restart_os(pcb: &'static Pcb, vector: u8) -> !;
     /// An NMI reached the host while this CPU runs the OS guest.
     fn nmi_in_host(pcb: &Pcb);
 }
@@ -93,9 +97,9 @@ pub fn kind() -> Kind {
     *KIND.call_once(|| {
         let r = raw_cpuid::cpuid!(0);
         let vmx = raw_cpuid::cpuid!(1).ecx & (1 << 5) != 0;
-        match (Vendor::from_cpuid0(r.ebx, r.ecx, r.edx), vmx, svm_offered()) {
+        match (Vendor::from_cpuid0(r.ebx, r.edx, r.ecx), vmx, svm_offered()) {
             (_, true, _) => Kind::Vmx,
-            (_, false, true) | (Vendor::Amd, false, false) => Kind::Svm,
+            (_, false, true) | (Vendor::Amd | Vendor::Hygon, false, false) => Kind::Svm,
             (Vendor::Intel | Vendor::Other, false, false) => Kind::Vmx,
         }
     })
@@ -126,15 +130,35 @@ pub fn offered() -> bool {
 }
 
 /// Turn hardware virtualization off on a CPU that is being parked (best
-/// effort: the CPU halts right after). Only called where this CPU's status
-/// says it is on.
+/// effort: the CPU halts right after), once: only where this CPU's status
+/// says it is on, which this clears (a CPU can be parked twice: by its own
+/// end, then by the ending CPU's NMI; VMXOFF or STGI a second time is #UD).
 pub fn leave_for_park() {
+    let pcb = crate::pcb::this_cpu();
+    if !pcb.has(crate::pcb::CPU_STATUS_VMXON) {
+        return;
+    }
+    pcb.clear(crate::pcb::CPU_STATUS_VMXON);
     match kind() {
         Kind::Vmx => {
-            // SAFETY: this CPU is in VMX root operation (its status says so).
+            // SAFETY: this CPU is in VMX root operation (its status said so).
             let _ = unsafe { crate::vmx::instructions::vmxoff() };
         }
-        // SAFETY: EFER.SVME is set on this CPU (its status says so).
+        // SAFETY: no guest runs on this CPU any more (it is being parked).
         Kind::Svm => unsafe { crate::svm::instructions::leave() },
+    }
+}
+
+/// How GUEST-END's table names counter slot `slot` of `Pcb::exits`: VMX's
+/// basic exit reason in decimal and its SDM name, or SVM's exit code in hex
+/// and its APM name.
+pub fn exit_label(slot: usize) -> (alloc::string::String, &'static str) {
+    use hvlogic::svm::exit_code;
+    match kind() {
+        Kind::Vmx => (alloc::format!("{slot}"), hvlogic::exit_reason::ExitReason(slot as u32).name()),
+        Kind::Svm => {
+            let code = exit_code::code_of_counter(slot);
+            (alloc::format!("{code:#x}"), exit_code::name(code))
+        }
     }
 }

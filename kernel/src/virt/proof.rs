@@ -291,7 +291,7 @@ pub fn address_space(mode: GuestMode, mem: u64, format: Format) -> Option<Addres
             // Tables outside guest memory: the guest can neither see nor change them.
             let pd = memory::alloc_pages(1).as_ptr() as u64;
             let pt = memory::alloc_pages(1).as_ptr() as u64;
-            if pt >> 32 != 0 || mem >> 32 != 0 {
+            if pd >> 32 != 0 || pt >> 32 != 0 || mem >> 32 != 0 {
                 return None;
             }
             write_page_tables(pd, pt, pt, mem);

@@ -338,6 +338,54 @@ pub fn leave(pcb: &Pcb) {
     }
 }
 
+/// VMX root operation again on a CPU that INIT took out of it (an AP the OS
+/// restarted, `os_guest::restart`): the fixed CR0/CR4 bits and VMXON with this
+/// CPU's own region, as `enter` left them (IA32_FEATURE_CONTROL survives
+/// INIT), then the flushes. Logs nothing (COM1 is the OS's); the caller
+/// names a failure.
+pub fn reenter(pcb: &Pcb) -> Result<(), VmFail> {
+    // Copied out: an INIT before VMXON resets this CPU, which must not leave
+    // the PCB's private state borrowed for its next start.
+    let (d, region) = {
+        let own = pcb.own();
+        (own.vmx, own.vmxon_region)
+    };
+    let d = &d;
+    let cr0 = Fixed { fixed0: d.cr0_fixed0, fixed1: d.cr0_fixed1 }.apply(Cr0::read_raw()).value;
+    let cr4 =
+        Fixed { fixed0: d.cr4_fixed0 | d.cr4_fixed_mask | VMXE, fixed1: d.cr4_fixed1 }.apply(Cr4::read_raw()).value;
+    // SAFETY: the same fixed bits this CPU accepted at `enter` (checked there),
+    // on the same kernel state, which the trampoline and `pcb::reactivate` rebuilt.
+    unsafe {
+        Cr0::write_raw(cr0);
+        Cr4::write_raw(cr4);
+    }
+    // SAFETY: CPL 0 in 64-bit mode, CR4.VMXE and the fixed bits set,
+    // IA32_FEATURE_CONTROL still locked with VMX on; the region `enter` checked.
+    unsafe { instructions::vmxon(region) }?;
+    pcb.set(CPU_STATUS_VMXON);
+    if let Some(kind) = d.invept_all_contexts() {
+        // SAFETY: in VMX root operation; INVEPT supports this type.
+        unsafe { instructions::invept(kind, [0; 2]) }?;
+    }
+    if let Some(kind) = d.invvpid_all_contexts() {
+        // SAFETY: in VMX root operation; INVVPID supports this type.
+        unsafe { instructions::invvpid(kind, [0; 2]) }?;
+    }
+    Ok(())
+}
+
+/// Leave VMX operation on the way to wait-for-SIPI (`os_guest::leave_vmx`),
+/// quietly: VMXOFF, CR4.VMXE cleared.
+pub fn leave_quietly(pcb: &Pcb) -> Result<(), VmFail> {
+    // SAFETY: in VMX root operation; the caller cleared its VMCS.
+    unsafe { instructions::vmxoff() }?;
+    pcb.clear(CPU_STATUS_VMXON);
+    // SAFETY: outside VMX operation CR4.VMXE may be cleared.
+    unsafe { Cr4::write_raw(Cr4::read_raw() & !VMXE) };
+    Ok(())
+}
+
 /// Whether the platform completed GETSEC[SENTER] (only asked when CR4.SMXE=1).
 fn txt_senter_done() -> bool {
     // SAFETY: the TXT public space is identity-mapped MMIO, readable on TXT

@@ -66,6 +66,10 @@ impl Backend for Vmx {
         crate::run::fail_and_end(format_args!("the OS guest could not be set up: {e}"))
     }
 
+    fn restart_os(pcb: &'static Pcb, vector: u8) -> ! {
+        os_guest::restart(pcb, vector)
+    }
+
     fn nmi_in_host(pcb: &Pcb) {
         os_vcpu::nmi_in_host(pcb)
     }

@@ -1,19 +1,23 @@
 //! Hosting an OS: the identity EPT and the bitmaps (built once, shared by
 //! every CPU), each CPU's VMCS for a pass-through guest, and the launch: the
-//! boot CPU at the OS's 32-bit entry, every other CPU in the wait-for-SIPI
-//! activity state until the OS starts it with its own INIT-SIPI-SIPI.
+//! boot CPU at the OS's 32-bit entry; every other CPU out of VMX operation in
+//! the processor's own wait-for-SIPI state, from which the OS's start-up
+//! IPI, sent to the hypervisor's trampoline instead, brings it back here,
+//! into VMX root operation and into the OS at the vector the OS chose
+//! (`virt::os`).
 
 use super::instructions::invept;
-use super::os_vcpu::{self, Os, OsVcpu, WAIT_FOR_SIPI};
+use super::instructions::vmptrld;
+use super::os_vcpu::{self, Os, OsVcpu};
 use super::vcpu::{Return, Vcpu};
 use super::vmcs::{self, Controls, Segment, VmcsError, AR_CODE_32, AR_DATA_32, AR_TSS_BUSY_32, AR_UNUSABLE, PAT_RESET};
 use crate::linux::{Handoff, BOOT_CS, BOOT_DS};
 use crate::memory;
-use crate::pcb::{Pcb, CPU_STATUS_FAILED, CPU_STATUS_OS, CPU_STATUS_VMXON};
+use crate::pcb::{Pcb, CPU_STATUS_FAILED, CPU_STATUS_OS, CPU_STATUS_VMXON, MAX_CPUS};
 use crate::run;
 use crate::virt::nested::{Format, Identity, Tables as Ept};
 use crate::virt::os_memory;
-use core::sync::atomic::Ordering;
+use core::sync::atomic::{AtomicPtr, Ordering};
 use hvlogic::controls::{self, entry, exit, pin, proc2};
 use hvlogic::exit_reason::basic;
 use hvlogic::fixed::{cr0, cr4, Fixed};
@@ -43,6 +47,8 @@ struct Shared {
 }
 
 static SHARED: Once<Shared> = Once::new();
+/// Each CPU's OS vCPU, for its restart through the trampoline.
+static OS_VCPUS: [AtomicPtr<OsVcpu>; MAX_CPUS] = [const { AtomicPtr::new(core::ptr::null_mut()) }; MAX_CPUS];
 
 /// MSRs whose reads and writes exit: IA32_FEATURE_CONTROL and the VMX
 /// capability MSRs (IA32_VMX_BASIC .. IA32_VMX_EXIT_CTLS2, SDM Vol. 4 Table
@@ -175,8 +181,8 @@ fn set_up(pcb: &'static Pcb) -> Result<&'static mut OsVcpu, VmcsError> {
     crate::apic::restore_firmware_mode(pcb.own().firmware_apic_base);
     crate::apic::set_task_priority(0);
     let shared = SHARED.get().expect("os_guest::prepare runs first");
-    enable_host_xsave();
-    super::load_new_vmcs(&d).map_err(VmcsError::Load)?;
+    let xcr0_supported = crate::virt::os::enable_host_xsave();
+    let vmcs_pa = super::load_new_vmcs(&d).map_err(VmcsError::Load)?;
     let vpid = d.invvpid_type().map(|flush| (pcb.processor_index as u16 + 1, flush));
     let c = os_guest::controls(&d, vpid.is_some());
     let nmi_timer = controls::can_set(d.pin_based_ctls, pin::PREEMPTION_TIMER);
@@ -204,13 +210,6 @@ fn set_up(pcb: &'static Pcb) -> Result<&'static mut OsVcpu, VmcsError> {
     let cr4_hidden = cr4::VMXE | cr4::SMXE;
     vmcs::write(ctl::CR0_GUEST_HOST_MASK, cr0_fixed.constrained() & 0xffff_ffff)?;
     vmcs::write(ctl::CR4_GUEST_HOST_MASK, cr4_fixed.constrained() | cr4_hidden)?;
-    let xsave = raw_cpuid::cpuid!(1).ecx & (1 << 26) != 0;
-    let xcr0_supported = if xsave {
-        let r = raw_cpuid::cpuid!(0xd, 0);
-        r.eax as u64 | (r.edx as u64) << 32
-    } else {
-        0
-    };
     let os = Os {
         pcb,
         hidden: os_guest::Hidden { tsc_deadline: shared.hide_tsc_deadline, ..c.hidden },
@@ -220,8 +219,8 @@ fn set_up(pcb: &'static Pcb) -> Result<&'static mut OsVcpu, VmcsError> {
         xcr0_supported,
         ports: shared.ports,
         apic_page: shared.apic_page,
-        started_by_sipi: None,
-        stale_inits: 0,
+        vmcs: vmcs_pa,
+        ran: false,
         // A passed-through CPUID leaf needs nothing of the dispatcher but its
         // count, where the VMX-preemption timer brings back the NMIs it would
         // otherwise deliver at that exit (`os_vcpu::nmi_in_host`).
@@ -244,43 +243,39 @@ fn set_up(pcb: &'static Pcb) -> Result<&'static mut OsVcpu, VmcsError> {
     if !vcpu.flush_vpid() {
         return Err(VmcsError::Flush);
     }
+    OS_VCPUS[pcb.processor_index as usize].store(vcpu as *mut OsVcpu, Ordering::Release);
     Ok(vcpu)
 }
 
-/// XSETBV runs in the host on the guest's behalf, and needs CR4.OSXSAVE there
-/// (SDM Vol. 2C "XSETBV—Set Extended Control Register": #UD without it). The
-/// host uses no XSAVE state itself.
-fn enable_host_xsave() {
-    const CPUID_01_ECX_XSAVE: u32 = 1 << 26;
-    const CR4_OSXSAVE: u64 = 1 << 18;
-    if raw_cpuid::cpuid!(1).ecx & CPUID_01_ECX_XSAVE != 0 {
-        use x86_64::registers::control::Cr4;
-        // SAFETY: CPUID says XSAVE exists, so CR4.OSXSAVE may be set.
-        unsafe { Cr4::write_raw(Cr4::read_raw() | CR4_OSXSAVE) };
-    }
-}
-
-/// Stage work for an application processor: its VMCS, then VMLAUNCH into the
-/// wait-for-SIPI activity state; from there it runs the OS and never
-/// returns. A CPU that cannot is marked failed and returns.
+/// Stage work for an application processor: its VMCS, then out of VMX
+/// operation (INIT is blocked in VMX root operation, SDM Vol. 3C §24.8
+/// "Restrictions on VMX Operation"), halted for the boot CPU's INIT
+/// (`launch_bsp`) into the processor's wait-for-SIPI state, from which the
+/// OS starts it (`restart`). Never returns; a CPU that cannot is marked
+/// failed and returns.
 pub fn arm_ap(_: &Pcb) {
     // The 'static PCB of this CPU (the one the stage was posted to).
     let pcb = crate::pcb::this_cpu();
-    let armed = set_up(pcb).and_then(|vcpu| {
-        os_vcpu::reset_to_init(vcpu, WAIT_FOR_SIPI)?;
-        Ok(vcpu)
+    let armed = set_up(pcb).map_err(|e| alloc::format!("{e}"));
+    let left = armed.and_then(|vcpu| {
+        crate::virt::os::leaving_for_wait_for_sipi(pcb);
+        os_vcpu::leave_vmx(vcpu).map_err(|e| alloc::format!("leaving VMX operation: {e}"))
     });
-    match armed {
-        Ok(vcpu) => run_os(pcb, vcpu),
-        Err(e) => {
-            error!("os guest: {e}");
-            pcb.set(CPU_STATUS_FAILED);
-        }
+    if let Err(e) = left {
+        error!("os guest: {e}");
+        pcb.set(CPU_STATUS_FAILED);
+        return;
+    }
+    pcb.set(CPU_STATUS_OS);
+    loop {
+        x86_64::instructions::interrupts::disable();
+        x86_64::instructions::hlt();
     }
 }
 
 /// The boot CPU: its VMCS with the state the boot protocol's 32-bit entry
-/// asks for, then VMLAUNCH. Returns only if the set-up failed.
+/// asks for, every AP that armed sent to wait-for-SIPI (INIT), then
+/// VMLAUNCH. Returns only if the set-up failed.
 pub fn launch_bsp(pcb: &'static Pcb, h: &Handoff) -> VmcsError {
     let vcpu = match set_up(pcb) {
         Ok(v) => v,
@@ -290,6 +285,36 @@ pub fn launch_bsp(pcb: &'static Pcb, h: &Handoff) -> VmcsError {
         return e;
     }
     vcpu.regs.rsi = h.boot_params as u64;
+    crate::virt::os::send_aps_to_wait_for_sipi();
+    run_os(pcb, vcpu)
+}
+
+/// An AP the OS started (`virt::os::restart`): VMX root operation again
+/// (INIT cleared CR4.VMXE), its VMCS current again with this kernel's host
+/// state (rebuilt by the trampoline), not launched (VMCLEAR), then the OS in
+/// real mode at `vector`:0000.
+pub fn restart(pcb: &'static Pcb, vector: u8) -> ! {
+    let vcpu = OS_VCPUS[pcb.processor_index as usize].load(Ordering::Acquire);
+    // SAFETY: set_up stored this CPU's leaked vCPU; only this CPU uses it.
+    let Some(vcpu) = (unsafe { vcpu.as_mut() }) else {
+        error!("os guest: cpu{} has no OS guest to restart", pcb.processor_index);
+        run::fail_and_end("an AP restarted that never armed")
+    };
+    let entered = super::enter::reenter(pcb).map_err(|e| alloc::format!("VMXON again failed: {e}"));
+    // SAFETY: in VMX root operation; the region is this vCPU's VMCS, cleared by leave_vmx.
+    let loaded = entered.and_then(|()| unsafe { vmptrld(vcpu.guest.vmcs) }.map_err(|e| alloc::format!("VMPTRLD: {e}")));
+    let started = loaded.and_then(|()| {
+        crate::virt::os::running_os(pcb);
+        let exit_controls = vmcs::read(ctl::VMEXIT_CONTROLS) as u32;
+        vmcs::write_host_state(pcb, exit_controls, vcpu.host_rsp(), Vcpu::<Os>::host_rip())
+            .and_then(|()| os_vcpu::start_up(vcpu, vector))
+            .map_err(|e| alloc::format!("{e}"))
+    });
+    if let Err(e) = started {
+        error!("os guest: cpu{} could not restart: {e}", pcb.processor_index);
+        run::fail_and_end("an AP the OS started could not enter the OS guest")
+    }
+    vcpu.launched = false;
     run_os(pcb, vcpu)
 }
 
@@ -323,6 +348,7 @@ fn write_entry_state(os: &Os, h: &Handoff) -> Result<(), VmcsError> {
 /// when the OS is done or cannot go on; a failed VM entry ends it here.
 fn run_os(pcb: &Pcb, vcpu: &mut OsVcpu) -> ! {
     pcb.set(CPU_STATUS_OS);
+    vcpu.guest.ran = true;
     match vcpu.run() {
         Return::EntryFailed { instruction, fail } => {
             super::dump::vm_instruction_failure(instruction, fail);

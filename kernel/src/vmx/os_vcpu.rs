@@ -2,26 +2,29 @@
 //! few things exit: CPUID, XSETBV, INVD, GETSEC and the VMX instructions
 //! (unconditionally), MOV to CR0/CR4 that touches a bit the host owns, the
 //! MSRs that would reveal VMX, the ports that power off or reset the machine,
-//! and the INIT and SIPI signals that start the application processors.
+//! writes to the local APIC's ICR (its page is write-protected in EPT; the
+//! x2APIC ICR MSR exits), and INIT. An AP the OS sends INIT leaves VMX
+//! operation for the processor's own wait-for-SIPI state; the OS's SIPI
+//! brings it back through the hypervisor's trampoline (`virt::os`).
 //! After the handoff nothing here logs below ERROR: COM1 is the OS's.
 
 use super::emulate::{self, inject, inject_gp, UD};
-use super::instructions::vmread_unchecked;
+use super::instructions::{vmread_unchecked, VmFail};
 use super::vcpu::{Rsp, Vcpu, RESUME};
 use super::vmcs::{self, VmcsError, AR_CODE_16, AR_DATA_16, AR_TSS_BUSY_32, AR_UNUSABLE};
-use crate::pcb::{Pcb, CPU_STATUS_OS_WAITING};
+use crate::pcb::Pcb;
 use crate::run::{self, How};
-use crate::virt::os_memory;
+use crate::virt::os::{self, PortError};
 use core::sync::atomic::{AtomicU32, Ordering};
 use hvlogic::controls::{entry, pin};
 use hvlogic::cr::{self, Outcome};
 use hvlogic::exit_qual::{CrAccess, CrAccessKind, IoAccess};
 use hvlogic::exit_reason::{basic, ExitReason};
 use hvlogic::fixed::{self, Fixed};
-use hvlogic::guest_mem::{self, Paging, Source, Store};
+use hvlogic::guest_mem::{Paging, Source};
 use hvlogic::icr;
 use hvlogic::os_guest::Hidden;
-use hvlogic::power::{Ports, Request};
+use hvlogic::power::Ports;
 use log::error;
 use x86::vmx::vmcs::{control as ctl, guest, ro};
 
@@ -39,11 +42,10 @@ pub struct Os {
     pub ports: Ports,
     /// The xAPIC register page (write-protected in EPT).
     pub apic_page: u64,
-    /// The vector of the SIPI that started this CPU, until its first exit
-    /// other than INIT, and how many INITs blocked during wait-for-SIPI were
-    /// consumed since.
-    pub started_by_sipi: Option<u8>,
-    pub stale_inits: u32,
+    /// This CPU's VMCS (physical address), made current again at each restart.
+    pub vmcs: u64,
+    /// The OS ran on this vCPU (its CR0.CD and NW are the guest's since).
+    pub ran: bool,
     /// Where entry.s's CPUID fast path counts (this CPU's CPUID exits), or
     /// None where it stays off; `deliver_pending_nmi` turns it off while an
     /// NMI waits.
@@ -52,21 +54,18 @@ pub struct Os {
     pub nmi_retry: u64,
 }
 
-/// INITs an AP may find blocked from its wait-for-SIPI time (a bound, so a
-/// CPU that kept one pending could not loop here).
-const MAX_STALE_INITS: u32 = 4;
-
 pub type OsVcpu = Vcpu<Os>;
 
-/// Activity states (SDM Vol. 3C §25.4.2 "Guest Non-Register State").
+/// The active activity state (SDM Vol. 3C §25.4.2 "Guest Non-Register State").
 pub const ACTIVE: u64 = 0;
-pub const WAIT_FOR_SIPI: u64 = 3;
 /// What IA32_FEATURE_CONTROL reads as: locked, VMX off (VMX is hidden).
 const FEATURE_CONTROL_LOCKED_OFF: u64 = hvlogic::feature_control::LOCK;
 
 /// Why the OS cannot go on: the run ends with GUEST-END how=failure.
 enum Fatal {
     Vmcs(VmcsError),
+    /// VMCLEAR or VMXOFF, leaving VMX for wait-for-SIPI, failed.
+    Leave(VmFail),
     /// An exit this handler does not handle.
     Unhandled(ExitReason),
     /// A VM-entry failure reported as an exit (reason with bit 31 set).
@@ -98,11 +97,6 @@ pub extern "C" fn dispatch(vcpu: &mut OsVcpu) -> u64 {
     // SAFETY: this CPU's VMCS is current during every VM exit; the field exists.
     let reason = unsafe { vmread_unchecked(ro::EXIT_REASON) } as u32;
     vcpu.guest.pcb.count_exit(reason & 0xffff);
-    // (Exits the CPUID fast path answers never come here; `init_signal`
-    // also checks that the AP has not run an instruction since its SIPI.)
-    if reason != basic::INIT_SIGNAL as u32 {
-        vcpu.guest.started_by_sipi = None;
-    }
     let done = if reason == basic::CPUID as u32 {
         emulate::cpuid(&mut vcpu.regs, vcpu.processor_index, vcpu.guest.hidden);
         emulate::skip_instruction().map_err(Fatal::from)
@@ -124,7 +118,6 @@ fn handle(vcpu: &mut OsVcpu, reason: ExitReason) -> Result<(), Fatal> {
     let qualification = vmcs::read(ro::EXIT_QUALIFICATION);
     match reason.basic() {
         basic::INIT_SIGNAL => init_signal(vcpu),
-        basic::SIPI => start_up(vcpu, qualification as u8),
         basic::TRIPLE_FAULT => triple_fault(),
         basic::CR_ACCESS => cr_access(vcpu, CrAccess::decode(qualification)),
         basic::RDMSR | basic::WRMSR => msr(vcpu, reason.basic() == basic::WRMSR),
@@ -218,16 +211,12 @@ fn disarm_nmi_timer() -> Result<(), VmcsError> {
 /// some processors, Bochs among them), or another event is being injected.
 /// While one waits, the VMX-preemption timer (where there is one) asks again
 /// later, and every exit comes here: the CPUID fast path is off, as each of
-/// its VM entries would restart the timer's countdown. A CPU waiting for SIPI
-/// takes no NMI: those set aside for it are dropped.
+/// its VM entries would restart the timer's countdown.
 fn deliver_pending_nmi(vcpu: &mut OsVcpu) -> Result<(), Fatal> {
     const VALID: u64 = 1 << 31;
     let pcb = vcpu.guest.pcb;
     if pcb.nmi_pending.load(Ordering::Acquire) == 0 {
         return Ok(());
-    }
-    if vmcs::read(guest::ACTIVITY_STATE) == WAIT_FOR_SIPI {
-        return Ok(drop_pending_nmis(vcpu)?);
     }
     let blocking = BLOCKING_BY_STI | BLOCKING_BY_MOV_SS | BLOCKING_BY_NMI;
     let blocked = vmcs::read(guest::INTERRUPTIBILITY_STATE) & blocking != 0
@@ -261,67 +250,55 @@ fn drop_pending_nmis(vcpu: &mut OsVcpu) -> Result<(), VmcsError> {
     Ok(())
 }
 
-/// INIT: an application processor goes back to wait-for-SIPI in the INIT
-/// state (SDM Vol. 3C §26.2 "Other Causes of VM Exits": INIT signals exit;
-/// SDM Vol. 3A §10.1.1 "Processor State After Reset" for the state). INIT to
-/// the boot CPU is a reset.
+/// INIT, which the OS sends before it starts (or restarts) an application
+/// processor (SDM Vol. 3C §26.2 "Other Causes of VM Exits": INIT signals
+/// exit). The boot CPU's is a reset of the machine. An AP leaves VMX
+/// operation for the processor's own wait-for-SIPI state
+/// (`virt::os::wait_for_sipi`), from which the OS's SIPI restarts it
+/// (`os_guest::restart`): VMCLEAR first, so that its VMCS is in memory to
+/// load again, then VMXOFF, where an INIT the CPU kept pending is taken (Bochs
+/// 2.7 keeps the INIT whose exit it took: docs/linux-guest.md).
 fn init_signal(vcpu: &mut OsVcpu) -> Result<(), Fatal> {
     if run::is_ending() {
         run::park();
     }
-    if vcpu.guest.pcb.is_bsp {
+    let pcb = vcpu.guest.pcb;
+    if pcb.is_bsp {
         run::guest_end(How::Reset);
         crate::platform::reset(&vcpu.guest.ports);
     }
-    // An INIT that arrives in the wait-for-SIPI state is blocked, not dropped
-    // (SDM Vol. 3C §26.2 "Other Causes of VM Exits": "If a logical processor is
-    // in the wait-for-SIPI state, INIT signals are blocked"): the OS's INIT,
-    // sent while this CPU waited, exits only once its SIPI has started it,
-    // before its first instruction. Natively that INIT came first and the SIPI
-    // started the CPU after it, so it is consumed here and the CPU starts again
-    // as the SIPI said (the state this exit saved is not reused: Bochs reports
-    // blocking by SMI in it, which VM entry refuses). (Linux's INIT assert and
-    // INIT de-assert both arrive that way in Bochs.)
-    if let Some(vector) = vcpu.guest.started_by_sipi {
-        let untouched = vmcs::read(guest::RIP) == 0 && vmcs::read(guest::CS_SELECTOR) == (vector as u64) << 8;
-        if untouched && vcpu.guest.stale_inits < MAX_STALE_INITS {
-            vcpu.guest.stale_inits += 1;
-            return start_up(vcpu, vector);
-        }
-    }
-    vcpu.guest.started_by_sipi = None;
-    reset_to_init(vcpu, WAIT_FOR_SIPI)?;
-    Ok(())
+    // From here NMIs are dropped (the VMCS is about to go).
+    os::leaving_for_wait_for_sipi(pcb);
+    pcb.nmi_pending.store(0, Ordering::Release);
+    leave_vmx(vcpu).map_err(Fatal::Leave)?;
+    os::wait_for_sipi(pcb)
 }
 
-/// SIPI: the state INIT left, active, in real mode at vector:0000 (SDM Vol.
-/// 3A §9.4.4.1 "Typical BSP Initialization Sequence"; the AP starts at
-/// physical 000VV000H). Written whole: the CPU need not have saved the
-/// wait-for-SIPI state as it was entered (Bochs, for one, reports blocking by
-/// SMI and NMI there, which VM entry refuses outside SMM, SDM Vol. 3C
-/// §27.3.1.5 "Checks on Guest Non-Register State").
-fn start_up(vcpu: &mut OsVcpu, vector: u8) -> Result<(), Fatal> {
-    reset_to_init(vcpu, ACTIVE)?;
-    if vcpu.guest.started_by_sipi != Some(vector) {
-        vcpu.guest.started_by_sipi = Some(vector);
-        vcpu.guest.stale_inits = 0;
-    }
+/// This CPU's VMCS written back to memory and no longer current (VMCLEAR,
+/// SDM Vol. 3C §25.11.3 "Initializing a VMCS"), so that `restart` can load
+/// it again after INIT, then VMX operation left.
+pub fn leave_vmx(vcpu: &mut OsVcpu) -> Result<(), VmFail> {
+    // SAFETY: in VMX root operation; the region is this vCPU's VMCS.
+    unsafe { super::instructions::vmclear(vcpu.guest.vmcs) }?;
+    super::enter::leave_quietly(vcpu.guest.pcb)
+}
+
+/// The start-up IPI's state: the state INIT leaves, active, in real mode
+/// at vector:0000 (SDM Vol. 3A §9.4.4.1 "Typical BSP Initialization
+/// Sequence"; the AP starts at physical 000VV000H).
+pub fn start_up(vcpu: &mut OsVcpu, vector: u8) -> Result<(), VmcsError> {
+    reset_to_init(vcpu)?;
     vmcs::write_segment(vmcs::Segment::Cs, (vector as u16) << 8, (vector as u64) << 12, 0xffff, AR_CODE_16)?;
-    vmcs::write(guest::RIP, 0)?;
-    Ok(())
+    vmcs::write(guest::RIP, 0)
 }
 
-/// The guest as INIT leaves a processor: registers and VMCS state, in `activity`.
-pub fn reset_to_init(vcpu: &mut OsVcpu, activity: u64) -> Result<(), VmcsError> {
-    // CD and NW survive INIT: the guest's own, or (before it ever ran) this
-    // CPU's, which runs cached.
-    let cd_nw = if vcpu.launched { vmcs::read(ctl::CR0_READ_SHADOW) } else { 0 };
-    write_init_state(&vcpu.guest, activity, cd_nw)?;
-    if activity == WAIT_FOR_SIPI {
-        vcpu.guest.pcb.set(CPU_STATUS_OS_WAITING);
-    } else {
-        vcpu.guest.pcb.clear(CPU_STATUS_OS_WAITING);
-    }
+/// The guest as INIT leaves a processor, active: registers and VMCS state.
+fn reset_to_init(vcpu: &mut OsVcpu) -> Result<(), VmcsError> {
+    // CD and NW survive INIT: the guest's own (the host does not own them,
+    // so the guest CR0 field holds them), or (before it ever ran) this CPU's,
+    // which runs cached.
+    let cd_nw = if vcpu.guest.ran { vmcs::read(guest::CR0) } else { 0 };
+    write_init_state(&vcpu.guest, cd_nw)?;
     vcpu.regs = Default::default();
     // EDX holds the processor signature after INIT (SDM Vol. 3A §10.1.3 "Model
     // and Stepping Information").
@@ -350,7 +327,7 @@ pub fn write_start_registers(os: &Os, cr0: u64, rip: u64) -> Result<(), VmcsErro
 /// real mode at F000:FFF0 with CS base FFFF0000, CR0.ET set and CD/NW as
 /// `cd_nw` has them (NE kept in the real register, hidden by the read
 /// shadow), everything else reset.
-pub fn write_init_state(os: &Os, activity: u64, cd_nw: u64) -> Result<(), VmcsError> {
+pub fn write_init_state(os: &Os, cd_nw: u64) -> Result<(), VmcsError> {
     // "CD and NW unchanged, bit 4 set to 1, all other bits cleared" (SDM Vol.
     // 3A Table 10-1 "IA-32 and Intel 64 Processor States Following Power-up,
     // Reset, or INIT", INIT column).
@@ -375,7 +352,7 @@ pub fn write_init_state(os: &Os, activity: u64, cd_nw: u64) -> Result<(), VmcsEr
     vmcs::write(guest::PENDING_DBG_EXCEPTIONS, 0)?;
     vmcs::write(ctl::VMENTRY_INTERRUPTION_INFO_FIELD, 0)?;
     set_ia32e_mode(false)?;
-    vmcs::write(guest::ACTIVITY_STATE, activity)
+    vmcs::write(guest::ACTIVITY_STATE, ACTIVE)
 }
 
 /// The "IA-32e mode guest" entry control follows IA32_EFER.LMA.
@@ -468,12 +445,7 @@ fn msr(vcpu: &mut OsVcpu, write: bool) -> Result<(), Fatal> {
         return Ok(emulate::skip_instruction()?);
     }
     if write && index == icr::X2APIC_ICR_MSR {
-        let value = (vcpu.regs.rdx << 32) | (vcpu.regs.rax & 0xffff_ffff);
-        if forward_ipi(value as u32, (value >> 32) as u32) {
-            // SAFETY: the x2APIC ICR exists (the guest's APIC is in x2APIC mode, or
-            // the WRMSR would have faulted before exiting); the OS asked for this IPI.
-            unsafe { x86::msr::wrmsr(icr::X2APIC_ICR_MSR, value) };
-        }
+        os::x2apic_icr_write((vcpu.regs.rdx << 32) | (vcpu.regs.rax & 0xffff_ffff));
         return Ok(emulate::skip_instruction()?);
     }
     if !write && index == hvlogic::feature_control::IA32_FEATURE_CONTROL {
@@ -484,66 +456,16 @@ fn msr(vcpu: &mut OsVcpu, write: bool) -> Result<(), Fatal> {
     Ok(inject_gp()?)
 }
 
-/// Whether an IPI the OS sends goes out. An INIT to a processor whose OS
-/// guest waits for its SIPI is dropped: natively it would leave that
-/// processor where it is, in wait-for-SIPI, and in VMX non-root operation an
-/// INIT there is blocked and would strike after the SIPI (SDM Vol. 3C §26.2
-/// "Other Causes of VM Exits"), or, on Bochs 2.7, stay pending for good (its
-/// INIT exit does not clear it). Everything else goes out as the OS wrote it.
-///
-/// INIT and SIPI to a processor the hypervisor did not start (online-capable,
-/// beyond `maxcpus=`, or beyond what it runs) are dropped too: that processor
-/// would run the OS natively, outside EPT, with VMX visible and the
-/// hypervisor's memory open to it. The OS reports it as not responding.
-fn forward_ipi(low: u32, dest: u32) -> bool {
-    let hosted = |dest: u32| crate::pcb::all().find(|p| p.apic_id() == dest && p.has(crate::pcb::CPU_STATUS_OS));
-    match icr::decode(low, dest) {
-        icr::Ipi::Init { dest } => hosted(dest).is_some_and(|p| !p.has(CPU_STATUS_OS_WAITING)),
-        icr::Ipi::Startup { dest, .. } => hosted(dest).is_some(),
-        icr::Ipi::Other => true,
-    }
-}
-
 /// An EPT violation: a write to the local APIC's page (write-protected so
-/// that the OS's INIT IPIs can be seen), emulated; anything else cannot be
-/// handled (the identity map covers all memory).
+/// that the OS's INIT IPIs can be seen), emulated (`virt::os::apic_store`);
+/// anything else cannot be handled (the identity map covers all memory).
 fn ept_violation(vcpu: &mut OsVcpu, qualification: u64) -> Result<(), Fatal> {
     const WRITE: u64 = 1 << 1;
+    const CS_L: u64 = 1 << 13;
     let gpa = vmcs::read(ro::GUEST_PHYSICAL_ADDR_FULL);
     if gpa & !0xfff != vcpu.guest.apic_page || qualification & WRITE == 0 {
         return Err(Fatal::Unhandled(ExitReason(basic::EPT_VIOLATION as u32)));
     }
-    let store = decode_guest_store().ok_or(Fatal::Undecodable(gpa))?;
-    let value = match store.source {
-        Source::Register(n) => vcpu.regs.get(n) as u32,
-        Source::Immediate(v) => v,
-    };
-    if store.size != 4 {
-        return Err(Fatal::Undecodable(gpa));
-    }
-    let apic = |offset: u64| (vcpu.guest.apic_page + offset) as *mut u32;
-    let offset = gpa & 0xfff & !3;
-    // SAFETY: the local APIC's registers, identity-mapped (uncached by the
-    // MTRRs); the OS wrote this register of its own APIC.
-    let forward = offset != icr::XAPIC_ICR_LOW
-        || forward_ipi(value, icr::xapic_destination(unsafe { core::ptr::read_volatile(apic(icr::XAPIC_ICR_HIGH)) }));
-    if let (true, Source::Register(n)) = (store.exchange, store.source) {
-        // XCHG also loads the register's old value into the register (32 bits: zero-extended).
-        // SAFETY: as above; a read of the register the OS is exchanging with.
-        let old = unsafe { core::ptr::read_volatile(apic(offset)) };
-        vcpu.regs.set(n, old as u64)?;
-    }
-    if forward {
-        // SAFETY: as above.
-        unsafe { core::ptr::write_volatile(apic(offset), value) };
-    }
-    Ok(emulate::advance(store.len as u64)?)
-}
-
-/// The store instruction at the guest's RIP, read through its own page tables
-/// and the EPT view (os_memory): one walk per page the instruction touches.
-fn decode_guest_store() -> Option<Store> {
-    const CS_L: u64 = 1 << 13;
     let paging = Paging {
         cr0: vmcs::read(guest::CR0),
         cr3: vmcs::read(guest::CR3),
@@ -551,79 +473,34 @@ fn decode_guest_store() -> Option<Store> {
         efer: vmcs::read(guest::IA32_EFER_FULL),
     };
     let long = paging.efer & cr::EFER_LMA != 0 && vmcs::read(guest::CS_ACCESS_RIGHTS) & CS_L != 0;
-    let linear = vmcs::read(guest::CS_BASE).wrapping_add(vmcs::read(guest::RIP));
-    let mut read = |gpa: u64| os_memory::read_u64(gpa).unwrap_or(0);
-    let mut code = [0u8; 15];
-    let mut page: Option<(u64, u64)> = None; // (linear page, guest-physical page)
-    for (i, byte) in code.iter_mut().enumerate() {
-        let at = linear.wrapping_add(i as u64);
-        let physical_page = match page {
-            Some((l, p)) if l == at & !0xfff => p,
-            _ => {
-                let p = guest_mem::translate(&paging, at & !0xfff, &mut read)?;
-                page = Some((at & !0xfff, p));
-                p
-            }
-        };
-        let physical = physical_page | (at & 0xfff);
-        *byte = os_memory::read_u64(physical)?.to_le_bytes()[(physical & 7) as usize];
+    let store = os::decode_store(&paging, vmcs::read(guest::CS_BASE), vmcs::read(guest::RIP), long)
+        .ok_or(Fatal::Undecodable(gpa))?;
+    let source = match store.source {
+        Source::Register(n) => vcpu.regs.get(n),
+        Source::Immediate(_) => 0,
+    };
+    let done =
+        os::apic_store(vcpu.guest.apic_page, gpa, &store, source, os::filter_ipi).ok_or(Fatal::Undecodable(gpa))?;
+    if let Some((n, old)) = done.exchange {
+        vcpu.regs.set(n, old as u64)?;
     }
-    guest_mem::decode_store(&code, long)
+    Ok(emulate::advance(store.len as u64)?)
 }
 
-/// The trapped ports: the PM1 control blocks, 0xCF9, the keyboard controller's
-/// command port and the FADT reset register. A write that powers off or
-/// resets ends the run with GUEST-END, then is carried out for real; anything
-/// else is passed on to the port as the guest asked.
+/// The trapped ports (`virt::os::port_io`).
 fn io(vcpu: &mut OsVcpu, q: IoAccess) -> Result<(), Fatal> {
-    if q.string {
-        return Err(Fatal::StringIo(q));
-    }
-    let mask = u64::MAX >> (64 - 8 * q.size as u32);
-    if q.is_in {
-        let value = crate::platform::port_in(q.port, q.size) as u64;
-        // A 32-bit destination zero-extends into RAX (SDM Vol. 1 §3.4.1.1
-        // "General-Purpose Registers in 64-Bit Mode"); 8 and 16 bits leave the
-        // rest of the register alone.
-        vcpu.regs.rax = if q.size == 4 { value & mask } else { (vcpu.regs.rax & !mask) | (value & mask) };
-        return Ok(emulate::skip_instruction()?);
-    }
-    let value = vcpu.regs.rax & mask;
-    match vcpu.guest.ports.classify(q.port, q.size, value) {
-        Request::PowerOff => {
-            run::guest_end(How::PowerOff);
-        }
-        Request::Reset => {
-            run::guest_end(How::Reset);
-            // A platform reset the OS asked for (0xCF9 with SYS_RST, the
-            // FADT's reset register) is done as asked. A warm one (the
-            // keyboard controller's pulse, port 92H, 0xCF9 without SYS_RST)
-            // reaches the processors as INIT, which VMX root operation blocks
-            // (SDM Vol. 3C §24.8 "Restrictions on VMX Operation"), and INIT
-            // leaves IA32_FEATURE_CONTROL locked for the firmware that runs
-            // next (which Bochs 2.7's BIOS does not survive): it becomes a
-            // full reset.
-            if !hvlogic::power::is_cold_reset(&vcpu.guest.ports, q.port, value) {
-                crate::platform::reset(&vcpu.guest.ports);
-            }
-        }
-        Request::Sleep(typ) => return Err(Fatal::Sleep(typ)),
-        Request::None => {}
-    }
-    crate::platform::port_out(q.port, q.size, value as u32);
+    os::port_io(&vcpu.guest.ports, q, &mut vcpu.regs.rax).map_err(|e| match e {
+        PortError::StringIo(q) => Fatal::StringIo(q),
+        PortError::Sleep(typ) => Fatal::Sleep(typ),
+    })?;
     Ok(emulate::skip_instruction()?)
 }
 
 /// XSETBV, executed for the guest when the CPU would accept it; #GP otherwise.
 fn xsetbv(vcpu: &mut OsVcpu) -> Result<(), Fatal> {
-    let index = vcpu.regs.rcx as u32;
-    let value = (vcpu.regs.rdx << 32) | (vcpu.regs.rax & 0xffff_ffff);
-    if !hvlogic::xsetbv::allowed(index, value, vcpu.guest.xcr0_supported) {
+    if !os::xsetbv(&vcpu.regs, vcpu.guest.xcr0_supported) {
         return Ok(inject_gp()?);
     }
-    // SAFETY: the value passed the checks the CPU makes (hvlogic::xsetbv), and
-    // the host runs with CR4.OSXSAVE (os_guest.rs); the host uses no XSAVE state.
-    unsafe { core::arch::asm!("xsetbv", in("ecx") index, in("eax") value as u32, in("edx") (value >> 32) as u32) };
     Ok(emulate::skip_instruction()?)
 }
 
@@ -634,6 +511,7 @@ fn fail(vcpu: &mut OsVcpu, reason: ExitReason, fatal: Fatal) -> ! {
     let qualification = vmcs::read(ro::EXIT_QUALIFICATION);
     match fatal {
         Fatal::Vmcs(e) => error!("os guest: {e}"),
+        Fatal::Leave(e) => error!("os guest: leaving VMX operation for wait-for-SIPI failed: {e}"),
         Fatal::Unhandled(r) => error!(
             "os guest: unhandled VM exit {} ({}), exit qualification {qualification:#x}, guest-physical {:#x}",
             r.basic(),

@@ -124,8 +124,7 @@ pub const AR_CODE_32: u64 = 0xc09b; // ... with D/B and G
 pub const AR_DATA_32: u64 = 0xc093;
 pub const AR_TSS_BUSY_32: u64 = 0x8b;
 pub const AR_UNUSABLE: u64 = 1 << 16;
-/// IA32_PAT at reset (SDM Vol. 3A §12.12.4 "Programming the PAT").
-pub const PAT_RESET: u64 = 0x0007_0406_0007_0406;
+pub use hvlogic::mtrr::PAT_RESET;
 
 /// The guest's segment registers, with their four VMCS fields each (SDM Vol.
 /// 3C §25.4.1 "Guest Register State").

@@ -8,7 +8,9 @@
 #             in QEMU: the Debian system's boot
 # make debian-bochs  the Debian system as the guest of 2 CPUs in Bochs (slow: docs/debian-guest.md)
 # make fuzz   guest=fuzz in Bochs with a random seed (printed first; SEED=S to choose):
-#             FUZZ_RUNS per CPU (default 1000), FUZZ_CPUS (default 2), MODEL (docs/fuzz.md)
+#             FUZZ_RUNS per CPU (default 1000), FUZZ_CPUS (default 2), MODEL (ryzen: SVM);
+#             ENGINE=qemu: QEMU's TCG, QEMU_CPU (max, EPYC: SVM); ENTRYFUZZ=N: the VM-entry
+#             (VMRUN) checker's N mutations on one CPU instead (docs/fuzz.md)
 # make lint   rustfmt and clippy, warnings are errors (CI runs it before `make test`)
 # Every target installs what it needs first (scripts/install-deps).
 
@@ -104,17 +106,25 @@ lint: deps
 FUZZ_RUNS  ?= 1000
 FUZZ_CPUS  ?= 2
 SEED       ?=
+ENTRYFUZZ  ?=
+# Bochs unless ENGINE is given (make run's default, the best engine, is not
+# the fuzzer's): ENGINE=qemu runs QEMU's TCG with QEMU_CPU.
+FUZZ_ENGINE = $(if $(filter command line environment,$(origin ENGINE)),$(ENGINE),bochs)
+FUZZ_WHAT   = $(if $(ENTRYFUZZ),entryfuzz=$(ENTRYFUZZ),guest=fuzz fuzz-runs=$(FUZZ_RUNS))
+FUZZ_ON     = $(if $(filter qemu,$(FUZZ_ENGINE)),QEMU -cpu $(QEMU_CPU),$(MODEL) in Bochs)
+FUZZ_BOOT   = $(if $(filter qemu,$(FUZZ_ENGINE)),--cpu $(QEMU_CPU),--model $(MODEL))
+FUZZ_NCPUS  = $(if $(ENTRYFUZZ),1,$(FUZZ_CPUS))
 
 # The seed first, then COM1's fuzz lines, failures and the SUMMARY; the
 # whole log stays in build/fuzz/serial.log. Fails unless the SUMMARY is PASS.
 fuzz: kernel
 	@seed="$(SEED)"; [ -n "$$seed" ] || seed=$$(od -An -N4 -tu4 /dev/urandom | tr -d ' '); \
-	echo "make fuzz: seed=$$seed, $(FUZZ_RUNS) runs per CPU on $(FUZZ_CPUS) CPUs of $(MODEL) in Bochs"; \
+	echo "make fuzz: seed=$$seed, $(FUZZ_WHAT) on $(FUZZ_NCPUS) CPUs of $(FUZZ_ON)"; \
 	mkdir -p $(BUILD)/fuzz; \
-	scripts/mkiso --gfxpayload text $(KERNEL) $(BUILD)/fuzz/fuzz.iso guest=fuzz fuzz-runs=$(FUZZ_RUNS) seed=$$seed exit=bochs >/dev/null && \
+	scripts/mkiso --gfxpayload text $(KERNEL) $(BUILD)/fuzz/fuzz.iso $(FUZZ_WHAT) seed=$$seed exit=$(FUZZ_ENGINE) >/dev/null && \
 	start=$$(date +%s); \
-	scripts/boot --engine bochs --model $(MODEL) --cpus $(FUZZ_CPUS) --iso $(BUILD)/fuzz/fuzz.iso --serial $(BUILD)/fuzz/serial.log --workdir $(BUILD)/fuzz || true; \
-	grep -aE '(INFO  fuzz: cpu=[0-9]+ (runs|modes=)|ERROR|EXCEPTION|^SUMMARY)' $(BUILD)/fuzz/serial.log; \
+	scripts/boot --engine $(FUZZ_ENGINE) $(FUZZ_BOOT) --cpus $(FUZZ_NCPUS) --iso $(BUILD)/fuzz/fuzz.iso --serial $(BUILD)/fuzz/serial.log --workdir $(BUILD)/fuzz || true; \
+	grep -aE '(INFO  fuzz: cpu=[0-9]+ (runs|modes=)|INFO  entry-fuzz: (mutations|known|rules)|ERROR|EXCEPTION|^SUMMARY)' $(BUILD)/fuzz/serial.log; \
 	echo "make fuzz: seed=$$seed, $$(( $$(date +%s) - start )) s"; \
 	grep -q '^SUMMARY .*result=PASS' $(BUILD)/fuzz/serial.log
 

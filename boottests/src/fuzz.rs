@@ -1,41 +1,13 @@
-//! The guest fuzzer's per-CPU line, parsed and checked for its exact format
-//! (`fuzz: cpu=<i> runs=<N> exits=<E> endings=<...> host_failures=<F> seed=<S>`),
-//! for the VMX and SVM fuzz tests alike.
+//! The fuzzers' result lines, for the VMX and SVM tests alike: the guest
+//! fuzzer's per-CPU line, parsed and checked for its exact format (`fuzz:
+//! cpu=<i> runs=<N> exits=<E> endings=<...> host_failures=<F> seed=<S>`), a
+//! replayed run, and the entry fuzzer's `entry-fuzz: mutations=...` line.
 
 use crate::Log;
 use std::collections::BTreeMap;
 
-/// Every ending name the line may carry, in the line's order
-/// (hvlogic::guest_fuzz::ENDING_NAMES).
-pub const ENDINGS: [&str; 27] = [
-    "triple-fault",
-    "ept-violation",
-    "npf",
-    "hlt",
-    "vmcall",
-    "cr-refused",
-    "io-refused",
-    "timer",
-    "apic-timer",
-    "exit-budget",
-    "task-switch",
-    "invd",
-    "xsetbv",
-    "getsec",
-    "mwait",
-    "monitor",
-    "rdrand",
-    "rdseed",
-    "wbinvd",
-    "invlpg",
-    "mov-dr",
-    "pause",
-    "rsm",
-    "ltr",
-    "insn-unreadable",
-    "not-resumed",
-    "watchdog",
-];
+/// Every ending name the line may carry, in the line's order.
+pub use hvlogic::guest_fuzz::ENDING_NAMES as ENDINGS;
 
 /// One CPU's `fuzz:` line.
 #[derive(Debug)]
@@ -131,4 +103,46 @@ pub fn assert_clean(log: &Log, cpus: u32, runs: u64, seed: u64) -> Vec<FuzzLine>
     }
     log.assert_summary(cpus, cpus, cpus, cpus, "PASS");
     lines
+}
+
+/// A run replayed alone on one CPU (`guest=fuzz seed=S fuzz-runs=1
+/// fuzz-skip=k`): it ran in `mode`, ended with the `fuzz:` line `line`, and
+/// the CPU passed.
+pub fn assert_replay(log: &Log, seed: u64, run: u64, mode: &str, line: &str) {
+    log.assert_no_exception();
+    log.assert_line(&format!(
+        "[cpu0] INFO  fuzz: seed={seed} (given); 1 runs per CPU from run {run}; cpu i replays run k alone with `guest=fuzz seed=<seed+i> fuzz-runs=1 fuzz-skip=<k>`"
+    ));
+    log.assert_line(&format!("[cpu0] INFO  fuzz: cpu=0 modes={mode}:1"));
+    log.assert_line(&format!("[cpu0] INFO  {line}"));
+    log.assert_count("[cpu0] ERROR", 0);
+    log.assert_summary(1, 1, 1, 1, "PASS");
+}
+
+/// The `entry-fuzz: mutations=N agree=A known=K disagree=D seed=S` line of
+/// cpu0, parsed: (A, K, D).
+pub fn entry_result(log: &Log, n: u32, seed: u64) -> (u32, u32, u32) {
+    let prefix = format!("[cpu0] INFO  entry-fuzz: mutations={n} agree=");
+    let lines = log.lines_starting(&prefix);
+    if lines.len() != 1 {
+        log.fail("expected one entry-fuzz result line");
+    }
+    let rest = &lines[0][prefix.len()..];
+    let suffix = format!(" seed={seed}");
+    let Some(rest) = rest.strip_suffix(&suffix) else { log.fail("the seed is not the one given") };
+    let mut it = rest.split(' ');
+    let agree = it.next().and_then(|a| a.parse().ok());
+    let known = it.next().and_then(|k| k.strip_prefix("known=")).and_then(|k| k.parse().ok());
+    let disagree = it.next().and_then(|d| d.strip_prefix("disagree=")).and_then(|d| d.parse().ok());
+    match (agree, known, disagree) {
+        (Some(a), Some(k), Some(d)) => (a, k, d),
+        _ => log.fail("malformed entry-fuzz line"),
+    }
+}
+
+/// How many rules the run reached, from `entry-fuzz: rules reached=R of T`.
+pub fn rules_reached(log: &Log) -> u32 {
+    let prefix = "[cpu0] INFO  entry-fuzz: rules reached=";
+    let lines = log.lines_starting(prefix);
+    lines.first().and_then(|l| l[prefix.len()..].split(' ').next()).and_then(|r| r.parse().ok()).unwrap_or(0)
 }

@@ -6,7 +6,7 @@
 //! local-APIC timer bounds the runs), a replay of every run in which the
 //! fuzzer found a host bug, and the failure report itself.
 
-use boottests::fuzz::{assert_clean, fuzz_line};
+use boottests::fuzz::{assert_clean, assert_replay, fuzz_line};
 use boottests::{Boot, Log};
 
 /// Skylake, 2 CPUs, 500 runs each from seed 1: every start mode (real,
@@ -88,14 +88,7 @@ fn replay(name: &str, model: &'static str, seed: u64, run: u64, mode: &str, line
         .timeout(std::time::Duration::from_secs(180))
         .cmdline(&format!("guest=fuzz seed={seed} fuzz-runs=1 fuzz-skip={run}"))
         .run();
-    log.assert_no_exception();
-    log.assert_line(&format!(
-        "[cpu0] INFO  fuzz: seed={seed} (given); 1 runs per CPU from run {run}; cpu i replays run k alone with `guest=fuzz seed=<seed+i> fuzz-runs=1 fuzz-skip=<k>`"
-    ));
-    log.assert_line(&format!("[cpu0] INFO  fuzz: cpu=0 modes={mode}:1"));
-    log.assert_line(&format!("[cpu0] INFO  {line}"));
-    log.assert_count("[cpu0] ERROR", 0);
-    log.assert_summary(1, 1, 1, 1, "PASS");
+    assert_replay(&log, seed, run, mode, line);
 }
 
 /// The runs in which the fuzzer found host bugs, each now ending cleanly:

@@ -126,9 +126,9 @@ impl fmt::Display for Ending {
                 write!(f, "unexpected #VMEXIT {c:#x} ({})", crate::svm::exit_code::name(c as u64))
             }
             Ending::EntryFailed => f.write_str("VM-entry failure"),
-            Ending::NotResumed => {
-                f.write_str("not resumed with RFLAGS.IF 0 while another CPU's such guest needs the watchdog (Bochs 2.7)")
-            }
+            Ending::NotResumed => f.write_str(
+                "not resumed with RFLAGS.IF 0 while another CPU's such guest needs the watchdog (Bochs 2.7)",
+            ),
             Ending::InsnUnreadable => {
                 f.write_str("the exiting instruction unreadable through the guest's page tables (no NRIP save)")
             }

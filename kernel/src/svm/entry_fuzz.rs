@@ -22,7 +22,7 @@
 
 use super::dump;
 use super::vcpu::{Vcpu, STOP};
-use crate::pcb::{Pcb, CPU_STATUS_FAILED, CPU_STATUS_GUEST_OK, CPU_STATUS_VMXON};
+use crate::pcb::Pcb;
 use crate::virt::fuzz::HostState;
 use crate::virt::layout::*;
 use crate::virt::nested::{self, Format, Tables};
@@ -54,17 +54,7 @@ const RFLAGS_IF: u64 = 1 << 9;
 
 /// Stage work with `entryfuzz=N`, in place of the guest.
 pub fn run(pcb: &Pcb, n: u32, seed: Option<u64>) {
-    if !pcb.has(CPU_STATUS_VMXON) {
-        return;
-    }
-    match fuzz(pcb, n, seed) {
-        Ok(true) => pcb.set(CPU_STATUS_GUEST_OK),
-        Ok(false) => pcb.set(CPU_STATUS_FAILED),
-        Err(e) => {
-            error!("entry-fuzz: {e}");
-            pcb.set(CPU_STATUS_FAILED);
-        }
-    }
+    crate::virt::fuzz::stage(pcb, "entry-fuzz", |pcb| fuzz(pcb, n, seed))
 }
 
 /// Why the fuzzer cannot run on this CPU.
@@ -159,10 +149,7 @@ impl Tally {
     }
 
     fn hazard(&mut self, id: &'static str) {
-        match self.hazards.iter_mut().find(|(h, _)| *h == id) {
-            Some(h) => h.1 += 1,
-            None => self.hazards.push((id, 1)),
-        }
+        crate::virt::fuzz::count_by_name(&mut self.hazards, id);
     }
 
     fn refused(&mut self, r: Refusal) {
@@ -177,10 +164,7 @@ fn fuzz(pcb: &Pcb, n: u32, seed: Option<u64>) -> Result<bool, FuzzError> {
         let own = pcb.own();
         (own.svm, own.host_state)
     };
-    let (seed, source) = match seed {
-        Some(s) => (s.wrapping_add(pcb.processor_index as u64), "option"),
-        None => crate::virt::fuzz::random_seed(),
-    };
+    let (seed, source) = crate::virt::fuzz::entry_seed(pcb, seed);
     let mode = GuestMode::choose_svm(features.nested_paging());
     let space = address_space(mode)?;
     let asid = features.asid_for(pcb.processor_index);
@@ -300,10 +284,7 @@ fn fuzz(pcb: &Pcb, n: u32, seed: Option<u64>) -> Result<bool, FuzzError> {
             t.agree += 1;
         } else if let Some(d) = emulator.and_then(|e| departures::explain(e, &case, &outcome)) {
             t.known += 1;
-            match known_by.iter_mut().find(|(id, _)| *id == d.id) {
-                Some(k) => k.1 += 1,
-                None => known_by.push((d.id, 1)),
-            }
+            crate::virt::fuzz::count_by_name(&mut known_by, d.id);
         } else {
             t.disagree += 1;
             if t.disagree <= PRINT_LIMIT {

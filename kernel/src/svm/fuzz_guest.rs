@@ -21,19 +21,17 @@ use super::proof_guest;
 use super::proof_vcpu::{self, ProofVcpu};
 use super::vcpu::Vcpu;
 use super::vmcb::Vmcb;
-use crate::pcb::{Pcb, CPU_STATUS_FAILED, CPU_STATUS_GUEST_OK, CPU_STATUS_VMXON, MAX_CPUS};
+use crate::pcb::{Pcb, CPU_STATUS_VMXON, MAX_CPUS};
 use crate::virt::fuzz::{
-    self as vfuzz, HostState, HostTables, Replay, DUMP_LIMIT, HANG_US, HOST_CLOCK_DEADLINE_US, PROGRESS_EVERY,
-    RUN_DEADLINE_US,
+    self as vfuzz, HostState, HostTables, Replay, DUMP_LIMIT, HANG_US, HOST_CLOCK_DEADLINE_US, RUN_DEADLINE_US,
 };
 use crate::virt::nested::{self, Format, Tables};
 use crate::virt::proof::{AddressSpace, Proof};
-use crate::virt::regs::GuestRegs;
-use crate::{apic, memory, run, tsc};
+use crate::{apic, memory, tsc};
 use core::fmt;
 use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, Ordering};
-use hvlogic::cmdline::{GuestKind, Inject};
-use hvlogic::guest_fuzz::{self as gf, cr0, cr4, efer, Caps, Class, Line, Mode, ModesLine, Plan, StartModes, Tally};
+use hvlogic::cmdline::GuestKind;
+use hvlogic::guest_fuzz::{self as gf, cr0, cr4, efer, Caps, Mode, Plan, StartModes, Tally};
 use hvlogic::guest_plan::{Ending, GuestMode};
 use hvlogic::summary::Virt;
 use hvlogic::svm::exit_code::{self as code, NpfInfo};
@@ -48,10 +46,6 @@ use log::{error, info, warn, Level};
 const TIME_BUDGET_US: u64 = 200;
 /// Exits per run: a guest that loops on exiting instructions ends here.
 const EXIT_BUDGET: u64 = 500;
-/// Task-priority class while a guest runs: below TIMER_VECTOR's class 15, so
-/// the timer's interrupt is pending for the INTR intercept even on an AP that
-/// works at class 15.
-const TPR_TIMED_GUEST: u8 = 14;
 /// RFLAGS.IF (APM Vol. 2 §3.1.6 "Flags Register").
 const RFLAGS_IF: u64 = 1 << 9;
 /// INTERCEPT_CR: writes of CR3 and CR4 (bits 16 + 3, 16 + 4); INTERCEPT_DR:
@@ -65,20 +59,7 @@ const DR7_RESET: u64 = 0x400;
 
 /// Stage work with `guest=fuzz`, in place of the proof guest.
 pub fn run(pcb: &Pcb) {
-    if !pcb.has(CPU_STATUS_VMXON) {
-        return;
-    }
-    let result = fuzz(pcb);
-    // However the runs ended (a set-up error returns early), no watcher waits on this CPU.
-    vfuzz::done(pcb.processor_index);
-    match result {
-        Ok(true) => pcb.set(CPU_STATUS_GUEST_OK),
-        Ok(false) => pcb.set(CPU_STATUS_FAILED),
-        Err(e) => {
-            error!("fuzz: {e}");
-            pcb.set(CPU_STATUS_FAILED);
-        }
-    }
+    vfuzz::stage_guest_fuzz(pcb, fuzz)
 }
 
 /// Why the fuzzer cannot run on this CPU.
@@ -155,16 +136,6 @@ fn resumed(cpu: u32) -> Option<&'static mut Image> {
     (!p.is_null()).then(|| unsafe { &mut *p })
 }
 
-/// One run's outcome.
-struct Outcome {
-    ending: Ending,
-    exits: u64,
-    ticks: u64,
-    /// The task priority (CR8) after the run, if the guest changed it: the
-    /// host's local APIC is the host's (V_INTR_MASKING gives the guest V_TPR).
-    tpr: Option<(u8, u8)>,
-}
-
 /// Everything the runs of one CPU share.
 struct Fuzzer {
     /// The VMCB's control area as `proof_guest::configure` wrote it (the
@@ -191,13 +162,7 @@ fn fuzz(pcb: &Pcb) -> Result<bool, FuzzError> {
         (own.svm, own.maxphyaddr, own.host_state)
     };
     let cpu = pcb.processor_index;
-    let opts = run::options();
-    let (seed, source) = vfuzz::shared_seed();
-    let cpu_seed = gf::cpu_seed(seed, cpu);
-    let (runs, skip) = (opts.fuzz_runs as u64, opts.fuzz_skip);
-    if cpu == 0 {
-        vfuzz::announce(seed, source, runs, skip);
-    }
+    let vfuzz::Start { seed, cpu_seed, runs, skip } = vfuzz::Start::new(cpu);
 
     let nested_paging = features.nested_paging();
     let mode = GuestMode::choose_svm(nested_paging);
@@ -231,6 +196,7 @@ fn fuzz(pcb: &Pcb) -> Result<bool, FuzzError> {
     // passed-through CPUID leaf the fast path answers.
     vcpu.set_fast_cpuid(Some(vcpu.guest.fast_cpuids));
     proof_guest::configure(&vcpu.vmcb, asid, mode, &space, &proof_guest::Maps::new());
+    let bochs = dump::emulator() == Some(Emulator::Bochs);
     let facts = dump::cpu_facts();
     let f = Fuzzer {
         template: alloc::boxed::Box::new(dump::image(&vcpu.vmcb)),
@@ -239,7 +205,7 @@ fn fuzz(pcb: &Pcb) -> Result<bool, FuzzError> {
         efer_valid: facts.efer_valid,
         flush: if features.has(edx::FLUSH_BY_ASID) { tlb::FLUSH_ASID } else { tlb::FLUSH_ALL },
         qemu: dump::emulator() == Some(Emulator::Qemu),
-        bochs: dump::emulator() == Some(Emulator::Bochs),
+        bochs,
         timer: apic::timer_count_for(TIME_BUDGET_US),
     };
     info!(
@@ -252,7 +218,10 @@ fn fuzz(pcb: &Pcb) -> Result<bool, FuzzError> {
         warn!("fuzz: one CPU: no watchdog; under Bochs 2.7 a guest that spins with RFLAGS.IF 0 is not stopped (docs/fuzz.md)");
     }
     if f.qemu && cpu == 0 {
-        info!("fuzz: QEMU's TCG: its TSC is the host's clock, so a run's bound and the watchdog's are {} ms (virt::fuzz)", HOST_CLOCK_DEADLINE_US / 1000);
+        info!(
+            "fuzz: QEMU's TCG: its TSC is the host's clock, so a run's bound and the watchdog's are {} ms (virt::fuzz)",
+            HOST_CLOCK_DEADLINE_US / 1000
+        );
     }
 
     BOCHS.store(f.bochs, Ordering::Relaxed);
@@ -264,23 +233,11 @@ fn fuzz(pcb: &Pcb) -> Result<bool, FuzzError> {
     // virtual CPU's waits for a host core count (virt::fuzz).
     let (deadline_us, hang_us) =
         if f.qemu { (HOST_CLOCK_DEADLINE_US, HOST_CLOCK_DEADLINE_US) } else { (RUN_DEADLINE_US, HANG_US) };
-    let deadline = tsc::micros_to_ticks(deadline_us);
     let mut longest = (0u64, 0u64);
     let mut tally = Tally::default();
     for k in skip..skip.saturating_add(runs) {
         record.enter(k);
         let plan = gf::generate(gf::run_seed(cpu_seed, k), caps, mem);
-        // Report a host failure (the tally has counted it).
-        let failure = |tally: &Tally, what: fmt::Arguments, vcpu: &ProofVcpu, exits: u64| {
-            error!(
-                "fuzz: host failure on cpu{cpu} run {k} ({} mode): {what}; replay: {}",
-                plan.mode,
-                Replay(cpu_seed, k)
-            );
-            if tally.host_failures <= DUMP_LIMIT {
-                dump::guest_state(&vcpu.vmcb, &vcpu.regs, exits, Level::Error);
-            }
-        };
         if log::log_enabled!(Level::Trace) {
             log::trace!("fuzz: cpu={cpu} run {k} ({} mode, RIP {:#x})", plan.mode, plan.rip);
             crate::logger::flush();
@@ -292,88 +249,48 @@ fn fuzz(pcb: &Pcb) -> Result<bool, FuzzError> {
         if o.ticks > longest.0 {
             longest = (o.ticks, k);
         }
-        let nmi_exit = o.ending == Ending::UnexpectedSvm(code::NMI as u16);
-        let watchdog_nmi = nmi_exit && record.take_pending_nmi();
-        let if_clear = vcpu.vmcb.u64(save::RFLAGS) & RFLAGS_IF == 0;
-        if record.watchdog_sent_for(k) && f.bochs && if_clear && nmi_exit {
-            // Stopped by another CPU's watchdog NMI, a guest spinning with
-            // RFLAGS.IF 0: the Bochs 2.7 departure. With V_INTR_MASKING the
-            // timer's interrupt exits a guest whatever its IF (APM Vol. 2
-            // §15.21.1 "Physical (INTR) Interrupt Masking in EFLAGS"), but
-            // Bochs loads the guest's RFLAGS at VMRUN before it is in guest
-            // mode, so a VMRUN (a resume too) with IF 0 masks the host's
-            // interrupts until the guest sets IF (docs/fuzz.md).
-            tally.count_named(plan.mode, "watchdog", o.exits);
-        } else if record.watchdog_sent_for(k) {
-            // Stopped by another CPU's watchdog NMI: anything else that needed
-            // the watchdog is a host failure.
-            tally.runs += 1;
-            tally.host_failure();
-            failure(
-                &tally,
-                format_args!(
-                    "the run had not ended after {} ms: a watchdog NMI stopped it ({})",
-                    hang_us / 1000,
-                    o.ending.named(Virt::Svm)
-                ),
-                vcpu,
-                o.exits,
+        // Report a host failure (the tally has counted it).
+        let failure = |tally: &Tally, what: fmt::Arguments, exits: u64| {
+            error!(
+                "fuzz: host failure on cpu{cpu} run {k} ({} mode): {what}; replay: {}",
+                plan.mode,
+                Replay(cpu_seed, k)
             );
-        } else if watchdog_nmi {
-            // A watchdog NMI sent for an earlier run that ended meanwhile
-            // (judged by its own checks) stopped this one: the watchdog's ending.
-            tally.count_named(plan.mode, "watchdog", o.exits);
-        } else {
-            if let Class::HostFailure(what) = tally.count(plan.mode, o.ending, o.exits) {
-                failure(&tally, format_args!("{what}: {}{}", o.ending.named(Virt::Svm), Note(vcpu)), vcpu, o.exits);
-                if o.ending == Ending::EntryFailed && o.exits > 1 {
-                    if let Some(copy) = resumed(cpu) {
-                        dump::explain_image(copy, "the VMCB the handler resumed the guest with");
-                    }
-                }
+            if tally.host_failures <= DUMP_LIMIT {
+                dump::guest_state(&vcpu.vmcb, &vcpu.regs, exits, Level::Error);
             }
-            if let Some((before, after)) = o.tpr {
-                tally.host_failure();
-                failure(
-                    &tally,
-                    format_args!("the guest changed the host's task priority (CR8) from {before:#x} to {after:#x}"),
-                    vcpu,
-                    o.exits,
-                );
-            }
-            if o.ticks > deadline {
-                tally.host_failure();
-                failure(
-                    &tally,
-                    format_args!(
-                        "the run took {} us, beyond its bound of {deadline_us} us ({} exits, ended by {})",
-                        tsc::ticks_to_micros(o.ticks),
-                        o.exits,
-                        o.ending.named(Virt::Svm)
-                    ),
-                    vcpu,
-                    o.exits,
-                );
+        };
+        // The last #VMEXIT was an NMI's, whatever ending the handler gave it
+        // (the exit budget, when the NMI's exit was one too many: seed=4 run
+        // 783 on Bochs's `ryzen`, a guest with RFLAGS.IF 0 whose 513 exits
+        // took longer than the watchdog's 50 ms).
+        let nmi_exit = vcpu.exit_code() == code::NMI;
+        // With V_INTR_MASKING the timer's interrupt exits a guest whatever
+        // its IF (APM Vol. 2 §15.21.1 "Physical (INTR) Interrupt Masking in
+        // EFLAGS"), but Bochs 2.7 loads the guest's RFLAGS at VMRUN before it
+        // is in guest mode, so a VMRUN (a resume too) with IF 0 masks the
+        // host's interrupts until the guest sets IF (docs/fuzz.md).
+        let if_clear = vcpu.vmcb.u64(save::RFLAGS) & RFLAGS_IF == 0;
+        let judged = vfuzz::Judged {
+            virt: Virt::Svm,
+            watchdog_sent: record.watchdog_sent_for(k),
+            nmi_exit,
+            watchdog_nmi: nmi_exit && record.take_pending_nmi(),
+            masked_timer: f.bochs && if_clear,
+            deadline_us,
+            hang_us,
+            note: &Note(vcpu),
+        };
+        let failures = tally.host_failures;
+        vfuzz::judge(&mut tally, plan.mode, &o, &judged, &failure);
+        if tally.host_failures > failures && o.ending == Ending::EntryFailed && o.exits > 1 {
+            if let Some(copy) = resumed(cpu) {
+                dump::explain_image(copy, "the VMCB the handler resumed the guest with");
             }
         }
         if !gif_set() {
             tally.host_failure();
-            failure(&tally, format_args!("GIF is clear after the run: the host's interrupts are held"), vcpu, 0);
-        }
-        if k == skip && opts.inject == Some(Inject::FuzzHostState) {
-            let tpr = apic::task_priority();
-            info!("inject: the host's task priority (CR8) changed from {tpr:#x} to {:#x} after run {k}", tpr ^ 1);
-            apic::set_task_priority(tpr ^ 1);
-        }
-        if let Some(vector) = apic::in_service() {
-            tally.host_failure();
-            failure(
-                &tally,
-                format_args!("vector {vector:#x} left in service at the local APIC (no EOI): its class is blocked"),
-                vcpu,
-                0,
-            );
-            apic::end_of_interrupt();
+            failure(&tally, format_args!("GIF is clear after the run: the host's interrupts are held"), 0);
         }
         let now = segments();
         if now != host_segments {
@@ -381,36 +298,18 @@ fn fuzz(pcb: &Pcb) -> Result<bool, FuzzError> {
             failure(
                 &tally,
                 format_args!("host TR, LDTR changed: {host_segments:#x?} -> {now:#x?} (the host's VMLOAD did not run)"),
-                vcpu,
                 0,
             );
         }
-        let now = HostState::read();
-        if now != host {
-            for (name, before, after) in now.changes(&host) {
-                tally.host_failure();
-                failure(&tally, format_args!("host {name} changed: {before:#x} -> {after:#x}"), vcpu, 0);
-            }
-            host.restore();
-        }
-        // Let the log reach COM1 while the runs go on (never waits), and
-        // watch the other CPUs' runs.
-        crate::logger::poll();
-        vfuzz::watch(cpu, hang_us);
-        if (k + 1 - skip) % PROGRESS_EVERY == 0 && k + 1 - skip < runs {
-            info!("fuzz: cpu={cpu} {} of {runs} runs, {} host failures so far", k + 1 - skip, tally.host_failures);
-        }
+        let after = vfuzz::After { cpu, k, skip, runs, hang_us, host: &host };
+        vfuzz::after_run(&mut tally, &after, &failure);
     }
-    record.finish();
-    vfuzz::watch_others(cpu, hang_us);
     info!("fuzz: cpu={cpu} longest run: run {} took {} us", longest.1, tsc::ticks_to_micros(longest.0));
     let leaked = super::vcpu::leaked_single_steps();
     if leaked > 0 && cpu == 0 {
         info!("fuzz: single-step traps of a guest taken in the host after #VMEXIT (the Bochs 2.7 departure), let go, on every CPU so far: {leaked}");
     }
-    info!("{}", ModesLine(cpu, &tally));
-    info!("{}", Line { cpu, tally: &tally, seed });
-    Ok(tally.host_failures == 0)
+    Ok(vfuzz::finish(&record, cpu, hang_us, &tally, seed))
 }
 
 /// The host's TR and LDTR selectors (VMLOAD restores both after every #VMEXIT).
@@ -471,49 +370,13 @@ impl fmt::Display for Note<'_> {
 impl Fuzzer {
     /// One run from the plan: the proof guest's controls, the plan's state,
     /// VMRUN until the handler stops.
-    fn run(&self, vcpu: &mut ProofVcpu, plan: &Plan) -> Outcome {
+    fn run(&self, vcpu: &mut ProofVcpu, plan: &Plan) -> vfuzz::Outcome {
         let vmcb = vcpu.vmcb;
         vmcb.load(&self.template);
         self.write_guest_state(&vmcb, plan);
-        let r = plan.regs;
-        vcpu.regs = GuestRegs {
-            rax: r[0],
-            rcx: r[1],
-            rdx: r[2],
-            rbx: r[3],
-            rbp: r[4],
-            rsi: r[5],
-            rdi: r[6],
-            r8: r[7],
-            r9: r[8],
-            r10: r[9],
-            r11: r[10],
-            r12: r[11],
-            r13: r[12],
-            r14: r[13],
-            r15: r[14],
-        };
-        vcpu.guest.ending = None;
-        vcpu.guest.ending_value = 0;
-        vcpu.guest.ending_qualification = 0;
-        vcpu.guest.line_len = 0;
-        vcpu.guest.cr8 = 0;
-        vcpu.exits = 0;
-        vfuzz::clear_debug_registers();
-
-        let host_tpr = apic::task_priority();
-        apic::set_task_priority(TPR_TIMED_GUEST);
-        apic::timer_one_shot(self.timer);
-        let during = apic::task_priority();
-        let begin = tsc::rdtsc();
-        vcpu.run();
-        let ticks = tsc::rdtsc() - begin;
-        let after = apic::task_priority();
-        apic::timer_stop();
-        apic::take_pending_timer();
-        apic::set_task_priority(host_tpr);
-        let tpr = (after != during).then_some((during, after));
-        Outcome { ending: vcpu.guest.ending.unwrap_or(Ending::EntryFailed), exits: vcpu.exits, ticks, tpr }
+        vfuzz::start_run(&mut vcpu.guest, &mut vcpu.regs, &mut vcpu.exits, plan);
+        let (_, ticks, tpr) = vfuzz::timed(Some(self.timer), || vcpu.run());
+        vfuzz::Outcome { ending: vcpu.guest.ending.unwrap_or(Ending::EntryFailed), exits: vcpu.exits, ticks, tpr }
     }
 
     /// The plan's state in the VMCB's state save area (APM Vol. 2 Table B-2

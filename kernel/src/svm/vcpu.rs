@@ -107,6 +107,24 @@ pub struct Vcpu<G> {
     pub guest: G,
 }
 
+/// Room below a vCPU, for a stack that runs into it. From VMRUN to the
+/// host's VMLOAD, RSP is the end of `regs` (entry.s), and Bochs 2.7
+/// delivers a guest's single-step trap there, in the host
+/// (`leaked_single_step`): the exception's frame, the registers its entry
+/// pushes and `exception_dispatch`'s own frame go below `regs`. Without this
+/// room they overwrote what the heap had put before the vCPU (another CPU's
+/// vCPU, or a free block's header): guest=fuzz seed=3 runs 10..19 on Bochs's
+/// `ryzen` with 2 CPUs broke the heap's free list and the other CPU's
+/// handler state.
+const STACK_BELOW: usize = 8 * 1024;
+
+/// A vCPU with STACK_BELOW bytes before it (`Vcpu::new`).
+#[repr(C)]
+struct Slot<G> {
+    below: [u8; STACK_BELOW],
+    vcpu: Vcpu<G>,
+}
+
 impl<G> Vcpu<G> {
     /// A vCPU with its own exit stack and a fresh VMCB; `host_state` holds
     /// this CPU's VMSAVE'd host state.
@@ -119,20 +137,24 @@ impl<G> Vcpu<G> {
     ) -> &'static mut Self {
         const EXIT_STACK_SIZE: usize = 16 * 1024;
         let vmcb = Vmcb::new();
-        alloc::boxed::Box::leak(alloc::boxed::Box::new(Vcpu {
-            regs: GuestRegs::default(),
-            exit_stack_top: crate::memory::alloc_stack(EXIT_STACK_SIZE),
-            host_rsp_save: 0,
-            dispatch,
-            fast_cpuid: core::ptr::null(),
-            vmcb_pa: vmcb.pa(),
-            host_state_pa: host_state,
-            exits: 0,
-            vmcb,
-            processor_index,
-            nrips,
-            guest,
-        }))
+        let slot = alloc::boxed::Box::leak(alloc::boxed::Box::new(Slot {
+            below: [0; STACK_BELOW],
+            vcpu: Vcpu {
+                regs: GuestRegs::default(),
+                exit_stack_top: crate::memory::alloc_stack(EXIT_STACK_SIZE),
+                host_rsp_save: 0,
+                dispatch,
+                fast_cpuid: core::ptr::null(),
+                vmcb_pa: vmcb.pa(),
+                host_state_pa: host_state,
+                exits: 0,
+                vmcb,
+                processor_index,
+                nrips,
+                guest,
+            },
+        }));
+        &mut slot.vcpu
     }
 
     /// With `Some(count)`, let entry.s answer CPUID exits for leaves that

@@ -4,11 +4,17 @@
 //! that sends a hung CPU an NMI, and the host state a guest must not change.
 //! The runs themselves, and how each backend's guest ends, are the backends'.
 
-use crate::pcb::{CPU_STATUS_VMXON, MAX_CPUS};
+use crate::pcb::{Pcb, CPU_STATUS_FAILED, CPU_STATUS_GUEST_OK, CPU_STATUS_VMXON, MAX_CPUS};
+use crate::virt::proof::Proof;
+use crate::virt::regs::GuestRegs;
 use crate::{apic, memory, run, tsc};
+use alloc::vec::Vec;
 use core::fmt;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use hvlogic::guest_fuzz::{self as gf, Mode};
+use hvlogic::cmdline::Inject;
+use hvlogic::guest_fuzz::{self as gf, Class, Line, Mode, ModesLine, Plan, Tally};
+use hvlogic::guest_plan::Ending;
+use hvlogic::summary::Virt;
 use log::{error, info};
 
 /// A run that takes longer than this (host time included) did not end as it
@@ -430,5 +436,275 @@ impl HostTables {
             Mode::Long64 | Mode::Compat => self.pml4,
             _ => self.pd32,
         }
+    }
+}
+
+/// Task-priority class while a run's guest is bounded by the local-APIC
+/// timer: below TIMER_VECTOR's class 15, so the timer's interrupt is pending
+/// for the exit (VMX's external-interrupt exiting, SVM's INTR intercept)
+/// even on an AP that works at class 15.
+const TPR_TIMED_GUEST: u8 = 14;
+
+/// One run's outcome, as both backends judge it.
+pub struct Outcome {
+    pub ending: Ending,
+    pub exits: u64,
+    pub ticks: u64,
+    /// The task priority (CR8) after the run, if the guest changed it: the
+    /// host's local APIC is the host's (VMX's TPR shadow and SVM's
+    /// V_INTR_MASKING give the guest its own).
+    pub tpr: Option<(u8, u8)>,
+}
+
+/// Set up the proof guest's handler state for a fresh run of `plan`: its
+/// registers, no ending, no exits, no debug registers left by the last run.
+pub fn start_run(proof: &mut Proof, regs: &mut GuestRegs, exits: &mut u64, plan: &Plan) {
+    let r = plan.regs;
+    *regs = GuestRegs {
+        rax: r[0],
+        rcx: r[1],
+        rdx: r[2],
+        rbx: r[3],
+        rbp: r[4],
+        rsi: r[5],
+        rdi: r[6],
+        r8: r[7],
+        r9: r[8],
+        r10: r[9],
+        r11: r[10],
+        r12: r[11],
+        r13: r[12],
+        r14: r[13],
+        r15: r[14],
+    };
+    proof.ending = None;
+    proof.ending_value = 0;
+    proof.ending_qualification = 0;
+    proof.line_len = 0;
+    proof.cr8 = 0;
+    *exits = 0;
+    clear_debug_registers();
+}
+
+/// Run `guest` with the local-APIC timer armed for `apic_timer` ticks (None:
+/// another clock bounds the run), the task priority at TPR_TIMED_GUEST while
+/// it runs; its result, its TSC ticks, and the task priority it left if it
+/// changed it.
+pub fn timed<R>(apic_timer: Option<u32>, guest: impl FnOnce() -> R) -> (R, u64, Option<(u8, u8)>) {
+    let host_tpr = apic::task_priority();
+    if let Some(count) = apic_timer {
+        apic::set_task_priority(TPR_TIMED_GUEST);
+        apic::timer_one_shot(count);
+    }
+    let during = apic::task_priority();
+    let begin = tsc::rdtsc();
+    let result = guest();
+    let ticks = tsc::rdtsc() - begin;
+    let after = apic::task_priority();
+    if apic_timer.is_some() {
+        apic::timer_stop();
+        apic::take_pending_timer();
+    }
+    apic::set_task_priority(host_tpr);
+    (result, ticks, (after != during).then_some((during, after)))
+}
+
+/// Report a host failure of the run (the tally has counted it): the
+/// backend's line with the replay words and, within DUMP_LIMIT, the guest's
+/// state; `exits` is the run's exit count (0: not the guest's doing).
+pub type Failure<'a> = &'a dyn Fn(&Tally, fmt::Arguments, u64);
+
+/// How a run ended, judged the same under VMX and SVM.
+pub struct Judged<'a> {
+    pub virt: Virt,
+    /// Another CPU's watchdog sent this run an NMI (`Runs::watchdog_sent_for`).
+    pub watchdog_sent: bool,
+    /// The run ended by an NMI's exit.
+    pub nmi_exit: bool,
+    /// An NMI the watchdog sent for an earlier run was pending (`Runs::take_pending_nmi`).
+    pub watchdog_nmi: bool,
+    /// Bochs 2.7's departure: the guest had RFLAGS.IF 0 under the
+    /// local-APIC timer, which its interrupts then cannot end (docs/fuzz.md).
+    pub masked_timer: bool,
+    pub deadline_us: u64,
+    pub hang_us: u64,
+    /// The detail of the ending for a host failure's line.
+    pub note: &'a dyn fmt::Display,
+}
+
+/// Count the run's outcome in `tally`: a watchdog's ending, a named one, or
+/// a host failure (the guest changed the host's task priority, outlived its
+/// bound, needed the watchdog, or ended in a way no guest should make the
+/// handler end).
+pub fn judge(tally: &mut Tally, mode: Mode, o: &Outcome, j: &Judged, failure: Failure) {
+    let ending = o.ending.named(j.virt);
+    if j.watchdog_sent && j.masked_timer && j.nmi_exit {
+        // Stopped by another CPU's watchdog NMI, a guest spinning with
+        // RFLAGS.IF 0 under the local-APIC timer: the Bochs 2.7 departure.
+        tally.count_named(mode, "watchdog", o.exits);
+        return;
+    }
+    if j.watchdog_sent {
+        tally.runs += 1;
+        tally.host_failure();
+        failure(
+            tally,
+            format_args!("the run had not ended after {} ms: a watchdog NMI stopped it ({ending})", j.hang_us / 1000),
+            o.exits,
+        );
+        return;
+    }
+    if j.nmi_exit && j.watchdog_nmi {
+        // A watchdog NMI sent for an earlier run that ended meanwhile (judged
+        // by its own checks) stopped this one: the watchdog's ending.
+        tally.count_named(mode, "watchdog", o.exits);
+        return;
+    }
+    if let Class::HostFailure(what) = tally.count(mode, o.ending, o.exits) {
+        failure(tally, format_args!("{what}: {ending}{}", j.note), o.exits);
+    }
+    if let Some((before, after)) = o.tpr {
+        tally.host_failure();
+        failure(
+            tally,
+            format_args!("the guest changed the host's task priority (CR8) from {before:#x} to {after:#x}"),
+            o.exits,
+        );
+    }
+    if o.ticks > tsc::micros_to_ticks(j.deadline_us) {
+        tally.host_failure();
+        failure(
+            tally,
+            format_args!(
+                "the run took {} us, beyond its bound of {} us ({} exits, ended by {ending})",
+                tsc::ticks_to_micros(o.ticks),
+                j.deadline_us,
+                o.exits
+            ),
+            o.exits,
+        );
+    }
+}
+
+/// After run `k`: the host's checks both backends make (nothing left in
+/// service at the local APIC, the host state unchanged, and restored if it
+/// changed), with `inject=fuzz-host-state` changing the task priority after
+/// the first run; then the log flushed, the other CPUs watched, progress.
+pub struct After<'a> {
+    pub cpu: u32,
+    pub k: u64,
+    pub skip: u64,
+    pub runs: u64,
+    pub hang_us: u64,
+    pub host: &'a HostState,
+}
+
+pub fn after_run(tally: &mut Tally, a: &After, failure: Failure) {
+    if a.k == a.skip && run::options().inject == Some(Inject::FuzzHostState) {
+        let tpr = apic::task_priority();
+        info!("inject: the host's task priority (CR8) changed from {tpr:#x} to {:#x} after run {}", tpr ^ 1, a.k);
+        apic::set_task_priority(tpr ^ 1);
+    }
+    if let Some(vector) = apic::in_service() {
+        tally.host_failure();
+        failure(
+            tally,
+            format_args!("vector {vector:#x} left in service at the local APIC (no EOI): its class is blocked"),
+            0,
+        );
+        apic::end_of_interrupt();
+    }
+    let now = HostState::read();
+    if now != *a.host {
+        for (name, before, after) in now.changes(a.host) {
+            tally.host_failure();
+            failure(tally, format_args!("host {name} changed: {before:#x} -> {after:#x}"), 0);
+        }
+        a.host.restore();
+    }
+    // Let the log reach COM1 while the runs go on (never waits), and watch
+    // the other CPUs' runs.
+    crate::logger::poll();
+    watch(a.cpu, a.hang_us);
+    let done = a.k + 1 - a.skip;
+    if done % PROGRESS_EVERY == 0 && done < a.runs {
+        info!("fuzz: cpu={} {done} of {} runs, {} host failures so far", a.cpu, a.runs, tally.host_failures);
+    }
+}
+
+/// The end of a CPU's runs: wait for the other CPUs' (watching them), then
+/// the modes line and the result line.
+pub fn finish(record: &Runs, cpu: u32, hang_us: u64, tally: &Tally, seed: u64) -> bool {
+    record.finish();
+    watch_others(cpu, hang_us);
+    info!("{}", ModesLine(cpu, tally));
+    info!("{}", Line { cpu, tally, seed });
+    tally.host_failures == 0
+}
+
+/// Stage work of a fuzzer in place of the guest (`entryfuzz=`, `guest=fuzz`),
+/// on a CPU whose virtualization is on: the CPU passes where `fuzz` gives
+/// Ok(true), fails otherwise, a set-up error printed after `what`.
+pub fn stage<E: fmt::Display>(pcb: &Pcb, what: &str, fuzz: impl FnOnce(&Pcb) -> Result<bool, E>) {
+    if !pcb.has(CPU_STATUS_VMXON) {
+        return;
+    }
+    match fuzz(pcb) {
+        Ok(true) => pcb.set(CPU_STATUS_GUEST_OK),
+        Ok(false) => pcb.set(CPU_STATUS_FAILED),
+        Err(e) => {
+            error!("{what}: {e}");
+            pcb.set(CPU_STATUS_FAILED);
+        }
+    }
+}
+
+/// `guest=fuzz`'s stage work: `fuzz` as `stage` runs it, and then (however
+/// the runs ended: a set-up error returns early) no watcher waits on this CPU.
+pub fn stage_guest_fuzz<E: fmt::Display>(pcb: &Pcb, fuzz: impl FnOnce(&Pcb) -> Result<bool, E>) {
+    stage(pcb, "fuzz", |pcb| {
+        let result = fuzz(pcb);
+        done(pcb.processor_index);
+        result
+    })
+}
+
+/// The entry fuzzer's seed on this CPU: the option's plus the CPU's index,
+/// or a random one; and where it came from.
+pub fn entry_seed(pcb: &Pcb, option: Option<u64>) -> (u64, &'static str) {
+    match option {
+        Some(s) => (s.wrapping_add(pcb.processor_index as u64), "option"),
+        None => random_seed(),
+    }
+}
+
+/// One more of `id` in a list of counts by name (the entry fuzzers' known
+/// departures, in the order first met).
+pub fn count_by_name(counts: &mut Vec<(&'static str, u32)>, id: &'static str) {
+    match counts.iter_mut().find(|(name, _)| *name == id) {
+        Some(c) => c.1 += 1,
+        None => counts.push((id, 1)),
+    }
+}
+
+/// What a CPU's guest fuzzer starts from: the shared seed and this CPU's,
+/// the runs to make and the runs to skip (`fuzz-runs=`, `fuzz-skip=`); CPU 0
+/// announces them.
+pub struct Start {
+    pub seed: u64,
+    pub cpu_seed: u64,
+    pub runs: u64,
+    pub skip: u64,
+}
+
+impl Start {
+    pub fn new(cpu: u32) -> Start {
+        let opts = run::options();
+        let (seed, source) = shared_seed();
+        let (runs, skip) = (opts.fuzz_runs as u64, opts.fuzz_skip);
+        if cpu == 0 {
+            announce(seed, source, runs, skip);
+        }
+        Start { seed, cpu_seed: gf::cpu_seed(seed, cpu), runs, skip }
     }
 }

@@ -17,7 +17,7 @@ use super::proof_vmcs::{self, GuestStart};
 use super::snapshot;
 use super::vmcs::{self, VmcsError};
 use crate::memory;
-use crate::pcb::{Pcb, CPU_STATUS_FAILED, CPU_STATUS_GUEST_OK, CPU_STATUS_VMXON};
+use crate::pcb::Pcb;
 use crate::virt::layout::*;
 use crate::virt::nested::{self as ept, Format, Tables as Ept};
 use alloc::vec::Vec;
@@ -72,17 +72,7 @@ const PRINT_LIMIT: u32 = 20;
 
 /// Stage work with `entryfuzz=N`, in place of the guest.
 pub fn run(pcb: &Pcb, n: u32, seed: Option<u64>) {
-    if !pcb.has(CPU_STATUS_VMXON) {
-        return;
-    }
-    match fuzz(pcb, n, seed) {
-        Ok(true) => pcb.set(CPU_STATUS_GUEST_OK),
-        Ok(false) => pcb.set(CPU_STATUS_FAILED),
-        Err(e) => {
-            error!("entry-fuzz: {e}");
-            pcb.set(CPU_STATUS_FAILED);
-        }
-    }
+    crate::virt::fuzz::stage(pcb, "entry-fuzz", |pcb| fuzz(pcb, n, seed))
 }
 
 /// Why the fuzzer cannot run on this CPU.
@@ -309,10 +299,7 @@ fn fuzz(pcb: &Pcb, n: u32, seed: Option<u64>) -> Result<bool, FuzzError> {
         let own = pcb.own();
         (own.vmx, own.maxphyaddr)
     };
-    let (seed, source) = match seed {
-        Some(s) => (s.wrapping_add(pcb.processor_index as u64), "option"),
-        None => crate::virt::fuzz::random_seed(),
-    };
+    let (seed, source) = crate::virt::fuzz::entry_seed(pcb, seed);
     let slot = memory::alloc_pages(1).as_mut_ptr() as *mut u64;
     let (vmcs_address, policy, places, timer) = build(pcb, slot as u64)?;
     let facts = snapshot::facts(maxphyaddr);
@@ -391,10 +378,7 @@ fn fuzz(pcb: &Pcb, n: u32, seed: Option<u64>) -> Result<bool, FuzzError> {
             snapshot::check_skipping(&after, &caps, facts, skip)
         }) {
             t.known += 1;
-            match known_by.iter_mut().find(|(id, _)| *id == d.id) {
-                Some(k) => k.1 += 1,
-                None => known_by.push((d.id, 1)),
-            }
+            crate::virt::fuzz::count_by_name(&mut known_by, d.id);
         } else {
             t.disagree += 1;
             if t.disagree <= PRINT_LIMIT {

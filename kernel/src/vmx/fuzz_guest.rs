@@ -16,20 +16,19 @@ use super::instructions::{vmclear, vmptrld, vmptrst};
 use super::proof_guest::{choose_mode, Bitmaps};
 use super::proof_vcpu::{self, Proof, ProofVcpu};
 use super::proof_vmcs;
-use super::vcpu::{GuestRegs, Return, Vcpu};
+use super::vcpu::{Return, Vcpu};
 use super::vmcs::{self, Controls, Segment, VmcsError, AR_CODE_32, AR_DATA_32, AR_TSS_BUSY_32, AR_UNUSABLE, PAT_RESET};
-use crate::pcb::{Pcb, CPU_STATUS_FAILED, CPU_STATUS_GUEST_OK, CPU_STATUS_VMXON};
-use crate::virt::fuzz::{
-    self as vfuzz, HostState, HostTables, Replay, DUMP_LIMIT, HANG_US, PROGRESS_EVERY, RUN_DEADLINE_US,
-};
+use crate::pcb::{Pcb, CPU_STATUS_VMXON};
+use crate::virt::fuzz::{self as vfuzz, HostState, HostTables, Replay, DUMP_LIMIT, HANG_US, RUN_DEADLINE_US};
 use crate::virt::nested::{self as ept, Format, Tables as Ept};
-use crate::{apic, memory, run, tsc};
+use crate::{apic, memory, tsc};
 use core::fmt;
-use hvlogic::cmdline::{GuestKind, Inject};
+use hvlogic::cmdline::GuestKind;
 use hvlogic::controls::{entry, exit, pin, proc1};
 use hvlogic::fixed::{Fixed, CR0_KEPT_BY_VM_EXIT};
-use hvlogic::guest_fuzz::{self as gf, cr0, cr4, efer, Caps, Class, Line, Mode, ModesLine, Plan, StartModes, Tally};
+use hvlogic::guest_fuzz::{self as gf, cr0, cr4, efer, Caps, Mode, Plan, StartModes, Tally};
 use hvlogic::guest_plan::{Ending, GuestMode};
+use hvlogic::summary::Virt;
 use hvlogic::vmx_global::VmxGlobalData;
 use log::{error, info, warn, Level};
 use x86::vmx::vmcs::{control as ctl, guest};
@@ -39,27 +38,10 @@ use x86::vmx::vmcs::{control as ctl, guest};
 const TIME_BUDGET_US: u64 = 200;
 /// Exits per run: a guest that loops on exiting instructions ends here.
 const EXIT_BUDGET: u64 = 500;
-/// Task-priority class while a guest runs on a CPU timed by the local-APIC
-/// timer: below TIMER_VECTOR's class 15, so the timer's interrupt reaches
-/// the CPU (and exits the guest) even on an AP that works at class 15.
-const TPR_TIMED_GUEST: u8 = 14;
 
 /// Stage work with `guest=fuzz`, in place of the proof guest.
 pub fn run(pcb: &Pcb) {
-    if !pcb.has(CPU_STATUS_VMXON) {
-        return;
-    }
-    let result = fuzz(pcb);
-    // However the runs ended (a set-up error returns early), no watcher waits on this CPU.
-    vfuzz::done(pcb.processor_index);
-    match result {
-        Ok(true) => pcb.set(CPU_STATUS_GUEST_OK),
-        Ok(false) => pcb.set(CPU_STATUS_FAILED),
-        Err(e) => {
-            error!("fuzz: {e}");
-            pcb.set(CPU_STATUS_FAILED);
-        }
-    }
+    vfuzz::stage_guest_fuzz(pcb, fuzz)
 }
 
 /// How this CPU's runs are bounded in time.
@@ -96,29 +78,13 @@ struct Fuzzer<'a> {
     vmcs: u64,
 }
 
-/// One run's outcome.
-struct Outcome {
-    ending: Ending,
-    exits: u64,
-    ticks: u64,
-    /// The task priority (CR8) after the run, if the guest changed it: the
-    /// host's local APIC is the host's.
-    tpr: Option<(u8, u8)>,
-}
-
 fn fuzz(pcb: &Pcb) -> Result<bool, VmcsError> {
     let (d, maxphyaddr) = {
         let own = pcb.own();
         (own.vmx, own.maxphyaddr)
     };
     let cpu = pcb.processor_index;
-    let opts = run::options();
-    let (seed, source) = vfuzz::shared_seed();
-    let cpu_seed = gf::cpu_seed(seed, cpu);
-    let (runs, skip) = (opts.fuzz_runs as u64, opts.fuzz_skip);
-    if cpu == 0 {
-        vfuzz::announce(seed, source, runs, skip);
-    }
+    let vfuzz::Start { seed, cpu_seed, runs, skip } = vfuzz::Start::new(cpu);
 
     let mode = choose_mode(&d);
     // IA32_EFER.NXE exists where CPUID.80000001H:EDX[20] (XD) says so; the
@@ -191,14 +157,15 @@ fn fuzz(pcb: &Pcb) -> Result<bool, VmcsError> {
 
     let record = vfuzz::Runs::new(cpu, cpu_seed);
     let host = HostState::read();
-    let deadline = tsc::micros_to_ticks(RUN_DEADLINE_US);
     let mut tally = Tally::default();
     for k in skip..skip.saturating_add(runs) {
         record.enter(k);
         let plan = gf::generate(gf::run_seed(cpu_seed, k), caps, mem);
         record.start();
+        let outcome = f.run(vcpu, &plan);
+        record.stop();
         // Report a host failure (the tally has counted it).
-        let failure = |tally: &Tally, what: fmt::Arguments, vcpu: &ProofVcpu, exits: u64| {
+        let failure = |tally: &Tally, what: fmt::Arguments, exits: u64| {
             error!(
                 "fuzz: host failure on cpu{cpu} run {k} ({} mode): {what}; replay: {}",
                 plan.mode,
@@ -208,79 +175,31 @@ fn fuzz(pcb: &Pcb) -> Result<bool, VmcsError> {
                 dump::guest_state(&vcpu.regs, exits, Level::Error);
             }
         };
-        let outcome = f.run(vcpu, &plan);
-        record.stop();
-        let nmi_exit = |o: &Outcome| o.ending == Ending::Unexpected(hvlogic::exit_reason::basic::EXCEPTION_OR_NMI);
-        let watchdog_nmi = matches!(&outcome, Ok(o) if nmi_exit(o)) && record.take_pending_nmi();
         match outcome {
             Err(e) => {
                 tally.runs += 1;
                 tally.host_failure();
-                failure(&tally, format_args!("a VMX instruction failed in the host: {e}"), vcpu, 0);
-            }
-            Ok(o) if record.watchdog_sent_for(k) => {
-                // Stopped by another CPU's watchdog NMI. Bochs 2.7 holds
-                // external interrupts back from a guest with RFLAGS.IF 0
-                // although "external-interrupt exiting" is 1 (RFLAGS.IF does
-                // not block them then: SDM Vol. 3C §26.2 "Other Causes of VM Exits"), so a guest
-                // spinning with IF 0 outlives the local-APIC timer: that
-                // departure is the watchdog's ending. Anything else that
-                // needed the watchdog is a host failure.
-                let if_clear = vmcs::read(guest::RFLAGS) & RFLAGS_IF == 0;
-                if matches!(f.clock, Clock::Apic(_)) && if_clear && nmi_exit(&o) {
-                    tally.count_named(plan.mode, "watchdog", o.exits);
-                } else {
-                    tally.runs += 1;
-                    tally.host_failure();
-                    failure(
-                        &tally,
-                        format_args!(
-                            "the run had not ended after {} ms: a watchdog NMI stopped it ({})",
-                            HANG_US / 1000,
-                            o.ending
-                        ),
-                        vcpu,
-                        o.exits,
-                    );
-                }
-            }
-            Ok(o) if watchdog_nmi => {
-                // A watchdog NMI sent for an earlier run that ended meanwhile
-                // (judged by its own checks) stopped this one: the watchdog's ending.
-                tally.count_named(plan.mode, "watchdog", o.exits);
+                failure(&tally, format_args!("a VMX instruction failed in the host: {e}"), 0);
             }
             Ok(o) => {
-                if let Class::HostFailure(what) = tally.count(plan.mode, o.ending, o.exits) {
-                    failure(
-                        &tally,
-                        format_args!("{what}: {}{}", o.ending, super::proof_guest::Note(vcpu)),
-                        vcpu,
-                        o.exits,
-                    );
-                }
-                if let Some((before, after)) = o.tpr {
-                    tally.host_failure();
-                    failure(
-                        &tally,
-                        format_args!("the guest changed the host's task priority (CR8) from {before:#x} to {after:#x}"),
-                        vcpu,
-                        o.exits,
-                    );
-                }
-                if o.ticks > deadline {
-                    tally.host_failure();
-                    failure(
-                        &tally,
-                        format_args!(
-                            "the run took {} us, beyond its bound of {RUN_DEADLINE_US} us ({} exits, ended by {})",
-                            tsc::ticks_to_micros(o.ticks),
-                            o.exits,
-                            o.ending
-                        ),
-                        vcpu,
-                        o.exits,
-                    );
-                }
+                let nmi_exit = o.ending == Ending::Unexpected(hvlogic::exit_reason::basic::EXCEPTION_OR_NMI);
+                // Bochs 2.7 holds external interrupts back from a guest with
+                // RFLAGS.IF 0 although "external-interrupt exiting" is 1
+                // (RFLAGS.IF does not block them then: SDM Vol. 3C §26.2
+                // "Other Causes of VM Exits"), so a guest spinning with IF 0
+                // outlives the local-APIC timer: the watchdog's ending.
+                let if_clear = vmcs::read(guest::RFLAGS) & RFLAGS_IF == 0;
+                let judged = vfuzz::Judged {
+                    virt: Virt::Vmx,
+                    watchdog_sent: record.watchdog_sent_for(k),
+                    nmi_exit,
+                    watchdog_nmi: nmi_exit && record.take_pending_nmi(),
+                    masked_timer: matches!(f.clock, Clock::Apic(_)) && if_clear,
+                    deadline_us: RUN_DEADLINE_US,
+                    hang_us: HANG_US,
+                    note: &super::proof_guest::Note(vcpu),
+                };
+                vfuzz::judge(&mut tally, plan.mode, &o, &judged, &failure);
             }
         }
         // SAFETY: in VMX root operation.
@@ -291,54 +210,22 @@ fn fuzz(pcb: &Pcb) -> Result<bool, VmcsError> {
                 failure(
                     &tally,
                     format_args!("the VMCS is no longer current after the run: VMPTRST gave {other:x?}"),
-                    vcpu,
                     0,
                 );
             }
         }
-        if k == skip && opts.inject == Some(Inject::FuzzHostState) {
-            let tpr = apic::task_priority();
-            info!("inject: the host's task priority (CR8) changed from {tpr:#x} to {:#x} after run {k}", tpr ^ 1);
-            apic::set_task_priority(tpr ^ 1);
-        }
-        if let Some(vector) = apic::in_service() {
-            tally.host_failure();
-            failure(
-                &tally,
-                format_args!("vector {vector:#x} left in service at the local APIC (no EOI): its class is blocked"),
-                vcpu,
-                0,
-            );
-            apic::end_of_interrupt();
-        }
-        let now = HostState::read();
-        if now != host {
-            for (name, before, after) in now.changes(&host) {
-                tally.host_failure();
-                failure(&tally, format_args!("host {name} changed: {before:#x} -> {after:#x}"), vcpu, 0);
-            }
-            host.restore();
-        }
-        // Let the log reach COM1 while the runs go on (never waits), and
-        // watch the other CPUs' runs.
-        crate::logger::poll();
-        vfuzz::watch(cpu, HANG_US);
-        if (k + 1 - skip) % PROGRESS_EVERY == 0 && k + 1 - skip < runs {
-            info!("fuzz: cpu={cpu} {} of {runs} runs, {} host failures so far", k + 1 - skip, tally.host_failures);
-        }
+        let after = vfuzz::After { cpu, k, skip, runs, hang_us: HANG_US, host: &host };
+        vfuzz::after_run(&mut tally, &after, &failure);
     }
-    record.finish();
-    vfuzz::watch_others(cpu, HANG_US);
+    let passed = vfuzz::finish(&record, cpu, HANG_US, &tally, seed);
     // SAFETY: in VMX root operation; the VMCS is this CPU's (not left current or active).
     let _ = unsafe { vmclear(f.vmcs) };
-    info!("{}", ModesLine(cpu, &tally));
-    info!("{}", Line { cpu, tally: &tally, seed });
-    Ok(tally.host_failures == 0)
+    Ok(passed)
 }
 
 impl Fuzzer<'_> {
     /// Launch one run from a fresh VMCS and run it to its end.
-    fn run(&self, vcpu: &mut ProofVcpu, plan: &Plan) -> Result<Outcome, VmcsError> {
+    fn run(&self, vcpu: &mut ProofVcpu, plan: &Plan) -> Result<vfuzz::Outcome, VmcsError> {
         // SAFETY: in VMX root operation; the region is this CPU's VMCS.
         unsafe { vmclear(self.vmcs).and_then(|()| vmptrld(self.vmcs)) }.map_err(VmcsError::Load)?;
         vcpu.launched = false;
@@ -360,56 +247,20 @@ impl Fuzzer<'_> {
         if let Clock::Preemption(value) = self.clock {
             vmcs::write(guest::VMX_PREEMPTION_TIMER_VALUE, value)?;
         }
-        let r = plan.regs;
-        vcpu.regs = GuestRegs {
-            rax: r[0],
-            rcx: r[1],
-            rdx: r[2],
-            rbx: r[3],
-            rbp: r[4],
-            rsi: r[5],
-            rdi: r[6],
-            r8: r[7],
-            r9: r[8],
-            r10: r[9],
-            r11: r[10],
-            r12: r[11],
-            r13: r[12],
-            r14: r[13],
-            r15: r[14],
-        };
-        vcpu.guest.ending = None;
-        vcpu.guest.ending_value = 0;
-        vcpu.guest.ending_qualification = 0;
-        vcpu.guest.line_len = 0;
-        vcpu.guest.cr8 = 0;
-        vcpu.exits = 0;
-        vfuzz::clear_debug_registers();
+        vfuzz::start_run(&mut vcpu.guest, &mut vcpu.regs, &mut vcpu.exits, plan);
         if !vcpu.flush_vpid() {
             return Err(VmcsError::Flush);
         }
-
-        let host_tpr = apic::task_priority();
-        if let Clock::Apic(count) = self.clock {
-            apic::set_task_priority(TPR_TIMED_GUEST);
-            apic::timer_one_shot(count);
-        }
-        let during = apic::task_priority();
-        let begin = tsc::rdtsc();
-        let result = vcpu.run();
-        let ticks = tsc::rdtsc() - begin;
-        let after = apic::task_priority();
-        if let Clock::Apic(_) = self.clock {
-            apic::timer_stop();
-            apic::take_pending_timer();
-        }
-        apic::set_task_priority(host_tpr);
-        let tpr = (after != during).then_some((during, after));
+        let apic_timer = match self.clock {
+            Clock::Apic(count) => Some(count),
+            Clock::Preemption(_) => None,
+        };
+        let (result, ticks, tpr) = vfuzz::timed(apic_timer, || vcpu.run());
         if let Return::EntryFailed { instruction, fail } = result {
             dump::vm_instruction_failure(instruction, fail);
             vcpu.guest.ending = Some(Ending::EntryFailed);
         }
-        Ok(Outcome { ending: vcpu.guest.ending.unwrap_or(Ending::EntryFailed), exits: vcpu.exits, ticks, tpr })
+        Ok(vfuzz::Outcome { ending: vcpu.guest.ending.unwrap_or(Ending::EntryFailed), exits: vcpu.exits, ticks, tpr })
     }
 
     /// The guest state of the plan (SDM Vol. 3C §27.3.1 "Checks on the Guest State Area").

@@ -146,3 +146,23 @@ pub fn rules_reached(log: &Log) -> u32 {
     let lines = log.lines_starting(prefix);
     lines.first().and_then(|l| l[prefix.len()..].split(' ').next()).and_then(|r| r.parse().ok()).unwrap_or(0)
 }
+
+/// `guest=fuzz fuzz-runs=3 seed=5 inject=fuzz-host-state` on one CPU: the
+/// host's task priority changed after run 0 is a host failure named with the
+/// run's replay words and one guest-state dump, counted in the line, and the
+/// run fails.
+pub fn assert_injected_failure(log: &Log) {
+    log.assert_no_exception();
+    log.assert_line("[cpu0] INFO  inject: the host's task priority (CR8) changed from 0x0 to 0x1 after run 0");
+    let failures = log.lines_starting("[cpu0] ERROR fuzz: host failure on cpu0 run 0 (");
+    let want = " mode): host CR8 changed: 0x0 -> 0x1; replay: guest=fuzz seed=5 fuzz-runs=1 fuzz-skip=0";
+    if failures.len() != 1 || !failures[0].ends_with(want) {
+        log.fail(&format!("expected one host-failure line ending {want:?}"));
+    }
+    log.assert_count("[cpu0] ERROR   guest RIP=0x", 1);
+    let l = fuzz_line(log, 0);
+    if l.runs != 3 || l.host_failures != 1 || l.seed != 5 || l.endings.values().sum::<u64>() != 3 {
+        log.fail(&format!("expected 3 runs, 1 host failure: {l:?}"));
+    }
+    log.assert_summary(1, 1, 1, 0, "FAIL");
+}

@@ -22,9 +22,7 @@ use super::proof_vcpu::{self, ProofVcpu};
 use super::vcpu::Vcpu;
 use super::vmcb::Vmcb;
 use crate::pcb::{Pcb, CPU_STATUS_VMXON, MAX_CPUS};
-use crate::virt::fuzz::{
-    self as vfuzz, HostState, HostTables, Replay, DUMP_LIMIT, HANG_US, HOST_CLOCK_DEADLINE_US, RUN_DEADLINE_US,
-};
+use crate::virt::fuzz::{self as vfuzz, HostState, HostTables, HANG_US, HOST_CLOCK_DEADLINE_US, RUN_DEADLINE_US};
 use crate::virt::nested::{self, Format, Tables};
 use crate::virt::proof::{AddressSpace, Proof};
 use crate::{apic, memory, tsc};
@@ -39,7 +37,7 @@ use hvlogic::svm::features::edx;
 use hvlogic::svm::vmcb::{control, intercept1 as i1, save, tlb, Vmcb as Image, PAT_RESET};
 use hvlogic::svm::vmrun_check::departures::Emulator;
 use hvlogic::svm::EFER_SVME;
-use log::{error, info, warn, Level};
+use log::{info, warn, Level};
 
 /// Guest time per run, in microseconds of TSC time (the local-APIC timer,
 /// calibrated against the TSC: SVM has no preemption timer).
@@ -251,14 +249,9 @@ fn fuzz(pcb: &Pcb) -> Result<bool, FuzzError> {
         }
         // Report a host failure (the tally has counted it).
         let failure = |tally: &Tally, what: fmt::Arguments, exits: u64| {
-            error!(
-                "fuzz: host failure on cpu{cpu} run {k} ({} mode): {what}; replay: {}",
-                plan.mode,
-                Replay(cpu_seed, k)
-            );
-            if tally.host_failures <= DUMP_LIMIT {
-                dump::guest_state(&vcpu.vmcb, &vcpu.regs, exits, Level::Error);
-            }
+            vfuzz::host_failure(cpu, k, plan.mode, cpu_seed, tally, what, || {
+                dump::guest_state(&vcpu.vmcb, &vcpu.regs, exits, Level::Error)
+            })
         };
         // The last #VMEXIT was an NMI's, whatever ending the handler gave it
         // (the exit budget, when the NMI's exit was one too many: seed=4 run

@@ -19,7 +19,7 @@ use super::proof_vmcs;
 use super::vcpu::{Return, Vcpu};
 use super::vmcs::{self, Controls, Segment, VmcsError, AR_CODE_32, AR_DATA_32, AR_TSS_BUSY_32, AR_UNUSABLE, PAT_RESET};
 use crate::pcb::{Pcb, CPU_STATUS_VMXON};
-use crate::virt::fuzz::{self as vfuzz, HostState, HostTables, Replay, DUMP_LIMIT, HANG_US, RUN_DEADLINE_US};
+use crate::virt::fuzz::{self as vfuzz, HostState, HostTables, HANG_US, RUN_DEADLINE_US};
 use crate::virt::nested::{self as ept, Format, Tables as Ept};
 use crate::{apic, memory, tsc};
 use core::fmt;
@@ -30,7 +30,7 @@ use hvlogic::guest_fuzz::{self as gf, cr0, cr4, efer, Caps, Mode, Plan, StartMod
 use hvlogic::guest_plan::{Ending, GuestMode};
 use hvlogic::summary::Virt;
 use hvlogic::vmx_global::VmxGlobalData;
-use log::{error, info, warn, Level};
+use log::{info, warn, Level};
 use x86::vmx::vmcs::{control as ctl, guest};
 
 /// Guest time per run, in microseconds of TSC time (the VMX-preemption
@@ -166,14 +166,9 @@ fn fuzz(pcb: &Pcb) -> Result<bool, VmcsError> {
         record.stop();
         // Report a host failure (the tally has counted it).
         let failure = |tally: &Tally, what: fmt::Arguments, exits: u64| {
-            error!(
-                "fuzz: host failure on cpu{cpu} run {k} ({} mode): {what}; replay: {}",
-                plan.mode,
-                Replay(cpu_seed, k)
-            );
-            if tally.host_failures <= DUMP_LIMIT {
-                dump::guest_state(&vcpu.regs, exits, Level::Error);
-            }
+            vfuzz::host_failure(cpu, k, plan.mode, cpu_seed, tally, what, || {
+                dump::guest_state(&vcpu.regs, exits, Level::Error)
+            })
         };
         match outcome {
             Err(e) => {

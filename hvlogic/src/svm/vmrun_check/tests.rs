@@ -646,7 +646,22 @@ mod departure_cases {
 
     /// The departures the SVM entry fuzzer has seen against the running
     /// emulators (docs/entry-checker.md, \"Measured\").
-    const CONFIRMED: &[&str] = &["qemu.iopm_size", "bochs.efer_bits"];
+    const CONFIRMED: &[&str] = &[
+        "qemu.cr3_host_mode",
+        "qemu.cr4_fixed_mask",
+        "qemu.efer_fixed_mask",
+        "qemu.exception_vectors",
+        "qemu.impossible_events",
+        "qemu.iopm_size",
+        "qemu.ncr3_unchecked",
+        "qemu.g_pat_unchecked",
+        "bochs.cr3_unchecked",
+        "bochs.cs_l_and_d",
+        "bochs.permission_map_base",
+        "bochs.exception_vectors",
+        "bochs.impossible_events",
+        "bochs.efer_bits",
+    ];
 
     #[test]
     fn every_departure_has_a_case_a_citation_and_its_emulator_prefix() {

@@ -6,7 +6,7 @@
 //! local-APIC timer bounds the runs), a replay of every run in which the
 //! fuzzer found a host bug, and the failure report itself.
 
-use boottests::fuzz::{assert_clean, assert_injected_failure, assert_replay, fuzz_line};
+use boottests::fuzz::{assert_clean, assert_injected_failure, assert_replay};
 use boottests::{Boot, Log};
 
 /// Skylake, 2 CPUs, 500 runs each from seed 1: every start mode (real,

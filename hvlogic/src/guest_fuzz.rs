@@ -230,6 +230,21 @@ pub struct Plan {
     pub ops: u32,
 }
 
+impl Plan {
+    /// The guest's CR0 at its start: ET and NE, PE in protected modes, PG in
+    /// paged ones, and the plan's extra bits (both backends).
+    pub fn cr0(&self) -> u64 {
+        let mut cr0 = cr0::ET | cr0::NE | self.cr0_extra;
+        if self.mode.protected() {
+            cr0 |= cr0::PE;
+        }
+        if self.mode.paging() {
+            cr0 |= cr0::PG;
+        }
+        cr0
+    }
+}
+
 /// splitmix64's finaliser: a well-mixed value from two.
 fn mix(a: u64, b: u64) -> u64 {
     Rng::new(a ^ b.wrapping_mul(0xd6e8_feb8_6659_fd93)).next_u64()
@@ -1569,6 +1584,19 @@ mod tests {
             }
         }
         panic!("no PAE run in 100 seeds");
+    }
+
+    #[test]
+    fn a_plans_cr0_follows_its_mode() {
+        let mem = &mut alloc::vec![0u8; MEM_SIZE as usize];
+        for seed in 0..200 {
+            let p = generate(seed, Caps::svm(true, true, true), mem);
+            let c = p.cr0();
+            assert_eq!(c & (cr0::ET | cr0::NE), cr0::ET | cr0::NE);
+            assert_eq!(c & cr0::PE != 0, p.mode.protected() || p.cr0_extra & cr0::PE != 0, "{:?}", p.mode);
+            assert_eq!(c & cr0::PG != 0, p.mode.paging() || p.cr0_extra & cr0::PG != 0, "{:?}", p.mode);
+            assert_eq!(c & p.cr0_extra, p.cr0_extra);
+        }
     }
 
     #[test]

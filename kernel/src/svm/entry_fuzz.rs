@@ -320,13 +320,7 @@ fn fuzz(pcb: &Pcb, n: u32, seed: Option<u64>) -> Result<bool, FuzzError> {
     if leaked > 0 {
         info!("entry-fuzz: single-step traps of a guest taken in the host after #VMEXIT (the Bochs 2.7 departure), let go: {leaked}");
     }
-    info!("entry-fuzz: mutations={n} agree={} known={} disagree={} seed={seed}", t.agree, t.known, t.disagree);
-    if t.disagree > 0 {
-        error!("entry-fuzz: {} disagreement(s) between the checker and the CPU", t.disagree);
-    }
-    if !same {
-        error!("entry-fuzz: the VMCB was not restored");
-    }
+    crate::virt::fuzz::entry_result(n, t.agree, t.known, t.disagree, seed, same, "VMCB");
     Ok(t.disagree == 0 && same && t.unstopped == 0 && t.host_broken == 0)
 }
 

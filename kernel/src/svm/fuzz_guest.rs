@@ -29,7 +29,7 @@ use crate::{apic, memory, tsc};
 use core::fmt;
 use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, Ordering};
 use hvlogic::cmdline::GuestKind;
-use hvlogic::guest_fuzz::{self as gf, cr0, cr4, efer, Caps, Mode, Plan, StartModes, Tally};
+use hvlogic::guest_fuzz::{self as gf, cr4, efer, Caps, Mode, Plan, StartModes, Tally};
 use hvlogic::guest_plan::{Ending, GuestMode};
 use hvlogic::summary::Virt;
 use hvlogic::svm::exit_code::{self as code, NpfInfo};
@@ -376,13 +376,7 @@ impl Fuzzer {
     /// "VMCB Layout, State Save Area"), and the per-run controls.
     fn write_guest_state(&self, vmcb: &Vmcb, plan: &Plan) {
         let m = plan.mode;
-        let mut cr0 = cr0::ET | cr0::NE | plan.cr0_extra;
-        if m.protected() {
-            cr0 |= cr0::PE;
-        }
-        if m.paging() {
-            cr0 |= cr0::PG;
-        }
+        let cr0 = plan.cr0();
         let mut cr4 = plan.cr4_extra & self.cr4_valid;
         if m.pae() {
             cr4 |= cr4::PAE;

@@ -730,3 +730,15 @@ pub fn host_failure(
         dump();
     }
 }
+
+/// The entry fuzzer's result line (both backends), with an ERROR line for
+/// disagreements and for a base `what` (VMCS, VMCB) the runs left changed.
+pub fn entry_result(n: u32, agree: u32, known: u32, disagree: u32, seed: u64, restored: bool, what: &str) {
+    info!("entry-fuzz: mutations={n} agree={agree} known={known} disagree={disagree} seed={seed}");
+    if disagree > 0 {
+        error!("entry-fuzz: {disagree} disagreement(s) between the checker and the CPU");
+    }
+    if !restored {
+        error!("entry-fuzz: the {what} was not restored");
+    }
+}

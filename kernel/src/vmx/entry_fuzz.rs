@@ -432,13 +432,7 @@ fn fuzz(pcb: &Pcb, n: u32, seed: Option<u64>) -> Result<bool, FuzzError> {
     for (id, count) in &known_by {
         info!("entry-fuzz: known Bochs departure {id}: {count}");
     }
-    info!("entry-fuzz: mutations={n} agree={} known={} disagree={} seed={seed}", t.agree, t.known, t.disagree);
-    if t.disagree > 0 {
-        error!("entry-fuzz: {} disagreement(s) between the checker and the CPU", t.disagree);
-    }
-    if !same {
-        error!("entry-fuzz: the VMCS was not restored");
-    }
+    crate::virt::fuzz::entry_result(n, t.agree, t.known, t.disagree, seed, same, "VMCS");
     // SAFETY: in VMX root operation; the VMCS is not left current or active.
     let _ = unsafe { vmclear(vmcs_address) };
     Ok(t.disagree == 0 && same)

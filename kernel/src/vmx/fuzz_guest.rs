@@ -263,13 +263,7 @@ impl Fuzzer<'_> {
         use vmcs::write;
         let d = &self.d;
         let m = plan.mode;
-        let mut cr0 = cr0::ET | cr0::NE | plan.cr0_extra;
-        if m.protected() {
-            cr0 |= cr0::PE;
-        }
-        if m.paging() {
-            cr0 |= cr0::PG;
-        }
+        let cr0 = plan.cr0();
         // Unrestricted guest frees CR0.PE and CR0.PG from the fixed bits (SDM Vol. 3C
         // §27.3.1.1 "Checks on Guest Control Registers, Debug Registers, and MSRs").
         let free = if self.caps.unrestricted { cr0::PE | cr0::PG } else { 0 };

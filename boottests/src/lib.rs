@@ -612,6 +612,21 @@ impl Log {
             s += l;
             s.push('\n');
         }
+        if self.engine == Engine::Qemu {
+            // QEMU's log (scripts/boot): the last CPU reset and the state it
+            // found, a triple fault named; what explains a run that ended silently.
+            let text = std::fs::read_to_string(self.dir.join("qemu.log")).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            let from = lines.iter().rposition(|l| l.starts_with("CPU Reset") || l.contains("Triple fault"));
+            let from = from.map_or(lines.len(), |i| i.saturating_sub(5)).max(lines.len().saturating_sub(60));
+            if from < lines.len() {
+                s += &format!("--- last lines of {} ---\n", self.dir.join("qemu.log").display());
+                for l in &lines[from..] {
+                    s += l;
+                    s.push('\n');
+                }
+            }
+        }
         if self.lines.is_empty() {
             // Nothing reached COM1: what the engine itself said is the only clue.
             for file in ["bochs.log", "bochs.out"] {

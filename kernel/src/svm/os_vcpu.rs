@@ -185,15 +185,8 @@ fn handle(vcpu: &mut OsVcpu, exit: u64) -> Result<(), Fatal> {
 /// taken there. QEMU's TCG resets the CPU at the #VMEXIT itself, before this
 /// handler runs (docs/svm.md).
 fn init_signal(vcpu: &mut OsVcpu) -> Result<(), Fatal> {
-    if run::is_ending() {
-        run::park();
-    }
     let pcb = vcpu.guest.pcb;
-    if pcb.is_bsp {
-        run::guest_end(How::Reset);
-        crate::platform::reset(&vcpu.guest.ports);
-    }
-    os::leaving_for_wait_for_sipi(pcb);
+    os::init_received(pcb, &vcpu.guest.ports);
     // SAFETY: EFER.SVME is set; the guest is not running. Interrupts stay off;
     // an NMI for the OS meets the host's handler, which drops it.
     unsafe { super::instructions::stgi() };

@@ -259,16 +259,9 @@ fn drop_pending_nmis(vcpu: &mut OsVcpu) -> Result<(), VmcsError> {
 /// load again, then VMXOFF, where an INIT the CPU kept pending is taken (Bochs
 /// 2.7 keeps the INIT whose exit it took: docs/linux-guest.md).
 fn init_signal(vcpu: &mut OsVcpu) -> Result<(), Fatal> {
-    if run::is_ending() {
-        run::park();
-    }
     let pcb = vcpu.guest.pcb;
-    if pcb.is_bsp {
-        run::guest_end(How::Reset);
-        crate::platform::reset(&vcpu.guest.ports);
-    }
     // From here NMIs are dropped (the VMCS is about to go).
-    os::leaving_for_wait_for_sipi(pcb);
+    os::init_received(pcb, &vcpu.guest.ports);
     pcb.nmi_pending.store(0, Ordering::Release);
     leave_vmx(vcpu).map_err(Fatal::Leave)?;
     os::wait_for_sipi(pcb)

@@ -288,7 +288,8 @@ impl Boot {
     }
 
     /// Time when the first line starting with `prefix` reaches COM1 (wall
-    /// clock from the boot's start, seen by polling every 100 ms).
+    /// clock from the boot's start, seen by polling every 100 ms; a line
+    /// printed just before the engine exits counts at the exit).
     pub fn watch(mut self, prefix: &str) -> Boot {
         self.watch.push(prefix.into());
         self
@@ -470,6 +471,13 @@ impl Boot {
             }
             std::thread::sleep(Duration::from_millis(100));
         };
+        // A watched line the engine printed just before it exited is seen
+        // here, at the exit (at most one 100 ms poll late).
+        for prefix in &self.watch {
+            if !arrivals.iter().any(|(q, _)| q == prefix) && count_lines(serial, prefix) > 0 {
+                arrivals.push((prefix.clone(), started.elapsed()));
+            }
+        }
         let raw = std::fs::read(serial).unwrap_or_default();
         let text = String::from_utf8_lossy(&raw).replace('\r', "");
         Log {

@@ -137,6 +137,15 @@ fn handle(vcpu: &mut OsVcpu, exit: u64) -> Result<(), Fatal> {
     match exit {
         code::INIT => init_signal(vcpu),
         code::SHUTDOWN => {
+            // A crash of the OS, named with its state, then carried out for
+            // real: a shutdown resets a PC.
+            if !run::is_ending() {
+                error!(
+                    "os guest: shutdown (triple fault) on cpu{}: the processor shuts down, which resets the machine",
+                    vcpu.processor_index
+                );
+                super::dump::guest_state(&vmcb, &vcpu.regs, vcpu.exits, log::Level::Error);
+            }
             run::guest_end(How::TripleFault);
             crate::platform::triple_fault()
         }

@@ -289,7 +289,8 @@ impl Boot {
     }
 
     /// Time when the first line starting with `prefix` reaches COM1 (wall
-    /// clock from the boot's start, seen by polling every 100 ms).
+    /// clock from the boot's start, seen by polling every 100 ms; a line
+    /// printed just before the engine exits counts at the exit).
     pub fn watch(mut self, prefix: &str) -> Boot {
         self.watch.push(prefix.into());
         self
@@ -471,6 +472,13 @@ impl Boot {
             }
             std::thread::sleep(Duration::from_millis(100));
         };
+        // A watched line the engine printed just before it exited is seen
+        // here, at the exit (at most one 100 ms poll late).
+        for prefix in &self.watch {
+            if !arrivals.iter().any(|(q, _)| q == prefix) && count_lines(serial, prefix) > 0 {
+                arrivals.push((prefix.clone(), started.elapsed()));
+            }
+        }
         let raw = std::fs::read(serial).unwrap_or_default();
         let text = String::from_utf8_lossy(&raw).replace('\r', "");
         Log {
@@ -612,6 +620,21 @@ impl Log {
         for l in &self.lines[tail..] {
             s += l;
             s.push('\n');
+        }
+        if self.engine == Engine::Qemu {
+            // QEMU's log (scripts/boot): the last CPU reset and the state it
+            // found, a triple fault named; what explains a run that ended silently.
+            let text = std::fs::read_to_string(self.dir.join("qemu.log")).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            let from = lines.iter().rposition(|l| l.starts_with("CPU Reset") || l.contains("Triple fault"));
+            let from = from.map_or(lines.len(), |i| i.saturating_sub(5)).max(lines.len().saturating_sub(60));
+            if from < lines.len() {
+                s += &format!("--- last lines of {} ---\n", self.dir.join("qemu.log").display());
+                for l in &lines[from..] {
+                    s += l;
+                    s.push('\n');
+                }
+            }
         }
         if self.lines.is_empty() {
             // Nothing reached COM1: what the engine itself said is the only clue.

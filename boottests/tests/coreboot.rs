@@ -387,6 +387,29 @@ fn cbfs_files_that_are_not_what_their_names_say_are_refused() {
         "CBFS file `hypervisor/initrd` has type struct (0x70), not raw: add it with `cbfstool ... add -t raw`",
         "; no handoff",
     );
+    // A partial copy of the kernel (issue 21), and an empty initrd: refused
+    // from CBFS as from GRUB's modules.
+    let partial = root().join("target/boottests/coreboot-linux-truncated");
+    std::fs::create_dir_all(&partial).unwrap();
+    std::fs::write(partial.join("vmlinuz"), &std::fs::read(&vmlinuz).unwrap()[..100_000]).unwrap();
+    std::fs::write(partial.join("empty"), b"").unwrap();
+    refused_os(
+        Boot::coreboot_payload("coreboot-linux-truncated").cbfs_file(
+            "hypervisor/linux",
+            partial.join("vmlinuz"),
+            &["-t", "raw"],
+        ),
+        "CBFS file `hypervisor/linux` is not a Linux kernel: truncated: 100000 bytes, but its header says ",
+        "((1 + setup_sects) * 512 + syssize * 16); no handoff",
+    );
+    refused_os(
+        Boot::coreboot_payload("coreboot-initrd-empty")
+            .cbfs_file("hypervisor/linux", &vmlinuz, &["-t", "raw"])
+            .cbfs_file("hypervisor/initrd", partial.join("empty"), &["-t", "raw"])
+            .memory(512),
+        "CBFS file `hypervisor/initrd` is empty (0 bytes)",
+        "; no handoff",
+    );
     let mut image = std::fs::read(&vmlinuz).unwrap();
     image[offset::INIT_SIZE..offset::INIT_SIZE + 4].copy_from_slice(&0x7ff0_0000u32.to_le_bytes());
     let big = root().join("target/boottests/coreboot-linux-too-big");

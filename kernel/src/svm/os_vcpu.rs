@@ -137,6 +137,15 @@ fn handle(vcpu: &mut OsVcpu, exit: u64) -> Result<(), Fatal> {
     match exit {
         code::INIT => init_signal(vcpu),
         code::SHUTDOWN => {
+            // A crash of the OS, named with its state, then carried out for
+            // real: a shutdown resets a PC.
+            if !run::is_ending() {
+                error!(
+                    "os guest: shutdown (triple fault) on cpu{}: the processor shuts down, which resets the machine",
+                    vcpu.processor_index
+                );
+                super::dump::guest_state(&vmcb, &vcpu.regs, vcpu.exits, log::Level::Error);
+            }
             run::guest_end(How::TripleFault);
             crate::platform::triple_fault()
         }
@@ -185,15 +194,8 @@ fn handle(vcpu: &mut OsVcpu, exit: u64) -> Result<(), Fatal> {
 /// taken there. QEMU's TCG resets the CPU at the #VMEXIT itself, before this
 /// handler runs (docs/svm.md).
 fn init_signal(vcpu: &mut OsVcpu) -> Result<(), Fatal> {
-    if run::is_ending() {
-        run::park();
-    }
     let pcb = vcpu.guest.pcb;
-    if pcb.is_bsp {
-        run::guest_end(How::Reset);
-        crate::platform::reset(&vcpu.guest.ports);
-    }
-    os::leaving_for_wait_for_sipi(pcb);
+    os::init_received(pcb, &vcpu.guest.ports);
     // SAFETY: EFER.SVME is set; the guest is not running. Interrupts stay off;
     // an NMI for the OS meets the host's handler, which drops it.
     unsafe { super::instructions::stgi() };

@@ -236,6 +236,22 @@ fn until_waiting_for_sipi(p: &Pcb) {
     }
 }
 
+/// The OS's INIT reached this CPU (an INIT exit). While the run is ending
+/// the CPU parks; the boot CPU's INIT is a reset of the machine (GUEST-END
+/// how=reset, then a real reset); an AP returns, marked as leaving for
+/// wait-for-SIPI (`leaving_for_wait_for_sipi`), for its backend to leave
+/// virtualization.
+pub fn init_received(pcb: &Pcb, ports: &Ports) {
+    if run::is_ending() {
+        run::park();
+    }
+    if pcb.is_bsp {
+        run::guest_end(How::Reset);
+        crate::platform::reset(ports);
+    }
+    leaving_for_wait_for_sipi(pcb);
+}
+
 /// On an AP about to leave virtualization for wait-for-SIPI (before VMXOFF
 /// or STGI, where a pending INIT may strike at once): NMIs from here on are
 /// dropped, and the OS's SIPI may follow once it has settled (`filter_ipi`).

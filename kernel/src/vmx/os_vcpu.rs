@@ -118,7 +118,7 @@ fn handle(vcpu: &mut OsVcpu, reason: ExitReason) -> Result<(), Fatal> {
     let qualification = vmcs::read(ro::EXIT_QUALIFICATION);
     match reason.basic() {
         basic::INIT_SIGNAL => init_signal(vcpu),
-        basic::TRIPLE_FAULT => triple_fault(),
+        basic::TRIPLE_FAULT => triple_fault(vcpu),
         basic::CR_ACCESS => cr_access(vcpu, CrAccess::decode(qualification)),
         basic::RDMSR | basic::WRMSR => msr(vcpu, reason.basic() == basic::WRMSR),
         basic::EPT_VIOLATION => ept_violation(vcpu, qualification),
@@ -259,16 +259,9 @@ fn drop_pending_nmis(vcpu: &mut OsVcpu) -> Result<(), VmcsError> {
 /// load again, then VMXOFF, where an INIT the CPU kept pending is taken (Bochs
 /// 2.7 keeps the INIT whose exit it took: docs/linux-guest.md).
 fn init_signal(vcpu: &mut OsVcpu) -> Result<(), Fatal> {
-    if run::is_ending() {
-        run::park();
-    }
     let pcb = vcpu.guest.pcb;
-    if pcb.is_bsp {
-        run::guest_end(How::Reset);
-        crate::platform::reset(&vcpu.guest.ports);
-    }
     // From here NMIs are dropped (the VMCS is about to go).
-    os::leaving_for_wait_for_sipi(pcb);
+    os::init_received(pcb, &vcpu.guest.ports);
     pcb.nmi_pending.store(0, Ordering::Release);
     leave_vmx(vcpu).map_err(Fatal::Leave)?;
     os::wait_for_sipi(pcb)
@@ -365,9 +358,17 @@ fn set_ia32e_mode(on: bool) -> Result<(), VmcsError> {
     Ok(())
 }
 
-/// A triple fault shuts the processor down, which resets a PC. Carried out
+/// A triple fault shuts the processor down, which resets a PC. Named with
+/// the OS's state (it is a crash of the OS, never silent), then carried out
 /// for real: VMX off, then a fault with no IDT to deliver it.
-fn triple_fault() -> ! {
+fn triple_fault(vcpu: &OsVcpu) -> ! {
+    if !run::is_ending() {
+        error!(
+            "os guest: triple fault on cpu{}: the processor shuts down, which resets the machine",
+            vcpu.processor_index
+        );
+        super::dump::guest_state(&vcpu.regs, vcpu.exits, log::Level::Error);
+    }
     run::guest_end(How::TripleFault);
     crate::platform::triple_fault()
 }

@@ -31,9 +31,11 @@ pub const HANG_US: u64 = RUN_DEADLINE_US;
 /// Both bounds under QEMU's TCG, whose TSC follows the host's clock: with
 /// more virtual CPUs than host cores, a virtual CPU waits for its turn in
 /// the middle of a run, and tens of milliseconds pass (a 4-CPU run on this
-/// 2-core machine saw runs of 50-55 ms between exits of an ordinary guest).
-/// The proof guest's time budget under SVM is 2 s for the same reason.
-pub const HOST_CLOCK_DEADLINE_US: u64 = 2_000_000;
+/// 2-core machine saw runs of 50-55 ms between exits of an ordinary guest;
+/// with four other 4-CPU QEMUs beside it, runs of over 2 s). A hang is still
+/// a hang at 10 s; a host too busy to run a virtual CPU for 10 s is not a
+/// host failure of this hypervisor.
+pub const HOST_CLOCK_DEADLINE_US: u64 = 10_000_000;
 /// How long a watcher waits after its NMI before it leaves a CPU that still
 /// does not finish its run to the stage timeout.
 const GIVE_UP_US: u64 = 5_000_000;

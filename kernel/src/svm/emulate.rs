@@ -33,20 +33,23 @@ pub fn paging(vmcb: &Vmcb) -> Paging {
 
 /// The bytes at the guest's CS:RIP, read through `read_linear` (a guest
 /// linear address to the byte there, or None): CS's base does not count in
-/// 64-bit mode, and outside it linear addresses are 32 bits.
-pub fn code_at_rip(vmcb: &Vmcb, read_linear: &mut dyn FnMut(u64) -> Option<u8>) -> [u8; insn::MAX_LENGTH] {
+/// 64-bit mode, and outside it linear addresses are 32 bits. With them, how
+/// many could be read (the rest are 0).
+pub fn code_at_rip(vmcb: &Vmcb, read_linear: &mut dyn FnMut(u64) -> Option<u8>) -> ([u8; insn::MAX_LENGTH], usize) {
     let rip = vmcb.u64(save::RIP);
     let code64 = code64(vmcb);
     let linear = if code64 { rip } else { vmcb.u64(save::CS + save::BASE).wrapping_add(rip) };
     let mut code = [0u8; insn::MAX_LENGTH];
+    let mut readable = 0;
     for (i, byte) in code.iter_mut().enumerate() {
         let at = linear.wrapping_add(i as u64);
         match read_linear(if code64 { at } else { at & 0xffff_ffff }) {
             Some(b) => *byte = b,
             None => break,
         }
+        readable = i + 1;
     }
-    code
+    (code, readable)
 }
 
 /// The guest runs 16-bit code: not 64-bit, and CS.D clear (real mode, or a
@@ -65,17 +68,39 @@ pub fn linear_to_physical(vmcb: &Vmcb, linear: u64, read_gpa: &mut dyn FnMut(u64
 /// Where the instruction that exited ends: the saved next RIP where the CPU
 /// has NRIP save (APM Vol. 2 §15.7.1 "State Saved on Exit"), else the
 /// instruction read at CS:RIP and measured (`hvlogic::svm::insn`).
-pub fn next_instruction(vmcb: &Vmcb, nrips: bool, read_linear: &mut dyn FnMut(u64) -> Option<u8>) -> Option<u64> {
+pub fn next_instruction(
+    vmcb: &Vmcb,
+    nrips: bool,
+    read_linear: &mut dyn FnMut(u64) -> Option<u8>,
+) -> Result<u64, Unstepped> {
     if nrips {
-        return Some(vmcb.u64(control::NRIP));
+        return Ok(vmcb.u64(control::NRIP));
     }
-    let code = code_at_rip(vmcb, read_linear);
-    let len = insn::length(&code, code64(vmcb))? as u64;
+    let (code, readable) = code_at_rip(vmcb, read_linear);
+    let len = match insn::length(&code, code64(vmcb)) {
+        Some(len) if len as usize <= readable => len as u64,
+        // Measured on bytes that could not be read, or the bytes that could
+        // end before an instruction does: the guest's memory, not the handler.
+        Some(_) => return Err(Unstepped::Unreadable),
+        None if readable < insn::MAX_LENGTH => return Err(Unstepped::Unreadable),
+        // All there, and an instruction the handler does not measure.
+        None => return Err(Unstepped::Unmeasured),
+    };
     let rip = vmcb.u64(save::RIP);
     if code16(vmcb) {
-        return Some((rip.wrapping_add(len)) & 0xffff);
+        return Ok((rip.wrapping_add(len)) & 0xffff);
     }
-    Some(next_rip(rip, len, code64(vmcb)))
+    Ok(next_rip(rip, len, code64(vmcb)))
+}
+
+/// Why `next_instruction` could not step over the instruction that exited.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Unstepped {
+    /// Its bytes cannot be read through the guest's paging as it is now.
+    Unreadable,
+    /// Its bytes are there, and it is not an instruction the handler measures
+    /// (a gap in `insn::length`: the hypervisor's, not the guest's).
+    Unmeasured,
 }
 
 /// Continue at `next` as the instruction's completion would: the interrupt

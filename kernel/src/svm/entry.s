@@ -54,7 +54,8 @@ svm_vmexit_first:                           # the host's first instruction after
     # CPUID exit for a leaf that reaches the guest as the CPU answers it
     # (hvlogic::os_guest::passes_through, same comparisons, same order), with
     # neither RFLAGS.TF nor RFLAGS.RF set, no interrupt shadow to end, and no
-    # 4 GiB boundary crossed by RIP, is answered here: CPUID runs with the
+    # 4 GiB boundary crossed by RIP, and fewer exits so far than
+    # vcpu->fast_until (a handler's exit budget), is answered here: CPUID runs with the
     # guest's EAX (from the VMCB) and ECX, RIP becomes the saved next RIP, and
     # the guest runs again, its FS, GS and the rest still loaded. RBX, RDX and
     # RSI are the scratch registers, saved first so every other exit finds the
@@ -81,7 +82,10 @@ svm_vmexit_first:                           # the host's first instruction after
     je      3f
     cmp     $0x50000000, %ebx
     jb      3f                              # the hypervisor's own leaves
-4:  testl   $0x10100, {SAVE_RFLAGS}(%rax)   # RF, TF
+4:  mov     {EXITS}-{REGS_SIZE}(%rsp), %rdx
+    cmp     {FAST_UNTIL}-{REGS_SIZE}(%rsp), %rdx
+    jae     3f                              # a budget of exits: the dispatcher's
+    testl   $0x10100, {SAVE_RFLAGS}(%rax)   # RF, TF
     jnz     3f
     testb   $1, {INTERRUPT_SHADOW}(%rax)
     jnz     3f

@@ -228,6 +228,7 @@ fn fuzz(pcb: &Pcb, n: u32, seed: Option<u64>) -> Result<bool, FuzzError> {
     }
 
     let host = HostState::read();
+    let host_segments = super::fuzz_guest::segments();
     let spare_page = memory::alloc_pages(3).as_ptr() as u64;
     let mutators: Vec<Mutator> = bases.iter().map(|b| Mutator { base: b, cpu, spare_page }).collect();
     let policies: Vec<Policy> = bases.iter().map(|b| Policy::new(&cpu, b)).collect();
@@ -266,6 +267,20 @@ fn fuzz(pcb: &Pcb, n: u32, seed: Option<u64>) -> Result<bool, FuzzError> {
                 error!("entry-fuzz: #{i} changed the host's {name}: {before:#x} -> {after:#x} ({})", m.describe(base));
             }
             host.restore();
+        }
+        // SVM's own host state: GIF set again, and the host's TR and LDTR
+        // back (VMLOAD), as the guest fuzzer checks after every run.
+        if !super::fuzz_guest::gif_set() {
+            t.host_broken += 1;
+            error!("entry-fuzz: #{i} left GIF clear: the host's interrupts are held ({})", m.describe(base));
+        }
+        let segments = super::fuzz_guest::segments();
+        if segments != host_segments {
+            t.host_broken += 1;
+            error!(
+                "entry-fuzz: #{i} changed the host's TR, LDTR: {host_segments:#x?} -> {segments:#x?} ({})",
+                m.describe(base)
+            );
         }
         if outcome == (Outcome::Exited { code: exit_code::INTR }) {
             t.unstopped += 1;

@@ -193,6 +193,9 @@ fn fuzz(pcb: &Pcb) -> Result<bool, FuzzError> {
     // As for the proof guest: the APIC timer bounds a guest that loops on a
     // passed-through CPUID leaf the fast path answers.
     vcpu.set_fast_cpuid(Some(vcpu.guest.fast_cpuids));
+    // ... and the exit budget ends it even where the timer cannot (Bochs
+    // 2.7 masks it for a guest with RFLAGS.IF 0).
+    vcpu.set_fast_until(EXIT_BUDGET);
     proof_guest::configure(&vcpu.vmcb, asid, mode, &space, &proof_guest::Maps::new());
     let bochs = dump::emulator() == Some(Emulator::Bochs);
     let facts = dump::cpu_facts();
@@ -306,7 +309,7 @@ fn fuzz(pcb: &Pcb) -> Result<bool, FuzzError> {
 }
 
 /// The host's TR and LDTR selectors (VMLOAD restores both after every #VMEXIT).
-fn segments() -> (u16, u16) {
+pub(super) fn segments() -> (u16, u16) {
     let (tr, ldtr): (u16, u16);
     // SAFETY: STR and SLDT only read the selectors.
     unsafe {
@@ -320,7 +323,7 @@ fn segments() -> (u16, u16) {
 /// priority at 0; with GIF clear it stays requested (APM Vol. 2 §15.17
 /// "Global Interrupt Flag, STGI and CLGI"). Taken either way before this
 /// returns (an STGI first if GIF was clear), and the task priority restored.
-fn gif_set() -> bool {
+pub(super) fn gif_set() -> bool {
     let priority = apic::task_priority();
     apic::set_task_priority(0);
     apic::send_fixed(apic::id(), apic::TIMER_VECTOR);

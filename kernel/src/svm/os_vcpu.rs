@@ -111,7 +111,7 @@ fn next(vcpu: &mut OsVcpu, next: Option<u64>) -> Result<(), Fatal> {
         Some(rip) => rip,
         None => {
             let mut read = |linear: u64| read_guest(&vmcb, linear);
-            emulate::next_instruction(&vmcb, vcpu.nrips, &mut read).ok_or(Fatal::Unmeasured)?
+            emulate::next_instruction(&vmcb, vcpu.nrips, &mut read).map_err(|_| Fatal::Unmeasured)?
         }
     };
     emulate::advance_to(&vmcb, rip);
@@ -309,7 +309,7 @@ fn fail(vcpu: &mut OsVcpu, exit: u64, fatal: Fatal) -> ! {
             vmcb.u64(save::RIP)
         ),
         Fatal::Unmeasured => error!(
-            "os guest: #VMEXIT {exit:#x} ({}) at RIP {:#x}: no NRIP save, and not an instruction this hypervisor measures",
+            "os guest: #VMEXIT {exit:#x} ({}) at RIP {:#x}: no NRIP save, and the instruction cannot be read or is not one this hypervisor measures",
             code::name(exit),
             vmcb.u64(save::RIP)
         ),

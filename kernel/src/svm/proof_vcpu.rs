@@ -50,7 +50,7 @@ pub extern "C" fn dispatch(vcpu: &mut ProofVcpu) -> u64 {
 /// Step over the instruction that exited (to `next` where the exit gave it)
 /// and resume; a guest whose instruction cannot be measured ends.
 fn next_instruction(vcpu: &mut ProofVcpu, next: Option<u64>) -> u64 {
-    let next = next.or_else(|| {
+    let next = next.ok_or(()).or_else(|()| {
         let p = &vcpu.guest;
         let nested = p.mode.uses_ept();
         let vmcb = vcpu.vmcb;
@@ -58,24 +58,32 @@ fn next_instruction(vcpu: &mut ProofVcpu, next: Option<u64>) -> u64 {
         emulate::next_instruction(&vmcb, vcpu.nrips, &mut read)
     });
     match next {
-        Some(rip) => {
+        Ok(rip) => {
             emulate::advance_to(&vcpu.vmcb, rip);
             resume(vcpu)
         }
         // Unreadable through the guest's page tables as they are now (the
         // guest changed them after its TLB mapped the instruction: seed=1 run
-        // 934 on QEMU's `-cpu max`, whose FNSTCW overwrote its own PDPTE), or
-        // not an instruction the handler measures: the guest ends.
-        None => {
+        // 934 on QEMU's `-cpu max`, whose FNSTCW overwrote its own PDPTE): the
+        // guest's doing, a named ending. Readable but not an instruction the
+        // handler measures: the handler's gap, the exit unexpected.
+        Err(why) => {
             let rip = vcpu.vmcb.u64(save::RIP);
             let exit = vcpu.exit_code();
+            let what = match why {
+                emulate::Unstepped::Unreadable => "it cannot be read",
+                emulate::Unstepped::Unmeasured => "it is not one this handler measures",
+            };
             note!(
                 vcpu.guest,
                 error,
-                "guest: cannot step over the instruction at RIP {rip:#x} (#VMEXIT {}; no NRIP save, and it cannot be read or is not one this handler measures)",
+                "guest: cannot step over the instruction at RIP {rip:#x} (#VMEXIT {}; no NRIP save, and {what})",
                 code::name(exit)
             );
-            end(vcpu, Ending::InsnUnreadable)
+            match why {
+                emulate::Unstepped::Unreadable => end(vcpu, Ending::InsnUnreadable),
+                emulate::Unstepped::Unmeasured => end(vcpu, Ending::UnexpectedSvm(exit as u16)),
+            }
         }
     }
 }

@@ -18,6 +18,7 @@ core::arch::global_asm!(
     EXIT_STACK_TOP = const offset_of!(Vcpu<()>, exit_stack_top),
     DISPATCH = const offset_of!(Vcpu<()>, dispatch),
     FAST_CPUID = const offset_of!(Vcpu<()>, fast_cpuid),
+    FAST_UNTIL = const offset_of!(Vcpu<()>, fast_until),
     VMCB_PA = const offset_of!(Vcpu<()>, vmcb_pa),
     HOST_STATE_PA = const offset_of!(Vcpu<()>, host_state_pa),
     EXITS = const offset_of!(Vcpu<()>, exits),
@@ -94,6 +95,10 @@ pub struct Vcpu<G> {
     /// Where entry.s's CPUID fast path counts the exits it answers; null
     /// while the fast path is off (`set_fast_cpuid`).
     fast_cpuid: *const AtomicU32,
+    /// The fast path answers only while `exits` is below this; the exit
+    /// that reaches it goes to `dispatch`, which keeps the exit budget
+    /// (`set_fast_until`).
+    fast_until: u64,
     vmcb_pa: u64,
     /// The VMCB-format page the host's FS, GS, TR, LDTR and system-call MSRs
     /// are kept in (this CPU's `Own::host_state`).
@@ -145,6 +150,7 @@ impl<G> Vcpu<G> {
                 host_rsp_save: 0,
                 dispatch,
                 fast_cpuid: core::ptr::null(),
+                fast_until: u64::MAX,
                 vmcb_pa: vmcb.pa(),
                 host_state_pa: host_state,
                 exits: 0,
@@ -165,6 +171,14 @@ impl<G> Vcpu<G> {
     pub fn set_fast_cpuid(&mut self, count: Option<&'static AtomicU32>) {
         let on = count.filter(|_| self.nrips);
         self.fast_cpuid = on.map_or(core::ptr::null(), |c| c as *const AtomicU32);
+    }
+
+    /// Hand every exit from the `exits`-th on to `dispatch`, the fast
+    /// path's too: a handler with an exit budget sees the exit that exceeds
+    /// it (a guest looping on a passed-through CPUID leaf with interrupts
+    /// masked would otherwise never reach it).
+    pub fn set_fast_until(&mut self, exits: u64) {
+        self.fast_until = exits;
     }
 
     /// Enter the guest and handle its exits until the handler stops; the

@@ -259,7 +259,7 @@ pub fn watch(me: u32, hang_us: u64) -> Watch {
                 info!(
                     "fuzz: cpu{i} run {} has not ended after {} ms: cpu{me} sends it an NMI",
                     run - 1,
-                    HANG_US / 1000
+                    hang_us / 1000
                 );
                 NMI_PENDING[i].store(true, Ordering::Release);
                 apic::send_nmi(p.apic_id());

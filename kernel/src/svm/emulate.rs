@@ -78,7 +78,7 @@ pub fn next_instruction(
     }
     let (code, readable) = code_at_rip(vmcb, read_linear);
     let len = match insn::length(&code, code64(vmcb)) {
-        Some(len) if len as usize <= readable => len as u64,
+        Some(len) if len <= readable => len as u64,
         // Measured on bytes that could not be read, or the bytes that could
         // end before an instruction does: the guest's memory, not the handler.
         Some(_) => return Err(Unstepped::Unreadable),

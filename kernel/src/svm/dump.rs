@@ -64,11 +64,15 @@ pub fn image(vmcb: &Vmcb) -> Image {
     Image::from_bytes(&bytes)
 }
 
+/// The checker on a VMCB image for `cpu`, with the PDPEs read where the
+/// kernel may read (the heap and the first 640 KiB).
+pub fn violations(v: &Image, cpu: &Cpu) -> alloc::vec::Vec<vmrun_check::Violation> {
+    vmrun_check::check_with(&vmrun_check::Input { vmcb: v, cpu, memory: &crate::memory::read_physical, skip: &[] })
+}
+
 /// The checker's rules broken by `vmcb`, and its verdict.
 pub fn check(vmcb: &Vmcb) -> (alloc::vec::Vec<vmrun_check::Violation>, Verdict) {
-    let input =
-        vmrun_check::Input { vmcb: &image(vmcb), cpu: &cpu_facts(), memory: &crate::memory::read_physical, skip: &[] };
-    let violations = vmrun_check::check_with(&input);
+    let violations = violations(&image(vmcb), &cpu_facts());
     let verdict = Verdict::from_violations(&violations);
     (violations, verdict)
 }
@@ -104,8 +108,7 @@ pub fn vmrun_failure<G>(vcpu: &super::vcpu::Vcpu<G>) {
 /// The checker's rules a VMCB image breaks, and its guest state, as ERROR
 /// lines headed by `what`.
 pub fn explain_image(v: &Image, what: &str) {
-    let input = vmrun_check::Input { vmcb: v, cpu: &cpu_facts(), memory: &crate::memory::read_physical, skip: &[] };
-    let violations = vmrun_check::check_with(&input);
+    let violations = violations(v, &cpu_facts());
     error!(
         "  {what}: RIP={:#x} CR0={:#x} CR3={:#x} CR4={:#x} EFER={:#x} DR6={:#x} DR7={:#x} EVENTINJ={:#x}; {} rule(s) broken",
         v.read_u64(save::RIP),

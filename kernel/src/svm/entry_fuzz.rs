@@ -36,7 +36,7 @@ use hvlogic::guest_plan::GuestMode;
 use hvlogic::svm::exit_code;
 use hvlogic::svm::vmcb::{control, intercept1 as i1, save, tlb, vintr, ProofAddresses, Vmcb as Image};
 use hvlogic::svm::vmrun_check::departures::{self, Case, Emulator};
-use hvlogic::svm::vmrun_check::{self, Cpu, Input, Outcome, Verdict};
+use hvlogic::svm::vmrun_check::{self, Outcome, Verdict};
 use hvlogic::svm::vmrun_fuzz::{in_long_mode, stops_at_once, Mutator, Policy, Refusal};
 use log::{error, info};
 
@@ -47,8 +47,6 @@ const PRINT_LIMIT: u32 = 20;
 /// stops at once never meets it; one that reaches it ran where HLT should
 /// have stopped it, and the mutation is reported.
 const TIME_BOUND_US: u64 = 20_000;
-/// Task-priority class while the guest runs: below TIMER_VECTOR's class 15.
-const TPR_TIMED_GUEST: u8 = 14;
 /// RFLAGS.IF (APM Vol. 2 §3.1.6 "Flags Register").
 const RFLAGS_IF: u64 = 1 << 9;
 
@@ -209,7 +207,7 @@ fn fuzz(pcb: &Pcb, n: u32, seed: Option<u64>) -> Result<bool, FuzzError> {
     // after the first instruction; HLT or the first fetch's #PF exits then).
     let timer = apic::timer_count_for(TIME_BOUND_US);
     for base in &bases {
-        let broken = check(base, &cpu);
+        let broken = dump::violations(base, &cpu);
         if !broken.is_empty() {
             for v in &broken {
                 error!("entry-fuzz: the base VMCB breaks {v}");
@@ -252,7 +250,7 @@ fn fuzz(pcb: &Pcb, n: u32, seed: Option<u64>) -> Result<bool, FuzzError> {
                 Err(r) => t.refused(r),
             }
         };
-        let violations = check(&after, &cpu);
+        let violations = dump::violations(&after, &cpu);
         let verdict = Verdict::from_violations(&violations);
         log::trace!("entry-fuzz: #{i}: {}", m.describe(base));
         if log::log_enabled!(log::Level::Trace) {
@@ -339,25 +337,13 @@ fn fuzz(pcb: &Pcb, n: u32, seed: Option<u64>) -> Result<bool, FuzzError> {
     Ok(t.disagree == 0 && same && t.unstopped == 0 && t.host_broken == 0)
 }
 
-/// The checker on a VMCB image, with the PDPEs read where the kernel may read
-/// (the heap and the first 640 KiB).
-fn check(v: &Image, cpu: &Cpu) -> Vec<vmrun_check::Violation> {
-    vmrun_check::check_with(&Input { vmcb: v, cpu, memory: &memory::read_physical, skip: &[] })
-}
-
 /// VMRUN with `image` as the VMCB, bounded by the local-APIC timer
 /// (`timer` ticks); what it did.
 fn execute(vcpu: &mut Vcpu<()>, image: &Image, timer: u32) -> Outcome {
     vcpu.vmcb.load(image);
     vcpu.regs = Default::default();
     vcpu.regs.rax = image.read_u64(save::RAX);
-    let priority = apic::task_priority();
-    apic::set_task_priority(TPR_TIMED_GUEST);
-    apic::timer_one_shot(timer);
-    vcpu.run();
-    apic::timer_stop();
-    apic::take_pending_timer();
-    apic::set_task_priority(priority);
+    let _ = crate::virt::fuzz::timed(Some(timer), || vcpu.run());
     Outcome::Exited { code: vcpu.exit_code() }
 }
 

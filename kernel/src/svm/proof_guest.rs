@@ -28,10 +28,6 @@ use log::{error, info};
 /// clock, so a guest's budget there covers the time its CPU is not scheduled
 /// at all (64 CPUs on 2 host cores ran out of 250 ms after 2 exits).
 const TIME_BUDGET_US: u64 = 2_000_000;
-/// Task-priority class while the guest runs: below TIMER_VECTOR's class 15,
-/// so the timer's interrupt is pending for the intercept even on an AP that
-/// works at class 15.
-const TPR_TIMED_GUEST: u8 = 14;
 
 /// Why the guest could not be set up.
 #[derive(Clone, Copy, Debug)]
@@ -267,14 +263,8 @@ impl proof::Launch for Running<'_> {
         if run::options().vmcheck {
             super::dump::vmcheck(&vmcb);
         }
-        let priority = apic::task_priority();
-        apic::set_task_priority(TPR_TIMED_GUEST);
         vcpu.guest.timer_vector = Some(apic::TIMER_VECTOR);
-        apic::timer_one_shot(self.timer);
-        vcpu.run();
-        apic::timer_stop();
-        apic::take_pending_timer();
-        apic::set_task_priority(priority);
+        let _ = crate::virt::fuzz::timed(Some(self.timer), || vcpu.run());
         proof::flush_line(&mut vcpu.guest);
         Ok(vcpu.guest.ending.unwrap_or(Ending::EntryFailed))
     }

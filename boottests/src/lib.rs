@@ -422,6 +422,14 @@ impl Boot {
         let mut child = cmd.spawn().expect("scripts/boot");
         let mut halted_report = None;
         let mut arrivals: Vec<(String, Duration)> = Vec::new();
+        // The watched lines on COM1 so far that had not arrived before: now.
+        let note_arrivals = |arrivals: &mut Vec<(String, Duration)>| {
+            for prefix in &self.watch {
+                if !arrivals.iter().any(|(q, _)| q == prefix) && count_lines(serial, prefix) > 0 {
+                    arrivals.push((prefix.clone(), started.elapsed()));
+                }
+            }
+        };
         let mut screen = None;
         // With console=screen COM1 never sees the SUMMARY: the run is over when
         // every CPU has halted with interrupts off (only `run::park` does that).
@@ -452,11 +460,7 @@ impl Boot {
                 }
                 break (None, false);
             }
-            for prefix in &self.watch {
-                if !arrivals.iter().any(|(q, _)| q == prefix) && count_lines(serial, prefix) > 0 {
-                    arrivals.push((prefix.clone(), started.elapsed()));
-                }
-            }
+            note_arrivals(&mut arrivals);
             if let Some((prefix, n)) = &self.stop_after {
                 if count_lines(serial, prefix) >= *n {
                     std::thread::sleep(Duration::from_secs(1));
@@ -474,11 +478,7 @@ impl Boot {
         };
         // A watched line the engine printed just before it exited is seen
         // here, at the exit (at most one 100 ms poll late).
-        for prefix in &self.watch {
-            if !arrivals.iter().any(|(q, _)| q == prefix) && count_lines(serial, prefix) > 0 {
-                arrivals.push((prefix.clone(), started.elapsed()));
-            }
-        }
+        note_arrivals(&mut arrivals);
         let raw = std::fs::read(serial).unwrap_or_default();
         let text = String::from_utf8_lossy(&raw).replace('\r', "");
         Log {

@@ -15,7 +15,7 @@
 use super::emulate::{self, GP, UD};
 use super::vcpu::{Vcpu, RESUME};
 use crate::pcb::Pcb;
-use crate::run::{self, How};
+use crate::run;
 use crate::virt::os::{self, PortError};
 use hvlogic::guest_mem::{Paging, Source};
 use hvlogic::icr;
@@ -136,19 +136,9 @@ fn handle(vcpu: &mut OsVcpu, exit: u64) -> Result<(), Fatal> {
     let info1 = vmcb.u64(control::EXITINFO1);
     match exit {
         code::INIT => init_signal(vcpu),
-        code::SHUTDOWN => {
-            // A crash of the OS, named with its state, then carried out for
-            // real: a shutdown resets a PC.
-            if !run::is_ending() {
-                error!(
-                    "os guest: shutdown (triple fault) on cpu{}: the processor shuts down, which resets the machine",
-                    vcpu.processor_index
-                );
-                super::dump::guest_state(&vmcb, &vcpu.regs, vcpu.exits, log::Level::Error);
-            }
-            run::guest_end(How::TripleFault);
-            crate::platform::triple_fault()
-        }
+        code::SHUTDOWN => os::triple_fault(vcpu.processor_index, || {
+            super::dump::guest_state(&vmcb, &vcpu.regs, vcpu.exits, log::Level::Error)
+        }),
         code::MSR => msr(vcpu, info1 != 0),
         code::NPF => apic_write(vcpu, info1),
         code::IOIO => {

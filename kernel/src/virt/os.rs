@@ -252,6 +252,19 @@ pub fn init_received(pcb: &Pcb, ports: &Ports) {
     leaving_for_wait_for_sipi(pcb);
 }
 
+/// The OS triple-faulted on `cpu` (VMX TRIPLE_FAULT, SVM SHUTDOWN): a
+/// crash of the OS, named with its state (`dump`, at ERROR) unless the run
+/// is already ending, then GUEST-END how=triple-fault and a shutdown carried
+/// out for real (a PC resets).
+pub fn triple_fault(cpu: u32, dump: impl FnOnce()) -> ! {
+    if !run::is_ending() {
+        log::error!("os guest: triple fault on cpu{cpu}: the processor shuts down, which resets the machine");
+        dump();
+    }
+    run::guest_end(How::TripleFault);
+    crate::platform::triple_fault()
+}
+
 /// On an AP about to leave virtualization for wait-for-SIPI (before VMXOFF
 /// or STGI, where a pending INIT may strike at once): NMIs from here on are
 /// dropped, and the OS's SIPI may follow once it has settled (`filter_ipi`).

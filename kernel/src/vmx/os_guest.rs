@@ -333,15 +333,7 @@ fn write_entry_state(os: &Os, h: &Handoff) -> Result<(), VmcsError> {
     vmcs::write(guest::GDTR_BASE, h.gdt)?;
     vmcs::write(guest::GDTR_LIMIT, h.gdt_limit as u64)?;
     vmcs::write(guest::IDTR_BASE, 0)?;
-    vmcs::write(guest::IDTR_LIMIT, 0)?;
-    vmcs::write(guest::IA32_EFER_FULL, 0)?;
-    vmcs::write(guest::IA32_DEBUGCTL_FULL, 0)?;
-    vmcs::write(guest::IA32_SYSENTER_CS, 0)?;
-    vmcs::write(guest::IA32_SYSENTER_ESP, 0)?;
-    vmcs::write(guest::IA32_SYSENTER_EIP, 0)?;
-    vmcs::write(guest::INTERRUPTIBILITY_STATE, 0)?;
-    vmcs::write(guest::PENDING_DBG_EXCEPTIONS, 0)?;
-    vmcs::write(guest::ACTIVITY_STATE, os_vcpu::ACTIVE)
+    vmcs::write(guest::IDTR_LIMIT, 0)
 }
 
 /// Run the OS on this CPU for good. The exit handler ends the run itself

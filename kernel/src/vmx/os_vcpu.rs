@@ -13,7 +13,7 @@ use super::instructions::{vmread_unchecked, VmFail};
 use super::vcpu::{Rsp, Vcpu, RESUME};
 use super::vmcs::{self, VmcsError, AR_CODE_16, AR_DATA_16, AR_TSS_BUSY_32, AR_UNUSABLE};
 use crate::pcb::Pcb;
-use crate::run::{self, How};
+use crate::run;
 use crate::virt::os::{self, PortError};
 use core::sync::atomic::{AtomicU32, Ordering};
 use hvlogic::controls::{entry, pin};
@@ -118,7 +118,9 @@ fn handle(vcpu: &mut OsVcpu, reason: ExitReason) -> Result<(), Fatal> {
     let qualification = vmcs::read(ro::EXIT_QUALIFICATION);
     match reason.basic() {
         basic::INIT_SIGNAL => init_signal(vcpu),
-        basic::TRIPLE_FAULT => triple_fault(vcpu),
+        basic::TRIPLE_FAULT => os::triple_fault(vcpu.processor_index, || {
+            super::dump::guest_state(&vcpu.regs, vcpu.exits, log::Level::Error)
+        }),
         basic::CR_ACCESS => cr_access(vcpu, CrAccess::decode(qualification)),
         basic::RDMSR | basic::WRMSR => msr(vcpu, reason.basic() == basic::WRMSR),
         basic::EPT_VIOLATION => ept_violation(vcpu, qualification),
@@ -302,7 +304,9 @@ fn reset_to_init(vcpu: &mut OsVcpu) -> Result<(), VmcsError> {
 
 /// What every start of the OS guest writes: CR0 as the guest sees it `cr0`
 /// (the real one with the fixed bits the host keeps), CR3 0, CR4 0 as the
-/// guest sees it, DR7 and RFLAGS at their reset values, RIP `rip`, RSP 0.
+/// guest sees it, DR7 and RFLAGS at their reset values, RIP `rip`, RSP 0,
+/// EFER, DEBUGCTL and the SYSENTER MSRs 0, no interruptibility blocking or
+/// pending debug exceptions, and the activity state active.
 pub fn write_start_registers(os: &Os, cr0: u64, rip: u64) -> Result<(), VmcsError> {
     vmcs::write(guest::CR0, os.cr0_fixed.apply(cr0).value)?;
     vmcs::write(ctl::CR0_READ_SHADOW, cr0)?;
@@ -312,7 +316,15 @@ pub fn write_start_registers(os: &Os, cr0: u64, rip: u64) -> Result<(), VmcsErro
     vmcs::write(guest::DR7, 0x400)?;
     vmcs::write(guest::RFLAGS, 0x2)?;
     vmcs::write(guest::RIP, rip)?;
-    vmcs::write(guest::RSP, 0)
+    vmcs::write(guest::RSP, 0)?;
+    vmcs::write(guest::IA32_EFER_FULL, 0)?;
+    vmcs::write(guest::IA32_DEBUGCTL_FULL, 0)?;
+    vmcs::write(guest::IA32_SYSENTER_CS, 0)?;
+    vmcs::write(guest::IA32_SYSENTER_ESP, 0)?;
+    vmcs::write(guest::IA32_SYSENTER_EIP, 0)?;
+    vmcs::write(guest::INTERRUPTIBILITY_STATE, 0)?;
+    vmcs::write(guest::PENDING_DBG_EXCEPTIONS, 0)?;
+    vmcs::write(guest::ACTIVITY_STATE, ACTIVE)
 }
 
 /// The state INIT leaves (SDM Vol. 3A Table 10-1 "IA-32 and Intel 64 Processor
@@ -336,16 +348,8 @@ pub fn write_init_state(os: &Os, cd_nw: u64) -> Result<(), VmcsError> {
     vmcs::write(guest::GDTR_LIMIT, 0xffff)?;
     vmcs::write(guest::IDTR_BASE, 0)?;
     vmcs::write(guest::IDTR_LIMIT, 0xffff)?;
-    vmcs::write(guest::IA32_EFER_FULL, 0)?;
-    vmcs::write(guest::IA32_DEBUGCTL_FULL, 0)?;
-    vmcs::write(guest::IA32_SYSENTER_CS, 0)?;
-    vmcs::write(guest::IA32_SYSENTER_ESP, 0)?;
-    vmcs::write(guest::IA32_SYSENTER_EIP, 0)?;
-    vmcs::write(guest::INTERRUPTIBILITY_STATE, 0)?;
-    vmcs::write(guest::PENDING_DBG_EXCEPTIONS, 0)?;
     vmcs::write(ctl::VMENTRY_INTERRUPTION_INFO_FIELD, 0)?;
-    set_ia32e_mode(false)?;
-    vmcs::write(guest::ACTIVITY_STATE, ACTIVE)
+    set_ia32e_mode(false)
 }
 
 /// The "IA-32e mode guest" entry control follows IA32_EFER.LMA.
@@ -356,21 +360,6 @@ fn set_ia32e_mode(on: bool) -> Result<(), VmcsError> {
         vmcs::write(ctl::VMENTRY_CONTROLS, new as u64)?;
     }
     Ok(())
-}
-
-/// A triple fault shuts the processor down, which resets a PC. Named with
-/// the OS's state (it is a crash of the OS, never silent), then carried out
-/// for real: VMX off, then a fault with no IDT to deliver it.
-fn triple_fault(vcpu: &OsVcpu) -> ! {
-    if !run::is_ending() {
-        error!(
-            "os guest: triple fault on cpu{}: the processor shuts down, which resets the machine",
-            vcpu.processor_index
-        );
-        super::dump::guest_state(&vcpu.regs, vcpu.exits, log::Level::Error);
-    }
-    run::guest_end(How::TripleFault);
-    crate::platform::triple_fault()
 }
 
 /// MOV to CR0 or CR4 that changed a bit the host owns (NE; VMXE, SMXE and

@@ -85,6 +85,10 @@ pub struct Pcb {
     /// code's counter slot). Only this CPU writes them; the CPU that reports
     /// the end reads them.
     pub exits: [AtomicU32; EXIT_REASONS],
+    /// TSC ticks this CPU spent in the OS guest's exit handler (from its
+    /// entry to its return; the world switch and the fast paths in entry.s
+    /// are not in it). Written and read as `exits` is.
+    pub exit_ticks: AtomicU64,
     /// The vector of the OS's last start-up IPI to this CPU (with bit 8 set
     /// once there is one), which the hypervisor sent to its own trampoline
     /// instead; the CPU starts the OS there when it arrives (`virt::os`).
@@ -295,6 +299,7 @@ impl Pcb {
             nmi_pending: AtomicU8::new(0),
             nmi_timer: AtomicBool::new(false),
             exits: [const { AtomicU32::new(0) }; EXIT_REASONS],
+            exit_ticks: AtomicU64::new(0),
             os_sipi: AtomicU32::new(0),
             os_wait_since: AtomicU64::new(0),
             own: RefCell::new(Own::default()),
@@ -332,6 +337,11 @@ impl Pcb {
 
     /// Count a VM exit of the OS guest (single writer: a plain load and store).
     #[inline(always)]
+    /// Add `ticks` to this CPU's time in the exit handler (`exit_ticks`).
+    pub fn count_exit_ticks(&self, ticks: u64) {
+        self.exit_ticks.store(self.exit_ticks.load(Ordering::Relaxed).wrapping_add(ticks), Ordering::Relaxed);
+    }
+
     pub fn count_exit(&self, basic_reason: u32) {
         if let Some(c) = self.exits.get(basic_reason as usize) {
             c.store(c.load(Ordering::Relaxed) + 1, Ordering::Relaxed);

@@ -150,6 +150,14 @@ pub fn guest_end(how: How) -> bool {
         }
         crate::logger::raw_line(format_args!("{line}"));
     }
+    // Time in the exit handlers, by CPU: what the hypervisor's own code cost
+    // the OS (the world switches themselves are not in it).
+    line.clear();
+    for (i, p) in cpus.iter().enumerate() {
+        let ms = crate::tsc::ticks_to_micros(p.exit_ticks.load(Ordering::Relaxed)) / 1000;
+        let _ = write!(line, "{}{ms}", if i == 0 { "" } else { "/" });
+    }
+    crate::logger::raw_line(format_args!("exit-handler ms={line}"));
     crate::logger::flush();
     true
 }

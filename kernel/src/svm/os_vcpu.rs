@@ -74,6 +74,7 @@ enum Fatal {
 /// guest registers saved and GIF clear (an NMI for the OS waits for VMRUN,
 /// which delivers it to the OS).
 pub extern "C" fn dispatch(vcpu: &mut OsVcpu) -> u64 {
+    let start = crate::tsc::rdtsc();
     vcpu.exits += 1;
     let vmcb = vcpu.vmcb;
     // #VMEXIT clears EVENTINJ's valid bit (an event it interrupted is in
@@ -98,6 +99,7 @@ pub extern "C" fn dispatch(vcpu: &mut OsVcpu) -> u64 {
     match done {
         Ok(()) => {
             vcpu.redeliver_interrupted_event();
+            vcpu.guest.pcb.count_exit_ticks(crate::tsc::rdtsc().wrapping_sub(start));
             RESUME
         }
         Err(fatal) => fail(vcpu, exit, fatal),

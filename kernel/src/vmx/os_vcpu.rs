@@ -93,6 +93,7 @@ impl From<VmcsError> for Fatal {
 /// The exit handler (`Vcpu::dispatch`), on this CPU's exit stack with the
 /// guest registers saved. CPUID is the fast path.
 pub extern "C" fn dispatch(vcpu: &mut OsVcpu) -> u64 {
+    let start = crate::tsc::rdtsc();
     vcpu.exits += 1;
     // SAFETY: this CPU's VMCS is current during every VM exit; the field exists.
     let reason = unsafe { vmread_unchecked(ro::EXIT_REASON) } as u32;
@@ -104,7 +105,10 @@ pub extern "C" fn dispatch(vcpu: &mut OsVcpu) -> u64 {
         handle(vcpu, ExitReason(reason)).and_then(|()| Ok(emulate::clear_smi_blocking()?))
     };
     match done.and_then(|()| deliver_pending_nmi(vcpu)) {
-        Ok(()) => RESUME,
+        Ok(()) => {
+            vcpu.guest.pcb.count_exit_ticks(crate::tsc::rdtsc().wrapping_sub(start));
+            RESUME
+        }
         Err(fatal) => fail(vcpu, ExitReason(reason), fatal),
     }
 }

@@ -1,4 +1,6 @@
 # make iso    build/hypervisor.iso (BIOS + UEFI) and build/kernel.elf
+# make payload  the flash payloads for coreboot: build/payload-intel.elf (VMX only) and
+#             build/payload-amd.elf (SVM only), without the fuzzers (docs/coreboot.md#size)
 # make run    build and boot in the best engine (ENGINE=qemu|qemu-kvm|bochs, CPUS=N, MODEL=..., QEMU_CPU=..., CMDLINE=...);
 #             GUEST=linux boots Debian's kernel and a busybox initramfs after the run (LINUX_CMDLINE=...),
 #             GUEST=debian a whole Debian 12 system from a disk image (build/debian, docs/debian-guest.md)
@@ -38,7 +40,7 @@ GUEST_DIR  = $(if $(filter debian,$(GUEST)),$(DEBIAN),$(LINUX))
 MODULES    = $(if $(filter linux debian,$(GUEST)),--module $(GUEST_DIR)/vmlinuz "linux $(LINUX_CMDLINE)" --module $(GUEST_DIR)/initrd.img initrd)
 DISK       = $(if $(filter debian,$(GUEST)),--disk $(BUILD)/run/disk.img)
 
-.PHONY: all deps kernel iso run test test-slow unit boottest bench lint clean linux-guest debian-guest debian-bochs fuzz
+.PHONY: all deps kernel payload iso run test test-slow unit boottest bench lint clean linux-guest debian-guest debian-bochs fuzz
 
 all: iso
 
@@ -49,6 +51,16 @@ kernel: deps
 	$(CARGO) build -p kernel --release --target x86_64-unknown-none $(if $(FEATURES),--features $(FEATURES))
 	@mkdir -p $(BUILD)
 	cp $(TARGET_ELF) $(KERNEL)
+
+# One backend each, no fuzzers: what fits a board's flash. Their own target
+# directory, so that neither they nor the full kernel rebuild the other's.
+PAYLOAD_TARGET := target/payload
+payload: deps
+	@mkdir -p $(BUILD)
+	$(CARGO) build -p kernel --release --target x86_64-unknown-none --target-dir $(PAYLOAD_TARGET) --no-default-features --features vmx
+	cp $(PAYLOAD_TARGET)/x86_64-unknown-none/release/kernel $(BUILD)/payload-intel.elf
+	$(CARGO) build -p kernel --release --target x86_64-unknown-none --target-dir $(PAYLOAD_TARGET) --no-default-features --features svm
+	cp $(PAYLOAD_TARGET)/x86_64-unknown-none/release/kernel $(BUILD)/payload-amd.elf
 
 iso: kernel
 	scripts/mkiso $(KERNEL) $(ISO) $(CMDLINE)
@@ -84,7 +96,7 @@ unit: deps
 	# The ENABLE_VMX_INSIDE_SMX build (book step 7) must keep compiling.
 	$(CARGO) check -p kernel --target x86_64-unknown-none --features enable-vmx-inside-smx
 
-boottest: kernel linux-guest debian-guest
+boottest: kernel payload linux-guest debian-guest
 	$(CARGO) test -p boottests -- --test-threads=2
 
 test: deps unit boottest
@@ -101,6 +113,8 @@ lint: deps
 	scripts/module-cycles kernel/src hvlogic/src ap-trampoline/src boottests/src
 	$(CARGO) clippy -p kernel -p ap-trampoline --release --target x86_64-unknown-none -- -D warnings
 	$(CARGO) clippy -p kernel --release --target x86_64-unknown-none --features enable-vmx-inside-smx -- -D warnings
+	$(CARGO) clippy -p kernel --release --target x86_64-unknown-none --target-dir $(PAYLOAD_TARGET) --no-default-features --features vmx -- -D warnings
+	$(CARGO) clippy -p kernel --release --target x86_64-unknown-none --target-dir $(PAYLOAD_TARGET) --no-default-features --features svm -- -D warnings
 	$(CARGO) clippy -p hvlogic -p boottests --all-targets -- -D warnings
 
 FUZZ_RUNS  ?= 1000
@@ -130,7 +144,7 @@ fuzz: kernel
 
 # One figure at a time: a native/guest pair timed beside another emulator
 # measures the host's load (a 2-CPU pair read native=170 s guest=96 s so).
-bench: kernel linux-guest debian-guest
+bench: kernel payload linux-guest debian-guest
 	$(CARGO) test -p boottests --test bench -- --ignored --nocapture --test-threads=1
 
 # The Debian system as the guest of 2 CPUs of Bochs corei7_skylake_x (VMX), root

@@ -55,6 +55,9 @@ pub struct Boot {
     disk: Option<PathBuf>,
     /// QEMU boots again after a reset instead of exiting (no -no-reboot).
     reboot: bool,
+    /// The kernel GRUB loads, under `build/` (`kernel.elf`, or a flash payload
+    /// of `make payload`).
+    kernel: &'static str,
 }
 
 /// What coreboot boots: its GRUB payload (which boots the scenario's ISO),
@@ -127,6 +130,13 @@ pub fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
 }
 
+/// `build/<name>`, which `make test` builds first (`make kernel`, `make payload`).
+pub fn built(name: &str) -> PathBuf {
+    let path = root().join("build").join(name);
+    assert!(path.exists(), "{} is missing: run `make kernel payload` (or `make test`)", path.display());
+    path
+}
+
 impl Boot {
     /// QEMU TCG (no VMX), `-machine pc`, one CPU of model `QEMU_NO_VIRT`:
     /// QEMU's default CPU without SVM, so the run is about what it is about
@@ -153,6 +163,7 @@ impl Boot {
             coreboot: None,
             disk: None,
             reboot: false,
+            kernel: "kernel.elf",
         }
     }
 
@@ -164,8 +175,21 @@ impl Boot {
 
     /// The kernel itself as coreboot's payload, its command line in CBFS.
     pub fn coreboot_payload(name: &str) -> Boot {
-        let elf = root().join("build/kernel.elf");
+        Boot::coreboot_payload_of(name, "kernel.elf")
+    }
+
+    /// `build/<kernel>` (`kernel.elf`, or a flash payload of `make payload`)
+    /// as coreboot's payload, its command line in CBFS.
+    pub fn coreboot_payload_of(name: &str, kernel: &'static str) -> Boot {
+        let elf = built(kernel);
         Boot::coreboot(name, Coreboot::Payload { elf, cmdline_file: true, files: Vec::new() })
+    }
+
+    /// Boot `build/<kernel>` instead of `build/kernel.elf` (a flash payload of
+    /// `make payload`, through GRUB as a multiboot2 kernel).
+    pub fn kernel(mut self, kernel: &'static str) -> Boot {
+        self.kernel = kernel;
+        self
     }
 
     /// Add a file to CBFS (`cbfstool add -n NAME -f FILE OPTIONS`), for a payload boot.
@@ -304,8 +328,7 @@ impl Boot {
     /// Build this scenario's ISO, boot it, and return what COM1 printed.
     pub fn run(&self) -> Log {
         let root = root();
-        let kernel = root.join("build/kernel.elf");
-        assert!(kernel.exists(), "{} is missing: run `make kernel` (or `make test`)", kernel.display());
+        let kernel = built(self.kernel);
         let dir = self.dir();
         std::fs::create_dir_all(&dir).unwrap();
         let _ = std::fs::remove_file(dir.join("serial.log"));

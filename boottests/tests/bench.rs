@@ -273,16 +273,27 @@ fn exit_table(rows: &[String], cpus: u32) -> String {
 /// `make bench`: the payload's size in flash. The stripped ELF (what a
 /// multiboot2 loader reads from disk) and the payload as cbfstool stores it
 /// in CBFS with LZMA (what a board's flash holds: `simple elf`, its segments
-/// compressed one by one, .bss not stored), in KiB.
+/// compressed one by one, .bss not stored), in KiB: `bench: size ...` for
+/// build/kernel.elf (both backends and the fuzzers), `bench:
+/// size-payload-intel ...` and `bench: size-payload-amd ...` for the flash
+/// payloads of `make payload` (one backend each, no fuzzers).
 #[test]
 #[ignore = "run by `make bench`"]
 fn size() {
-    let root = boottests::root();
-    let elf = root.join("build/kernel.elf");
-    let dir = root.join("target/boottests/bench-size");
+    for (name, elf) in
+        [("size", "kernel.elf"), ("size-payload-intel", "payload-intel.elf"), ("size-payload-amd", "payload-amd.elf")]
+    {
+        let (elf_kib, cbfs_kib) = flash_size(&boottests::built(elf));
+        println!("bench: {name} elf={elf_kib} cbfs={cbfs_kib}");
+    }
+}
+
+/// KiB of `elf` stripped, and as coreboot's LZMA payload in CBFS.
+fn flash_size(elf: &std::path::Path) -> (u64, u64) {
+    let dir = boottests::root().join("target/boottests/bench-size");
     std::fs::create_dir_all(&dir).unwrap();
     let stripped = dir.join("kernel.stripped");
-    let ok = Command::new("strip").arg("-o").arg(&stripped).arg(&elf).status().expect("strip (binutils)");
+    let ok = Command::new("strip").arg("-o").arg(&stripped).arg(elf).status().expect("strip (binutils)");
     assert!(ok.success(), "strip failed");
     let elf_kib = std::fs::metadata(&stripped).unwrap().len().div_ceil(1024);
     let rom = dir.join("coreboot.rom");
@@ -297,7 +308,7 @@ fn size() {
         .find(|l| l.starts_with("fallback/payload "))
         .and_then(|l| l.split_whitespace().rev().nth(1)?.parse().ok())
         .unwrap_or_else(|| panic!("no fallback/payload in cbfstool's listing:\n{listing}"));
-    println!("bench: size elf={elf_kib} cbfs={}", bytes.div_ceil(1024));
+    (elf_kib, bytes.div_ceil(1024))
 }
 
 /// `bench: debian-boot native=<ms> guest=<ms> ratio=<r> exits=<n>`: the whole

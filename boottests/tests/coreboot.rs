@@ -158,9 +158,15 @@ fn with_linux(boot: Boot, scenario: &str, vmlinuz: &Path) -> Boot {
 /// coreboot -> this payload -> Linux from CBFS, on QEMU CPU model `cpu`:
 /// `how` is `native` (the CPU cannot host it) or `guest`.
 fn linux_from_cbfs(scenario: &str, cpu: &'static str, cpus: u32, how: &str) -> Log {
+    linux_from_cbfs_of("kernel.elf", scenario, cpu, cpus, how)
+}
+
+/// `linux_from_cbfs` with `build/<kernel>` as the payload.
+fn linux_from_cbfs_of(kernel: &'static str, scenario: &str, cpu: &'static str, cpus: u32, how: &str) -> Log {
     let (vmlinuz, _) = guest_files();
     let version = BzImage::parse(&std::fs::read(&vmlinuz).unwrap()).unwrap().version.to_string();
-    let boot = with_linux(Boot::coreboot_payload(scenario).cpu_model(cpu).cpus(cpus), scenario, &vmlinuz);
+    let boot = Boot::coreboot_payload_of(scenario, kernel).cpu_model(cpu).cpus(cpus);
+    let boot = with_linux(boot, scenario, &vmlinuz);
     let log = boot.timeout(Duration::from_secs(120)).run();
     log.assert_no_exception();
     if log.timed_out || log.exit_status != Some(0) {
@@ -200,6 +206,38 @@ fn linux_from_cbfs_runs_as_the_guest_under_svm() {
     let log = linux_from_cbfs("coreboot-linux-guest", "max", 2, "guest");
     log.assert_summary(2, 2, 2, 2, "PASS");
     log.assert_count("GUEST-END os=linux how=poweroff exits=", 1);
+}
+
+/// The flash payload for AMD boards (`make payload`: SVM only, no fuzzers)
+/// runs Linux from CBFS as the guest of every CPU, as the full kernel does.
+#[test]
+fn amd_flash_payload_runs_linux_from_cbfs_as_the_guest() {
+    let log = linux_from_cbfs_of("payload-amd.elf", "coreboot-amd-payload-linux", "max", 2, "guest");
+    log.assert_summary(2, 2, 2, 2, "PASS");
+    if log.summary().virt != "svm" {
+        log.fail("expected virt=svm");
+    }
+    log.assert_count("GUEST-END os=linux how=poweroff exits=", 1);
+}
+
+/// The Intel payload (VMX only) on an AMD CPU: the log names the missing
+/// backend, every CPU ends NO_VMX, Linux boots natively; the fuzzers it
+/// was built without are refused by name.
+#[test]
+fn intel_flash_payload_on_an_amd_cpu_says_what_it_lacks() {
+    const FUZZ: &str = "[cpu0] WARN  command line: `guest=fuzz` ignored: this build has no fuzzers (the kernel was built without its `fuzz` feature)";
+    let boot = Boot::coreboot_payload_of("coreboot-intel-payload-amd", "payload-intel.elf").cpu_model("max").cpus(2);
+    let log = boot.cmdline("guest=fuzz").run();
+    log.assert_no_exception();
+    log.assert_line(FUZZ);
+    log.assert_line("[cpu0] ERROR virt: this CPU offers SVM, and this kernel was built without its SVM backend (the `svm` feature): no hardware virtualization");
+    log.assert_summary(2, 2, 0, 0, "NO_VMX");
+    let log = linux_from_cbfs_of("payload-intel.elf", "coreboot-intel-payload-linux", "max", 2, "native");
+    log.assert_summary(2, 2, 0, 0, "NO_VMX");
+    log.assert_line(
+        "[cpu0] INFO  linux: runs natively, not as a guest: this kernel was built without the backend this CPU needs",
+    );
+    log.assert_count("GUEST-END ", 0);
 }
 
 /// A bad hand-over that ends the run before the command line is read: one

@@ -170,3 +170,17 @@ fn entry_failure_on_controls_is_explained() {
     log.assert_line("[cpu0] ERROR guest failed: VM-entry failure");
     log.assert_summary(1, 1, 1, 0, "FAIL");
 }
+
+/// The flash payload for Intel boards (`make payload`: VMX only, no
+/// fuzzers), loaded by GRUB as a multiboot2 kernel: a guest on every CPU as
+/// with the full kernel; the entry fuzzer it was built without is refused by
+/// name and the proof guest runs instead.
+#[test]
+fn intel_flash_payload_runs_a_guest_on_every_cpu() {
+    let log = Boot::bochs("bochs-intel-payload", "corei7_skylake_x").kernel("payload-intel.elf").cpus(2);
+    let log = log.cmdline("entryfuzz=10").run();
+    log.assert_no_exception();
+    log.assert_line("[cpu0] WARN  command line: `entryfuzz=10` ignored: this build has no fuzzers (the kernel was built without its `fuzz` feature)");
+    assert_guest_ok_on_every_cpu(&log, 2, 0x2b);
+    log.assert_summary(2, 2, 2, 2, "PASS");
+}

@@ -183,6 +183,23 @@ impl Options {
         o
     }
 
+    /// `parse` for a kernel built without its fuzzers (the kernel's `fuzz`
+    /// feature off, as the flash payloads are: docs/coreboot.md#size):
+    /// `guest=fuzz` and `entryfuzz=` are refused with a warning that says so,
+    /// and the proof guest runs instead.
+    pub fn parse_without_fuzzers(cmdline: &str) -> Options {
+        const NO_FUZZERS: &str = "this build has no fuzzers (the kernel was built without its `fuzz` feature)";
+        let mut o = Options::parse(cmdline);
+        if o.guest == GuestKind::Fuzz {
+            o.guest = GuestKind::Normal;
+            o.warnings.push(Warning { word: String::from("guest=fuzz"), reason: NO_FUZZERS });
+        }
+        if let Some(n) = o.entryfuzz.take() {
+            o.warnings.push(Warning { word: alloc::format!("entryfuzz={n}"), reason: NO_FUZZERS });
+        }
+        o
+    }
+
     fn apply(&mut self, key: &str, value: Option<&str>) -> Result<(), &'static str> {
         match (key, value) {
             ("loglevel", Some(v)) => {
@@ -323,6 +340,19 @@ mod tests {
         assert_eq!(Options::parse("linux=native").linux, LinuxMode::Native);
         assert_eq!(Options::parse("linux=guest").linux, LinuxMode::Guest);
         assert_eq!(Options::parse("linux=vm").warnings[0].reason, "linux is one of guest, native");
+    }
+
+    #[test]
+    fn a_build_without_fuzzers_refuses_them_by_name() {
+        let o = Options::parse_without_fuzzers("guest=fuzz entryfuzz=100 seed=3 exit=qemu");
+        assert_eq!((o.guest, o.entryfuzz, o.exit), (GuestKind::Normal, None, ExitMode::Qemu));
+        let words: Vec<&str> = o.warnings.iter().map(|w| w.word.as_str()).collect();
+        assert_eq!(words, ["guest=fuzz", "entryfuzz=100"]);
+        assert_eq!(
+            alloc::format!("{}", o.warnings[0]),
+            "command line: `guest=fuzz` ignored: this build has no fuzzers (the kernel was built without its `fuzz` feature)"
+        );
+        assert_eq!(Options::parse_without_fuzzers("guest=hostile"), Options::parse("guest=hostile"));
     }
 
     #[test]

@@ -96,7 +96,7 @@ extern "C" fn exception_dispatch(f: &mut ExceptionFrame) {
     }
     // Bochs 2.7: a guest's single-step trap delivered to the host after the
     // #VMEXIT, while GS is still the guest's (svm::leaked_single_step).
-    if crate::svm::leaked_single_step(f.vector, f.rip, f.rflags) {
+    if cfg!(feature = "svm") && crate::svm::leaked_single_step(f.vector, f.rip, f.rflags) {
         return;
     }
     let vector = f.vector as usize;

@@ -6,13 +6,14 @@ use hvlogic::cmdline::GuestKind;
 
 /// Stage work: this CPU's guest (the proof guest, the entry fuzzer with
 /// `entryfuzz=`, or with `guest=fuzz` the guest fuzzer's runs).
+/// A kernel built without its `fuzz` feature has neither fuzzer (its
+/// options refuse them; `cfg!` leaves their code out of the image).
 pub fn run_guest(pcb: &Pcb) {
     let options = crate::run::options();
-    if let Some(n) = options.entryfuzz {
-        super::entry_fuzz::run(pcb, n, options.seed)
-    } else if options.guest == GuestKind::Fuzz {
-        super::fuzz_guest::run(pcb)
-    } else {
-        super::proof_guest::run(pcb)
+    let fuzzers = cfg!(feature = "fuzz");
+    match options.entryfuzz {
+        Some(n) if fuzzers => super::entry_fuzz::run(pcb, n, options.seed),
+        _ if fuzzers && options.guest == GuestKind::Fuzz => super::fuzz_guest::run(pcb),
+        _ => super::proof_guest::run(pcb),
     }
 }

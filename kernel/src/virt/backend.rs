@@ -7,11 +7,15 @@ use crate::pcb::Pcb;
 use hvlogic::memmap::Range;
 use hvlogic::power::Ports;
 
+/// Each call goes to the backend of `kind()`, or, where the kernel was built
+/// without it (its feature off: `cfg!` is a constant, so the backend's code
+/// is left out of the image), to `Unbuilt`.
 macro_rules! dispatch {
     ($f:ident ( $($arg:expr),* )) => {
         match kind() {
-            Kind::Vmx => <crate::vmx::Vmx as Backend>::$f($($arg),*),
-            Kind::Svm => <crate::svm::Svm as Backend>::$f($($arg),*),
+            Kind::Vmx if cfg!(feature = "vmx") => <crate::vmx::Vmx as Backend>::$f($($arg),*),
+            Kind::Svm if cfg!(feature = "svm") => <crate::svm::Svm as Backend>::$f($($arg),*),
+            _ => <super::unbuilt::Unbuilt as Backend>::$f($($arg),*),
         }
     };
 }

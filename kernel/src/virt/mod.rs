@@ -22,6 +22,7 @@ pub mod os;
 pub mod os_memory;
 pub mod proof;
 pub mod regs;
+mod unbuilt;
 
 pub mod backend;
 

@@ -182,6 +182,11 @@ fn linux_boot(suffix: &str, cpus: u32, rounds: u32, engine: impl Fn(&str) -> Boo
         let (Some(from), Some(to)) = (log.arrival(HANDOFF), log.arrival(INIT)) else {
             log.fail(&format!("linux={mode}: no handoff or no init line"));
         };
+        if !log.lines_starting(HANDOFF)[0].ends_with(&format!(", {mode}")) {
+            log.fail(&format!(
+                "linux={mode}: the handoff line says otherwise (a pair of two native boots is no figure)"
+            ));
+        }
         let uptime =
             log.lines_starting(INIT).first().and_then(|l| l.split("uptime=").nth(1)).unwrap_or("?").to_string();
         const TIMER: &str = "INIT: local-timer-interrupts=";

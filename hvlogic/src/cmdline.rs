@@ -170,32 +170,36 @@ impl Default for Options {
 
 impl Options {
     pub fn parse(cmdline: &str) -> Options {
+        Options::parse_for(cmdline, true)
+    }
+
+    /// `parse` for a kernel built without its fuzzers (the kernel's `fuzz`
+    /// feature off, as the flash payloads are: docs/coreboot.md#size): the
+    /// words that ask for them (`guest=fuzz`, `entryfuzz=`, `fuzz-runs=`,
+    /// `fuzz-skip=`, `inject=fuzz-host-state`) are refused as any bad word
+    /// is, with a reason that says so, and the proof guest runs.
+    pub fn parse_without_fuzzers(cmdline: &str) -> Options {
+        Options::parse_for(cmdline, false)
+    }
+
+    fn parse_for(cmdline: &str, fuzzers: bool) -> Options {
+        const NO_FUZZERS: &str = "this build has no fuzzers (the kernel was built without its `fuzz` feature)";
         let mut o = Options::default();
         for word in cmdline.split_ascii_whitespace() {
             let (key, value) = match word.split_once('=') {
                 Some((k, v)) => (k, Some(v)),
                 None => (word, None),
             };
-            if let Err(reason) = o.apply(key, value) {
+            let asks_for_fuzzers = matches!(
+                (key, value),
+                ("guest", Some("fuzz"))
+                    | ("entryfuzz" | "fuzz-runs" | "fuzz-skip", _)
+                    | ("inject", Some("fuzz-host-state"))
+            );
+            let applied = if asks_for_fuzzers && !fuzzers { Err(NO_FUZZERS) } else { o.apply(key, value) };
+            if let Err(reason) = applied {
                 o.warnings.push(Warning { word: String::from(word), reason });
             }
-        }
-        o
-    }
-
-    /// `parse` for a kernel built without its fuzzers (the kernel's `fuzz`
-    /// feature off, as the flash payloads are: docs/coreboot.md#size):
-    /// `guest=fuzz` and `entryfuzz=` are refused with a warning that says so,
-    /// and the proof guest runs instead.
-    pub fn parse_without_fuzzers(cmdline: &str) -> Options {
-        const NO_FUZZERS: &str = "this build has no fuzzers (the kernel was built without its `fuzz` feature)";
-        let mut o = Options::parse(cmdline);
-        if o.guest == GuestKind::Fuzz {
-            o.guest = GuestKind::Normal;
-            o.warnings.push(Warning { word: String::from("guest=fuzz"), reason: NO_FUZZERS });
-        }
-        if let Some(n) = o.entryfuzz.take() {
-            o.warnings.push(Warning { word: alloc::format!("entryfuzz={n}"), reason: NO_FUZZERS });
         }
         o
     }
@@ -344,10 +348,12 @@ mod tests {
 
     #[test]
     fn a_build_without_fuzzers_refuses_them_by_name() {
-        let o = Options::parse_without_fuzzers("guest=fuzz entryfuzz=100 seed=3 exit=qemu");
-        assert_eq!((o.guest, o.entryfuzz, o.exit), (GuestKind::Normal, None, ExitMode::Qemu));
+        let o = Options::parse_without_fuzzers(
+            "guest=hostile guest=fuzz entryfuzz=0100 fuzz-runs=5 seed=3 quiet inject=fuzz-host-state exit=qemu",
+        );
+        assert_eq!((o.guest, o.entryfuzz, o.exit, o.inject), (GuestKind::Hostile, None, ExitMode::Qemu, None));
         let words: Vec<&str> = o.warnings.iter().map(|w| w.word.as_str()).collect();
-        assert_eq!(words, ["guest=fuzz", "entryfuzz=100"]);
+        assert_eq!(words, ["guest=fuzz", "entryfuzz=0100", "fuzz-runs=5", "quiet", "inject=fuzz-host-state"]);
         assert_eq!(
             alloc::format!("{}", o.warnings[0]),
             "command line: `guest=fuzz` ignored: this build has no fuzzers (the kernel was built without its `fuzz` feature)"

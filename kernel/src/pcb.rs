@@ -335,13 +335,15 @@ impl Pcb {
         self.own.borrow_mut()
     }
 
-    /// Count a VM exit of the OS guest (single writer: a plain load and store).
+    /// Add `ticks` to this CPU's time in the exit handler (`exit_ticks`;
+    /// single writer, as `count_exit`).
     #[inline(always)]
-    /// Add `ticks` to this CPU's time in the exit handler (`exit_ticks`).
     pub fn count_exit_ticks(&self, ticks: u64) {
         self.exit_ticks.store(self.exit_ticks.load(Ordering::Relaxed).wrapping_add(ticks), Ordering::Relaxed);
     }
 
+    /// Count a VM exit of the OS guest (single writer: a plain load and store).
+    #[inline(always)]
     pub fn count_exit(&self, basic_reason: u32) {
         if let Some(c) = self.exits.get(basic_reason as usize) {
             c.store(c.load(Ordering::Relaxed) + 1, Ordering::Relaxed);

@@ -151,13 +151,16 @@ pub fn guest_end(how: How) -> bool {
         crate::logger::raw_line(format_args!("{line}"));
     }
     // Time in the exit handlers, by CPU: what the hypervisor's own code cost
-    // the OS (the world switches themselves are not in it).
-    line.clear();
-    for (i, p) in cpus.iter().enumerate() {
-        let ms = crate::tsc::ticks_to_micros(p.exit_ticks.load(Ordering::Relaxed)) / 1000;
-        let _ = write!(line, "{}{ms}", if i == 0 { "" } else { "/" });
+    // the OS (the world switches themselves are not in it). None where no
+    // CPU ran the OS as its guest (a native handoff that failed).
+    if !cpus.is_empty() {
+        line.clear();
+        for (i, p) in cpus.iter().enumerate() {
+            let ms = crate::tsc::ticks_to_micros(p.exit_ticks.load(Ordering::Relaxed)) / 1000;
+            let _ = write!(line, "{}{ms}", if i == 0 { "" } else { "/" });
+        }
+        crate::logger::raw_line(format_args!("exit-handler ms={line}"));
     }
-    crate::logger::raw_line(format_args!("exit-handler ms={line}"));
     crate::logger::flush();
     true
 }

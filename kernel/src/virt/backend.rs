@@ -20,18 +20,23 @@ macro_rules! dispatch {
     };
 }
 
+/// Each stage name of the backend of `kind()`, as `dispatch!` picks it.
+macro_rules! stage_name {
+    ($name:ident) => {
+        match kind() {
+            Kind::Vmx if cfg!(feature = "vmx") => <crate::vmx::Vmx as Backend>::$name,
+            Kind::Svm if cfg!(feature = "svm") => <crate::svm::Svm as Backend>::$name,
+            _ => <super::unbuilt::Unbuilt as Backend>::$name,
+        }
+    };
+}
+
 pub fn enter_stage() -> &'static str {
-    match kind() {
-        Kind::Vmx => crate::vmx::Vmx::ENTER_STAGE,
-        Kind::Svm => crate::svm::Svm::ENTER_STAGE,
-    }
+    stage_name!(ENTER_STAGE)
 }
 
 pub fn leave_stage() -> &'static str {
-    match kind() {
-        Kind::Vmx => crate::vmx::Vmx::LEAVE_STAGE,
-        Kind::Svm => crate::svm::Svm::LEAVE_STAGE,
-    }
+    stage_name!(LEAVE_STAGE)
 }
 
 pub fn enter(pcb: &Pcb) {

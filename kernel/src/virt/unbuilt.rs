@@ -40,7 +40,10 @@ impl Backend for Unbuilt {
     fn run_guest(_: &Pcb) {}
 
     fn os_unsupported(_: &Pcb) -> Option<&'static str> {
-        Some("this kernel was built without the backend this CPU needs")
+        Some(match super::offered() {
+            true => "this kernel was built without the backend this CPU needs",
+            false => "this CPU has no hardware virtualization (and this kernel was built without its backend)",
+        })
     }
 
     fn prepare_os(_: &Pcb, _: &[Range], _: &[Range], _: Ports, _: u64) {}

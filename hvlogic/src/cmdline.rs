@@ -173,16 +173,12 @@ impl Options {
         Options::parse_for(cmdline, true)
     }
 
-    /// `parse` for a kernel built without its fuzzers (the kernel's `fuzz`
-    /// feature off, as the flash payloads are: docs/coreboot.md#size): the
-    /// words that ask for them (`guest=fuzz`, `entryfuzz=`, `fuzz-runs=`,
-    /// `fuzz-skip=`, `inject=fuzz-host-state`) are refused as any bad word
-    /// is, with a reason that says so, and the proof guest runs.
-    pub fn parse_without_fuzzers(cmdline: &str) -> Options {
-        Options::parse_for(cmdline, false)
-    }
-
-    fn parse_for(cmdline: &str, fuzzers: bool) -> Options {
+    /// `parse` for a kernel built with or without its fuzzers (the kernel's
+    /// `fuzz` feature; the flash payloads have none: docs/coreboot.md#size).
+    /// Without them the words that ask for them (`guest=fuzz`, `entryfuzz=`,
+    /// `fuzz-runs=`, `fuzz-skip=`, `inject=fuzz-host-state`) are refused as
+    /// any bad word is, with a reason that says so, and the proof guest runs.
+    pub fn parse_for(cmdline: &str, fuzzers: bool) -> Options {
         const NO_FUZZERS: &str = "this build has no fuzzers (the kernel was built without its `fuzz` feature)";
         let mut o = Options::default();
         for word in cmdline.split_ascii_whitespace() {
@@ -348,8 +344,9 @@ mod tests {
 
     #[test]
     fn a_build_without_fuzzers_refuses_them_by_name() {
-        let o = Options::parse_without_fuzzers(
+        let o = Options::parse_for(
             "guest=hostile guest=fuzz entryfuzz=0100 fuzz-runs=5 seed=3 quiet inject=fuzz-host-state exit=qemu",
+            false,
         );
         assert_eq!((o.guest, o.entryfuzz, o.exit, o.inject), (GuestKind::Hostile, None, ExitMode::Qemu, None));
         let words: Vec<&str> = o.warnings.iter().map(|w| w.word.as_str()).collect();
@@ -358,7 +355,7 @@ mod tests {
             alloc::format!("{}", o.warnings[0]),
             "command line: `guest=fuzz` ignored: this build has no fuzzers (the kernel was built without its `fuzz` feature)"
         );
-        assert_eq!(Options::parse_without_fuzzers("guest=hostile"), Options::parse("guest=hostile"));
+        assert_eq!(Options::parse_for("guest=hostile", false), Options::parse("guest=hostile"));
     }
 
     #[test]

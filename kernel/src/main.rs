@@ -122,10 +122,7 @@ extern "C" fn kernel_main(eax: u32, ebx: u32, arg: u32) -> ! {
         heap_limit
     );
 
-    let options = run::OPTIONS.call_once(|| match cfg!(feature = "fuzz") {
-        true => Options::parse(boot.cmdline),
-        false => Options::parse_without_fuzzers(boot.cmdline),
-    });
+    let options = run::OPTIONS.call_once(|| Options::parse_for(boot.cmdline, cfg!(feature = "fuzz")));
     logger::set_level(options.loglevel);
     console::start(options.console);
     for w in &options.warnings {

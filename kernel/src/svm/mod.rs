@@ -17,7 +17,6 @@ mod os_guest;
 mod os_vcpu;
 mod proof_guest;
 mod proof_vcpu;
-mod stage;
 mod vcpu;
 mod vmcb;
 
@@ -45,7 +44,7 @@ impl Backend for Svm {
     }
 
     fn run_guest(pcb: &Pcb) {
-        stage::run_guest(pcb)
+        crate::virt::fuzz::run_guest(pcb, entry_fuzz::run, fuzz_guest::run, proof_guest::run)
     }
 
     fn os_unsupported(bsp: &Pcb) -> Option<&'static str> {

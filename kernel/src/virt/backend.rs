@@ -7,36 +7,25 @@ use crate::pcb::Pcb;
 use hvlogic::memmap::Range;
 use hvlogic::power::Ports;
 
-/// Each call goes to the backend of `kind()`, or, where the kernel was built
-/// without it (its feature off: `cfg!` is a constant, so the backend's code
-/// is left out of the image), to `Unbuilt`.
+/// Each call (or stage name) goes to the backend of `kind()`, or, where the
+/// kernel was built without it (its feature off: `cfg!` is a constant, so the
+/// backend's code is left out of the image), to `Unbuilt`.
 macro_rules! dispatch {
-    ($f:ident ( $($arg:expr),* )) => {
+    ($($item:tt)+) => {
         match kind() {
-            Kind::Vmx if cfg!(feature = "vmx") => <crate::vmx::Vmx as Backend>::$f($($arg),*),
-            Kind::Svm if cfg!(feature = "svm") => <crate::svm::Svm as Backend>::$f($($arg),*),
-            _ => <super::unbuilt::Unbuilt as Backend>::$f($($arg),*),
-        }
-    };
-}
-
-/// Each stage name of the backend of `kind()`, as `dispatch!` picks it.
-macro_rules! stage_name {
-    ($name:ident) => {
-        match kind() {
-            Kind::Vmx if cfg!(feature = "vmx") => <crate::vmx::Vmx as Backend>::$name,
-            Kind::Svm if cfg!(feature = "svm") => <crate::svm::Svm as Backend>::$name,
-            _ => <super::unbuilt::Unbuilt as Backend>::$name,
+            Kind::Vmx if cfg!(feature = "vmx") => <crate::vmx::Vmx as Backend>::$($item)+,
+            Kind::Svm if cfg!(feature = "svm") => <crate::svm::Svm as Backend>::$($item)+,
+            _ => <super::unbuilt::Unbuilt as Backend>::$($item)+,
         }
     };
 }
 
 pub fn enter_stage() -> &'static str {
-    stage_name!(ENTER_STAGE)
+    dispatch!(ENTER_STAGE)
 }
 
 pub fn leave_stage() -> &'static str {
-    stage_name!(LEAVE_STAGE)
+    dispatch!(LEAVE_STAGE)
 }
 
 pub fn enter(pcb: &Pcb) {

@@ -665,6 +665,20 @@ pub fn stage<E: fmt::Display>(pcb: &Pcb, what: &str, fuzz: impl FnOnce(&Pcb) -> 
     }
 }
 
+/// A backend's guest stage (`Backend::run_guest`), by `entryfuzz=` and
+/// `guest=`: its entry fuzzer, its guest fuzzer, or its proof guest. A kernel
+/// built without its `fuzz` feature has neither fuzzer (its options refuse
+/// them; `cfg!` leaves their code out of the image).
+pub fn run_guest(pcb: &Pcb, entry_fuzz: fn(&Pcb, u32, Option<u64>), fuzz_guest: fn(&Pcb), proof_guest: fn(&Pcb)) {
+    let options = run::options();
+    let fuzzers = cfg!(feature = "fuzz");
+    match options.entryfuzz {
+        Some(n) if fuzzers => entry_fuzz(pcb, n, options.seed),
+        _ if fuzzers && options.guest == hvlogic::cmdline::GuestKind::Fuzz => fuzz_guest(pcb),
+        _ => proof_guest(pcb),
+    }
+}
+
 /// `guest=fuzz`'s stage work: `fuzz` as `stage` runs it, and then (however
 /// the runs ended: a set-up error returns early) no watcher waits on this CPU.
 pub fn stage_guest_fuzz<E: fmt::Display>(pcb: &Pcb, fuzz: impl FnOnce(&Pcb) -> Result<bool, E>) {

@@ -19,7 +19,6 @@ mod proof_guest;
 mod proof_vcpu;
 mod proof_vmcs;
 mod snapshot;
-mod stage;
 mod vcpu;
 mod vmcs;
 mod vmxcap;
@@ -46,7 +45,7 @@ impl Backend for Vmx {
     }
 
     fn run_guest(pcb: &Pcb) {
-        stage::run_guest(pcb)
+        crate::virt::fuzz::run_guest(pcb, entry_fuzz::run, fuzz_guest::run, proof_guest::run)
     }
 
     fn os_unsupported(bsp: &Pcb) -> Option<&'static str> {

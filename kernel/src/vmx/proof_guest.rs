@@ -29,9 +29,6 @@ const TIME_BUDGET_US: u64 = 250_000;
 
 /// Stage work: launch this CPU's guest, run it to its end, report.
 pub fn run(pcb: &Pcb) {
-    if let Some(n) = run::options().entryfuzz.filter(|_| cfg!(feature = "fuzz")) {
-        return super::entry_fuzz::run(pcb, n, run::options().seed);
-    }
     if !pcb.has(CPU_STATUS_VMXON) {
         return;
     }

@@ -199,19 +199,16 @@ fn linux_boot(suffix: &str, cpus: u32, rounds: u32, engine: impl Fn(&str) -> Boo
         let (guest_log, guest) = run("guest");
         pairs.push((native, guest, guest_log));
     }
-    let ratio = |native: &Run, guest: &Run| guest.ms as f64 / native.ms as f64;
-    let ratios: Vec<String> = pairs.iter().map(|p| format!("{:.2}", ratio(&p.0, &p.1))).collect();
-    pairs.sort_by(|a, b| ratio(&a.0, &a.1).total_cmp(&ratio(&b.0, &b.1)));
-    let (native, guest, guest_log) = pairs.swap_remove(pairs.len() / 2);
+    let ((native, guest, guest_log), ratios) = median_pair(pairs, |p| (p.0.ms, p.1.ms));
     let at =
         guest_log.lines.iter().position(|l| l.starts_with(END)).unwrap_or_else(|| guest_log.fail("no GUEST-END line"));
     let exits = guest_log.lines[at].split("exits=").nth(1).unwrap_or("?").to_string();
-    let all = if rounds > 1 { format!(" rounds={}", ratios.join("/")) } else { String::new() };
+    let all = if rounds > 1 { format!(" rounds={ratios}") } else { String::new() };
     println!(
         "bench: linux-boot{suffix} cpus={cpus} native={} guest={} ratio={:.2} exits={exits}{all}",
         native.ms,
         guest.ms,
-        ratio(&native, &guest)
+        ratio(native.ms, guest.ms)
     );
     let table = exit_table(&guest_log.lines[at + 2..], cpus);
     println!("bench: linux-exits{suffix} cpus={cpus} {table}");
@@ -227,7 +224,25 @@ fn linux_boot(suffix: &str, cpus: u32, rounds: u32, engine: impl Fn(&str) -> Boo
             n / cpus as f64 / seconds
         );
     }
-    print_handler_time(&format!("linux-exit-handler{suffix}"), &guest_log, guest.ms.saturating_sub(native.ms));
+    print_handler_time(&format!("linux-exit-handler{suffix}"), &guest_log, &exits, guest.ms.saturating_sub(native.ms));
+}
+
+/// A guest boot's wall-clock time over the native one's.
+fn ratio(native_ms: u128, guest_ms: u128) -> f64 {
+    guest_ms as f64 / native_ms as f64
+}
+
+/// Of native/guest `pairs` (`ms` gives a pair's native and guest ms), the
+/// one with the median ratio, and every pair's ratio in the order they ran
+/// (`1.04/1.33/...`).
+fn median_pair<T>(mut pairs: Vec<T>, ms: impl Fn(&T) -> (u128, u128)) -> (T, String) {
+    let of = |p: &T| {
+        let (native, guest) = ms(p);
+        ratio(native, guest)
+    };
+    let ratios: Vec<String> = pairs.iter().map(|p| format!("{:.2}", of(p))).collect();
+    pairs.sort_by(|a, b| of(a).total_cmp(&of(b)));
+    (pairs.swap_remove(pairs.len() / 2), ratios.join("/"))
 }
 
 /// One Linux boot of `linux_boot`: ms from the handoff to the init line,
@@ -242,17 +257,16 @@ struct Run {
 /// `bench: <name> ms=<cpu0>/<cpu1>/... per-exit-us=<u> gap-ms=<g>`: the time
 /// the guest's CPUs spent in the hypervisor's exit handler (GUEST-END's
 /// `exit-handler ms=` line, TSC time from the handler's entry to its
-/// return), per exit on average, beside the wall-clock gap between the guest
+/// return), per exit on average (of GUEST-END's `exits`), beside the wall-clock gap between the guest
 /// and the native boot: what the gap leaves over is the world switches
 /// themselves (in QEMU's TCG, mostly the software TLB flushed at each).
-fn print_handler_time(name: &str, log: &Log, gap_ms: u128) {
+fn print_handler_time(name: &str, log: &Log, exits: &str, gap_ms: u128) {
     const LINE: &str = "exit-handler ms=";
     let Some(ms) = log.lines_starting(LINE).first().map(|l| l[LINE.len()..].to_string()) else {
         return println!("bench: {name} none (no `{LINE}` line)");
     };
     let total_ms: u64 = ms.split('/').filter_map(|m| m.parse::<u64>().ok()).sum();
-    let exits: Option<u64> =
-        log.lines_starting("GUEST-END ").first().and_then(|l| l.split("exits=").nth(1)?.trim().parse().ok());
+    let exits: Option<u64> = exits.trim().parse().ok();
     let per_exit =
         exits.filter(|&n| n > 0).map_or("?".to_string(), |n| format!("{:.1}", total_ms as f64 * 1000.0 / n as f64));
     println!("bench: {name} ms={ms} per-exit-us={per_exit} gap-ms={gap_ms}");
@@ -375,7 +389,7 @@ fn debian_boot_native_and_guest() {
         }
     }
     // Pair each guest run with its round's native run; the pair with the median ratio.
-    let mut pairs: Vec<(u128, u128, Log)> = guests
+    let pairs: Vec<(u128, u128, Log)> = guests
         .into_iter()
         .filter_map(|(round, guest, log)| natives.iter().find(|n| n.0 == round).map(|n| (n.1, guest, log)))
         .collect();
@@ -387,15 +401,11 @@ fn debian_boot_native_and_guest() {
         );
         return;
     }
-    let ratio = |native: u128, guest: u128| guest as f64 / native as f64;
-    let ratios: Vec<String> = pairs.iter().map(|p| format!("{:.2}", ratio(p.0, p.1))).collect();
-    pairs.sort_by(|a, b| ratio(a.0, a.1).total_cmp(&ratio(b.0, b.1)));
-    let (native, guest, log) = pairs.swap_remove(pairs.len() / 2);
+    let ((native, guest, log), ratios) = median_pair(pairs, |p| (p.0, p.1));
     let exits = log.lines_starting("GUEST-END ").first().and_then(|l| l.split("exits=").nth(1)).unwrap_or("?");
     println!(
-        "bench: debian-boot native={native} guest={guest} ratio={:.2} exits={exits} rounds={}",
-        ratio(native, guest),
-        ratios.join("/")
+        "bench: debian-boot native={native} guest={guest} ratio={:.2} exits={exits} rounds={ratios}",
+        ratio(native, guest)
     );
-    print_handler_time("debian-exit-handler", &log, guest.saturating_sub(native));
+    print_handler_time("debian-exit-handler", &log, exits, guest.saturating_sub(native));
 }
